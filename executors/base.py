@@ -1,0 +1,86 @@
+"""The Executor interface: what every platform module implements. Knows nothing of Celery."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from executors.errors import InvalidParams
+from executors.http import HttpClient
+
+
+class ActionParams(BaseModel):
+    """Base of every action's params schema: unknown fields are refused, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    base_url: str
+    token: str | None = None
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+Result = dict[str, Any]
+
+
+class Executor(ABC):
+    """One platform. `actions` maps each action name to its params schema.
+
+    `execute` returns a JSON-serialisable result; `compensate` undoes what `execute` did, given the
+    params and the result it returned (rollback uses it). Both raise executors.errors types only.
+    """
+
+    platform: ClassVar[str]
+    actions: ClassVar[dict[str, type[ActionParams]]]
+    #: actions whose effect cannot be undone (compensate is a no-op for them)
+    irreversible: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, config: ExecutorConfig, http: HttpClient) -> None:
+        self.config = config
+        self.http = http
+
+    @classmethod
+    def validate(cls, action: str, params: Mapping[str, Any]) -> ActionParams:
+        schema = cls.actions.get(action)
+        if schema is None:
+            known = ", ".join(sorted(cls.actions))
+            raise InvalidParams(f"unknown action {cls.platform}.{action} (known: {known})")
+        try:
+            return schema.model_validate(dict(params))
+        except ValidationError as exc:
+            raise InvalidParams(f"invalid params for {cls.platform}.{action}: {format_validation(exc)}") from None
+
+    def execute(self, action: str, params: Mapping[str, Any]) -> Result:
+        model = self.validate(action, params)
+        handler: Callable[[Any], Result] = getattr(self, f"do_{action}")
+        return handler(model)
+
+    def compensate(self, action: str, params: Mapping[str, Any], result: Mapping[str, Any]) -> Result | None:
+        model = self.validate(action, params)
+        handler = getattr(self, f"undo_{action}", None)
+        if handler is None:
+            return None
+        return handler(model, dict(result))
+
+    @abstractmethod
+    def check_auth(self) -> Result:
+        """Prove the configured credentials work; raise AuthError when they do not."""
+
+    def url(self, path: str) -> str:
+        return f"{self.config.base_url}{path}"
+
+
+def format_validation(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "params"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,111 @@
+"""The shared HTTP layer: one pooled httpx client per process, explicit timeouts, typed errors."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from executors.errors import AuthError, PermanentError, RateLimitedError, RetryableError
+
+USER_AGENT = "opsqueue/0.1"
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After is either delta-seconds or an HTTP date (RFC 9110 10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip().replace("\n", " ")
+        return text[:200] or response.reason_phrase
+    if isinstance(body, dict):
+        for key in ("message", "error", "error_description", "detail"):
+            val = body.get(key)
+            if isinstance(val, str):
+                return val[:200]
+            if isinstance(val, dict) and isinstance(val.get("message"), str):
+                return val["message"][:200]
+    return str(body)[:200]
+
+
+def raise_for_status(response: httpx.Response, platform: str) -> None:
+    status = response.status_code
+    if status < 400:
+        return
+    where = f"{platform} {response.request.method} {response.request.url.path}"
+    msg = f"{where} -> HTTP {status}: {_message(response)}"
+    if status == 429:
+        raise RateLimitedError(msg, status=status, platform=platform,
+                               retry_after=parse_retry_after(response.headers.get("Retry-After")))
+    if status in (401, 403):
+        raise AuthError(msg, status=status, platform=platform)
+    if status >= 500 or status == 408:
+        raise RetryableError(msg, status=status, platform=platform,
+                             retry_after=parse_retry_after(response.headers.get("Retry-After")))
+    raise PermanentError(msg, status=status, platform=platform)
+
+
+class HttpClient:
+    """Wraps one httpx.Client (connection pool) for the whole process; executors share it."""
+
+    def __init__(self, connect_timeout_s: float = 5.0, read_timeout_s: float = 30.0) -> None:
+        self.timeout = httpx.Timeout(read_timeout_s, connect=connect_timeout_s)
+        self._client = httpx.Client(
+            timeout=self.timeout,
+            headers={"User-Agent": USER_AGENT},
+            limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
+            follow_redirects=False,
+        )
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        platform: str,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        try:
+            response = self._client.request(method, url, json=json, params=params, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise RetryableError(f"{platform} {method} {httpx.URL(url).path}: timed out ({type(exc).__name__})",
+                                 platform=platform) from None
+        except httpx.TransportError as exc:
+            raise RetryableError(f"{platform} {method} {httpx.URL(url).path}: connection failed ({exc})",
+                                 platform=platform) from None
+        raise_for_status(response, platform)
+        return response
+
+    def json(self, method: str, url: str, *, platform: str, **kwargs: Any) -> dict[str, Any]:
+        response = self.request(method, url, platform=platform, **kwargs)
+        if not response.content:
+            return {}
+        try:
+            body = response.json()
+        except ValueError:
+            raise PermanentError(f"{platform} {method} {httpx.URL(url).path}: response is not JSON",
+                                 status=response.status_code, platform=platform) from None
+        return body if isinstance(body, dict) else {"data": body}
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,25 @@
+"""noop: returns at once and touches nothing; for benchmarks and tests of the queue itself."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from executors.base import ActionParams, Executor, Result
+
+
+class NoopParams(ActionParams):
+    echo: Any = None
+
+
+class NoopExecutor(Executor):
+    platform = "noop"
+    actions = {"noop": NoopParams}
+
+    def do_noop(self, p: NoopParams) -> Result:
+        return {"ok": True, "echo": p.echo}
+
+    def undo_noop(self, p: NoopParams, result: Result) -> Result:
+        return {"ok": True}
+
+    def check_auth(self) -> Result:
+        return {"ok": True, "platform": "noop"}
