@@ -1,0 +1,1 @@
+"""Celery beat: the maintenance schedule (issue 5)."""

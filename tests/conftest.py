@@ -1,0 +1,186 @@
+"""Shared fixtures: the real Redis and PostgreSQL, the sandbox, and real worker processes."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.support.services import PostgresService, RedisService, find_postgres, find_redis
+from tests.support.worker import WorkerProcess
+
+_TMP = Path(tempfile.mkdtemp(prefix="opsq-tests-"))
+_REDIS: RedisService | None = None
+PLATFORMS_WITH_TOKENS = ("slack", "notion", "trello", "gdrive", "gsheets")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _REDIS
+    # The in-process client and the Celery app read these at import; set them before anything imports.
+    os.environ["OPSQ_HOME"] = str(_TMP / "home")
+    _REDIS = find_redis(_TMP / "embedded")
+    os.environ["OPSQ_REDIS_URL"] = _REDIS.url
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    assert _REDIS is not None
+    lines = [f"opsqueue tests: Redis {_REDIS.url}"]
+    if _REDIS.note:
+        lines.append(f"NOTE: {_REDIS.note}")
+    return lines
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    assert _REDIS is not None
+    return _REDIS.url
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresService]:
+    service = find_postgres()
+    yield service
+    service.drop()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'opsq.db'}"
+    service: PostgresService = request.getfixturevalue("postgres")
+    if service.url is None:
+        pytest.skip(f"needs PostgreSQL: {service.reason}")
+    _truncate_pg(service.url)
+    return service.url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'opsq.db'}"
+
+
+def _truncate_pg(url: str) -> None:
+    from sqlalchemy import inspect, text
+
+    from workers.store.db import make_engine
+
+    engine = make_engine(url)
+    tables = [t for t in inspect(engine).get_table_names() if t != "alembic_version"]
+    if tables:
+        with engine.begin() as conn:
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[object]:
+    from executors.sandbox.server import SandboxServer
+
+    server = SandboxServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sandbox_client(sandbox: object) -> object:
+    from executors.sandbox.server import SandboxClient
+
+    client = SandboxClient(sandbox.url)  # type: ignore[attr-defined]
+    client.reset()
+    client.clear_requests()
+    return client
+
+
+def make_env(redis_url: str, database_url: str, sandbox_url: str, **overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPSQ_")}
+    env.update({
+        "OPSQ_HOME": str(_TMP / "home"),
+        "OPSQ_REDIS_URL": redis_url,
+        "OPSQ_DATABASE_URL": database_url,
+        "OPSQ_PLATFORM_BASE_URL": sandbox_url,
+        "OPSQ_RETRY_BASE_S": "0.2",
+        "OPSQ_RETRY_CAP_S": "2",
+        "OPSQ_MAX_ATTEMPTS": "4",
+        "OPSQ_HTTP_READ_TIMEOUT_S": "5",
+        "OPSQ_TRELLO_API_KEY": "test-key",
+        "PYTHONUNBUFFERED": "1",
+    })
+    for platform in PLATFORMS_WITH_TOKENS:
+        env[f"OPSQ_{platform.upper()}_TOKEN"] = f"test-token-{platform}"
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture
+def opsq_env(redis_client: redis.Redis, redis_url: str, database_url: str, sandbox: object,
+             sandbox_client: object, monkeypatch: pytest.MonkeyPatch) -> Callable[..., dict[str, str]]:
+    """Configures this process (the client) and returns a factory of worker environments."""
+    return _configure(redis_url, database_url, sandbox, monkeypatch)
+
+
+@pytest.fixture
+def opsq_env_sqlite(redis_client: redis.Redis, redis_url: str, sqlite_url: str, sandbox: object,
+                    sandbox_client: object, monkeypatch: pytest.MonkeyPatch) -> Callable[..., dict[str, str]]:
+    return _configure(redis_url, sqlite_url, sandbox, monkeypatch)
+
+
+def _configure(redis_url: str, database_url: str, sandbox: object,
+               monkeypatch: pytest.MonkeyPatch) -> Callable[..., dict[str, str]]:
+    from workers import runtime
+    from workers.settings import reload_settings
+    from workers.store import db
+
+    base = make_env(redis_url, database_url, sandbox.url)  # type: ignore[attr-defined]
+    for key in [k for k in os.environ if k.startswith("OPSQ_")]:
+        monkeypatch.delenv(key)
+    for key, value in base.items():
+        if key.startswith("OPSQ_"):
+            monkeypatch.setenv(key, value)
+    reload_settings()
+    db.reset_engine()
+    runtime.reset()
+
+    def factory(**overrides: str) -> dict[str, str]:
+        return {**base, **overrides}
+
+    yield_env = factory
+    return yield_env
+
+
+@pytest.fixture
+def workers_started(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start(env: dict[str, str], queues: str = "slack,notion,trello,gdrive,gsheets,webhook,noop",
+              concurrency: int = 2, **kw: object) -> WorkerProcess:
+        worker = WorkerProcess(env, queues, concurrency, log_dir=tmp_path, **kw)  # type: ignore[arg-type]
+        started.append(worker)
+        return worker.start()
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture(autouse=True)
+def _reset_process_state() -> Iterator[None]:
+    yield
+    from workers import runtime
+    from workers.settings import reload_settings
+    from workers.store import db
+
+    db.reset_engine()
+    runtime.reset()
+    reload_settings()

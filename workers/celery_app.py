@@ -1,0 +1,92 @@
+"""The Celery app. `celery -A workers.celery_app worker` and `opsq worker` both run it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from workers import embedded_redis
+from workers.errors import ConfigError
+from workers.queues import PRIORITY_STEPS, PRIORITY_VALUES, celery_queues
+from workers.settings import Settings, get_settings
+
+EXECUTE_ACTION = "opsq.execute_action"
+
+
+def resolve_redis_url(settings: Settings) -> str:
+    if settings.redis_url:
+        return settings.redis_url
+    url = embedded_redis.discover(settings.home)
+    if url:
+        return url
+    raise ConfigError(
+        "no Redis: set OPSQ_REDIS_URL, or start `opsq worker` (it starts an embedded Redis when none is set)"
+    )
+
+
+def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any) -> dict[str, str] | None:
+    """So `send_task("opsq.execute_action", kwargs=...)` by name lands on the platform's queue too."""
+    if name == EXECUTE_ACTION and isinstance(kwargs, dict) and "platform" in kwargs:
+        return {"queue": kwargs["platform"], "routing_key": kwargs["platform"]}
+    return None
+
+
+def transport_options(settings: Settings) -> dict[str, Any]:
+    vt = settings.visibility_timeout_s
+    return {
+        "visibility_timeout": vt,
+        "priority_steps": list(PRIORITY_STEPS),
+        # kombu sweeps unacked messages older than the visibility timeout back into their queue; by
+        # default only every 10 x 10 s. Sweeping at most every 10 s (cheap) keeps redelivery prompt.
+        "unacked_restore_interval": max(1, min(10, vt // 2)),
+        "unacked_restore_throttle": 1,
+    }
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    url = resolve_redis_url(settings)
+    app = Celery("opsqueue", include=["workers.tasks"])
+    app.conf.update(
+        broker_url=url,
+        result_backend=url,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        event_serializer="json",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_queues=celery_queues(),
+        task_default_queue="control",
+        task_routes=(route_task,),
+        task_default_priority=PRIORITY_VALUES["normal"],
+        broker_transport_options=transport_options(settings),
+        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        result_expires=settings.result_expires_s,
+        result_extended=True,
+        task_track_started=True,
+        task_send_sent_event=True,
+        worker_send_task_events=True,
+        task_allow_error_cb_on_chord_header=True,
+        broker_connection_retry_on_startup=True,
+        enable_utc=True,
+        timezone="UTC",
+    )
+    return app
+
+
+app = create_app()
+
+
+@worker_process_init.connect
+def _fresh_connections_after_fork(**_: Any) -> None:
+    # A prefork child must not share the parent's DB or HTTP sockets.
+    from workers import runtime
+    from workers.store import db
+
+    db.reset_engine()
+    runtime.reset()

@@ -1,0 +1,89 @@
+"""opsq submit, opsq action status/list."""
+
+from __future__ import annotations
+
+import click
+
+from workers.cli.main import json_option, parse_params, priority_option
+from workers.cli.output import emit_json, status_text, table
+
+
+def _show(view, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+    if as_json:
+        emit_json(view.to_dict())
+        return
+    click.echo(f"action   {view.id}")
+    click.echo(f"what     {view.platform}.{view.action}  (queue {view.queue}, priority {view.priority})")
+    click.echo(f"status   {status_text(view.status)}  attempts {view.attempts}/{view.max_attempts}")
+    if view.duration_s is not None:
+        click.echo(f"took     {view.duration_s:.3f}s")
+    if view.next_attempt_at:
+        click.echo(f"next try {view.next_attempt_at.isoformat()}")
+    if view.error:
+        click.echo(f"error    [{view.error_kind}] {view.error}")
+    if view.result is not None:
+        import json
+
+        click.echo(f"result   {json.dumps(view.result, sort_keys=True)}")
+
+
+def register(cli: click.Group) -> None:
+    @cli.command()
+    @click.argument("platform")
+    @click.argument("action")
+    @click.option("--param", "-p", "pairs", multiple=True, metavar="K=V", help="A param (repeatable).")
+    @click.option("--params-json", help="All params as one JSON object.")
+    @priority_option
+    @click.option("--idempotency-key", help="Submitting the same key again returns the first action.")
+    @click.option("--max-attempts", type=click.IntRange(1, 100), help="Attempts before dead-lettering.")
+    @click.option("--wait", is_flag=True, help="Wait for the final status and result.")
+    @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds --wait waits.")
+    @json_option
+    def submit(platform: str, action: str, pairs: tuple[str, ...], params_json: str | None, priority: str,
+               idempotency_key: str | None, max_attempts: int | None, wait: bool, timeout: float,
+               as_json: bool) -> None:
+        """Validate and enqueue one action; prints its id."""
+        from workers.client import submit_action
+
+        handle = submit_action(platform, action, parse_params(pairs, params_json), priority=priority,
+                               idempotency_key=idempotency_key, max_attempts=max_attempts)
+        if not wait:
+            if as_json:
+                emit_json({"id": handle.id, "status": "queued"})
+            else:
+                click.echo(handle.id)
+            return
+        view = handle.wait(timeout)
+        _show(view, as_json)
+        if view.status != "succeeded":
+            raise SystemExit(1)
+
+    @cli.group()
+    def action() -> None:
+        """Inspect actions."""
+
+    @action.command("status")
+    @click.argument("action_id")
+    @json_option
+    def action_status(action_id: str, as_json: bool) -> None:
+        """One action: status, attempts, result or error."""
+        from workers.store import actions as store
+
+        _show(store.get(action_id), as_json)
+
+    @action.command("list")
+    @click.option("--status", type=click.Choice(["queued", "running", "retrying", "succeeded", "failed"]))
+    @click.option("--platform")
+    @click.option("--limit", type=click.IntRange(1, 10000), default=20, show_default=True)
+    @json_option
+    def action_list(status: str | None, platform: str | None, limit: int, as_json: bool) -> None:
+        """The newest actions."""
+        from workers.store import actions as store
+
+        views = store.list_recent(limit=limit, status=status, platform=platform)
+        if as_json:
+            emit_json([v.to_dict() for v in views])
+            return
+        table(["ID", "PLATFORM", "ACTION", "PRIORITY", "STATUS", "ATTEMPTS", "CREATED"],
+              [[v.id, v.platform, v.action, v.priority, status_text(v.status), v.attempts,
+                v.created_at.strftime("%Y-%m-%d %H:%M:%S")] for v in views])

@@ -1,0 +1,258 @@
+"""`opsq demo`: the product end to end on one machine, through real Celery, Redis and HTTP.
+
+It starts an embedded Redis, the platform sandbox and a worker process, runs the scenarios, prints a
+summary and stops everything it started. Nothing leaves the machine: every platform is the sandbox.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from workers.queues import PLATFORM_QUEUES
+
+PRIORITY_COLOURS = {"critical": "red", "high": "yellow", "normal": "cyan", "low": "blue"}
+
+
+def ok(text: str) -> str:
+    return click.style("✓ ", fg="green", bold=True) + text
+
+
+def bad(text: str) -> str:
+    return click.style("✗ ", fg="red", bold=True) + text
+
+
+def heading(n: int, title: str) -> None:
+    click.echo()
+    click.echo(click.style(f"── Scenario {n}: {title} ", fg="magenta", bold=True) + click.style("─" * 30, fg="magenta"))
+
+
+def prio(name: str) -> str:
+    return click.style(f"{name:<8}", fg=PRIORITY_COLOURS.get(name, "white"), bold=name == "critical")
+
+
+@dataclass
+class DemoRun:
+    quick: bool
+    sandbox_url: str
+    worker_name: str
+    action_ids: list[str] = field(default_factory=list)
+    scenarios: list[dict[str, Any]] = field(default_factory=list)
+
+    def track(self, handle: Any) -> Any:
+        self.action_ids.append(handle.id)
+        return handle
+
+
+class DemoEnvironment:
+    """Everything the demo starts, and stops again, whatever happens."""
+
+    def __init__(self, use_configured: bool) -> None:
+        self.use_configured = use_configured
+        self.tmp = Path(tempfile.mkdtemp(prefix="opsq-demo-"))
+        self.sandbox: Any = None
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.redis: Any = None
+        self.worker_name = f"demo-{os.getpid()}@localhost"
+        self.worker_log = self.tmp / "worker.log"
+
+    def __enter__(self) -> DemoEnvironment:
+        from executors.sandbox.server import SandboxServer
+        from workers.cli.broker import ensure_broker
+        from workers.settings import reload_settings
+
+        if not self.use_configured:
+            for key in [k for k in os.environ if k.startswith("OPSQ_")]:
+                del os.environ[key]
+            os.environ["OPSQ_HOME"] = str(self.tmp)
+        self.sandbox = SandboxServer().start()
+        os.environ["OPSQ_PLATFORM_BASE_URL"] = self.sandbox.url
+        for platform in ("slack", "notion", "trello", "gdrive", "gsheets"):
+            os.environ.pop(f"OPSQ_{platform.upper()}_BASE_URL", None)
+            os.environ.setdefault(f"OPSQ_{platform.upper()}_TOKEN", "demo-token")
+        os.environ.setdefault("OPSQ_TRELLO_API_KEY", "demo-key")
+        os.environ.setdefault("OPSQ_RETRY_BASE_S", "0.5")
+        os.environ.setdefault("OPSQ_RETRY_CAP_S", "5")
+        url, self.redis = ensure_broker()
+        reload_settings()
+        from workers.store.db import get_engine
+
+        get_engine()
+        self.worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", ",".join(PLATFORM_QUEUES),
+             "-c", "2", "-n", self.worker_name, "-l", "INFO", "--without-gossip", "--without-mingle"],
+            env=dict(os.environ), stdout=self.worker_log.open("wb"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while b" ready." not in self.worker_log.read_bytes():
+            if self.worker.poll() is not None or time.monotonic() > deadline:
+                raise click.ClickException(f"the demo worker did not start; its log: {self.worker_log}")
+            time.sleep(0.1)
+        click.echo(click.style("opsqueue demo", bold=True) + f"  broker {url}  sandbox {self.sandbox.url}")
+        click.echo(f"worker {self.worker_name} (2 processes) consuming {', '.join(PLATFORM_QUEUES)}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.worker and self.worker.poll() is None:
+            self.worker.terminate()
+            try:
+                self.worker.wait(15)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()
+        if self.sandbox:
+            self.sandbox.stop()
+        if self.redis:
+            self.redis.stop()
+
+
+def scenario_routing(run: DemoRun) -> None:
+    from workers.client import submit_action
+
+    heading(1, "routing: one action to each platform, each on its own queue")
+    actions = [
+        ("slack", "send_message", {"channel": "#ops", "text": "opsqueue demo says hello"}),
+        ("notion", "create_task", {"database_id": "demo-db", "title": "Review the demo"}),
+        ("trello", "create_card", {"list_id": "demo-list", "name": "Ship opsqueue"}),
+        ("gdrive", "create_file", {"name": "demo-report.pdf", "mime_type": "application/pdf"}),
+        ("gsheets", "append_row", {"sheet": "demo", "values": ["demo", 1, True]}),
+    ]
+    handles = [(run.track(submit_action(p, a, params, priority="normal")), p, a) for p, a, params in actions]
+    passed = 0
+    for handle, platform, action in handles:
+        view = handle.wait(60)
+        result = json.dumps(view.result, sort_keys=True) if view.result else view.error
+        line = f"{platform}.{action:<13} queue={click.style(view.queue, bold=True):<8} {view.status}  {result}"
+        if view.status == "succeeded":
+            passed += 1
+            click.echo(ok(line))
+        else:
+            click.echo(bad(line))
+    run.scenarios.append({"scenario": 1, "name": "routing", "passed": passed == len(handles)})
+
+
+def scenario_priority(run: DemoRun) -> None:
+    from executors.sandbox.server import SandboxClient
+    from workers.celery_app import app
+    from workers.client import submit_action
+
+    heading(2, "priority: critical actions overtake queued low ones")
+    lows = 4 if run.quick else 8
+    criticals = 2
+    # Pause the slack queue (Celery remote control) so the queue fills up as it would under load.
+    app.control.cancel_consumer("slack", destination=[run.worker_name], reply=True, timeout=5)
+    sandbox = SandboxClient(run.sandbox_url)
+    sandbox.clear_requests()
+    for i in range(lows):
+        run.track(submit_action("slack", "send_message", {"channel": "#bulk", "text": f"low #{i + 1}"},
+                                priority="low"))
+    handles = [run.track(submit_action("slack", "send_message", {"channel": "#incident", "text": f"critical #{i + 1}"},
+                                       priority="critical")) for i in range(criticals)]
+    click.echo(f"queued {lows} low, then {criticals} critical actions while the slack queue was paused; resuming")
+    app.control.add_consumer("slack", destination=[run.worker_name], reply=True, timeout=5)
+    for h in handles:
+        h.wait(60)
+    deadline = time.monotonic() + 60
+    while len(sandbox.requests(platform="slack")) < lows + criticals and time.monotonic() < deadline:
+        time.sleep(0.1)
+    order = [r["body"]["text"] for r in sandbox.requests(platform="slack")]
+    for n, text in enumerate(order, 1):
+        click.echo(f"  {n:>2}. {prio(text.split()[0])} {text}")
+    # Two worker processes each take one message at a time: the criticals must be in the first two slots.
+    passed = all(t.startswith("critical") for t in order[:criticals])
+    click.echo(ok("critical actions ran first") if passed else bad("critical actions did not run first"))
+    run.scenarios.append({"scenario": 2, "name": "priority", "passed": passed, "order": order})
+
+
+def scenario_retry(run: DemoRun) -> None:
+    from executors.sandbox.server import SandboxClient
+    from workers.client import submit_action
+
+    heading(4, "retry: the platform fails twice with 503, then succeeds")
+    sandbox = SandboxClient(run.sandbox_url)
+    sandbox.clear_requests()
+    sandbox.fault("trello", "error", status=503, times=2)
+    view = run.track(submit_action("trello", "create_card", {"list_id": "demo-list", "name": "Flaky"})).wait(60)
+    calls = sandbox.requests(platform="trello")
+    previous = None
+    for n, call in enumerate(calls, 1):
+        gap = f"  (backoff {call['started'] - previous:.2f}s)" if previous else ""
+        colour = "green" if call["status"] == 200 else "red"
+        click.echo(f"  attempt {n}: HTTP {click.style(str(call['status']), fg=colour, bold=True)}{gap}")
+        previous = call["finished"]
+    passed = view.status == "succeeded" and view.attempts == 3
+    click.echo((ok if passed else bad)(f"action {view.status} after {view.attempts} attempts"))
+    run.scenarios.append({"scenario": 4, "name": "retry", "passed": passed, "attempts": view.attempts})
+
+
+SCENARIOS: list[Callable[[DemoRun], None]] = [scenario_routing, scenario_priority, scenario_retry]
+
+
+def summarise(run: DemoRun, started: float) -> dict[str, Any]:
+    from workers.store import actions as store
+
+    views = [store.get(i) for i in run.action_ids]
+    total_time = time.monotonic() - started
+    by_platform: dict[str, Counter[str]] = defaultdict(Counter)
+    by_priority: dict[str, Counter[str]] = defaultdict(Counter)
+    for v in views:
+        by_platform[v.platform][v.status] += 1
+        by_priority[v.priority][v.status] += 1
+    durations = [v.duration_s for v in views if v.duration_s is not None]
+    succeeded = sum(1 for v in views if v.status == "succeeded")
+    return {
+        "total_actions": len(views),
+        "succeeded": succeeded,
+        "failed": sum(1 for v in views if v.status == "failed"),
+        "success_rate": round(succeeded / len(views), 4) if views else 0.0,
+        "by_platform": {k: dict(c) for k, c in sorted(by_platform.items())},
+        "by_priority": {k: dict(c) for k, c in sorted(by_priority.items())},
+        "retries": sum(max(0, v.attempts - 1) for v in views),
+        "average_action_s": round(sum(durations) / len(durations), 4) if durations else None,
+        "total_time_s": round(total_time, 3),
+        "throughput_per_s": round(len(views) / total_time, 2) if total_time else None,
+        "scenarios": run.scenarios,
+        "all_scenarios_passed": all(s["passed"] for s in run.scenarios),
+    }
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    click.echo()
+    click.echo(click.style("── Summary ", bold=True) + "─" * 40)
+    rate = summary["success_rate"] * 100
+    colour = "green" if rate >= 90 else "red"
+    click.echo(f"actions        {summary['total_actions']}  succeeded {summary['succeeded']}  "
+               f"failed {summary['failed']}  success rate {click.style(f'{rate:.1f}%', fg=colour, bold=True)}")
+    click.echo(f"retries        {summary['retries']}")
+    click.echo("by platform    " + "  ".join(f"{p}={sum(c.values())}" for p, c in summary["by_platform"].items()))
+    click.echo("by priority    " + "  ".join(f"{p}={sum(c.values())}" for p, c in summary["by_priority"].items()))
+    avg = summary["average_action_s"]
+    click.echo(f"average action {avg * 1000:.1f} ms" if avg is not None else "average action -")
+    click.echo(f"total time     {summary['total_time_s']:.2f} s   throughput {summary['throughput_per_s']} actions/s")
+    for s in summary["scenarios"]:
+        click.echo((ok if s["passed"] else bad)(f"scenario {s['scenario']}: {s['name']}"))
+
+
+def run_demo(*, quick: bool, json_out: Path | None, use_configured: bool) -> bool:
+    started = time.monotonic()
+    with DemoEnvironment(use_configured) as env:
+        run = DemoRun(quick=quick, sandbox_url=env.sandbox.url, worker_name=env.worker_name)
+        for scenario in SCENARIOS:
+            scenario(run)
+        summary = summarise(run, started)
+    print_summary(summary)
+    if json_out:
+        json_out.write_text(json.dumps(summary, indent=2, sort_keys=True))
+        click.echo(f"summary written to {json_out}")
+    return bool(summary["all_scenarios_passed"])

@@ -1,0 +1,27 @@
+"""Dead letters: actions whose retries ran out (or whose credentials were refused)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workers.client import ActionHandle, submit_action
+from workers.errors import SubmitError
+from workers.redaction import contains_redacted
+from workers.store import actions as store
+
+
+def replay(dl_id: int, params_override: dict[str, Any] | None = None) -> ActionHandle:
+    """Enqueue the dead action again as a new action (its own id, linked by `replay_of`).
+
+    Stored params have secrets removed; such an action can only be replayed with the secret fields
+    given again in `params_override`, never with the placeholder."""
+    dl = store.dead_letter(dl_id)
+    if dl.replayed_at is not None:
+        raise SubmitError(f"dead letter {dl_id} was already replayed as action {dl.replayed_as}")
+    params = {**dl.params, **(params_override or {})}
+    if contains_redacted(params):
+        raise SubmitError(f"dead letter {dl_id} has secret params that were not stored; "
+                          "give them again with --params-json")
+    handle = submit_action(dl.platform, dl.action, params, priority=dl.priority, _replay_of=dl.action_id)
+    store.mark_replayed(dl_id, handle.id)
+    return handle

@@ -1,0 +1,32 @@
+"""Errors the client API and the CLI report to people: one clear line each."""
+
+from __future__ import annotations
+
+
+class OpsqError(Exception):
+    """Base for errors that carry a message meant for the user."""
+
+
+class ConfigError(OpsqError):
+    pass
+
+
+class SubmitError(OpsqError, ValueError):
+    """Bad input at submit time: nothing was enqueued, nothing was stored."""
+
+
+class NotFound(OpsqError, LookupError):
+    pass
+
+
+class ActionFailed(Exception):
+    """Raised by execute_action when an action fails for good, so Celery marks the task FAILURE
+    (chords, errbacks and Flower see it). Only plain strings in args: JSON result backends rebuild it."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(kind, message)
+        self.kind = kind
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message}"

@@ -1,0 +1,1 @@
+"""Durable state: SQLAlchemy models, one engine per process, Alembic migrations."""

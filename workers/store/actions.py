@@ -1,0 +1,182 @@
+"""Reads and writes of action runs and dead letters. The worker's writes are single UPDATEs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+
+from workers.errors import NotFound
+from workers.redaction import redact
+from workers.store.db import session
+from workers.store.models import ActionRun, DeadLetter, utcnow
+
+
+@dataclass(frozen=True)
+class ActionView:
+    id: str
+    platform: str
+    action: str
+    params: dict[str, Any]
+    priority: str
+    queue: str
+    status: str
+    attempts: int
+    max_attempts: int
+    result: dict[str, Any] | None
+    error: str | None
+    error_kind: str | None
+    idempotency_key: str | None
+    replay_of: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    next_attempt_at: datetime | None
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("succeeded", "failed")
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        for key in ("created_at", "started_at", "finished_at", "next_attempt_at"):
+            out[key] = out[key].isoformat() if out[key] else None
+        out["duration_s"] = self.duration_s
+        return out
+
+
+def _view(row: ActionRun) -> ActionView:
+    return ActionView(**{f: getattr(row, f) for f in ActionView.__dataclass_fields__})
+
+
+def create(*, action_id: str, platform: str, action: str, params: dict[str, Any], priority: str,
+           queue: str, max_attempts: int, idempotency_key: str | None = None,
+           replay_of: str | None = None) -> None:
+    now = utcnow()
+    with session() as s:
+        s.add(ActionRun(id=action_id, platform=platform, action=action, params=redact(params),
+                        priority=priority, queue=queue, status="queued", attempts=0,
+                        max_attempts=max_attempts, idempotency_key=idempotency_key, replay_of=replay_of,
+                        created_at=now, updated_at=now))
+
+
+def discard(action_id: str) -> None:
+    """Undo create() when the message could not be sent: no half-enqueued action is left behind."""
+    with session() as s:
+        s.execute(delete(ActionRun).where(ActionRun.id == action_id))
+
+
+def _update(action_id: str, **values: Any) -> None:
+    values["updated_at"] = utcnow()
+    with session() as s:
+        s.execute(update(ActionRun).where(ActionRun.id == action_id).values(**values))
+
+
+def mark_running(action_id: str, attempt: int) -> None:
+    now = utcnow()
+    _update(action_id, status="running", attempts=attempt, next_attempt_at=None,
+            started_at=func.coalesce(ActionRun.started_at, now))
+
+
+def mark_retrying(action_id: str, attempt: int, error: str, error_kind: str, delay_s: float) -> None:
+    _update(action_id, status="retrying", attempts=attempt, error=error, error_kind=error_kind,
+            next_attempt_at=utcnow() + timedelta(seconds=delay_s))
+
+
+def mark_succeeded(action_id: str, attempt: int, result: dict[str, Any]) -> None:
+    _update(action_id, status="succeeded", attempts=attempt, result=redact(result), error=None,
+            error_kind=None, finished_at=utcnow())
+
+
+def mark_failed(action_id: str, attempt: int, error: str, error_kind: str, *, dead_letter: bool) -> None:
+    now = utcnow()
+    with session() as s:
+        s.execute(update(ActionRun).where(ActionRun.id == action_id).values(
+            status="failed", attempts=attempt, error=error, error_kind=error_kind, finished_at=now,
+            next_attempt_at=None, updated_at=now))
+        if dead_letter:
+            run = s.get(ActionRun, action_id)
+            if run is not None:
+                s.add(DeadLetter(action_id=action_id, platform=run.platform, action=run.action,
+                                 params=run.params, priority=run.priority, attempts=attempt, error=error,
+                                 error_kind=error_kind, created_at=now))
+
+
+def get(action_id: str) -> ActionView:
+    with session() as s:
+        row = s.get(ActionRun, action_id)
+        if row is None:
+            raise NotFound(f"no action with id {action_id}")
+        return _view(row)
+
+
+def find(action_id: str) -> ActionView | None:
+    with session() as s:
+        row = s.get(ActionRun, action_id)
+        return _view(row) if row else None
+
+
+def list_recent(*, limit: int = 50, status: str | None = None, platform: str | None = None) -> list[ActionView]:
+    q = select(ActionRun).order_by(ActionRun.created_at.desc()).limit(limit)
+    if status:
+        q = q.where(ActionRun.status == status)
+    if platform:
+        q = q.where(ActionRun.platform == platform)
+    with session() as s:
+        return [_view(r) for r in s.scalars(q)]
+
+
+@dataclass(frozen=True)
+class DeadLetterView:
+    id: int
+    action_id: str
+    platform: str
+    action: str
+    params: dict[str, Any]
+    priority: str
+    attempts: int
+    error: str
+    error_kind: str
+    created_at: datetime
+    replayed_at: datetime | None
+    replayed_as: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["created_at"] = self.created_at.isoformat()
+        out["replayed_at"] = self.replayed_at.isoformat() if self.replayed_at else None
+        return out
+
+
+def _dl_view(row: DeadLetter) -> DeadLetterView:
+    return DeadLetterView(**{f: getattr(row, f) for f in DeadLetterView.__dataclass_fields__})
+
+
+def dead_letters(*, include_replayed: bool = False, limit: int = 100) -> list[DeadLetterView]:
+    q = select(DeadLetter).order_by(DeadLetter.id.desc()).limit(limit)
+    if not include_replayed:
+        q = q.where(DeadLetter.replayed_at.is_(None))
+    with session() as s:
+        return [_dl_view(r) for r in s.scalars(q)]
+
+
+def dead_letter(dl_id: int) -> DeadLetterView:
+    with session() as s:
+        row = s.get(DeadLetter, dl_id)
+        if row is None:
+            raise NotFound(f"no dead letter with id {dl_id}")
+        return _dl_view(row)
+
+
+def mark_replayed(dl_id: int, new_action_id: str) -> None:
+    with session() as s:
+        s.execute(update(DeadLetter).where(DeadLetter.id == dl_id).values(
+            replayed_at=utcnow(), replayed_as=new_action_id))

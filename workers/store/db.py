@@ -1,0 +1,154 @@
+"""One SQLAlchemy engine per process (re-made after fork), and schema migrations."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.orm import Session, sessionmaker
+
+from workers.settings import get_settings
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# The newest migration's revision id; tests check it against Alembic's own head, and processes use it
+# to skip importing Alembic at all when the schema is current.
+HEAD_REVISION = "0001"
+
+_lock = threading.Lock()
+_engine: Engine | None = None
+_engine_pid: int | None = None
+_sessionmaker: sessionmaker[Session] | None = None
+
+
+class DatabaseError(RuntimeError):
+    pass
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    cur = dbapi_conn.cursor()
+    # WAL lets the client, several worker processes and the CLI read while one writes.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=15000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 15}, pool_pre_ping=False)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        # Plain postgresql:// would pick psycopg2, which we do not ship: use psycopg 3.
+        url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_recycle=1800)
+
+
+def get_engine() -> Engine:
+    """The process's engine. A forked child (Celery prefork) must not reuse the parent's sockets."""
+    global _engine, _engine_pid, _sessionmaker
+    pid = os.getpid()
+    if _engine is not None and _engine_pid == pid:
+        return _engine
+    with _lock:
+        if _engine is not None and _engine_pid != pid:
+            _engine.dispose(close=False)
+            _engine = None
+        if _engine is None:
+            settings = get_settings()
+            engine = make_engine(settings.resolved_database_url)
+            if settings.auto_migrate:
+                ensure_schema(engine)
+            _engine, _engine_pid = engine, pid
+            _sessionmaker = sessionmaker(engine, expire_on_commit=False)
+    return _engine
+
+
+def reset_engine() -> None:
+    global _engine, _engine_pid, _sessionmaker
+    with _lock:
+        if _engine is not None:
+            _engine.dispose()
+        _engine = _engine_pid = _sessionmaker = None
+
+
+@contextlib.contextmanager
+def session() -> Iterator[Session]:
+    get_engine()
+    assert _sessionmaker is not None
+    with _sessionmaker() as s, s.begin():
+        yield s
+
+
+def current_revision(engine: Engine) -> str | None:
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except (OperationalError, ProgrammingError):
+        return None
+
+
+def ensure_schema(engine: Engine) -> None:
+    if current_revision(engine) != HEAD_REVISION:
+        upgrade(engine)
+
+
+@contextlib.contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """Two processes starting at once must not both run the migrations."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(727274)"))
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(727274)"))
+                conn.commit()
+        return
+    database = engine.url.database
+    lock_path = Path(f"{database}.migrate.lock") if database and database != ":memory:" else None
+    if lock_path is None:
+        yield
+        return
+    with open(lock_path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def alembic_config(engine: Engine):  # type: ignore[no-untyped-def]
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def upgrade(engine: Engine | None = None, revision: str = "head") -> str | None:
+    from alembic import command
+
+    engine = engine or make_engine(get_settings().resolved_database_url)
+    try:
+        with _migration_lock(engine):
+            if revision == "head" and current_revision(engine) == HEAD_REVISION:
+                return HEAD_REVISION
+            command.upgrade(alembic_config(engine), revision)
+    except OperationalError as exc:
+        raise DatabaseError(f"cannot migrate {engine.url.render_as_string(hide_password=True)}: "
+                            f"{exc.orig}") from None
+    return current_revision(engine)

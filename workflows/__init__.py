@@ -1,0 +1,1 @@
+"""Workflows: specs, the DAG-to-canvas compiler, rollback and approval gates (issue 4)."""
