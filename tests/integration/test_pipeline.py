@@ -28,7 +28,7 @@ def test_every_platform_travels_to_its_queue_worker_and_sandbox(opsq_env, worker
         if params is None:
             params = {"url": f"{sandbox.url}/webhook/hooks/deploy", "json": {"deploy": 42}}
         handles.append(submit_action(platform, action, params, priority="high"))
-    for handle, (platform, action, params, method, path) in zip(handles, ONE_PER_PLATFORM, strict=True):
+    for handle, (platform, _action, _params, method, path) in zip(handles, ONE_PER_PLATFORM, strict=True):
         view = handle.wait(30)
         assert view.status == "succeeded", view
         assert view.queue == platform

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -115,6 +116,10 @@ class DemoEnvironment:
             self.sandbox.stop()
         if self.redis:
             self.redis.stop()
+        if exc[0] is None and not self.use_configured:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        else:
+            click.echo(f"demo files kept in {self.tmp} (worker log: {self.worker_log})", err=True)
 
 
 def scenario_routing(run: DemoRun) -> None:
@@ -124,7 +129,7 @@ def scenario_routing(run: DemoRun) -> None:
     actions = [
         ("slack", "send_message", {"channel": "#ops", "text": "opsqueue demo says hello"}),
         ("notion", "create_task", {"database_id": "demo-db", "title": "Review the demo"}),
-        ("trello", "create_card", {"list_id": "demo-list", "name": "Ship opsqueue"}),
+        ("trello", "create_card", {"list_id": "5f1e0a9c3b2d4e6f7a8b9c0d", "name": "Ship opsqueue"}),
         ("gdrive", "create_file", {"name": "demo-report.pdf", "mime_type": "application/pdf"}),
         ("gsheets", "append_row", {"sheet": "demo", "values": ["demo", 1, True]}),
     ]
@@ -133,7 +138,8 @@ def scenario_routing(run: DemoRun) -> None:
     for handle, platform, action in handles:
         view = handle.wait(60)
         result = json.dumps(view.result, sort_keys=True) if view.result else view.error
-        line = f"{platform}.{action:<13} queue={click.style(view.queue, bold=True):<8} {view.status}  {result}"
+        what = f"{platform}.{action}"
+        line = f"{what:<20} queue={click.style(f'{view.queue:<8}', bold=True)} {view.status}  {result}"
         if view.status == "succeeded":
             passed += 1
             click.echo(ok(line))
@@ -183,7 +189,8 @@ def scenario_retry(run: DemoRun) -> None:
     sandbox = SandboxClient(run.sandbox_url)
     sandbox.clear_requests()
     sandbox.fault("trello", "error", status=503, times=2)
-    view = run.track(submit_action("trello", "create_card", {"list_id": "demo-list", "name": "Flaky"})).wait(60)
+    card = {"list_id": "5f1e0a9c3b2d4e6f7a8b9c0d", "name": "Flaky"}
+    view = run.track(submit_action("trello", "create_card", card)).wait(60)
     calls = sandbox.requests(platform="trello")
     previous = None
     for n, call in enumerate(calls, 1):

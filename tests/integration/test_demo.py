@@ -1,0 +1,29 @@
+"""The README's main command must not break silently: run the demo as a user would (quick variant)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_runs_to_its_summary_on_embedded_defaults(tmp_path):
+    # A fresh machine: no Redis or database configured, so the demo starts its own.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPSQ_")}
+    env["HOME"] = str(tmp_path)
+    out = tmp_path / "summary.json"
+    result = subprocess.run([sys.executable, "-m", "workers.cli.main", "demo", "--quick", "--no-color",
+                             "--json-out", str(out)], env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Summary" in result.stdout and "Traceback" not in result.stderr
+    summary = json.loads(out.read_text())
+    assert summary["all_scenarios_passed"] is True
+    assert summary["success_rate"] == 1.0
+    assert {s["scenario"] for s in summary["scenarios"]} == {1, 2, 4}
+    assert set(summary["by_platform"]) >= {"slack", "notion", "trello", "gdrive", "gsheets"}
+    assert summary["by_priority"]["critical"] == {"succeeded": 2}
