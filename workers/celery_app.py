@@ -69,7 +69,8 @@ def create_app(settings: Settings | None = None) -> Celery:
         result_expires=settings.result_expires_s,
         result_extended=True,
         task_track_started=True,
-        task_send_sent_event=True,
+        # task-sent events double every publish; Flower shows tasks from `received` on without them.
+        task_send_sent_event=settings.task_sent_events,
         worker_send_task_events=True,
         task_allow_error_cb_on_chord_header=True,
         broker_connection_retry_on_startup=True,

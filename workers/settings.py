@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(3600, ge=1)
     result_expires_s: int = Field(86400, ge=60)
 
+    task_sent_events: bool = False
+
     sentry_dsn: SecretStr | None = None
     log_level: str = "INFO"
 

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from workers.errors import NotFound
 from workers.redaction import redact
-from workers.store.db import session
+from workers.store.db import get_engine, session
 from workers.store.models import ActionRun, DeadLetter, utcnow
 
 
@@ -61,11 +61,12 @@ def create(*, action_id: str, platform: str, action: str, params: dict[str, Any]
            queue: str, max_attempts: int, idempotency_key: str | None = None,
            replay_of: str | None = None) -> None:
     now = utcnow()
-    with session() as s:
-        s.add(ActionRun(id=action_id, platform=platform, action=action, params=redact(params),
-                        priority=priority, queue=queue, status="queued", attempts=0,
-                        max_attempts=max_attempts, idempotency_key=idempotency_key, replay_of=replay_of,
-                        created_at=now, updated_at=now))
+    # Core, not the ORM unit of work: this is on every submit's path.
+    with get_engine().begin() as conn:
+        conn.execute(insert(ActionRun).values(
+            id=action_id, platform=platform, action=action, params=redact(params), priority=priority,
+            queue=queue, status="queued", attempts=0, max_attempts=max_attempts,
+            idempotency_key=idempotency_key, replay_of=replay_of, created_at=now, updated_at=now))
 
 
 def discard(action_id: str) -> None:
@@ -76,8 +77,8 @@ def discard(action_id: str) -> None:
 
 def _update(action_id: str, **values: Any) -> None:
     values["updated_at"] = utcnow()
-    with session() as s:
-        s.execute(update(ActionRun).where(ActionRun.id == action_id).values(**values))
+    with get_engine().begin() as conn:
+        conn.execute(update(ActionRun).where(ActionRun.id == action_id).values(**values))
 
 
 def mark_running(action_id: str, attempt: int) -> None:
