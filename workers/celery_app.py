@@ -7,23 +7,11 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_process_init
 
-from workers import embedded_redis
-from workers.errors import ConfigError
+from workers.broker_url import resolve_redis_url
 from workers.queues import PRIORITY_STEPS, PRIORITY_VALUES, celery_queues
 from workers.settings import Settings, get_settings
 
 EXECUTE_ACTION = "opsq.execute_action"
-
-
-def resolve_redis_url(settings: Settings) -> str:
-    if settings.redis_url:
-        return settings.redis_url
-    url = embedded_redis.discover(settings.home)
-    if url:
-        return url
-    raise ConfigError(
-        "no Redis: set OPSQ_REDIS_URL, or start `opsq worker` (it starts an embedded Redis when none is set)"
-    )
 
 
 def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any) -> dict[str, str] | None:
@@ -87,7 +75,9 @@ app = create_app()
 def _fresh_connections_after_fork(**_: Any) -> None:
     # A prefork child must not share the parent's DB or HTTP sockets.
     from workers import runtime
+    from workers.guards import reset_guard
     from workers.store import db
 
     db.reset_engine()
     runtime.reset()
+    reset_guard()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,9 +20,11 @@ from workers.store.actions import ActionView
 @dataclass(frozen=True)
 class ActionHandle:
     id: str
+    #: True when this submit found the idempotency key taken and returned the first action instead.
+    deduplicated: bool = False
 
     def status(self) -> ActionView:
-        return store.get(self.id)
+        return current_status(self.id)
 
     def wait(self, timeout: float = 60.0, poll_s: float = 0.05) -> ActionView:
         """Block until the action succeeded or failed for good; TimeoutError if it takes longer."""
@@ -34,6 +37,20 @@ class ActionHandle:
                 raise TimeoutError(f"action {self.id} still {view.status} after {timeout:g}s")
             time.sleep(poll_s)
             poll_s = min(poll_s * 1.5, 0.5)
+
+
+def current_status(action_id: str) -> ActionView:
+    """The stored record, with 'running' taken from the live lease in Redis (the worker writes no
+    running row to the database: that would cost a commit per action on the hot path)."""
+    view = store.get(action_id)
+    if view.status in ("queued", "retrying") and get_settings().guards_enabled:
+        from workers.guards.execution import live_state
+
+        live = live_state(action_id)
+        if live and live.get("state") == "running":
+            return dataclasses.replace(view, status="running", attempts=int(live.get("attempt", view.attempts)),
+                                       started_at=view.started_at or live.get("started"))
+    return view
 
 
 def check_submission(platform: str, action: str, params: Any, priority: str, max_attempts: int | None) -> None:
@@ -50,28 +67,52 @@ def check_submission(platform: str, action: str, params: Any, priority: str, max
 
 
 def submit_action(platform: str, action: str, params: dict[str, Any] | None = None, *,
-                  priority: str = "normal", idempotency_key: str | None = None,
-                  max_attempts: int | None = None, _replay_of: str | None = None) -> ActionHandle:
-    """Validate, record and enqueue one action. Bad input raises SubmitError and nothing is queued
-    or stored; if the broker refuses the message, the record is removed again and the error raised."""
+                  priority: str = "normal", idempotency_key: str | None = None, dedupe: bool = False,
+                  max_attempts: int | None = None, fail_fast: bool = False,
+                  _replay_of: str | None = None) -> ActionHandle:
+    """Validate, record and enqueue one action.
+
+    Bad input raises SubmitError and nothing is queued or stored. With `idempotency_key` (or
+    `dedupe=True`, which derives the key from platform, action and params), a second submit while the
+    key lives returns the first action's handle and enqueues nothing. `fail_fast` makes the action
+    fail at once on an open circuit breaker instead of waiting for it. If the broker refuses the
+    message, the record and the key are removed again and the error raised."""
     params = {} if params is None else params
     check_submission(platform, action, params, priority, max_attempts)
     if idempotency_key is not None and not (0 < len(idempotency_key) <= 200):
         raise SubmitError("idempotency_key must be 1 to 200 characters")
     from workers.tasks import execute_action  # the Celery app resolves the broker on import
 
-    attempts = max_attempts or get_settings().max_attempts
+    settings = get_settings()
+    if dedupe and idempotency_key is None:
+        from workers.guards.idempotency import derive_key
+
+        idempotency_key = derive_key(platform, action, params)
     action_id = uuid.uuid4().hex
+    if idempotency_key is not None:
+        from workers.guards.idempotency import claim
+
+        first = claim(idempotency_key, action_id, settings.idempotency_ttl_s)
+        if first is not None:
+            return ActionHandle(first, deduplicated=True)
+    attempts = max_attempts or settings.max_attempts
     queue = queue_for(platform)
-    store.create(action_id=action_id, platform=platform, action=action, params=params, priority=priority,
-                 queue=queue, max_attempts=attempts, idempotency_key=idempotency_key, replay_of=_replay_of)
     try:
-        execute_action.apply_async(
-            kwargs={"action_id": action_id, "platform": platform, "action": action, "params": params,
-                    "max_attempts": attempts, "idempotency_key": idempotency_key},
-            task_id=action_id, queue=queue, routing_key=queue, priority=priority_value(priority),
-        )
+        store.create(action_id=action_id, platform=platform, action=action, params=params, priority=priority,
+                     queue=queue, max_attempts=attempts, idempotency_key=idempotency_key, replay_of=_replay_of)
+        try:
+            execute_action.apply_async(
+                kwargs={"action_id": action_id, "platform": platform, "action": action, "params": params,
+                        "max_attempts": attempts, "idempotency_key": idempotency_key, "fail_fast": fail_fast},
+                task_id=action_id, queue=queue, routing_key=queue, priority=priority_value(priority),
+            )
+        except Exception:
+            store.discard(action_id)
+            raise
     except Exception:
-        store.discard(action_id)
+        if idempotency_key is not None:
+            from workers.guards.idempotency import release
+
+            release(idempotency_key, action_id)
         raise
     return ActionHandle(action_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from executors.base import ExecutorConfig
@@ -19,6 +19,38 @@ DEFAULT_BASE_URLS: dict[str, str] = {
     "gsheets": "https://sheets.googleapis.com",
     "webhook": "",
     "noop": "",
+}
+
+
+class BreakerConfig(BaseModel):
+    """CLOSED -> OPEN after `failure_threshold` health failures within `window_s`; OPEN -> HALF_OPEN after
+    `open_s`; at most `half_open_max` probe calls at once while HALF_OPEN."""
+
+    failure_threshold: int = Field(5, ge=1)
+    window_s: float = Field(60.0, gt=0)
+    open_s: float = Field(30.0, gt=0)
+    half_open_max: int = Field(1, ge=1)
+
+
+class RateLimitConfig(BaseModel):
+    """A token bucket shared by every worker: `rate` calls per second on average, bursts up to `burst`.
+    rate 0 means unlimited."""
+
+    rate: float = Field(ge=0)
+    burst: int = Field(1, ge=1)
+
+
+# Near each platform's documented limits: Slack chat.postMessage ~1/s per channel with short bursts;
+# Notion an average of 3 requests/s; Trello 100 requests per 10 s per token; Drive and Sheets per-user
+# quotas (Sheets: 60 write requests per minute per user).
+DEFAULT_RATE_LIMITS: dict[str, RateLimitConfig] = {
+    "slack": RateLimitConfig(rate=1.0, burst=10),
+    "notion": RateLimitConfig(rate=3.0, burst=3),
+    "trello": RateLimitConfig(rate=10.0, burst=100),
+    "gdrive": RateLimitConfig(rate=10.0, burst=20),
+    "gsheets": RateLimitConfig(rate=1.0, burst=10),
+    "webhook": RateLimitConfig(rate=0),
+    "noop": RateLimitConfig(rate=0),
 }
 
 
@@ -59,6 +91,17 @@ class Settings(BaseSettings):
 
     task_sent_events: bool = False
 
+    # The Redis guards (workers/guards). JSON in the environment, e.g.
+    # OPSQ_BREAKERS='{"slack": {"failure_threshold": 3, "open_s": 10}}', OPSQ_RATE_LIMITS='{"notion": {"rate": 5}}'
+    guards_enabled: bool = True
+    breaker: BreakerConfig = BreakerConfig()
+    breakers: dict[str, BreakerConfig] = Field(default_factory=dict)
+    rate_limits: dict[str, RateLimitConfig] = Field(default_factory=dict)
+    idempotency_ttl_s: int = Field(86400, ge=1)
+    # How long a worker's claim on a running action holds before a redelivered message may run it.
+    # Default: longer than one attempt can take (connect + read timeout + 30 s).
+    idempotency_lease_s: float | None = Field(None, gt=0)
+
     sentry_dsn: SecretStr | None = None
     log_level: str = "INFO"
 
@@ -95,6 +138,16 @@ class Settings(BaseSettings):
             read_timeout_s=self.http_read_timeout_s,
             extra=extra,
         )
+
+    def breaker_config(self, platform: str) -> BreakerConfig:
+        return self.breakers.get(platform, self.breaker)
+
+    def rate_limit(self, platform: str) -> RateLimitConfig:
+        return self.rate_limits.get(platform) or DEFAULT_RATE_LIMITS.get(platform, RateLimitConfig(rate=0))
+
+    @property
+    def lease_s(self) -> float:
+        return self.idempotency_lease_s or (self.http_connect_timeout_s + self.http_read_timeout_s + 30.0)
 
     @property
     def resolved_database_url(self) -> str:

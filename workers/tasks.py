@@ -3,76 +3,100 @@
 from __future__ import annotations
 
 import logging
+import random
 from typing import Any
 
 from celery import Task
 
-from executors.errors import AuthError, ExecutorError, PermanentError, RetryableError
+from executors.errors import AuthError, ExecutorError, RetryableError
 from workers.celery_app import EXECUTE_ACTION, app
 from workers.errors import ActionFailed
-from workers.guards import Attempt, Outcome, get_guard
+from workers.guards import Admission, Attempt, Outcome, get_guard
 from workers.redaction import redact
 from workers.retry import backoff_delay
 from workers.runtime import executor
 from workers.settings import get_settings
 from workers.store import actions as store
+from workers.store.models import utcnow
 
 log = logging.getLogger("opsq.action")
 
 
 @app.task(bind=True, name=EXECUTE_ACTION, max_retries=None, acks_late=True)
 def execute_action(self: Task, *, action_id: str, platform: str, action: str, params: dict[str, Any],
-                   max_attempts: int, attempt: int = 1, idempotency_key: str | None = None) -> dict[str, Any]:
-    """Run one attempt. Attempts are counted here, not by Celery's `retries`, because a guard's
-    "wait" (breaker open, no rate-limit token) re-schedules the action without using up an attempt."""
-    settings = get_settings()
-    ctx = Attempt(action_id=action_id, platform=platform, action=action, attempt=attempt,
-                  idempotency_key=idempotency_key)
+                   max_attempts: int, attempt: int = 1, idempotency_key: str | None = None,
+                   fail_fast: bool = False) -> dict[str, Any]:
+    """Run one attempt. Attempts are counted here, not by Celery's `retries`, because a guard's wait
+    (breaker open, no rate-limit token, running elsewhere) re-schedules the action without using one."""
+    ctx = Attempt(action_id=action_id, platform=platform, action=action, attempt=attempt, fail_fast=fail_fast)
+    extra = {"action_id": action_id, "platform": platform, "action": action, "attempt": attempt}
     guard = get_guard()
     admission = guard.admit(ctx)
     if not admission.run:
-        if admission.result is not None:
-            return admission.result
-        raise self.retry(kwargs=self.request.kwargs, countdown=admission.wait_s or 1.0)
+        return _not_admitted(self, admission, ctx, extra)
 
-    store.mark_running(action_id, attempt)
-    extra = {"action_id": action_id, "platform": platform, "action": action, "attempt": attempt}
+    started = utcnow()
     try:
-        result = executor(platform).execute(action, params)
+        result = redact(executor(platform).execute(action, params))
     except RetryableError as exc:
-        guard.settle(ctx, Outcome(ok=False, error_kind=exc.kind, health_failure=exc.health_failure))
-        if attempt >= max_attempts:
-            _fail(action_id, attempt, exc, dead_letter=True, extra=extra)
+        final = attempt >= max_attempts
+        _settle_failure(guard, ctx, admission, exc, final=final)
+        if final:
+            _fail(ctx, exc.kind, exc.message, dead_letter=True, started=started, extra=extra)
+        settings = get_settings()
         delay = backoff_delay(attempt, base_s=settings.retry_base_s, cap_s=settings.retry_cap_s,
                               retry_after=exc.retry_after)
-        store.mark_retrying(action_id, attempt, exc.message, exc.kind, delay)
+        store.mark_retrying(action_id, attempt, exc.message, exc.kind, delay, started)
         log.warning("attempt %d/%d failed (%s), retrying in %.2fs", attempt, max_attempts, exc.message, delay,
                     extra=extra)
         raise self.retry(kwargs={**self.request.kwargs, "attempt": attempt + 1}, countdown=delay) from None
-    except AuthError as exc:
-        # Dead-lettered: once an operator fixes the credentials, `opsq dlq replay` runs it again.
-        guard.settle(ctx, Outcome(ok=False, error_kind=exc.kind))
-        _fail(action_id, attempt, exc, dead_letter=True, extra=extra)
-    except PermanentError as exc:
-        guard.settle(ctx, Outcome(ok=False, error_kind=exc.kind))
-        _fail(action_id, attempt, exc, dead_letter=False, extra=extra)
     except ExecutorError as exc:
-        guard.settle(ctx, Outcome(ok=False, error_kind=exc.kind))
-        _fail(action_id, attempt, exc, dead_letter=False, extra=extra)
+        # Auth failures are dead-lettered: once the credentials are fixed, `opsq dlq replay` runs them.
+        # Other permanent errors would fail the same way again.
+        _settle_failure(guard, ctx, admission, exc, final=True)
+        _fail(ctx, exc.kind, exc.message, dead_letter=isinstance(exc, AuthError), started=started, extra=extra)
     except Exception as exc:
         # A bug in an executor, not a platform failure: fail loudly, keep the message in the record.
-        guard.settle(ctx, Outcome(ok=False, error_kind="internal"))
         msg = f"{type(exc).__name__}: {exc}"
-        store.mark_failed(action_id, attempt, msg, "internal", dead_letter=True)
+        guard.settle(ctx, admission, Outcome(ok=False, error_kind="internal", error=msg, final=True))
         log.exception("action crashed", extra=extra)
-        raise ActionFailed("internal", msg) from None
+        _fail(ctx, "internal", msg, dead_letter=True, started=started, extra=extra)
 
-    guard.settle(ctx, Outcome(ok=True, result=result))
-    store.mark_succeeded(action_id, attempt, result)
-    return redact(result)
+    # Redis first: once the outcome is there, a redelivered message cannot call the platform again,
+    # even if this process dies before the database write below.
+    guard.settle(ctx, admission, Outcome(ok=True, result=result))
+    store.mark_succeeded(action_id, attempt, result, started)
+    return result
 
 
-def _fail(action_id: str, attempt: int, exc: ExecutorError, *, dead_letter: bool, extra: dict[str, Any]) -> None:
-    store.mark_failed(action_id, attempt, exc.message, exc.kind, dead_letter=dead_letter)
-    log.error("action failed for good (%s): %s", exc.kind, exc.message, extra=extra)
-    raise ActionFailed(exc.kind, exc.message) from None
+def _not_admitted(task: Task, admission: Admission, ctx: Attempt, extra: dict[str, Any]) -> dict[str, Any]:
+    if admission.verdict == "done":
+        # A redelivered message for an action that already ran: the stored result, no second call.
+        log.info("already done; returning the stored result", extra=extra)
+        if not store.is_final(ctx.action_id):
+            store.mark_succeeded(ctx.action_id, ctx.attempt, admission.result or {}, None)
+        return admission.result or {}
+    if admission.verdict == "failed":
+        error = admission.error or {}
+        if not store.is_final(ctx.action_id):
+            store.mark_failed(ctx.action_id, ctx.attempt, str(error.get("message")), str(error.get("kind")),
+                              dead_letter=False)
+        raise ActionFailed(str(error.get("kind")), str(error.get("message")))
+    if admission.verdict == "open_fail":
+        _fail(ctx, "circuit_open", f"circuit breaker for {ctx.platform} is open (fail-fast action)",
+              dead_letter=True, started=None, extra=extra)
+    # A wait: re-scheduled, not an attempt. Jitter keeps the waiting actions from returning all at once.
+    wait = admission.wait_s + random.uniform(0, 0.25 * admission.wait_s + 0.05)
+    log.info("waiting %.2fs (%s)", wait, admission.verdict, extra=extra)
+    raise task.retry(kwargs=task.request.kwargs, countdown=wait)
+
+
+def _settle_failure(guard: Any, ctx: Attempt, admission: Admission, exc: ExecutorError, *, final: bool) -> None:
+    guard.settle(ctx, admission, Outcome(ok=False, error_kind=exc.kind, error=exc.message,
+                                         health_failure=exc.health_failure, final=final))
+
+
+def _fail(ctx: Attempt, kind: str, message: str, *, dead_letter: bool, started: Any, extra: dict[str, Any]) -> None:
+    store.mark_failed(ctx.action_id, ctx.attempt, message, kind, dead_letter=dead_letter, started_at=started)
+    log.error("action failed for good (%s): %s", kind, message, extra=extra)
+    raise ActionFailed(kind, message) from None

@@ -81,34 +81,41 @@ def _update(action_id: str, **values: Any) -> None:
         conn.execute(update(ActionRun).where(ActionRun.id == action_id).values(**values))
 
 
-def mark_running(action_id: str, attempt: int) -> None:
-    now = utcnow()
-    _update(action_id, status="running", attempts=attempt, next_attempt_at=None,
-            started_at=func.coalesce(ActionRun.started_at, now))
-
-
-def mark_retrying(action_id: str, attempt: int, error: str, error_kind: str, delay_s: float) -> None:
+def mark_retrying(action_id: str, attempt: int, error: str, error_kind: str, delay_s: float,
+                  started_at: datetime) -> None:
     _update(action_id, status="retrying", attempts=attempt, error=error, error_kind=error_kind,
+            started_at=func.coalesce(ActionRun.started_at, started_at),
             next_attempt_at=utcnow() + timedelta(seconds=delay_s))
 
 
-def mark_succeeded(action_id: str, attempt: int, result: dict[str, Any]) -> None:
+def mark_succeeded(action_id: str, attempt: int, result: dict[str, Any], started_at: datetime | None) -> None:
+    """`started_at` is when this worker began the attempt. The worker writes no 'running' row: while an
+    action runs, its live state is the guards' lease in Redis (see workers.guards.execution)."""
     _update(action_id, status="succeeded", attempts=attempt, result=redact(result), error=None,
-            error_kind=None, finished_at=utcnow())
+            error_kind=None, finished_at=utcnow(), next_attempt_at=None,
+            started_at=func.coalesce(ActionRun.started_at, started_at or utcnow()))
 
 
-def mark_failed(action_id: str, attempt: int, error: str, error_kind: str, *, dead_letter: bool) -> None:
+def mark_failed(action_id: str, attempt: int, error: str, error_kind: str, *, dead_letter: bool,
+                started_at: datetime | None = None) -> None:
     now = utcnow()
     with session() as s:
         s.execute(update(ActionRun).where(ActionRun.id == action_id).values(
             status="failed", attempts=attempt, error=error, error_kind=error_kind, finished_at=now,
-            next_attempt_at=None, updated_at=now))
+            started_at=func.coalesce(ActionRun.started_at, started_at or now), next_attempt_at=None,
+            updated_at=now))
         if dead_letter:
             run = s.get(ActionRun, action_id)
             if run is not None:
                 s.add(DeadLetter(action_id=action_id, platform=run.platform, action=run.action,
                                  params=run.params, priority=run.priority, attempts=attempt, error=error,
                                  error_kind=error_kind, created_at=now))
+
+
+def is_final(action_id: str) -> bool:
+    with session() as s:
+        status = s.scalar(select(ActionRun.status).where(ActionRun.id == action_id))
+    return status in ("succeeded", "failed")
 
 
 def get(action_id: str) -> ActionView:

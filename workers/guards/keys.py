@@ -1,0 +1,45 @@
+"""Every Redis key the guards use, in one place (docs/ARCHITECTURE.md lists them)."""
+
+from __future__ import annotations
+
+PREFIX = "opsq"
+
+
+def run(action_id: str) -> str:
+    """Hash: the execution record of one action (running lease, or done/failed with its outcome)."""
+    return f"{PREFIX}:run:{action_id}"
+
+
+def breaker(platform: str) -> str:
+    """Hash: state, opened_at, changed_at, inflight (half-open probes), forced."""
+    return f"{PREFIX}:cb:{platform}"
+
+
+def breaker_failures(platform: str) -> str:
+    """Sorted set: health failures inside the rolling window (score = time)."""
+    return f"{PREFIX}:cb:{platform}:fails"
+
+
+def breaker_history(platform: str) -> str:
+    """List: JSON transitions, newest first, capped."""
+    return f"{PREFIX}:cb:{platform}:history"
+
+
+def rate_bucket(platform: str) -> str:
+    """Hash: tokens, ts (the token bucket)."""
+    return f"{PREFIX}:rl:{platform}"
+
+
+def stats(platform: str) -> str:
+    """Hash: counters (calls, ok, failed, health_failures, waits)."""
+    return f"{PREFIX}:stats:{platform}"
+
+
+def idempotency(key: str) -> str:
+    """String: the id of the action submitted with this idempotency key."""
+    return f"{PREFIX}:idem:{key}"
+
+
+def action_keys(platform: str, action_id: str) -> list[str]:
+    return [run(action_id), breaker(platform), breaker_failures(platform), breaker_history(platform),
+            rate_bucket(platform), stats(platform)]

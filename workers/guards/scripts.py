@@ -1,0 +1,166 @@
+"""The guards' Lua scripts. Each runs atomically inside Redis, so every worker on every host sees one
+consistent breaker, bucket and execution record, and each side of a call costs one round trip.
+
+KEYS (both scripts): 1 run record, 2 breaker, 3 breaker failures, 4 breaker history, 5 rate bucket,
+6 stats. Times come from Redis' own clock (TIME), not the workers' clocks.
+"""
+
+from __future__ import annotations
+
+_COMMON = r"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local function fmt(x) return string.format('%.6f', x) end
+local function transition(to, reason, hist_max)
+  local from = redis.call('HGET', KEYS[2], 'state') or 'closed'
+  redis.call('HSET', KEYS[2], 'state', to, 'changed_at', fmt(now))
+  redis.call('LPUSH', KEYS[4], cjson.encode({at = fmt(now), from = from, to = to, reason = reason}))
+  redis.call('LTRIM', KEYS[4], 0, hist_max - 1)
+end
+"""
+
+# ARGV: 1 owner token, 2 lease_s, 3 ttl_s, 4 open_s, 5 half_open_max, 6 rate, 7 burst, 8 fail_fast,
+#       9 attempt, 10 history_max
+# Returns {verdict, detail, probe}: run | done (result) | failed (error) | busy (wait) | open (wait)
+#         | half_open_busy (wait) | rate_limited (wait) | open_fail (wait)
+ADMIT = _COMMON + r"""
+local token = ARGV[1]
+local lease_s, ttl_s = tonumber(ARGV[2]), tonumber(ARGV[3])
+local open_s, half_open_max = tonumber(ARGV[4]), tonumber(ARGV[5])
+local rate, burst = tonumber(ARGV[6]), tonumber(ARGV[7])
+local fail_fast, hist_max = ARGV[8] == '1', tonumber(ARGV[10])
+
+-- 1. Idempotency: a finished action is never run again; a live lease elsewhere means "running there".
+local run = redis.call('HMGET', KEYS[1], 'state', 'owner', 'lease_until', 'result', 'error')
+if run[1] == 'done' then return {'done', run[4] or '{}', 0} end
+if run[1] == 'failed' then return {'failed', run[5] or '{}', 0} end
+if run[1] == 'running' and run[2] ~= token and (tonumber(run[3]) or 0) > now then
+  return {'busy', fmt(tonumber(run[3]) - now), 0}
+end
+
+-- 2. Circuit breaker.
+local cb = redis.call('HMGET', KEYS[2], 'state', 'opened_at', 'inflight', 'forced')
+local state = cb[1] or 'closed'
+local inflight = tonumber(cb[3]) or 0
+local probe = 0
+if state == 'open' then
+  local ready_at = (tonumber(cb[2]) or now) + open_s
+  if cb[4] == '1' or now < ready_at then
+    local wait = open_s
+    if cb[4] ~= '1' then wait = ready_at - now end
+    redis.call('HINCRBY', KEYS[6], 'breaker_waits', 1)
+    if fail_fast then return {'open_fail', fmt(wait), 0} end
+    return {'open', fmt(wait), 0}
+  end
+  transition('half_open', 'cool-down of ' .. ARGV[4] .. 's elapsed', hist_max)
+  redis.call('HSET', KEYS[2], 'inflight', 0)
+  state, inflight = 'half_open', 0
+end
+if state == 'half_open' then
+  if inflight >= half_open_max then
+    redis.call('HINCRBY', KEYS[6], 'breaker_waits', 1)
+    if fail_fast then return {'open_fail', fmt(open_s), 0} end
+    return {'half_open_busy', fmt(math.max(0.2, math.min(open_s / 5, 2))), 0}
+  end
+  probe = 1
+end
+
+-- 3. Global rate limit: a token bucket refilled continuously at `rate` per second, capped at `burst`.
+local tokens = nil
+if rate > 0 then
+  local b = redis.call('HMGET', KEYS[5], 'tokens', 'ts')
+  tokens = tonumber(b[1]) or burst
+  local ts = tonumber(b[2]) or now
+  tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+  if tokens < 1 then
+    redis.call('HSET', KEYS[5], 'tokens', fmt(tokens), 'ts', fmt(now))
+    redis.call('HINCRBY', KEYS[6], 'rate_waits', 1)
+    return {'rate_limited', fmt((1 - tokens) / rate), 0}
+  end
+end
+
+-- All checks passed: take the probe slot, the token and the lease together.
+if probe == 1 then redis.call('HINCRBY', KEYS[2], 'inflight', 1) end
+if tokens then
+  redis.call('HSET', KEYS[5], 'tokens', fmt(tokens - 1), 'ts', fmt(now))
+  redis.call('EXPIRE', KEYS[5], math.ceil(burst / rate) + 60)
+end
+redis.call('HSET', KEYS[1], 'state', 'running', 'owner', token, 'lease_until', fmt(now + lease_s),
+           'attempt', ARGV[9], 'started', fmt(now))
+redis.call('EXPIRE', KEYS[1], ttl_s)
+return {'run', '', probe}
+"""
+
+# ARGV: 1 owner token, 2 ok, 3 health_failure, 4 probe, 5 payload (result or error JSON), 6 final,
+#       7 ttl_s, 8 failure_threshold, 9 window_s, 10 history_max, 11 error kind
+# Returns the breaker state after this outcome.
+SETTLE = _COMMON + r"""
+local token, ok, health, probe = ARGV[1], ARGV[2] == '1', ARGV[3] == '1', ARGV[4] == '1'
+local ttl_s, threshold, window_s, hist_max = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]),
+  tonumber(ARGV[10])
+
+if probe then
+  if redis.call('HINCRBY', KEYS[2], 'inflight', -1) < 0 then redis.call('HSET', KEYS[2], 'inflight', 0) end
+end
+local state = redis.call('HGET', KEYS[2], 'state') or 'closed'
+redis.call('HINCRBY', KEYS[6], 'calls', 1)
+
+if ok then
+  redis.call('HSET', KEYS[1], 'state', 'done', 'result', ARGV[5], 'finished', fmt(now))
+  redis.call('HDEL', KEYS[1], 'lease_until')
+  redis.call('EXPIRE', KEYS[1], ttl_s)
+  redis.call('HINCRBY', KEYS[6], 'ok', 1)
+  if probe and state == 'half_open' then
+    transition('closed', 'probe succeeded', hist_max)
+    redis.call('HSET', KEYS[2], 'inflight', 0)
+    redis.call('DEL', KEYS[3])
+    state = 'closed'
+  end
+  return state
+end
+
+redis.call('HINCRBY', KEYS[6], 'failed', 1)
+if ARGV[6] == '1' then
+  redis.call('HSET', KEYS[1], 'state', 'failed', 'error', ARGV[5], 'finished', fmt(now))
+  redis.call('HDEL', KEYS[1], 'lease_until')
+  redis.call('EXPIRE', KEYS[1], ttl_s)
+elseif redis.call('HGET', KEYS[1], 'owner') == token then
+  -- Give the claim up so the retry (a new message) can take it.
+  redis.call('DEL', KEYS[1])
+end
+
+if health then
+  redis.call('HINCRBY', KEYS[6], 'health_failures', 1)
+  if state == 'half_open' and probe then
+    transition('open', 'probe failed (' .. ARGV[11] .. ')', hist_max)
+    redis.call('HSET', KEYS[2], 'opened_at', fmt(now), 'inflight', 0)
+    state = 'open'
+  elseif state == 'closed' then
+    redis.call('ZADD', KEYS[3], now, token .. ':' .. fmt(now))
+    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window_s)
+    redis.call('EXPIRE', KEYS[3], math.ceil(window_s) + 1)
+    local n = redis.call('ZCARD', KEYS[3])
+    if n >= threshold then
+      transition('open', n .. ' failures within ' .. ARGV[9] .. 's (last: ' .. ARGV[11] .. ')', hist_max)
+      redis.call('HSET', KEYS[2], 'opened_at', fmt(now), 'inflight', 0)
+      redis.call('DEL', KEYS[3])
+      state = 'open'
+    end
+  end
+end
+return state
+"""
+
+# KEYS: 1 idempotency key. ARGV: 1 action id, 2 ttl_s. Returns the first action's id, or nil if ours won.
+CLAIM_KEY = r"""
+local existing = redis.call('GET', KEYS[1])
+if existing then return existing end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return false
+"""
+
+# KEYS: 1 idempotency key. ARGV: 1 action id. Deletes the key only if it still names this action.
+RELEASE_KEY = r"""
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
