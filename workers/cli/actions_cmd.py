@@ -35,21 +35,28 @@ def register(cli: click.Group) -> None:
     @click.option("--params-json", help="All params as one JSON object.")
     @priority_option
     @click.option("--idempotency-key", help="Submitting the same key again returns the first action.")
+    @click.option("--dedupe", is_flag=True, help="Derive the idempotency key from platform, action and params.")
+    @click.option("--fail-fast", is_flag=True, help="Fail at once if the platform's circuit breaker is open.")
     @click.option("--max-attempts", type=click.IntRange(1, 100), help="Attempts before dead-lettering.")
     @click.option("--wait", is_flag=True, help="Wait for the final status and result.")
     @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds --wait waits.")
     @json_option
     def submit(platform: str, action: str, pairs: tuple[str, ...], params_json: str | None, priority: str,
-               idempotency_key: str | None, max_attempts: int | None, wait: bool, timeout: float,
-               as_json: bool) -> None:
+               idempotency_key: str | None, dedupe: bool, fail_fast: bool, max_attempts: int | None, wait: bool,
+               timeout: float, as_json: bool) -> None:
         """Validate and enqueue one action; prints its id."""
         from workers.client import submit_action
 
         handle = submit_action(platform, action, parse_params(pairs, params_json), priority=priority,
-                               idempotency_key=idempotency_key, max_attempts=max_attempts)
+                               idempotency_key=idempotency_key, dedupe=dedupe, max_attempts=max_attempts,
+                               fail_fast=fail_fast)
+        if handle.deduplicated:
+            click.echo(f"idempotency key already used: returning the first action {handle.id}; nothing enqueued",
+                       err=True)
         if not wait:
             if as_json:
-                emit_json({"id": handle.id, "status": "queued"})
+                emit_json({"id": handle.id, "deduplicated": handle.deduplicated,
+                           "status": handle.status().status})
             else:
                 click.echo(handle.id)
             return
@@ -67,9 +74,9 @@ def register(cli: click.Group) -> None:
     @json_option
     def action_status(action_id: str, as_json: bool) -> None:
         """One action: status, attempts, result or error."""
-        from workers.store import actions as store
+        from workers.client import current_status
 
-        _show(store.get(action_id), as_json)
+        _show(current_status(action_id), as_json)
 
     @action.command("list")
     @click.option("--status", type=click.Choice(["queued", "running", "retrying", "succeeded", "failed"]))

@@ -164,3 +164,21 @@ RELEASE_KEY = r"""
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+# An operator's transition. KEYS: 1 breaker, 2 failures, 3 history.
+# ARGV: 1 target state (closed | open), 2 reason, 3 history_max. Returns the state it left.
+FORCE = r"""
+local t = redis.call('TIME')
+local now = string.format('%.6f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
+local from = redis.call('HGET', KEYS[1], 'state') or 'closed'
+if ARGV[1] == 'open' then
+  redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', now, 'changed_at', now, 'forced', '1', 'inflight', 0)
+else
+  redis.call('HSET', KEYS[1], 'state', 'closed', 'changed_at', now, 'forced', '0', 'inflight', 0)
+  redis.call('HDEL', KEYS[1], 'opened_at')
+end
+redis.call('DEL', KEYS[2])
+redis.call('LPUSH', KEYS[3], cjson.encode({at = now, from = from, to = ARGV[1], reason = ARGV[2]}))
+redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[3]) - 1)
+return from
+"""

@@ -1,0 +1,42 @@
+"""The real Celery app with crash windows held open, so a test can SIGKILL a worker at an exact point.
+
+OPSQ_TEST_PAUSE_BEFORE_CALL_S: sleep after the guards admitted the action (lease taken), before the
+platform call. OPSQ_TEST_PAUSE_AFTER_TASK_S: sleep after the task finished (outcome recorded), before
+the worker acknowledges the message (task_postrun runs in the pool process before the ack)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from celery.signals import task_postrun
+
+import workers.tasks as tasks
+from workers.celery_app import app
+
+__all__ = ["app"]
+
+PAUSE_BEFORE_CALL = float(os.environ.get("OPSQ_TEST_PAUSE_BEFORE_CALL_S", "0"))
+PAUSE_AFTER_TASK = float(os.environ.get("OPSQ_TEST_PAUSE_AFTER_TASK_S", "0"))
+
+_real_executor = tasks.executor
+
+
+class _Paused:
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def execute(self, action: str, params: dict[str, Any]) -> Any:
+        time.sleep(PAUSE_BEFORE_CALL)
+        return self.inner.execute(action, params)
+
+
+if PAUSE_BEFORE_CALL:
+    tasks.executor = lambda platform: _Paused(_real_executor(platform))  # type: ignore[assignment]
+
+
+@task_postrun.connect
+def _hold_the_ack(**_: Any) -> None:
+    if PAUSE_AFTER_TASK:
+        time.sleep(PAUSE_AFTER_TASK)
