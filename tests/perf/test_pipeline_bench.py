@@ -51,8 +51,7 @@ def test_noop_throughput_against_plain_celery(db, request, redis_client, redis_u
             pytest.skip(service.reason)
         database_url = service.url
     env = _configure(redis_url, database_url, sandbox, monkeypatch)()
-    worker = WorkerProcess(env, "noop", concurrency=2, log_dir=tmp_path)
-    worker.cmd[worker.cmd.index("workers.celery_app")] = "tests.perf.baseline_app"
+    worker = WorkerProcess(env, "noop", concurrency=2, log_dir=tmp_path, app="tests.perf.baseline_app")
     worker.start()
     try:
         from tests.perf.baseline_app import app

@@ -15,11 +15,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 class WorkerProcess:
     def __init__(self, env: dict[str, str], queues: str, concurrency: int = 2, log_dir: Path | None = None,
-                 name: str | None = None, pool: str = "prefork") -> None:
+                 name: str | None = None, pool: str = "prefork", app: str = "workers.celery_app") -> None:
         self.name = name or f"w{uuid.uuid4().hex[:6]}@testhost"
         self.log_path = (log_dir or Path("/tmp")) / f"worker-{self.name.split('@')[0]}.log"
         self.env = env
-        self.cmd = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", queues,
+        self.cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queues,
                     "-c", str(concurrency), "-P", pool, "-n", self.name, "-l", "INFO",
                     "--without-gossip", "--without-mingle"]
         self.proc: subprocess.Popen[bytes] | None = None
