@@ -3,6 +3,7 @@ keeps to a platform's rate limit."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -117,7 +118,7 @@ def test_breaker_keeps_an_outage_from_being_hammered(opsq_env_sqlite, workers_st
     # Each open cycle (from one opening to the next): at most threshold + half_open_max calls, plus the
     # calls already in flight when it opened (one per worker process).
     bounds = [outage_start, *opens[1:], recovered]
-    for start, end in zip(bounds, bounds[1:], strict=False):
+    for start, end in itertools.pairwise(bounds):
         in_cycle = [c for c in calls if start <= c["started"] < end]
         assert len(in_cycle) <= threshold + half_open_max + processes, (start, end, len(in_cycle))
     assert len(calls) <= len(bounds) * (threshold + half_open_max + processes)
