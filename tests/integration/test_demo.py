@@ -24,6 +24,9 @@ def test_demo_runs_to_its_summary_on_embedded_defaults(tmp_path):
     summary = json.loads(out.read_text())
     assert summary["all_scenarios_passed"] is True
     assert summary["success_rate"] == 1.0
-    assert {s["scenario"] for s in summary["scenarios"]} == {1, 2, 4}
+    assert {s["scenario"] for s in summary["scenarios"]} == {"1", "2", "4", "4b", "4c"}
+    breaker = next(s for s in summary["scenarios"] if s["scenario"] == "4b")
+    assert breaker["calls_during_outage"] <= breaker["bound"]
+    assert next(s for s in summary["scenarios"] if s["scenario"] == "4c")["platform_calls"] == 1
     assert set(summary["by_platform"]) >= {"slack", "notion", "trello", "gdrive", "gsheets"}
     assert summary["by_priority"]["critical"] == {"succeeded": 2}

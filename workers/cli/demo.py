@@ -34,7 +34,7 @@ def bad(text: str) -> str:
     return click.style("✗ ", fg="red", bold=True) + text
 
 
-def heading(n: int, title: str) -> None:
+def heading(n: int | str, title: str) -> None:
     click.echo()
     click.echo(click.style(f"── Scenario {n}: {title} ", fg="magenta", bold=True) + click.style("─" * 30, fg="magenta"))
 
@@ -85,6 +85,8 @@ class DemoEnvironment:
         os.environ.setdefault("OPSQ_TRELLO_API_KEY", "demo-key")
         os.environ.setdefault("OPSQ_RETRY_BASE_S", "0.5")
         os.environ.setdefault("OPSQ_RETRY_CAP_S", "5")
+        os.environ.setdefault("OPSQ_MAX_ATTEMPTS", "10")
+        os.environ.setdefault("OPSQ_BREAKERS", '{"gdrive": {"failure_threshold": 3, "window_s": 30, "open_s": 2}}')
         url, self.redis = ensure_broker()
         reload_settings()
         from workers.store.db import get_engine
@@ -145,7 +147,7 @@ def scenario_routing(run: DemoRun) -> None:
             click.echo(ok(line))
         else:
             click.echo(bad(line))
-    run.scenarios.append({"scenario": 1, "name": "routing", "passed": passed == len(handles)})
+    run.scenarios.append({"scenario": "1", "name": "routing", "passed": passed == len(handles)})
 
 
 def scenario_priority(run: DemoRun) -> None:
@@ -178,7 +180,7 @@ def scenario_priority(run: DemoRun) -> None:
     # Two worker processes each take one message at a time: the criticals must be in the first two slots.
     passed = all(t.startswith("critical") for t in order[:criticals])
     click.echo(ok("critical actions ran first") if passed else bad("critical actions did not run first"))
-    run.scenarios.append({"scenario": 2, "name": "priority", "passed": passed, "order": order})
+    run.scenarios.append({"scenario": "2", "name": "priority", "passed": passed, "order": order})
 
 
 def scenario_retry(run: DemoRun) -> None:
@@ -200,10 +202,78 @@ def scenario_retry(run: DemoRun) -> None:
         previous = call["finished"]
     passed = view.status == "succeeded" and view.attempts == 3
     click.echo((ok if passed else bad)(f"action {view.status} after {view.attempts} attempts"))
-    run.scenarios.append({"scenario": 4, "name": "retry", "passed": passed, "attempts": view.attempts})
+    run.scenarios.append({"scenario": "4", "name": "retry", "passed": passed, "attempts": view.attempts})
 
 
-SCENARIOS: list[Callable[[DemoRun], None]] = [scenario_routing, scenario_priority, scenario_retry]
+def scenario_breaker(run: DemoRun) -> None:
+    from executors.sandbox.server import SandboxClient
+    from workers.client import submit_action
+    from workers.guards import breaker
+
+    heading("4b", "circuit breaker: a platform goes down, the breaker stops the hammering")
+    sandbox = SandboxClient(run.sandbox_url)
+    sandbox.clear_requests()
+    breaker.reset("gdrive", "demo", "start of scenario")
+    cfg = breaker.status("gdrive")
+    sandbox.fault("gdrive", "error", status=503)
+    n, outage_s = (6, 5.0) if run.quick else (12, 8.0)
+    started = time.time()
+    handles = [run.track(submit_action("gdrive", "create_file", {"name": f"report-{i}.pdf"})) for i in range(n)]
+    click.echo(f"gdrive is down (every call answers 503) for {outage_s:g}s; submitted {n} actions "
+               f"(breaker: open after {cfg.failure_threshold} failures, probe after {cfg.open_s:g}s)")
+    shown = 0
+    while time.time() - started < outage_s:
+        time.sleep(0.1)
+        shown = _print_transitions(breaker, started, shown)
+    during = len(sandbox.requests(platform="gdrive"))
+    cycles = sum(1 for e in breaker.history("gdrive", limit=200) if e["at"] >= started and e["to"] == "half_open")
+    click.echo(f"  {n} actions waited; {during} calls reached the failing platform in {outage_s:g}s "
+               f"({cfg.failure_threshold} to open it, then one probe per cool-down). Bringing gdrive back.")
+    sandbox.clear_faults("gdrive")
+    views = [h.wait(90) for h in handles]
+    _print_transitions(breaker, started, shown)
+    succeeded = sum(v.status == "succeeded" for v in views)
+    # At most: the threshold, one probe per half-open, and what was in flight when it opened (2 processes).
+    bound = cfg.failure_threshold + cycles * cfg.half_open_max + 2
+    passed = succeeded == n and breaker.status("gdrive").state == "closed" and during <= bound
+    click.echo((ok if passed else bad)(f"{succeeded}/{n} actions completed after a probe closed the breaker"))
+    run.scenarios.append({"scenario": "4b", "name": "circuit breaker", "passed": passed,
+                          "calls_during_outage": during, "bound": bound, "actions": n})
+
+
+def _print_transitions(breaker: Any, since: float, shown: int) -> int:
+    entries = [e for e in reversed(breaker.history("gdrive", limit=200)) if e["at"] >= since]
+    colours = {"open": "red", "half_open": "yellow", "closed": "green"}
+    for e in entries[shown:]:
+        to = click.style(f"{e['to'].upper():<9}", fg=colours.get(e["to"], "white"), bold=True)
+        click.echo(f"  +{e['at'] - since:5.2f}s  breaker {to} {e['reason']}")
+    return len(entries)
+
+
+def scenario_duplicates(run: DemoRun) -> None:
+    from executors.sandbox.server import SandboxClient
+    from workers.client import submit_action
+
+    heading("4c", "duplicate submits: one idempotency key, one platform call")
+    sandbox = SandboxClient(run.sandbox_url)
+    sandbox.clear_requests()
+    key = f"invoice-A-1001-{os.getpid()}"
+    handles = [submit_action("notion", "create_task", {"database_id": "finance", "title": "Pay invoice A-1001"},
+                             idempotency_key=key) for _ in range(3)]
+    run.track(handles[0])
+    for n, h in enumerate(handles, 1):
+        note = "duplicate: first action returned, nothing enqueued" if h.deduplicated else "enqueued"
+        click.echo(f"  submit {n}: action {h.id}  ({note})")
+    handles[0].wait(60)
+    time.sleep(0.3)
+    calls = len(sandbox.requests(platform="notion"))
+    passed = len({h.id for h in handles}) == 1 and calls == 1
+    click.echo((ok if passed else bad)(f"3 submits, 1 action, {calls} call to notion"))
+    run.scenarios.append({"scenario": "4c", "name": "duplicate submits", "passed": passed, "platform_calls": calls})
+
+
+SCENARIOS: list[Callable[[DemoRun], None]] = [scenario_routing, scenario_priority, scenario_retry, scenario_breaker,
+                                               scenario_duplicates]
 
 
 def summarise(run: DemoRun, started: float) -> dict[str, Any]:
