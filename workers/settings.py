@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     database_url: str | None = None
     auto_migrate: bool = True
+    # See workers.store.db.outcome_engine for what this trades.
+    db_async_commit: bool = True
 
     platform_base_url: str | None = None
     slack_base_url: str | None = None

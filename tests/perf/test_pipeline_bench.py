@@ -2,8 +2,9 @@
 
 Run with `make bench` (pytest -m perf). Both sides use the same Redis, the same worker process
 (concurrency 2, prefork, acks_late, prefetch 1) and wait for completion the same way (the result
-backend). Rounds alternate so drift on the machine hits both. Prints the ratio; asserts nothing about
-speed (timings belong in the report, not in pass/fail).
+backend). Rounds alternate so drift on the machine hits both. Two modes: end-to-end (submit and wait,
+as a service sees it) and drain (the queue filled first, then the workers timed alone). Prints the
+ratios; asserts nothing about speed (timings belong in the report, not in pass/fail).
 """
 
 from __future__ import annotations
@@ -21,19 +22,31 @@ N = int(os.environ.get("OPSQ_BENCH_N", "500"))
 ROUNDS = int(os.environ.get("OPSQ_BENCH_ROUNDS", "3"))
 
 
-def _plain(app, n: int) -> float:
+def _plain_submit(app, n: int) -> list:
+    return [app.send_task("bench.plain_noop", kwargs={"echo": i}, queue="noop") for i in range(n)]
+
+
+def _opsq_submit(app, n: int) -> list:
+    from workers.client import submit_action
+
+    return [app.AsyncResult(submit_action("noop", "noop", {"echo": i}).id) for i in range(n)]
+
+
+def _end_to_end(app, submit, n: int) -> float:
+    """Submit n and wait for all: what a service enqueueing work sees."""
     start = time.perf_counter()
-    results = [app.send_task("bench.plain_noop", kwargs={"echo": i}, queue="noop") for i in range(n)]
+    results = submit(app, n)
     ResultSet(results, app=app).join(timeout=300, propagate=True)
     return n / (time.perf_counter() - start)
 
 
-def _opsq(app, n: int) -> float:
-    from workers.client import submit_action
-
+def _drain(app, submit, n: int, worker_name: str) -> float:
+    """Fill the queue while the worker does not consume it, then time the workers alone."""
+    app.control.cancel_consumer("noop", destination=[worker_name], reply=True, timeout=5)
+    results = submit(app, n)
     start = time.perf_counter()
-    handles = [submit_action("noop", "noop", {"echo": i}) for i in range(n)]
-    ResultSet([app.AsyncResult(h.id) for h in handles], app=app).join(timeout=300, propagate=True)
+    app.control.add_consumer("noop", destination=[worker_name], reply=True, timeout=5)
+    ResultSet(results, app=app).join(timeout=300, propagate=True)
     return n / (time.perf_counter() - start)
 
 
@@ -56,14 +69,19 @@ def test_noop_throughput_against_plain_celery(db, request, redis_client, redis_u
     try:
         from tests.perf.baseline_app import app
 
-        _plain(app, 50), _opsq(app, 50)  # warm up both paths
-        plain, opsq = [], []
-        for _ in range(ROUNDS):
-            plain.append(_plain(app, N))
-            opsq.append(_opsq(app, N))
-        ratio = statistics.median(opsq) / statistics.median(plain)
-        print(f"\n[{db}] N={N} rounds={ROUNDS} plain celery: {statistics.median(plain):.0f}/s "
-              f"{[round(x) for x in plain]}  opsqueue noop: {statistics.median(opsq):.0f}/s "
-              f"{[round(x) for x in opsq]}  ratio {ratio:.2f}x")
+        _end_to_end(app, _plain_submit, 50), _end_to_end(app, _opsq_submit, 50)  # warm up both paths
+        for mode in ("end-to-end", "drain"):
+            plain, opsq = [], []
+            for _ in range(ROUNDS):
+                if mode == "end-to-end":
+                    plain.append(_end_to_end(app, _plain_submit, N))
+                    opsq.append(_end_to_end(app, _opsq_submit, N))
+                else:
+                    plain.append(_drain(app, _plain_submit, N, worker.name))
+                    opsq.append(_drain(app, _opsq_submit, N, worker.name))
+            ratio = statistics.median(opsq) / statistics.median(plain)
+            print(f"\n[{db} {mode}] N={N} rounds={ROUNDS} plain celery: {statistics.median(plain):.0f}/s "
+                  f"{[round(x) for x in plain]}  opsqueue noop: {statistics.median(opsq):.0f}/s "
+                  f"{[round(x) for x in opsq]}  ratio {ratio:.2f}x")
     finally:
         worker.stop()

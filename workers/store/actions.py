@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 
 from workers.errors import NotFound
 from workers.redaction import redact
-from workers.store.db import get_engine, session
+from workers.store.db import get_engine, outcome_engine, session
 from workers.store.models import ActionRun, DeadLetter, utcnow
 
 
@@ -57,16 +57,36 @@ def _view(row: ActionRun) -> ActionView:
     return ActionView(**{f: getattr(row, f) for f in ActionView.__dataclass_fields__})
 
 
+# Statements on the hot path are built once: building a statement per call cost more CPU than the
+# database round trip itself (see docs/PERFORMANCE.md).
+_T = ActionRun.__table__
+_INSERT = insert(_T)
+_BY_ID = _T.c.id == bindparam("aid")
+_STARTED = func.coalesce(_T.c.started_at, bindparam("started_at"))
+_SUCCEEDED = update(_T).where(_BY_ID).values(
+    status="succeeded", attempts=bindparam("attempts"), result=bindparam("result"), error=None,
+    error_kind=None, finished_at=bindparam("now"), next_attempt_at=None, started_at=_STARTED,
+    updated_at=bindparam("now"))
+_RETRYING = update(_T).where(_BY_ID).values(
+    status="retrying", attempts=bindparam("attempts"), error=bindparam("error"),
+    error_kind=bindparam("error_kind"), next_attempt_at=bindparam("next_at"), started_at=_STARTED,
+    updated_at=bindparam("now"))
+_FAILED = update(_T).where(_BY_ID).values(
+    status="failed", attempts=bindparam("attempts"), error=bindparam("error"), error_kind=bindparam("error_kind"),
+    finished_at=bindparam("now"), next_attempt_at=None, started_at=_STARTED, updated_at=bindparam("now"))
+
+
 def create(*, action_id: str, platform: str, action: str, params: dict[str, Any], priority: str,
            queue: str, max_attempts: int, idempotency_key: str | None = None,
            replay_of: str | None = None) -> None:
     now = utcnow()
-    # Core, not the ORM unit of work: this is on every submit's path.
     with get_engine().begin() as conn:
-        conn.execute(insert(ActionRun).values(
-            id=action_id, platform=platform, action=action, params=redact(params), priority=priority,
-            queue=queue, status="queued", attempts=0, max_attempts=max_attempts,
-            idempotency_key=idempotency_key, replay_of=replay_of, created_at=now, updated_at=now))
+        conn.execute(_INSERT, {
+            "id": action_id, "platform": platform, "action": action, "params": redact(params),
+            "priority": priority, "queue": queue, "status": "queued", "attempts": 0,
+            "max_attempts": max_attempts, "idempotency_key": idempotency_key, "replay_of": replay_of,
+            "result": None, "error": None, "error_kind": None, "started_at": None, "finished_at": None,
+            "next_attempt_at": None, "created_at": now, "updated_at": now})
 
 
 def discard(action_id: str) -> None:
@@ -75,41 +95,36 @@ def discard(action_id: str) -> None:
         s.execute(delete(ActionRun).where(ActionRun.id == action_id))
 
 
-def _update(action_id: str, **values: Any) -> None:
-    values["updated_at"] = utcnow()
-    with get_engine().begin() as conn:
-        conn.execute(update(ActionRun).where(ActionRun.id == action_id).values(**values))
-
-
 def mark_retrying(action_id: str, attempt: int, error: str, error_kind: str, delay_s: float,
                   started_at: datetime) -> None:
-    _update(action_id, status="retrying", attempts=attempt, error=error, error_kind=error_kind,
-            started_at=func.coalesce(ActionRun.started_at, started_at),
-            next_attempt_at=utcnow() + timedelta(seconds=delay_s))
+    now = utcnow()
+    with outcome_engine().begin() as conn:
+        conn.execute(_RETRYING, {"aid": action_id, "attempts": attempt, "error": error, "error_kind": error_kind,
+                                 "next_at": now + timedelta(seconds=delay_s), "started_at": started_at, "now": now})
 
 
 def mark_succeeded(action_id: str, attempt: int, result: dict[str, Any], started_at: datetime | None) -> None:
     """`started_at` is when this worker began the attempt. The worker writes no 'running' row: while an
     action runs, its live state is the guards' lease in Redis (see workers.guards.execution)."""
-    _update(action_id, status="succeeded", attempts=attempt, result=redact(result), error=None,
-            error_kind=None, finished_at=utcnow(), next_attempt_at=None,
-            started_at=func.coalesce(ActionRun.started_at, started_at or utcnow()))
+    now = utcnow()
+    with outcome_engine().begin() as conn:
+        conn.execute(_SUCCEEDED, {"aid": action_id, "attempts": attempt, "result": redact(result),
+                                  "started_at": started_at or now, "now": now})
 
 
 def mark_failed(action_id: str, attempt: int, error: str, error_kind: str, *, dead_letter: bool,
                 started_at: datetime | None = None) -> None:
     now = utcnow()
-    with session() as s:
-        s.execute(update(ActionRun).where(ActionRun.id == action_id).values(
-            status="failed", attempts=attempt, error=error, error_kind=error_kind, finished_at=now,
-            started_at=func.coalesce(ActionRun.started_at, started_at or now), next_attempt_at=None,
-            updated_at=now))
+    with get_engine().begin() as conn:
+        conn.execute(_FAILED, {"aid": action_id, "attempts": attempt, "error": error, "error_kind": error_kind,
+                               "started_at": started_at or now, "now": now})
         if dead_letter:
-            run = s.get(ActionRun, action_id)
+            run = conn.execute(select(_T.c.platform, _T.c.action, _T.c.params, _T.c.priority)
+                               .where(_T.c.id == action_id)).first()
             if run is not None:
-                s.add(DeadLetter(action_id=action_id, platform=run.platform, action=run.action,
-                                 params=run.params, priority=run.priority, attempts=attempt, error=error,
-                                 error_kind=error_kind, created_at=now))
+                conn.execute(insert(DeadLetter.__table__).values(
+                    action_id=action_id, platform=run.platform, action=run.action, params=run.params,
+                    priority=run.priority, attempts=attempt, error=error, error_kind=error_kind, created_at=now))
 
 
 def is_final(action_id: str) -> bool:
