@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
@@ -53,8 +53,15 @@ class ActionView:
         return out
 
 
+def _aware(value: Any) -> Any:
+    # SQLite hands timestamps back without their zone; every time opsqueue stores is UTC.
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
 def _view(row: ActionRun) -> ActionView:
-    return ActionView(**{f: getattr(row, f) for f in ActionView.__dataclass_fields__})
+    return ActionView(**{f: _aware(getattr(row, f)) for f in ActionView.__dataclass_fields__})
 
 
 # Statements on the hot path are built once: building a statement per call cost more CPU than the
@@ -62,7 +69,7 @@ def _view(row: ActionRun) -> ActionView:
 _T = ActionRun.__table__
 _INSERT = insert(_T)
 _BY_ID = _T.c.id == bindparam("aid")
-_STARTED = func.coalesce(_T.c.started_at, bindparam("started_at"))
+_STARTED = func.coalesce(_T.c.started_at, bindparam("started_at", type_=_T.c.started_at.type))
 _SUCCEEDED = update(_T).where(_BY_ID).values(
     status="succeeded", attempts=bindparam("attempts"), result=bindparam("result"), error=None,
     error_kind=None, finished_at=bindparam("now"), next_attempt_at=None, started_at=_STARTED,
@@ -180,7 +187,7 @@ class DeadLetterView:
 
 
 def _dl_view(row: DeadLetter) -> DeadLetterView:
-    return DeadLetterView(**{f: getattr(row, f) for f in DeadLetterView.__dataclass_fields__})
+    return DeadLetterView(**{f: _aware(getattr(row, f)) for f in DeadLetterView.__dataclass_fields__})
 
 
 def dead_letters(*, include_replayed: bool = False, limit: int = 100) -> list[DeadLetterView]:
