@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import after_setup_logger, worker_process_init
 
 from workers.broker_url import resolve_redis_url
 from workers.queues import PRIORITY_STEPS, PRIORITY_VALUES, celery_queues
@@ -36,7 +37,9 @@ def transport_options(settings: Settings) -> dict[str, Any]:
 def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     url = resolve_redis_url(settings)
-    app = Celery("opsqueue", include=["workers.tasks"])
+    # Task modules are named, not imported: workflows and beat sit above workers and plug their tasks
+    # in when a worker loads (OPSQ_TASK_MODULES).
+    app = Celery("opsqueue", include=settings.task_modules)
     app.conf.update(
         broker_url=url,
         result_backend=url,
@@ -69,6 +72,12 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 
 app = create_app()
+
+
+@after_setup_logger.connect
+def _quiet_http_client(**_: Any) -> None:
+    # httpx logs every request at INFO; the action's own log lines already say what was called.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @worker_process_init.connect

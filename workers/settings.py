@@ -92,6 +92,7 @@ class Settings(BaseSettings):
     result_expires_s: int = Field(86400, ge=60)
 
     task_sent_events: bool = False
+    task_modules: list[str] = Field(default_factory=lambda: ["workers.tasks", "workflows.tasks"])
 
     # The Redis guards (workers/guards). JSON in the environment, e.g.
     # OPSQ_BREAKERS='{"slack": {"failure_threshold": 3, "open_s": 10}}', OPSQ_RATE_LIMITS='{"notion": {"rate": 5}}'

@@ -9,6 +9,7 @@ from typing import Any
 from celery import Task
 
 from executors.errors import AuthError, ExecutorError, RetryableError
+from workers import step_hooks
 from workers.celery_app import EXECUTE_ACTION, app
 from workers.errors import ActionFailed
 from workers.guards import Admission, Attempt, Outcome, get_guard
@@ -25,24 +26,51 @@ log = logging.getLogger("opsq.action")
 @app.task(bind=True, name=EXECUTE_ACTION, max_retries=None, acks_late=True)
 def execute_action(self: Task, *, action_id: str, platform: str, action: str, params: dict[str, Any],
                    max_attempts: int, attempt: int = 1, idempotency_key: str | None = None,
-                   fail_fast: bool = False) -> dict[str, Any]:
+                   fail_fast: bool = False, step: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one attempt. Attempts are counted here, not by Celery's `retries`, because a guard's wait
-    (breaker open, no rate-limit token, running elsewhere) re-schedules the action without using one."""
+    (breaker open, no rate-limit token, running elsewhere) re-schedules the action without using one.
+
+    `step` ({workflow_id, step_id}) marks an action that is a workflow's step: the registered step
+    hooks render its params' templates and follow its outcome (workers.step_hooks)."""
     ctx = Attempt(action_id=action_id, platform=platform, action=action, attempt=attempt, fail_fast=fail_fast)
     extra = {"action_id": action_id, "platform": platform, "action": action, "attempt": attempt}
+    hooks = step_hooks.get() if step else None
+    if step:
+        extra.update(step)
+        if hooks is None:
+            _fail(ctx, "internal", "this worker cannot run workflow steps (workflows.tasks is not loaded)",
+                  dead_letter=False, started=None, extra=extra)
+        assert hooks is not None
+        try:
+            prepared = hooks.prepare(step, params)
+        except ValueError as exc:  # a template that finds nothing: the step cannot run as written
+            hooks.failed(step, "template", str(exc))
+            _fail(ctx, "template", str(exc), dead_letter=False, started=None, extra=extra)
+        if prepared is None:
+            log.info("step skipped: its workflow is no longer running", extra=extra)
+            store.mark_failed(action_id, attempt, "skipped: workflow no longer running", "skipped", dead_letter=False)
+            return {"skipped": True}
+        params = prepared
     guard = get_guard()
     admission = guard.admit(ctx)
     if not admission.run:
-        return _not_admitted(self, admission, ctx, extra)
+        result = _not_admitted(self, admission, ctx, extra)
+        if hooks and step:
+            hooks.succeeded(step, params, result)
+        return result
 
     started = utcnow()
+    if hooks and step:
+        hooks.started(step, attempt)
     try:
         result = redact(executor(platform).execute(action, params))
     except RetryableError as exc:
         final = attempt >= max_attempts
         _settle_failure(guard, ctx, admission, exc, final=final)
         if final:
-            _fail(ctx, exc.kind, exc.message, dead_letter=True, started=started, extra=extra)
+            if hooks and step:
+                hooks.failed(step, exc.kind, exc.message)
+            _fail(ctx, exc.kind, exc.message, dead_letter=not step, started=started, extra=extra)
         settings = get_settings()
         delay = backoff_delay(attempt, base_s=settings.retry_base_s, cap_s=settings.retry_cap_s,
                               retry_after=exc.retry_after)
@@ -54,18 +82,25 @@ def execute_action(self: Task, *, action_id: str, platform: str, action: str, pa
         # Auth failures are dead-lettered: once the credentials are fixed, `opsq dlq replay` runs them.
         # Other permanent errors would fail the same way again.
         _settle_failure(guard, ctx, admission, exc, final=True)
-        _fail(ctx, exc.kind, exc.message, dead_letter=isinstance(exc, AuthError), started=started, extra=extra)
+        if hooks and step:
+            hooks.failed(step, exc.kind, exc.message)
+        _fail(ctx, exc.kind, exc.message, dead_letter=isinstance(exc, AuthError) and not step, started=started,
+              extra=extra)
     except Exception as exc:
         # A bug in an executor, not a platform failure: fail loudly, keep the message in the record.
         msg = f"{type(exc).__name__}: {exc}"
         guard.settle(ctx, admission, Outcome(ok=False, error_kind="internal", error=msg, final=True))
         log.exception("action crashed", extra=extra)
+        if hooks and step:
+            hooks.failed(step, "internal", msg)
         _fail(ctx, "internal", msg, dead_letter=True, started=started, extra=extra)
 
     # Redis first: once the outcome is there, a redelivered message cannot call the platform again,
     # even if this process dies before the database write below.
     guard.settle(ctx, admission, Outcome(ok=True, result=result))
     store.mark_succeeded(action_id, attempt, result, started)
+    if hooks and step:
+        hooks.succeeded(step, params, result)
     return result
 
 

@@ -1,0 +1,77 @@
+"""A workflow's DAG becomes a Celery canvas: Celery, not a loop of ours, drives the execution.
+
+Steps are layered by depth (level n depends on something at level n-1). Each level is one signature
+or a `group`; the levels are `chain`ed, and Celery turns "group followed by a signature" into a
+`chord`. So `scan -> (compliance, review) -> notify` becomes
+chain(scan, chord(group(compliance, review), notify), complete). A level that holds a step needing
+approval ends the canvas with a pause; approving it compiles the rest from the stored spec.
+Every step signature carries its own `link_error`, which starts the rollback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from celery import chain, group
+from celery.canvas import Signature
+
+from workers.queues import CONTROL_QUEUE, priority_value
+from workflows.spec import WorkflowSpec, levels
+
+
+@dataclass(frozen=True)
+class Segment:
+    canvas: Signature
+    step_ids: list[str]
+    pauses_at: int | None  # the level whose approval it waits for, if any
+
+
+def step_signature(workflow_id: str, spec: WorkflowSpec, step_id: str, action_id: str, priority: str,
+                   max_attempts: int) -> Signature:
+    from workers.tasks import execute_action
+    from workflows.tasks import workflow_step_failed
+
+    step = spec.step(step_id)
+    sig = execute_action.si(
+        action_id=action_id, platform=step.platform, action=step.action, params=step.params,
+        max_attempts=step.max_attempts or max_attempts,
+        step={"workflow_id": workflow_id, "step_id": step_id},
+    ).set(queue=step.platform, routing_key=step.platform, priority=priority_value(priority), task_id=action_id)
+    sig.link_error(workflow_step_failed.s(workflow_id=workflow_id, step_id=step_id))
+    return sig
+
+
+def control(sig: Signature) -> Signature:
+    return sig.set(queue=CONTROL_QUEUE, routing_key=CONTROL_QUEUE)
+
+
+def compile_segment(workflow_id: str, spec: WorkflowSpec, action_ids: dict[str, str], *, from_level: int,
+                    approved: bool, priority: str, max_attempts: int) -> Segment:
+    from workflows.tasks import workflow_complete, workflow_pause
+
+    layers = levels(spec)
+    parts: list[Signature] = []
+    step_ids: list[str] = []
+    pauses_at: int | None = None
+    for n in range(from_level, len(layers)):
+        gated = any(spec.step(s).requires_approval for s in layers[n])
+        if gated and not (n == from_level and approved):
+            pauses_at = n
+            break
+        sigs = [step_signature(workflow_id, spec, s, action_ids[s], priority, max_attempts) for s in layers[n]]
+        parts.append(sigs[0] if len(sigs) == 1 else group(sigs))
+        step_ids.extend(layers[n])
+    end = workflow_pause.si(workflow_id, pauses_at) if pauses_at is not None else workflow_complete.si(workflow_id)
+    parts.append(control(end))
+    return Segment(canvas=chain(*parts), step_ids=step_ids, pauses_at=pauses_at)
+
+
+def segment_steps(spec: WorkflowSpec, *, from_level: int, approved: bool) -> list[str]:
+    """The steps the next segment will run (to create their records before it is sent)."""
+    layers = levels(spec)
+    out: list[str] = []
+    for n in range(from_level, len(layers)):
+        if any(spec.step(s).requires_approval for s in layers[n]) and not (n == from_level and approved):
+            break
+        out.extend(layers[n])
+    return out

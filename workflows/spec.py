@@ -1,0 +1,242 @@
+"""The workflow spec (YAML or a dict), validated whole before anything runs.
+
+Every problem is reported at once, each with its step id: a cycle, an unknown `depends_on`, an unknown
+platform or action, params that fail the executor's schema, a template naming a step that is not
+upstream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from executors.errors import InvalidParams
+from executors.registry import EXECUTORS
+from workers.errors import OpsqError
+from workers.queues import PRIORITY_NAMES
+from workflows import templates
+
+STEP_ID = r"^[A-Za-z0-9_][A-Za-z0-9_\-]{0,99}$"
+
+
+class WorkflowInvalid(OpsqError):
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("invalid workflow: " + "; ".join(errors))
+        self.errors = errors
+
+
+class CompensationSpec(BaseModel):
+    """Overrides a step's undo with another action (params may template the step's own output as
+    `{{ steps.<this step>.output.<key> }}`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    platform: str
+    action: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class StepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=STEP_ID)
+    platform: str
+    action: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    depends_on: list[str] = Field(default_factory=list)
+    requires_approval: bool = False
+    #: None: the executor's own undo; False: nothing to undo; or another action that undoes it.
+    compensation: CompensationSpec | bool | None = None
+    max_attempts: int | None = Field(None, ge=1, le=100)
+
+
+class WorkflowSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    input: dict[str, Any] = Field(default_factory=dict)
+    priority: str = "normal"
+    approval_expires_s: float = Field(86400.0, gt=0)
+    steps: list[StepSpec] = Field(min_length=1)
+
+    def step(self, step_id: str) -> StepSpec:
+        return next(s for s in self.steps if s.id == step_id)
+
+
+def load(source: str | Path | Mapping[str, Any] | WorkflowSpec) -> WorkflowSpec:
+    """A spec from a dict, a YAML/JSON file path, or YAML text. Structural errors are WorkflowInvalid."""
+    if isinstance(source, WorkflowSpec):
+        return source
+    if isinstance(source, Mapping):
+        data: Any = dict(source)
+    else:
+        path = Path(source) if not (isinstance(source, str) and "\n" in source) else None
+        if path is not None:
+            if not path.is_file():
+                raise WorkflowInvalid([f"no such workflow file: {path}"])
+            text = path.read_text()
+        else:
+            text = str(source)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise WorkflowInvalid([f"not valid YAML: {str(exc).splitlines()[0]}"]) from None
+    if not isinstance(data, Mapping):
+        raise WorkflowInvalid(["a workflow is a mapping with `name` and `steps`"])
+    try:
+        return WorkflowSpec.model_validate(data)
+    except ValidationError as exc:
+        errors = []
+        for err in exc.errors():
+            loc = list(err["loc"])
+            where = ".".join(str(p) for p in loc)
+            if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
+                steps = data.get("steps") or []
+                sid = steps[loc[1]].get("id") if loc[1] < len(steps) and isinstance(steps[loc[1]], Mapping) else None
+                where = f"step {sid or '#' + str(loc[1] + 1)}: " + ".".join(str(p) for p in loc[2:])
+            errors.append(f"{where}: {err['msg']}")
+        raise WorkflowInvalid(errors) from None
+
+
+def levels(spec: WorkflowSpec) -> list[list[str]]:
+    """Steps by depth: level 0 has no dependencies, level n depends on something at n-1.
+    Assumes a valid DAG (see validate)."""
+    depth: dict[str, int] = {}
+
+    def visit(step_id: str) -> int:
+        if step_id not in depth:
+            deps = spec.step(step_id).depends_on
+            depth[step_id] = 1 + max((visit(d) for d in deps), default=-1)
+        return depth[step_id]
+
+    for s in spec.steps:
+        visit(s.id)
+    out: list[list[str]] = [[] for _ in range(max(depth.values()) + 1)]
+    for s in spec.steps:  # keep the file's order within a level
+        out[depth[s.id]].append(s.id)
+    return out
+
+
+def upstream_of(spec: WorkflowSpec, step_id: str) -> set[str]:
+    seen: set[str] = set()
+    stack = list(spec.step(step_id).depends_on)
+    while stack:
+        sid = stack.pop()
+        if sid not in seen:
+            seen.add(sid)
+            stack.extend(spec.step(sid).depends_on)
+    return seen
+
+
+def _cycle(spec: WorkflowSpec) -> list[str] | None:
+    graph = {s.id: [d for d in s.depends_on if d in {t.id for t in spec.steps}] for s in spec.steps}
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def dfs(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in graph[node]:
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt):], nxt]
+            if nxt not in state and (found := dfs(nxt)):
+                return found
+        state[node] = 2
+        path.pop()
+        return None
+
+    for node in graph:
+        if node not in state and (found := dfs(node)):
+            return found
+    return None
+
+
+def _schema_errors(platform: str, action: str, params: dict[str, Any], input_: dict[str, Any]) -> list[str]:
+    """Params are checked with `input.` templates filled in; a field that still holds a `steps.`
+    template is only known at run time, so its schema check is left to the executor then."""
+    from pydantic import ValidationError as PydanticError
+
+    rendered = templates.render_input_only(params, input_)
+    schema = EXECUTORS[platform].actions[action]
+    try:
+        schema.model_validate(rendered)
+    except PydanticError as exc:
+        out = []
+        for err in exc.errors():
+            value: Any = rendered
+            for part in err["loc"]:
+                try:
+                    value = value[part]
+                except (KeyError, IndexError, TypeError):
+                    value = None
+                    break
+            if any(ref.startswith("steps.") for ref in templates.references(value)):
+                continue
+            out.append(f"{'.'.join(str(p) for p in err['loc']) or 'params'}: {err['msg']}")
+        return out
+    except InvalidParams as exc:  # pragma: no cover - schemas raise pydantic errors
+        return [str(exc)]
+    return []
+
+
+def validate(spec: WorkflowSpec, input_override: Mapping[str, Any] | None = None) -> WorkflowSpec:
+    """Raise WorkflowInvalid listing every problem, or return the spec."""
+    errors: list[str] = []
+    input_ = {**spec.input, **(input_override or {})}
+    if spec.priority not in PRIORITY_NAMES:
+        errors.append(f"priority: unknown priority {spec.priority!r} (use one of: {', '.join(PRIORITY_NAMES)})")
+    ids = [s.id for s in spec.steps]
+    for dup in sorted({i for i in ids if ids.count(i) > 1}):
+        errors.append(f"step {dup}: the id is used more than once")
+    known = set(ids)
+    for s in spec.steps:
+        for dep in s.depends_on:
+            if dep not in known:
+                errors.append(f"step {s.id}: depends_on names unknown step {dep!r}")
+            if dep == s.id:
+                errors.append(f"step {s.id}: depends on itself")
+    cycle = _cycle(spec)
+    if cycle:
+        errors.append(f"step {cycle[0]}: dependency cycle {' -> '.join(cycle)}")
+    dag_ok = not errors
+    for s in spec.steps:
+        errors.extend(_step_errors(spec, s, input_, dag_ok))
+    if errors:
+        raise WorkflowInvalid(errors)
+    return spec
+
+
+def _step_errors(spec: WorkflowSpec, s: StepSpec, input_: dict[str, Any], dag_ok: bool) -> list[str]:
+    errors: list[str] = []
+    executor = EXECUTORS.get(s.platform)
+    if executor is None:
+        return [f"step {s.id}: unknown platform {s.platform!r} (known: {', '.join(EXECUTORS)})"]
+    if s.action not in executor.actions:
+        return [f"step {s.id}: unknown action {s.platform}.{s.action} (known: {', '.join(sorted(executor.actions))})"]
+    upstream = upstream_of(spec, s.id) if dag_ok else set()
+    for ref in templates.references(s.params):
+        problem = templates.check_reference(ref, upstream) if dag_ok else None
+        if problem:
+            errors.append(f"step {s.id}: {problem}")
+        elif ref.startswith("input.") and ref.split(".")[1] not in input_:
+            errors.append(f"step {s.id}: template {{{{ {ref} }}}} names input {ref.split('.')[1]!r}, "
+                          "which the workflow has no value for")
+    if not errors:
+        errors.extend(f"step {s.id}: {e}" for e in _schema_errors(s.platform, s.action, s.params, input_))
+    if isinstance(s.compensation, CompensationSpec):
+        c = s.compensation
+        cexec = EXECUTORS.get(c.platform)
+        if cexec is None or c.action not in cexec.actions:
+            errors.append(f"step {s.id}: compensation names unknown action {c.platform}.{c.action}")
+        else:
+            for ref in templates.references(c.params):
+                problem = templates.check_reference(ref, upstream | {s.id})
+                if problem:
+                    errors.append(f"step {s.id}: compensation {problem}")
+    elif s.compensation is True:
+        errors.append(f"step {s.id}: compensation is an action spec, false, or left out")
+    return errors

@@ -1,0 +1,310 @@
+"""A workflow's durable state: runs, steps, compensations, approvals and the timeline, in the store.
+
+Everything about a workflow can be read back from here alone; every status change is a conditional
+UPDATE, so two workers (or a worker and an operator) can never both win the same transition.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+
+from workers.errors import NotFound
+from workers.redaction import redact
+from workers.store.db import session
+from workers.store.models import (
+    ActionRun,
+    Approval,
+    Compensation,
+    WorkflowEvent,
+    WorkflowRun,
+    WorkflowStep,
+    utcnow,
+)
+from workflows.spec import WorkflowSpec, levels
+
+FINAL = ("succeeded", "rolled_back", "rollback_failed", "failed", "resolved")
+
+
+def _aware(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _row(obj: Any) -> dict[str, Any]:
+    return {c.key: _aware(getattr(obj, c.key)) for c in obj.__table__.columns}
+
+
+def create_run(spec: WorkflowSpec, input_: dict[str, Any], priority: str, *, idempotency_key: str | None,
+               created_by: str | None) -> str:
+    workflow_id = uuid.uuid4().hex
+    now = utcnow()
+    depth = {sid: n for n, level in enumerate(levels(spec)) for sid in level}
+    with session() as s:
+        s.add(WorkflowRun(id=workflow_id, name=spec.name, spec=spec.model_dump(mode="json"), input=redact(input_),
+                          priority=priority, status="pending", idempotency_key=idempotency_key, resume_level=0,
+                          created_by=created_by, created_at=now, updated_at=now))
+        s.flush()
+        for step in spec.steps:
+            s.add(WorkflowStep(workflow_id=workflow_id, step_id=step.id, action_id=uuid.uuid4().hex,
+                               platform=step.platform, action=step.action, level=depth[step.id], status="pending",
+                               attempts=0))
+        s.add(WorkflowEvent(workflow_id=workflow_id, at=now, kind="submitted",
+                            detail=f"{spec.name}: {len(spec.steps)} steps, priority {priority}"))
+    return workflow_id
+
+
+def delete_run(workflow_id: str) -> None:
+    """Undo create_run when nothing could be enqueued: no half-enqueued workflow is left behind."""
+    from sqlalchemy import delete
+
+    with session() as s:
+        action_ids = list(s.scalars(select(WorkflowStep.action_id).where(WorkflowStep.workflow_id == workflow_id)))
+        for model in (WorkflowEvent, Approval, Compensation, WorkflowStep):
+            s.execute(delete(model).where(model.workflow_id == workflow_id))
+        s.execute(delete(ActionRun).where(ActionRun.id.in_(action_ids)))
+        s.execute(delete(WorkflowRun).where(WorkflowRun.id == workflow_id))
+
+
+def queue_steps(workflow_id: str, step_ids: Iterable[str], spec: WorkflowSpec, max_attempts: int) -> dict[str, str]:
+    """Marks the steps of the segment about to be enqueued, with an action record each. Returns
+    step id -> action id."""
+    ids = list(step_ids)
+    now = utcnow()
+    run = get_run_row(workflow_id)
+    with session() as s:
+        rows = s.scalars(select(WorkflowStep).where(WorkflowStep.workflow_id == workflow_id,
+                                                    WorkflowStep.step_id.in_(ids))).all()
+        out = {}
+        for row in rows:
+            step = spec.step(row.step_id)
+            out[row.step_id] = row.action_id
+            exists = s.get(ActionRun, row.action_id)
+            if exists is None:
+                s.execute(insert(ActionRun).values(
+                    id=row.action_id, platform=row.platform, action=row.action, params=redact(step.params),
+                    priority=run["priority"], queue=row.platform, status="queued", attempts=0,
+                    max_attempts=step.max_attempts or max_attempts, created_at=now, updated_at=now))
+            row.status = "queued"
+    return out
+
+
+def get_run_row(workflow_id: str) -> dict[str, Any]:
+    with session() as s:
+        run = s.get(WorkflowRun, workflow_id)
+        if run is None:
+            raise NotFound(f"no workflow with id {workflow_id}")
+        return _row(run)
+
+
+def transition(workflow_id: str, to: str, *, allowed_from: Iterable[str], error: str | None = None,
+               failed_step: str | None = None, event: str | None = None, detail: str | None = None) -> bool:
+    """Move the workflow to `to` only if it is in one of `allowed_from`; True if this call did it."""
+    now = utcnow()
+    values: dict[str, Any] = {"status": to, "updated_at": now}
+    if to in FINAL:
+        values["finished_at"] = now
+    if error is not None:
+        values["error"] = error
+    if failed_step is not None:
+        values["failed_step"] = failed_step
+    with session() as s:
+        res = s.execute(update(WorkflowRun).where(WorkflowRun.id == workflow_id,
+                                                  WorkflowRun.status.in_(list(allowed_from))).values(**values))
+        won = res.rowcount == 1
+        if won:
+            s.add(WorkflowEvent(workflow_id=workflow_id, at=now, kind=event or to, step_id=failed_step,
+                                detail=detail or error))
+    return won
+
+
+def set_resume_level(workflow_id: str, level: int) -> None:
+    with session() as s:
+        s.execute(update(WorkflowRun).where(WorkflowRun.id == workflow_id).values(resume_level=level))
+
+
+def record(workflow_id: str, kind: str, *, step_id: str | None = None, detail: str | None = None) -> None:
+    with session() as s:
+        s.add(WorkflowEvent(workflow_id=workflow_id, at=utcnow(), kind=kind, step_id=step_id, detail=detail))
+
+
+def step_started(workflow_id: str, step_id: str, attempt: int) -> None:
+    now = utcnow()
+    with session() as s:
+        s.execute(update(WorkflowStep).where(WorkflowStep.workflow_id == workflow_id,
+                                             WorkflowStep.step_id == step_id,
+                                             WorkflowStep.status.in_(["queued", "running"]))
+                  .values(status="running", attempts=attempt,
+                          started_at=func.coalesce(WorkflowStep.started_at, now)))
+        if attempt == 1:
+            s.add(WorkflowEvent(workflow_id=workflow_id, at=now, kind="step_started", step_id=step_id))
+
+
+def step_succeeded(workflow_id: str, step_id: str, params: dict[str, Any], output: dict[str, Any], seq: int) -> bool:
+    now = utcnow()
+    with session() as s:
+        res = s.execute(update(WorkflowStep).where(WorkflowStep.workflow_id == workflow_id,
+                                                   WorkflowStep.step_id == step_id,
+                                                   WorkflowStep.status != "succeeded")
+                        .values(status="succeeded", params=redact(params), output=redact(output), error=None,
+                                completed_seq=seq, finished_at=now,
+                                started_at=func.coalesce(WorkflowStep.started_at, now)))
+        if res.rowcount:
+            s.add(WorkflowEvent(workflow_id=workflow_id, at=now, kind="step_succeeded", step_id=step_id))
+        return bool(res.rowcount)
+
+
+def step_failed(workflow_id: str, step_id: str, error: str) -> None:
+    now = utcnow()
+    with session() as s:
+        res = s.execute(update(WorkflowStep).where(WorkflowStep.workflow_id == workflow_id,
+                                                   WorkflowStep.step_id == step_id,
+                                                   WorkflowStep.status.in_(["queued", "running"]))
+                        .values(status="failed", error=error, finished_at=now))
+        if res.rowcount:
+            s.add(WorkflowEvent(workflow_id=workflow_id, at=now, kind="step_failed", step_id=step_id, detail=error))
+
+
+def step_skipped(workflow_id: str, step_id: str, reason: str) -> None:
+    now = utcnow()
+    with session() as s:
+        res = s.execute(update(WorkflowStep).where(WorkflowStep.workflow_id == workflow_id,
+                                                   WorkflowStep.step_id == step_id,
+                                                   WorkflowStep.status.in_(["pending", "queued"]))
+                        .values(status="skipped", error=reason, finished_at=now))
+        if res.rowcount:
+            s.add(WorkflowEvent(workflow_id=workflow_id, at=now, kind="step_skipped", step_id=step_id, detail=reason))
+
+
+def steps(workflow_id: str) -> list[dict[str, Any]]:
+    with session() as s:
+        rows = s.scalars(select(WorkflowStep).where(WorkflowStep.workflow_id == workflow_id)
+                         .order_by(WorkflowStep.level, WorkflowStep.step_id)).all()
+        return [_row(r) for r in rows]
+
+
+def outputs(workflow_id: str) -> dict[str, Any]:
+    with session() as s:
+        rows = s.execute(select(WorkflowStep.step_id, WorkflowStep.output)
+                         .where(WorkflowStep.workflow_id == workflow_id, WorkflowStep.status == "succeeded")).all()
+    return {sid: {"output": out or {}} for sid, out in rows}
+
+
+def skip_unfinished(workflow_id: str, reason: str) -> None:
+    for st in steps(workflow_id):
+        if st["status"] in ("pending", "queued"):
+            step_skipped(workflow_id, st["step_id"], reason)
+
+
+# Compensations -----------------------------------------------------------------------------------
+
+def plan_compensations(workflow_id: str, plan: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Store the rollback plan once (positions 1..n, newest completion first); an existing plan is kept
+    so a retried rollback continues where the last one stopped."""
+    with session() as s:
+        existing = s.scalars(select(Compensation).where(Compensation.workflow_id == workflow_id)
+                             .order_by(Compensation.position)).all()
+        if not existing:
+            for n, item in enumerate(plan, 1):
+                s.add(Compensation(workflow_id=workflow_id, step_id=item["step_id"], position=n,
+                                   platform=item["platform"], action=item["action"], status=item["status"],
+                                   attempts=0))
+            s.flush()
+            existing = s.scalars(select(Compensation).where(Compensation.workflow_id == workflow_id)
+                                 .order_by(Compensation.position)).all()
+        return [_row(c) for c in existing]
+
+
+def compensations(workflow_id: str) -> list[dict[str, Any]]:
+    with session() as s:
+        rows = s.scalars(select(Compensation).where(Compensation.workflow_id == workflow_id)
+                         .order_by(Compensation.position)).all()
+        return [_row(c) for c in rows]
+
+
+def compensation_update(comp_id: int, **values: Any) -> None:
+    with session() as s:
+        s.execute(update(Compensation).where(Compensation.id == comp_id).values(**values))
+
+
+def reset_failed_compensations(workflow_id: str) -> None:
+    with session() as s:
+        s.execute(update(Compensation).where(Compensation.workflow_id == workflow_id,
+                                             Compensation.status.in_(["failed", "running"]))
+                  .values(status="pending", error=None))
+
+
+# Approvals ---------------------------------------------------------------------------------------
+
+def create_approval(workflow_id: str, level: int, step_ids: list[str], details: dict[str, Any],
+                    expires_s: float, requested_by: str | None) -> str:
+    approval_id = uuid.uuid4().hex[:12]
+    now = utcnow()
+    with session() as s:
+        pending = s.scalar(select(Approval.id).where(Approval.workflow_id == workflow_id, Approval.level == level))
+        if pending:  # a redelivered pause message: one approval per gate
+            return pending
+        s.add(Approval(id=approval_id, workflow_id=workflow_id, step_ids=step_ids, level=level,
+                       requested_by=requested_by, details=redact(details), status="pending",
+                       expires_at=now + timedelta(seconds=expires_s), created_at=now))
+    return approval_id
+
+
+def get_approval(approval_id: str) -> dict[str, Any]:
+    with session() as s:
+        row = s.get(Approval, approval_id)
+        if row is None:
+            raise NotFound(f"no approval with id {approval_id}")
+        return _row(row)
+
+
+def decide_approval(approval_id: str, to: str, actor: str, comment: str | None) -> bool:
+    with session() as s:
+        res = s.execute(update(Approval).where(Approval.id == approval_id, Approval.status == "pending")
+                        .values(status=to, decided_by=actor, decided_at=utcnow(), comment=comment))
+        return res.rowcount == 1
+
+
+def approvals(*, status: str | None = "pending", workflow_id: str | None = None) -> list[dict[str, Any]]:
+    q = select(Approval).order_by(Approval.created_at)
+    if status:
+        q = q.where(Approval.status == status)
+    if workflow_id:
+        q = q.where(Approval.workflow_id == workflow_id)
+    with session() as s:
+        return [_row(a) for a in s.scalars(q)]
+
+
+def due_approvals(now: datetime) -> list[dict[str, Any]]:
+    with session() as s:
+        rows = s.scalars(select(Approval).where(Approval.status == "pending", Approval.expires_at <= now)).all()
+        return [_row(a) for a in rows]
+
+
+# Reading -----------------------------------------------------------------------------------------
+
+def events(workflow_id: str) -> list[dict[str, Any]]:
+    with session() as s:
+        rows = s.scalars(select(WorkflowEvent).where(WorkflowEvent.workflow_id == workflow_id)
+                         .order_by(WorkflowEvent.id)).all()
+        return [_row(e) for e in rows]
+
+
+def list_runs(*, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    q = select(WorkflowRun).order_by(WorkflowRun.created_at.desc()).limit(limit)
+    if status:
+        q = q.where(WorkflowRun.status == status)
+    with session() as s:
+        return [_row(r) for r in s.scalars(q)]
+
+
+def whole(workflow_id: str) -> dict[str, Any]:
+    """The whole story of one workflow, from the store alone."""
+    run = get_run_row(workflow_id)
+    return {**run, "steps": steps(workflow_id), "compensations": compensations(workflow_id),
+            "approvals": approvals(status=None, workflow_id=workflow_id), "timeline": events(workflow_id)}

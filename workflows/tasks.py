@@ -1,0 +1,210 @@
+"""The workflow bookkeeping tasks (control queue), the rollback, and the step hooks for execute_action."""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+from celery import Task, chain
+from celery.exceptions import ChordError
+
+from executors.errors import ExecutorError, RetryableError
+from workers import step_hooks
+from workers.celery_app import app
+from workers.errors import ActionFailed
+from workers.guards import Attempt, Outcome, get_guard
+from workers.guards.connection import guard_redis
+from workers.queues import CONTROL_QUEUE
+from workers.redaction import redact
+from workers.retry import backoff_delay
+from workers.runtime import executor
+from workers.settings import get_settings
+from workers.store.models import utcnow
+from workflows import state, templates
+from workflows.spec import CompensationSpec, WorkflowSpec
+
+log = logging.getLogger("opsq.workflow")
+
+RUNNABLE = ("running",)
+ROLLBACK_FROM = ("running", "awaiting_approval", "failed")
+
+
+def spec_of(workflow_id: str) -> tuple[WorkflowSpec, dict[str, Any]]:
+    run = state.get_run_row(workflow_id)
+    return WorkflowSpec.model_validate(run["spec"]), run
+
+
+class WorkflowStepHooks:
+    """How execute_action reports the steps it runs (registered below, when the worker loads this)."""
+
+    def prepare(self, step: dict[str, Any], params: dict[str, Any]) -> dict[str, Any] | None:
+        wid, sid = step["workflow_id"], step["step_id"]
+        spec, run = spec_of(wid)
+        if run["status"] not in RUNNABLE:
+            state.step_skipped(wid, sid, f"workflow is {run['status']}")
+            return None
+        context = {"input": {**spec.input, **run["input"]}, "steps": state.outputs(wid)}
+        return templates.render(params, context)
+
+    def started(self, step: dict[str, Any], attempt: int) -> None:
+        state.step_started(step["workflow_id"], step["step_id"], attempt)
+
+    def succeeded(self, step: dict[str, Any], params: dict[str, Any], result: dict[str, Any]) -> None:
+        wid = step["workflow_id"]
+        # A Redis counter gives the exact order in which steps completed, across every worker: the
+        # rollback undoes them in the reverse of it.
+        seq = int(guard_redis().incr(f"opsq:wf:{wid}:seq"))
+        state.step_succeeded(wid, step["step_id"], params, result, seq)
+
+    def failed(self, step: dict[str, Any], kind: str, message: str) -> None:
+        state.step_failed(step["workflow_id"], step["step_id"], f"[{kind}] {message}")
+
+
+step_hooks.register(WorkflowStepHooks())
+
+
+def start_rollback(workflow_id: str, reason: str, failed_step: str | None = None) -> bool:
+    """Starts the rollback once, however many errbacks (or operators) ask for it."""
+    if not state.transition(workflow_id, "rolling_back", allowed_from=ROLLBACK_FROM, error=reason,
+                            failed_step=failed_step, event="rollback_started", detail=reason):
+        return False
+    workflow_rollback.apply_async(args=[workflow_id], queue=CONTROL_QUEUE, routing_key=CONTROL_QUEUE)
+    return True
+
+
+@app.task(name="opsq.workflow.step_failed")
+def workflow_step_failed(request: Any, exc: Any, traceback: Any, workflow_id: str, step_id: str) -> None:
+    """link_error of every step. Celery calls it in the failing worker with the failed request; a chord
+    can fire it more than once, which start_rollback absorbs."""
+    if isinstance(exc, ChordError):
+        # The body of a chord whose header failed: this step never ran, its upstream failed.
+        state.step_skipped(workflow_id, step_id, "an upstream step failed")
+        start_rollback(workflow_id, f"upstream of step {step_id} failed: {exc}")
+        return
+    log.warning("workflow %s: step %s failed for good (%s); rolling back", workflow_id, step_id, exc)
+    state.step_failed(workflow_id, step_id, str(exc))
+    start_rollback(workflow_id, f"step {step_id} failed: {exc}", failed_step=step_id)
+
+
+@app.task(name="opsq.workflow.pause", acks_late=True)
+def workflow_pause(workflow_id: str, level: int) -> str | None:
+    spec, run = spec_of(workflow_id)
+    from workflows.spec import levels
+
+    gated = [s for s in levels(spec)[level] if spec.step(s).requires_approval]
+    details = {s: {"platform": spec.step(s).platform, "action": spec.step(s).action,
+                   "params": spec.step(s).params} for s in gated}
+    approval_id = state.create_approval(workflow_id, level, gated, details, spec.approval_expires_s,
+                                        run["created_by"])
+    state.set_resume_level(workflow_id, level)
+    if state.transition(workflow_id, "awaiting_approval", allowed_from=("running",), event="awaiting_approval",
+                        detail=f"approval {approval_id} for step(s) {', '.join(gated)}"):
+        log.info("workflow %s waits for approval %s", workflow_id, approval_id)
+    return approval_id
+
+
+@app.task(name="opsq.workflow.complete", acks_late=True)
+def workflow_complete(workflow_id: str) -> bool:
+    return state.transition(workflow_id, "succeeded", allowed_from=("running",), event="succeeded")
+
+
+@app.task(bind=True, name="opsq.workflow.rollback", acks_late=True, max_retries=None)
+def workflow_rollback(self: Task, workflow_id: str, waited: int = 0) -> list[str]:
+    """Undo what completed, newest first. Waits for steps still running (a sibling branch), so what
+    they complete is undone too; steps not yet started are skipped."""
+    steps = state.steps(workflow_id)
+    if any(s["status"] == "running" for s in steps) and waited < 600:
+        raise self.retry(args=[workflow_id], kwargs={"waited": waited + 1}, countdown=1.0)
+    state.skip_unfinished(workflow_id, "workflow rolled back")
+    spec, _ = spec_of(workflow_id)
+    done = sorted((s for s in state.steps(workflow_id) if s["status"] == "succeeded"),
+                  key=lambda s: s["completed_seq"] or 0, reverse=True)
+    plan = []
+    for s in done:
+        comp = spec.step(s["step_id"]).compensation
+        target = (comp.platform, comp.action) if isinstance(comp, CompensationSpec) else (s["platform"], s["action"])
+        plan.append({"step_id": s["step_id"], "platform": target[0], "action": target[1],
+                     "status": "skipped" if comp is False else "pending"})
+    comps = state.plan_compensations(workflow_id, plan)
+    todo = [c for c in comps if c["status"] == "pending"]
+    state.record(workflow_id, "rollback_planned",
+                 detail=" -> ".join(c["step_id"] for c in comps) or "nothing completed")
+    sigs = []
+    for c in todo:
+        sig = compensate_step.si(workflow_id, c["id"]).set(queue=c["platform"], routing_key=c["platform"])
+        sig.link_error(compensation_failed.s(workflow_id=workflow_id, comp_id=c["id"]))
+        sigs.append(sig)
+    sigs.append(rollback_finished.si(workflow_id).set(queue=CONTROL_QUEUE, routing_key=CONTROL_QUEUE))
+    chain(*sigs).apply_async()
+    return [c["step_id"] for c in todo]
+
+
+@app.task(bind=True, name="opsq.workflow.compensate", acks_late=True, max_retries=None)
+def compensate_step(self: Task, workflow_id: str, comp_id: int, attempt: int = 1) -> dict[str, Any]:
+    """One compensation: its own retried task on its platform's queue, guarded like any action (the
+    breaker, the rate limit, and an execution record so a redelivery never undoes twice)."""
+    comp = next(c for c in state.compensations(workflow_id) if c["id"] == comp_id)
+    if comp["status"] == "done":
+        return comp["result"] or {}
+    spec, run = spec_of(workflow_id)
+    step = next(s for s in state.steps(workflow_id) if s["step_id"] == comp["step_id"])
+    settings = get_settings()
+    ctx = Attempt(action_id=f"{step['action_id']}-undo-{comp_id}", platform=comp["platform"],
+                  action=comp["action"], attempt=attempt)
+    guard = get_guard()
+    admission = guard.admit(ctx)
+    if admission.verdict == "done":
+        state.compensation_update(comp_id, status="done", result=admission.result, finished_at=utcnow())
+        return admission.result or {}
+    if not admission.run and admission.verdict not in ("failed", "open_fail"):
+        raise self.retry(args=[workflow_id, comp_id], kwargs={"attempt": attempt},
+                         countdown=admission.wait_s + random.uniform(0, 0.25 * admission.wait_s + 0.05))
+    state.compensation_update(comp_id, status="running", attempts=attempt, started_at=utcnow())
+    override = spec.step(comp["step_id"]).compensation
+    try:
+        if admission.verdict in ("failed", "open_fail"):
+            raise ExecutorError(f"not run: {admission.verdict}")
+        if isinstance(override, CompensationSpec):
+            outputs = state.outputs(workflow_id)
+            params = templates.render(override.params, {"input": {**spec.input, **run["input"]}, "steps": outputs})
+            result = executor(override.platform).execute(override.action, params)
+        else:
+            result = executor(step["platform"]).compensate(step["action"], step["params"] or {},
+                                                           step["output"] or {}) or {"undo": "nothing to undo"}
+    except RetryableError as exc:
+        final = attempt >= settings.max_attempts
+        guard.settle(ctx, admission, Outcome(ok=False, error_kind=exc.kind, error=exc.message,
+                                             health_failure=exc.health_failure, final=final))
+        if final:
+            return _compensation_failed(workflow_id, comp, exc.kind, exc.message)
+        delay = backoff_delay(attempt, base_s=settings.retry_base_s, cap_s=settings.retry_cap_s,
+                              retry_after=exc.retry_after)
+        state.compensation_update(comp_id, status="pending", error=f"[{exc.kind}] {exc.message}")
+        raise self.retry(args=[workflow_id, comp_id], kwargs={"attempt": attempt + 1}, countdown=delay) from None
+    except (ExecutorError, templates.TemplateError) as exc:
+        kind = getattr(exc, "kind", "template")
+        guard.settle(ctx, admission, Outcome(ok=False, error_kind=kind, error=str(exc), final=True))
+        return _compensation_failed(workflow_id, comp, kind, str(exc))
+    result = redact(result)
+    guard.settle(ctx, admission, Outcome(ok=True, result=result))
+    state.compensation_update(comp_id, status="done", result=result, error=None, finished_at=utcnow())
+    state.record(workflow_id, "compensated", step_id=comp["step_id"], detail=f"{comp['platform']}.{comp['action']}")
+    return result
+
+
+def _compensation_failed(workflow_id: str, comp: dict[str, Any], kind: str, message: str) -> dict[str, Any]:
+    state.compensation_update(comp["id"], status="failed", error=f"[{kind}] {message}", finished_at=utcnow())
+    state.record(workflow_id, "compensation_failed", step_id=comp["step_id"], detail=f"[{kind}] {message}")
+    raise ActionFailed(kind, message)
+
+
+@app.task(name="opsq.workflow.compensation_failed")
+def compensation_failed(request: Any, exc: Any, traceback: Any, workflow_id: str, comp_id: int) -> None:
+    state.transition(workflow_id, "rollback_failed", allowed_from=("rolling_back",), event="rollback_failed",
+                     detail=f"compensation {comp_id} failed: {exc}")
+
+
+@app.task(name="opsq.workflow.rollback_finished", acks_late=True)
+def rollback_finished(workflow_id: str) -> bool:
+    return state.transition(workflow_id, "rolled_back", allowed_from=("rolling_back",), event="rolled_back")

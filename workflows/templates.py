@@ -1,0 +1,95 @@
+"""`{{ input.x }}` and `{{ steps.<id>.output.<path> }}`: a plain path lookup, never evaluated as code."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+TEMPLATE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+PATH = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
+
+
+class TemplateError(ValueError):
+    pass
+
+
+def references(value: Any) -> Iterator[str]:
+    """Every template expression in a params structure."""
+    if isinstance(value, str):
+        for m in TEMPLATE.finditer(value):
+            yield m.group(1)
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from references(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from references(v)
+
+
+def check_reference(expr: str, upstream: set[str]) -> str | None:
+    """Why `expr` cannot work for a step whose upstream steps are `upstream`, or None if it can."""
+    if not PATH.match(expr):
+        return f"template {{{{ {expr} }}}} is not a plain path (only input.<key> and steps.<id>.output.<key>)"
+    parts = expr.split(".")
+    if parts[0] == "input":
+        return None if len(parts) >= 2 else "template {{ input }} must name a key: {{ input.<key> }}"
+    if parts[0] == "steps":
+        if len(parts) < 3 or parts[2] != "output":
+            return f"template {{{{ {expr} }}}} must read steps.<id>.output[.<key>...]"
+        if parts[1] not in upstream:
+            return f"template {{{{ {expr} }}}} names step {parts[1]!r}, which is not upstream of this step"
+        return None
+    return f"template {{{{ {expr} }}}} must start with input. or steps."
+
+
+def lookup(expr: str, context: Mapping[str, Any]) -> Any:
+    value: Any = context
+    walked = []
+    for part in expr.split("."):
+        walked.append(part)
+        if isinstance(value, Mapping) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            raise TemplateError(f"template {{{{ {expr} }}}}: nothing at {'.'.join(walked)}")
+    return value
+
+
+def render(value: Any, context: Mapping[str, Any]) -> Any:
+    """A string that is one whole template keeps the looked-up value's type; templates inside a longer
+    string are replaced by their text."""
+    if isinstance(value, str):
+        whole = TEMPLATE.fullmatch(value.strip())
+        if whole:
+            return lookup(whole.group(1), context)
+        return TEMPLATE.sub(lambda m: _text(lookup(m.group(1), context)), value)
+    if isinstance(value, Mapping):
+        return {k: render(v, context) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render(v, context) for v in value]
+    return value
+
+
+def render_input_only(value: Any, input_: Mapping[str, Any]) -> Any:
+    """Renders `input.` templates and leaves `steps.` ones for execution time (used to validate early)."""
+    if isinstance(value, str):
+        if not any(ref.startswith("input.") for ref in references(value)):
+            return value
+        if any(ref.startswith("steps.") for ref in references(value)):
+            return value
+        return render(value, {"input": input_})
+    if isinstance(value, Mapping):
+        return {k: render_input_only(v, input_) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render_input_only(v, input_) for v in value]
+    return value
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    import json
+
+    return json.dumps(value, sort_keys=True)
