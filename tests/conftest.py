@@ -163,7 +163,7 @@ def _configure(redis_url: str, database_url: str, sandbox: object,
 def workers_started(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
-    def start(env: dict[str, str], queues: str = "slack,notion,trello,gdrive,gsheets,webhook,noop",
+    def start(env: dict[str, str], queues: str = "slack,notion,trello,gdrive,gsheets,webhook,noop,control",
               concurrency: int = 2, **kw: object) -> WorkerProcess:
         worker = WorkerProcess(env, queues, concurrency, log_dir=tmp_path, **kw)  # type: ignore[arg-type]
         started.append(worker)

@@ -153,6 +153,9 @@ def rollback(workflow_id: str, actor: str | None = None) -> str:
     run = state.get_run_row(workflow_id)
     who = actor or _user()
     if run["status"] == "rollback_failed":
+        from workflows.tasks import forget_failed_undos
+
+        forget_failed_undos(workflow_id)
         state.reset_failed_compensations(workflow_id)
         if not state.transition(workflow_id, "rolling_back", allowed_from=("rollback_failed",),
                                 event="rollback_retried", detail=f"by {who}"):

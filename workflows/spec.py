@@ -122,13 +122,15 @@ def levels(spec: WorkflowSpec) -> list[list[str]]:
 
 
 def upstream_of(spec: WorkflowSpec, step_id: str) -> set[str]:
+    """Every step `step_id` depends on, directly or not (unknown ids are skipped: validate reports them)."""
+    by_id = {s.id: s for s in spec.steps}
     seen: set[str] = set()
-    stack = list(spec.step(step_id).depends_on)
+    stack = list(by_id[step_id].depends_on)
     while stack:
         sid = stack.pop()
-        if sid not in seen:
+        if sid not in seen and sid in by_id:
             seen.add(sid)
-            stack.extend(spec.step(sid).depends_on)
+            stack.extend(by_id[sid].depends_on)
     return seen
 
 
@@ -202,24 +204,23 @@ def validate(spec: WorkflowSpec, input_override: Mapping[str, Any] | None = None
     cycle = _cycle(spec)
     if cycle:
         errors.append(f"step {cycle[0]}: dependency cycle {' -> '.join(cycle)}")
-    dag_ok = not errors
     for s in spec.steps:
-        errors.extend(_step_errors(spec, s, input_, dag_ok))
+        errors.extend(_step_errors(spec, s, input_))
     if errors:
         raise WorkflowInvalid(errors)
     return spec
 
 
-def _step_errors(spec: WorkflowSpec, s: StepSpec, input_: dict[str, Any], dag_ok: bool) -> list[str]:
+def _step_errors(spec: WorkflowSpec, s: StepSpec, input_: dict[str, Any]) -> list[str]:
     errors: list[str] = []
     executor = EXECUTORS.get(s.platform)
     if executor is None:
         return [f"step {s.id}: unknown platform {s.platform!r} (known: {', '.join(EXECUTORS)})"]
     if s.action not in executor.actions:
         return [f"step {s.id}: unknown action {s.platform}.{s.action} (known: {', '.join(sorted(executor.actions))})"]
-    upstream = upstream_of(spec, s.id) if dag_ok else set()
+    upstream = upstream_of(spec, s.id) - {s.id}
     for ref in templates.references(s.params):
-        problem = templates.check_reference(ref, upstream) if dag_ok else None
+        problem = templates.check_reference(ref, upstream)
         if problem:
             errors.append(f"step {s.id}: {problem}")
         elif ref.startswith("input.") and ref.split(".")[1] not in input_:

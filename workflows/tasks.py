@@ -150,7 +150,7 @@ def compensate_step(self: Task, workflow_id: str, comp_id: int, attempt: int = 1
     spec, run = spec_of(workflow_id)
     step = next(s for s in state.steps(workflow_id) if s["step_id"] == comp["step_id"])
     settings = get_settings()
-    ctx = Attempt(action_id=f"{step['action_id']}-undo-{comp_id}", platform=comp["platform"],
+    ctx = Attempt(action_id=undo_action_id(step["action_id"], comp_id), platform=comp["platform"],
                   action=comp["action"], attempt=attempt)
     guard = get_guard()
     admission = guard.admit(ctx)
@@ -191,6 +191,22 @@ def compensate_step(self: Task, workflow_id: str, comp_id: int, attempt: int = 1
     state.compensation_update(comp_id, status="done", result=result, error=None, finished_at=utcnow())
     state.record(workflow_id, "compensated", step_id=comp["step_id"], detail=f"{comp['platform']}.{comp['action']}")
     return result
+
+
+def undo_action_id(step_action_id: str, comp_id: int) -> str:
+    """The id under which the guards keep a compensation's execution record."""
+    return f"{step_action_id}-undo-{comp_id}"
+
+
+def forget_failed_undos(workflow_id: str) -> None:
+    """Before a rollback is retried by hand: drop the execution records of the compensations that
+    failed for good, so the guards let them run again (the ones that are done stay done)."""
+    from workers.guards import keys
+
+    by_step = {s["step_id"]: s["action_id"] for s in state.steps(workflow_id)}
+    failed = [c for c in state.compensations(workflow_id) if c["status"] in ("failed", "running")]
+    if failed:
+        guard_redis().delete(*(keys.run(undo_action_id(by_step[c["step_id"]], c["id"])) for c in failed))
 
 
 def _compensation_failed(workflow_id: str, comp: dict[str, Any], kind: str, message: str) -> dict[str, Any]:

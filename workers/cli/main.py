@@ -78,9 +78,18 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON."
 
 
 def register() -> None:
-    from workers.cli import actions_cmd, db_cmd, demo_cmd, dlq_cmd, guards_cmd, sandbox_cmd, worker_cmd
+    from workers.cli import (
+        actions_cmd,
+        db_cmd,
+        demo_cmd,
+        dlq_cmd,
+        guards_cmd,
+        sandbox_cmd,
+        worker_cmd,
+        workflow_cmd,
+    )
 
-    for module in (actions_cmd, db_cmd, demo_cmd, dlq_cmd, guards_cmd, sandbox_cmd, worker_cmd):
+    for module in (actions_cmd, db_cmd, demo_cmd, dlq_cmd, guards_cmd, sandbox_cmd, worker_cmd, workflow_cmd):
         module.register(cli)
 
 
