@@ -21,7 +21,10 @@ from typing import Any
 
 import click
 
-from workers.queues import PLATFORM_QUEUES
+from workers.queues import CONTROL_QUEUE, PLATFORM_QUEUES
+
+DEMO_QUEUES = (*PLATFORM_QUEUES, CONTROL_QUEUE)
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 
 PRIORITY_COLOURS = {"critical": "red", "high": "yellow", "normal": "cyan", "low": "blue"}
 
@@ -93,7 +96,7 @@ class DemoEnvironment:
 
         get_engine()
         self.worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", ",".join(PLATFORM_QUEUES),
+            [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", ",".join(DEMO_QUEUES),
              "-c", "2", "-n", self.worker_name, "-l", "INFO", "--without-gossip", "--without-mingle"],
             env=dict(os.environ), stdout=self.worker_log.open("wb"), stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -104,7 +107,7 @@ class DemoEnvironment:
                 raise click.ClickException(f"the demo worker did not start; its log: {self.worker_log}")
             time.sleep(0.1)
         click.echo(click.style("opsqueue demo", bold=True) + f"  broker {url}  sandbox {self.sandbox.url}")
-        click.echo(f"worker {self.worker_name} (2 processes) consuming {', '.join(PLATFORM_QUEUES)}")
+        click.echo(f"worker {self.worker_name} (2 processes) consuming {', '.join(DEMO_QUEUES)}")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -272,8 +275,107 @@ def scenario_duplicates(run: DemoRun) -> None:
     run.scenarios.append({"scenario": "4c", "name": "duplicate submits", "passed": passed, "platform_calls": calls})
 
 
-SCENARIOS: list[Callable[[DemoRun], None]] = [scenario_routing, scenario_priority, scenario_retry, scenario_breaker,
-                                               scenario_duplicates]
+def _example(name: str) -> Path:
+    """The demo's workflows are the example files in docs/examples (run the demo from a checkout)."""
+    return EXAMPLES / name
+
+
+def _track_workflow(run: DemoRun, handle: Any) -> None:
+    from workflows import state
+
+    run.action_ids.extend(s["action_id"] for s in state.steps(handle.id) if s["status"] in ("succeeded", "failed"))
+
+
+def _print_steps(handle: Any) -> None:
+    from workflows import state
+
+    for st in sorted(state.steps(handle.id), key=lambda x: (x["completed_seq"] or 99, x["level"])):
+        mark = {"succeeded": ok, "failed": bad}.get(st["status"], lambda t: "  " + t)
+        took = ""
+        if st["started_at"] and st["finished_at"]:
+            took = f" {(st['finished_at'] - st['started_at']).total_seconds() * 1000:.0f} ms"
+        what = f"{st['platform']}.{st['action']}"
+        click.echo(mark(f"{st['step_id']:<15} {what:<20} {st['status']}{took}"))
+
+
+def scenario_workflow(run: DemoRun) -> None:
+    from workflows.client import submit_workflow
+    from workflows.spec import levels, load
+
+    heading(3, "multi-step workflow: invoice -> sheet -> Slack -> Notion, outputs flowing through templates")
+    spec = load(_example("invoice.yaml"))
+    click.echo("  " + " -> ".join(", ".join(lv) for lv in levels(spec)))
+    handle = submit_workflow(spec, {"order_id": f"A-{1000 + os.getpid() % 1000}"})
+    status = handle.wait(120)
+    _track_workflow(run, handle)
+    _print_steps(handle)
+    passed = status == "succeeded"
+    click.echo((ok if passed else bad)(f"workflow {handle.id} {status}"))
+    run.scenarios.append({"scenario": "3", "name": "workflow", "passed": passed, "workflow_id": handle.id})
+
+
+def scenario_rollback(run: DemoRun) -> None:
+    from executors.sandbox.server import SandboxClient
+    from workflows import state
+    from workflows.client import submit_workflow
+
+    heading(5, "rollback: the payment step fails, completed steps are undone newest first")
+    sandbox = SandboxClient(run.sandbox_url)
+    sandbox.fault("webhook", "error", status=402, match="/payments/")
+    before = sandbox.state()
+    handle = submit_workflow(_example("order-rollback.yaml"),
+                             {"payment_url": f"{run.sandbox_url}/webhook/payments/charge"})
+    status = handle.wait(120, until=("rolled_back", "rollback_failed", "succeeded"))
+    sandbox.clear_faults("webhook")
+    _track_workflow(run, handle)
+    _print_steps(handle)
+    click.echo("  rollback, in order:")
+    for c in state.compensations(handle.id):
+        mark = ok if c["status"] in ("done", "skipped") else bad
+        what = f"{c['position']}. undo {c['step_id']:<15} ({c['platform']}.{c['action']})"
+        click.echo("  " + mark(f"{what} {c['status']}"))
+    after = sandbox.state()
+    clean = all(len(after[p][k]) == len(before[p][k]) for p, k in
+                (("trello", "cards"), ("gdrive", "files"), ("slack", "messages")))
+    order = [c["step_id"] for c in state.compensations(handle.id)]
+    passed = status == "rolled_back" and clean and order == ["notify", "log_row", "create_invoice", "reserve_stock"]
+    click.echo((ok if passed else bad)(f"workflow {status}; the sandbox holds nothing the workflow created: {clean}"))
+    run.scenarios.append({"scenario": "5", "name": "rollback", "passed": passed, "compensation_order": order})
+
+
+def scenario_approvals(run: DemoRun) -> None:
+    from executors.sandbox.server import SandboxClient
+    from workflows import state
+    from workflows.client import approve, deny, submit_workflow
+
+    heading(6, "approval gates: one approved, one denied")
+    sandbox = SandboxClient(run.sandbox_url)
+    results = {}
+    for person, decision in (("Sam Doe", "approved"), ("Alex Roe", "denied")):
+        handle = submit_workflow(_example("approval-gates.yaml"), {"person": person})
+        waiting = handle.wait(60)
+        (approval,) = state.approvals(workflow_id=handle.id)
+        click.echo(f"  {person}: workflow {waiting}, approval {approval['id']} for step(s) "
+                   f"{', '.join(approval['step_ids'])}")
+        if decision == "approved":
+            approve(approval["id"], "demo-manager", "checked with HR")
+            final = handle.wait(60)
+        else:
+            deny(approval["id"], "announcement not agreed yet", "demo-manager")
+            final = handle.wait(60, until=("rolled_back", "rollback_failed"))
+        _track_workflow(run, handle)
+        results[person] = final
+        click.echo(f"    {decision} -> " + (ok if final in ("succeeded", "rolled_back") else bad)(final))
+    announced = [r["body"]["text"] for r in sandbox.requests(platform="slack") if "leaving" in str(r["body"])]
+    passed = (results == {"Sam Doe": "succeeded", "Alex Roe": "rolled_back"}
+              and announced == ["Sam Doe is leaving the company"])
+    click.echo((ok if passed else bad)("only the approved announcement was sent; the denied one was rolled back"))
+    run.scenarios.append({"scenario": "6", "name": "approvals", "passed": passed, "outcomes": results})
+
+
+SCENARIOS: list[Callable[[DemoRun], None]] = [scenario_routing, scenario_priority, scenario_workflow, scenario_retry,
+                                               scenario_breaker, scenario_duplicates, scenario_rollback,
+                                               scenario_approvals]
 
 
 def summarise(run: DemoRun, started: float) -> dict[str, Any]:
