@@ -56,15 +56,24 @@ def create_app(settings: Settings | None = None) -> Celery:
         task_routes=(route_task,),
         task_default_priority=PRIORITY_VALUES["normal"],
         broker_transport_options=transport_options(settings),
-        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        result_backend_transport_options={
+            "visibility_timeout": settings.visibility_timeout_s,
+            "retry_policy": {"max_retries": 5, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
+        },
         result_expires=settings.result_expires_s,
-        result_extended=True,
+        # Not result_extended: it would copy every task's kwargs (an action's params, secrets and all) into
+        # the result backend for result_expires. Flower reads kwargs from events, where they are redacted.
+        result_extended=False,
         task_track_started=True,
         # task-sent events double every publish; Flower shows tasks from `received` on without them.
         task_send_sent_event=settings.task_sent_events,
         worker_send_task_events=True,
         task_allow_error_cb_on_chord_header=True,
         broker_connection_retry_on_startup=True,
+        # A client must hear "Redis is down" in seconds, not after Celery's default minutes of retries.
+        task_publish_retry_policy={"max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
+        redis_socket_connect_timeout=3,
+        redis_retry_on_timeout=False,
         enable_utc=True,
         timezone="UTC",
     )

@@ -10,8 +10,9 @@ from typing import Any
 
 from executors.errors import InvalidParams
 from executors.registry import validate_action
-from workers.errors import SubmitError
+from workers.errors import EnqueueError, SubmitError
 from workers.queues import PRIORITY_NAMES, priority_value, queue_for
+from workers.redaction import kwargs_repr
 from workers.settings import get_settings
 from workers.store import actions as store
 from workers.store.actions import ActionView
@@ -100,15 +101,15 @@ def submit_action(platform: str, action: str, params: dict[str, Any] | None = No
     try:
         store.create(action_id=action_id, platform=platform, action=action, params=params, priority=priority,
                      queue=queue, max_attempts=attempts, idempotency_key=idempotency_key, replay_of=_replay_of)
+        kwargs = {"action_id": action_id, "platform": platform, "action": action, "params": params,
+                  "max_attempts": attempts, "idempotency_key": idempotency_key, "fail_fast": fail_fast}
         try:
-            execute_action.apply_async(
-                kwargs={"action_id": action_id, "platform": platform, "action": action, "params": params,
-                        "max_attempts": attempts, "idempotency_key": idempotency_key, "fail_fast": fail_fast},
-                task_id=action_id, queue=queue, routing_key=queue, priority=priority_value(priority),
-            )
-        except Exception:
+            execute_action.apply_async(kwargs=kwargs, task_id=action_id, queue=queue, routing_key=queue,
+                                       priority=priority_value(priority), kwargsrepr=kwargs_repr(kwargs))
+        except Exception as exc:
             store.discard(action_id)
-            raise
+            detail = " ".join(str(exc).split())
+            raise EnqueueError(f"could not enqueue, is Redis up? ({detail}); nothing was queued or kept") from exc
     except Exception:
         if idempotency_key is not None:
             from workers.guards.idempotency import release

@@ -15,6 +15,10 @@ class SubmitError(OpsqError, ValueError):
     """Bad input at submit time: nothing was enqueued, nothing was stored."""
 
 
+class EnqueueError(OpsqError):
+    """The broker refused or could not be reached: the submit was undone, nothing is queued."""
+
+
 class NotFound(OpsqError, LookupError):
     pass
 

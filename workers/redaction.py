@@ -32,3 +32,8 @@ def contains_redacted(value: Any) -> bool:
     if isinstance(value, list):
         return any(contains_redacted(v) for v in value)
     return False
+
+
+def kwargs_repr(kwargs: dict[str, Any]) -> str:
+    """What logs, events and Flower show of a message's kwargs (Celery's `kwargsrepr`): secrets removed."""
+    return repr(redact(kwargs))

@@ -98,7 +98,8 @@ class Settings(BaseSettings):
     # OPSQ_BREAKERS='{"slack": {"failure_threshold": 3, "open_s": 10}}', OPSQ_RATE_LIMITS='{"notion": {"rate": 5}}'
     guards_enabled: bool = True
     breaker: BreakerConfig = BreakerConfig()
-    breakers: dict[str, BreakerConfig] = Field(default_factory=dict)
+    # Per platform, only the fields that differ from `breaker`: {"slack": {"open_s": 10}}.
+    breakers: dict[str, dict[str, float]] = Field(default_factory=dict)
     rate_limits: dict[str, RateLimitConfig] = Field(default_factory=dict)
     idempotency_ttl_s: int = Field(86400, ge=1)
     # How long a worker's claim on a running action holds before a redelivered message may run it.
@@ -142,8 +143,21 @@ class Settings(BaseSettings):
             extra=extra,
         )
 
+    @field_validator("breakers")
+    @classmethod
+    def _check_breakers(cls, v: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        for platform, fields in v.items():
+            BreakerConfig.model_validate({**BreakerConfig().model_dump(), **fields})  # refuse bad entries at load
+            unknown = set(fields) - set(BreakerConfig.model_fields)
+            if unknown:
+                raise ValueError(f"breakers.{platform}: unknown field(s) {', '.join(sorted(unknown))}")
+        return v
+
     def breaker_config(self, platform: str) -> BreakerConfig:
-        return self.breakers.get(platform, self.breaker)
+        overrides = self.breakers.get(platform)
+        if not overrides:
+            return self.breaker
+        return BreakerConfig.model_validate({**self.breaker.model_dump(), **overrides})
 
     def rate_limit(self, platform: str) -> RateLimitConfig:
         return self.rate_limits.get(platform) or DEFAULT_RATE_LIMITS.get(platform, RateLimitConfig(rate=0))

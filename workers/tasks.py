@@ -13,7 +13,7 @@ from workers import step_hooks
 from workers.celery_app import EXECUTE_ACTION, app
 from workers.errors import ActionFailed
 from workers.guards import Admission, Attempt, Outcome, get_guard
-from workers.redaction import redact
+from workers.redaction import kwargs_repr, redact
 from workers.retry import backoff_delay
 from workers.runtime import executor
 from workers.settings import get_settings
@@ -77,7 +77,8 @@ def execute_action(self: Task, *, action_id: str, platform: str, action: str, pa
         store.mark_retrying(action_id, attempt, exc.message, exc.kind, delay, started)
         log.warning("attempt %d/%d failed (%s), retrying in %.2fs", attempt, max_attempts, exc.message, delay,
                     extra=extra)
-        raise self.retry(kwargs={**self.request.kwargs, "attempt": attempt + 1}, countdown=delay) from None
+        kwargs = {**self.request.kwargs, "attempt": attempt + 1}
+        raise self.retry(kwargs=kwargs, countdown=delay, kwargsrepr=kwargs_repr(kwargs)) from None
     except ExecutorError as exc:
         # Auth failures are dead-lettered: once the credentials are fixed, `opsq dlq replay` runs them.
         # Other permanent errors would fail the same way again.
@@ -123,7 +124,7 @@ def _not_admitted(task: Task, admission: Admission, ctx: Attempt, extra: dict[st
     # A wait: re-scheduled, not an attempt. Jitter keeps the waiting actions from returning all at once.
     wait = admission.wait_s + random.uniform(0, 0.25 * admission.wait_s + 0.05)
     log.info("waiting %.2fs (%s)", wait, admission.verdict, extra=extra)
-    raise task.retry(kwargs=task.request.kwargs, countdown=wait)
+    raise task.retry(kwargs=task.request.kwargs, countdown=wait, kwargsrepr=kwargs_repr(task.request.kwargs))
 
 
 def _settle_failure(guard: Any, ctx: Attempt, admission: Admission, exc: ExecutorError, *, final: bool) -> None:

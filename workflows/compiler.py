@@ -28,15 +28,17 @@ class Segment:
 
 def step_signature(workflow_id: str, spec: WorkflowSpec, step_id: str, action_id: str, priority: str,
                    max_attempts: int) -> Signature:
+    from workers.redaction import kwargs_repr
     from workers.tasks import execute_action
     from workflows.tasks import workflow_step_failed
 
     step = spec.step(step_id)
-    sig = execute_action.si(
-        action_id=action_id, platform=step.platform, action=step.action, params=step.params,
-        max_attempts=step.max_attempts or max_attempts,
-        step={"workflow_id": workflow_id, "step_id": step_id},
-    ).set(queue=step.platform, routing_key=step.platform, priority=priority_value(priority), task_id=action_id)
+    kwargs = {"action_id": action_id, "platform": step.platform, "action": step.action, "params": step.params,
+              "max_attempts": step.max_attempts or max_attempts,
+              "step": {"workflow_id": workflow_id, "step_id": step_id}}
+    sig = execute_action.si(**kwargs).set(queue=step.platform, routing_key=step.platform,
+                                          priority=priority_value(priority), task_id=action_id,
+                                          kwargsrepr=kwargs_repr(kwargs))
     sig.link_error(workflow_step_failed.s(workflow_id=workflow_id, step_id=step_id))
     return sig
 

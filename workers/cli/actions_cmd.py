@@ -85,9 +85,16 @@ def register(cli: click.Group) -> None:
     @json_option
     def action_list(status: str | None, platform: str | None, limit: int, as_json: bool) -> None:
         """The newest actions."""
+        from workers.client import current_status
         from workers.store import actions as store
 
-        views = store.list_recent(limit=limit, status=status, platform=platform)
+        if status == "running":
+            # Running is live state in Redis (the worker writes no running row): look at what is not final.
+            candidates = [*store.list_recent(limit=limit * 5, status="queued", platform=platform),
+                          *store.list_recent(limit=limit * 5, status="retrying", platform=platform)]
+            views = [v for v in (current_status(c.id) for c in candidates) if v.status == "running"][:limit]
+        else:
+            views = store.list_recent(limit=limit, status=status, platform=platform)
         if as_json:
             emit_json([v.to_dict() for v in views])
             return

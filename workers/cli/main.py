@@ -29,7 +29,13 @@ class OpsqGroup(click.Group):
         except (OpsqError, ValueError) as exc:
             _die(str(exc))
         except (redis.ConnectionError, KombuOperationalError) as exc:
-            _die(f"cannot reach Redis ({exc}); check OPSQ_REDIS_URL or run `opsq health`")
+            _die(f"cannot reach Redis ({exc}); check OPSQ_REDIS_URL and that the server is up")
+        except TimeoutError as exc:
+            _die(f"timed out: {exc} (it goes on in the background; follow it with `opsq action status` or "
+                 "`opsq workflow status`)", code=4)
+        except BrokenPipeError:
+            sys.stderr.close()  # the reader went away (`| head`): nothing left to say
+            sys.exit(0)
         except SQLAlchemyError as exc:
             _die(f"database error: {str(getattr(exc, 'orig', exc)).splitlines()[0]}")
         except Exception as exc:

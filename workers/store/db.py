@@ -122,11 +122,13 @@ def session() -> Iterator[Session]:
 
 
 def current_revision(engine: Engine) -> str | None:
-    try:
-        with engine.connect() as conn:
+    """None when the schema was never migrated; an unreachable database raises (it is not 'unmigrated')."""
+    with engine.connect() as conn:
+        try:
             return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    except (OperationalError, ProgrammingError):
-        return None
+        except (OperationalError, ProgrammingError):
+            conn.rollback()
+            return None
 
 
 def ensure_schema(engine: Engine) -> None:
