@@ -19,7 +19,8 @@ pytestmark = pytest.mark.integration
 
 def make_guard(redis_client: redis.Redis, **kw) -> RedisGuard:
     settings = Settings(
-        breakers={"trello": BreakerConfig(failure_threshold=3, window_s=10, open_s=0.5, half_open_max=2)},
+        breaker=BreakerConfig(failure_threshold=9, window_s=10),
+        breakers={"trello": {"failure_threshold": 3, "open_s": 0.5, "half_open_max": 2}},
         rate_limits={"notion": RateLimitConfig(rate=5, burst=3)},
         idempotency_lease_s=0.5, **kw)
     return RedisGuard(settings, client=redis_client)

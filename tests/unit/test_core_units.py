@@ -119,3 +119,15 @@ def test_action_records_keep_utc_times_on_sqlite(tmp_path, monkeypatch):
     assert view.status == "succeeded" and view.started_at == started
     assert view.created_at.tzinfo is not None and view.duration_s is not None and view.duration_s >= 0
     assert view.params == {"token": "[redacted]", "x": 1}
+
+
+def test_per_platform_breaker_settings_inherit_the_shared_ones(monkeypatch):
+    monkeypatch.setenv("OPSQ_BREAKER", '{"failure_threshold": 7, "window_s": 20}')
+    monkeypatch.setenv("OPSQ_BREAKERS", '{"slack": {"open_s": 5}}')
+    s = Settings()
+    assert s.breaker_config("slack").model_dump() == {"failure_threshold": 7, "window_s": 20, "open_s": 5,
+                                                      "half_open_max": 1}
+    assert s.breaker_config("notion").failure_threshold == 7
+    monkeypatch.setenv("OPSQ_BREAKERS", '{"slack": {"open_seconds": 5}}')
+    with pytest.raises(ValueError, match="unknown field"):
+        Settings()
