@@ -82,6 +82,11 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 app = create_app()
 
+# Sentry and structured logs (workers/observability.py) hook in through Celery's signals.
+from workers import observability  # noqa: E402
+
+observability.install(app)
+
 
 @after_setup_logger.connect
 def _quiet_http_client(**_: Any) -> None:

@@ -84,19 +84,11 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON."
 
 
 def register() -> None:
-    from workers.cli import (
-        actions_cmd,
-        db_cmd,
-        demo_cmd,
-        dlq_cmd,
-        guards_cmd,
-        sandbox_cmd,
-        worker_cmd,
-        workflow_cmd,
-    )
+    import importlib
 
-    for module in (actions_cmd, db_cmd, demo_cmd, dlq_cmd, guards_cmd, sandbox_cmd, worker_cmd, workflow_cmd):
-        module.register(cli)
+    for name in ("actions_cmd", "db_cmd", "demo_cmd", "dlq_cmd", "guards_cmd", "sandbox_cmd", "worker_cmd",
+                 "workflow_cmd", "ops_cmd", "flower_cmd"):
+        importlib.import_module(f"workers.cli.{name}").register(cli)
 
 
 def main() -> None:

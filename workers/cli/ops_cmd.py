@@ -1,0 +1,9 @@
+"""Operator commands (being written)."""
+
+from __future__ import annotations
+
+import click
+
+
+def register(cli: click.Group) -> None:
+    return None
