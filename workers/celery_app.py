@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, worker_process_init
+from celery.signals import after_setup_logger, celeryd_after_setup, worker_process_init
 
 from workers.broker_url import resolve_redis_url
 from workers.queues import PRIORITY_STEPS, PRIORITY_VALUES, celery_queues
@@ -75,6 +75,8 @@ def create_app(settings: Settings | None = None) -> Celery:
         redis_socket_connect_timeout=3,
         redis_retry_on_timeout=False,
         enable_utc=True,
+        # beat/ supplies the schedule and a scheduler that runs it on one beat only (named, not imported).
+        beat_scheduler="beat.scheduler:LeaderScheduler",
         timezone="UTC",
     )
     return app
@@ -92,6 +94,19 @@ observability.install(app)
 def _quiet_http_client(**_: Any) -> None:
     # httpx logs every request at INFO; the action's own log lines already say what was called.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@celeryd_after_setup.connect
+def _skip_paused_queues(sender: str, instance: Any, **_: Any) -> None:
+    """`opsq queue pause` is remembered: a worker started while a queue is paused does not consume it."""
+    from workers import queue_ops
+
+    queues = instance.app.amqp.queues
+    selected = list(queues.consume_from.keys())
+    for queue in queue_ops.skip_paused_queues(sender, selected):
+        queues.deselect(queue)
+        logging.getLogger("opsq.worker").warning("queue %s is paused (opsq queue resume %s); not consuming it",
+                                                 queue, queue)
 
 
 @worker_process_init.connect

@@ -69,7 +69,7 @@ def check_submission(platform: str, action: str, params: Any, priority: str, max
 
 def submit_action(platform: str, action: str, params: dict[str, Any] | None = None, *,
                   priority: str = "normal", idempotency_key: str | None = None, dedupe: bool = False,
-                  max_attempts: int | None = None, fail_fast: bool = False,
+                  max_attempts: int | None = None, fail_fast: bool = False, actor: str | None = None,
                   _replay_of: str | None = None) -> ActionHandle:
     """Validate, record and enqueue one action.
 
@@ -100,7 +100,8 @@ def submit_action(platform: str, action: str, params: dict[str, Any] | None = No
     queue = queue_for(platform)
     try:
         store.create(action_id=action_id, platform=platform, action=action, params=params, priority=priority,
-                     queue=queue, max_attempts=attempts, idempotency_key=idempotency_key, replay_of=_replay_of)
+                     queue=queue, max_attempts=attempts, idempotency_key=idempotency_key, replay_of=_replay_of,
+                     actor=actor)
         kwargs = {"action_id": action_id, "platform": platform, "action": action, "params": params,
                   "max_attempts": attempts, "idempotency_key": idempotency_key, "fail_fast": fail_fast}
         try:

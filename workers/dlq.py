@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from workers import audit
 from workers.client import ActionHandle, submit_action
 from workers.errors import SubmitError
 from workers.redaction import contains_redacted
 from workers.store import actions as store
 
 
-def replay(dl_id: int, params_override: dict[str, Any] | None = None) -> ActionHandle:
+def replay(dl_id: int, params_override: dict[str, Any] | None = None, actor: str | None = None) -> ActionHandle:
     """Enqueue the dead action again as a new action (its own id, linked by `replay_of`).
 
     Stored params have secrets removed; such an action can only be replayed with the secret fields
@@ -22,6 +23,9 @@ def replay(dl_id: int, params_override: dict[str, Any] | None = None) -> ActionH
     if contains_redacted(params):
         raise SubmitError(f"dead letter {dl_id} has secret params that were not stored; "
                           "give them again with --params-json")
-    handle = submit_action(dl.platform, dl.action, params, priority=dl.priority, _replay_of=dl.action_id)
+    handle = submit_action(dl.platform, dl.action, params, priority=dl.priority, _replay_of=dl.action_id,
+                           actor=actor)
     store.mark_replayed(dl_id, handle.id)
+    audit.append("dlq_replay", f"dead_letter:{dl_id}", {"action_id": dl.action_id, "replayed_as": handle.id},
+                 actor=actor)
     return handle

@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     result_expires_s: int = Field(86400, ge=60)
 
     task_sent_events: bool = False
-    task_modules: list[str] = Field(default_factory=lambda: ["workers.tasks", "workflows.tasks"])
+    task_modules: list[str] = Field(default_factory=lambda: ["workers.tasks", "workflows.tasks", "beat.tasks"])
 
     # The Redis guards (workers/guards). JSON in the environment, e.g.
     # OPSQ_BREAKERS='{"slack": {"failure_threshold": 3, "open_s": 10}}', OPSQ_RATE_LIMITS='{"notion": {"rate": 5}}'
@@ -105,6 +105,24 @@ class Settings(BaseSettings):
     # How long a worker's claim on a running action holds before a redelivered message may run it.
     # Default: longer than one attempt can take (connect + read timeout + 30 s).
     idempotency_lease_s: float | None = Field(None, gt=0)
+
+    # Beat and maintenance (beat/). Intervals in seconds, by task name: OPSQ_BEAT_INTERVALS='{"cleanup": 600}'.
+    beat_intervals: dict[str, float] = Field(default_factory=dict)
+    beat_backup_hour_utc: int = Field(2, ge=0, le=23)
+    stuck_after_s: float = Field(900.0, gt=0)
+    stuck_fail_after_s: float = Field(86400.0, gt=0)
+    stuck_max_requeues: int = Field(3, ge=1)
+    retention_days: float = Field(30.0, gt=0)
+    backup_dir: Path | None = None
+    backup_retention_days: float = Field(14.0, gt=0)
+    alert_success_rate: float = Field(0.9, gt=0, le=1)
+    alert_success_window_s: float = Field(900.0, gt=0)
+    alert_min_sample: int = Field(10, ge=1)
+    alert_queue_depth: int = Field(100, ge=1)
+    alert_queue_depth_for_s: float = Field(600.0, ge=0)
+    alert_breaker_open_for_s: float = Field(300.0, ge=0)
+    alert_slack_channel: str | None = None
+    flower_url: str | None = None
 
     sentry_dsn: SecretStr | None = None
     log_level: str = "INFO"
@@ -165,6 +183,10 @@ class Settings(BaseSettings):
     @property
     def lease_s(self) -> float:
         return self.idempotency_lease_s or (self.http_connect_timeout_s + self.http_read_timeout_s + 30.0)
+
+    @property
+    def resolved_backup_dir(self) -> Path:
+        return self.backup_dir or self.home / "backups"
 
     @property
     def resolved_database_url(self) -> str:

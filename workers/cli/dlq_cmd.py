@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from workers.cli.guards_cmd import actor_option
 from workers.cli.main import json_option, parse_params
 from workers.cli.output import emit_json, table
 
@@ -37,9 +38,10 @@ def register(cli: click.Group) -> None:
     @click.option("--param", "-p", "pairs", multiple=True, metavar="K=V",
                   help="Override a param (e.g. a secret that was not stored).")
     @click.option("--params-json", help="Params to override, as one JSON object.")
-    def dlq_replay(dl_id: int, pairs: tuple[str, ...], params_json: str | None) -> None:
+    @actor_option
+    def dlq_replay(dl_id: int, pairs: tuple[str, ...], params_json: str | None, actor: str) -> None:
         """Enqueue a dead letter again as a new action."""
         from workers.dlq import replay
 
-        handle = replay(dl_id, parse_params(pairs, params_json) or None)
+        handle = replay(dl_id, parse_params(pairs, params_json) or None, actor)
         click.echo(f"replayed dead letter {dl_id} as action {handle.id}")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
-
 import click
 
 from workers.cli.main import json_option
@@ -11,7 +9,8 @@ from workers.cli.output import emit_json, table
 from workers.queues import PLATFORM_QUEUES
 
 STATE_COLOURS = {"closed": "green", "half_open": "yellow", "open": "red"}
-actor_option = click.option("--actor", default=getpass.getuser, show_default="OS user",
+actor_option = click.option("--actor", default=lambda: __import__("workers.audit").audit.default_actor(),
+                            show_default="OPSQ_ACTOR or the OS user",
                             help="Who is doing this (recorded in the history).")
 
 
@@ -139,12 +138,13 @@ def register(cli: click.Group) -> None:
 
     @idempotency.command("clear")
     @click.argument("key")
-    def idempotency_clear(key: str) -> None:
+    @actor_option
+    def idempotency_clear(key: str, actor: str) -> None:
         """Forget a key so the next submit with it creates a new action."""
         from workers.errors import NotFound
         from workers.guards import idempotency as idem
 
-        action_id = idem.clear(key)
+        action_id = idem.clear(key, actor=actor)
         if action_id is None:
             raise NotFound(f"no idempotency key {key!r}")
         click.echo(f"cleared idempotency key {key!r} (it named action {action_id})")

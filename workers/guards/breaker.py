@@ -76,14 +76,26 @@ def _force(platform: str, to: str, reason: str, client: redis.Redis | None) -> s
     return previous.decode() if isinstance(previous, bytes) else str(previous)
 
 
-def reset(platform: str, actor: str, reason: str = "", client: redis.Redis | None = None) -> str:
-    """Back to CLOSED (failures forgotten), recorded in the history with who and why."""
-    return _force(platform, "closed", f"reset by {actor}" + (f": {reason}" if reason else ""), client)
+def reset(platform: str, actor: str, reason: str = "", client: redis.Redis | None = None,
+          audited: bool = True) -> str:
+    """Back to CLOSED (failures forgotten), recorded in the history and the audit trail with who and why."""
+    previous = _force(platform, "closed", f"reset by {actor}" + (f": {reason}" if reason else ""), client)
+    if audited:
+        from workers import audit
+
+        audit.append("circuit_reset", f"platform:{platform}", {"from": previous, "reason": reason}, actor=actor)
+    return previous
 
 
-def force_open(platform: str, actor: str, reason: str = "", client: redis.Redis | None = None) -> str:
+def force_open(platform: str, actor: str, reason: str = "", client: redis.Redis | None = None,
+               audited: bool = True) -> str:
     """OPEN until reset: actions wait (or fail fast) and the platform is not called."""
-    return _force(platform, "open", f"forced open by {actor}" + (f": {reason}" if reason else ""), client)
+    previous = _force(platform, "open", f"forced open by {actor}" + (f": {reason}" if reason else ""), client)
+    if audited:
+        from workers import audit
+
+        audit.append("circuit_open", f"platform:{platform}", {"from": previous, "reason": reason}, actor=actor)
+    return previous
 
 
 def history(platform: str | None = None, limit: int = 50, client: redis.Redis | None = None) -> list[dict[str, Any]]:

@@ -46,11 +46,15 @@ def show(key: str, client: redis.Redis | None = None) -> dict[str, Any] | None:
     return {"key": key, "action_id": aid, "ttl_s": r.ttl(keys.idempotency(key)), "execution": record}
 
 
-def clear(key: str, client: redis.Redis | None = None) -> str | None:
+def clear(key: str, client: redis.Redis | None = None, actor: str | None = None) -> str | None:
     """Forget the key, so a new submit with it creates a new action. Returns the action it named."""
     r = client or guard_redis()
     pipe = r.pipeline()
     pipe.get(keys.idempotency(key))
     pipe.delete(keys.idempotency(key))
     action_id, _ = pipe.execute()
+    if action_id:
+        from workers import audit
+
+        audit.append("idempotency_clear", f"key:{key}", {"action_id": action_id.decode()}, actor=actor)
     return action_id.decode() if action_id else None

@@ -85,9 +85,15 @@ _FAILED = update(_T).where(_BY_ID).values(
 
 def create(*, action_id: str, platform: str, action: str, params: dict[str, Any], priority: str,
            queue: str, max_attempts: int, idempotency_key: str | None = None,
-           replay_of: str | None = None) -> None:
+           replay_of: str | None = None, actor: str | None = None) -> None:
+    """The action's record and its audit entry, in one transaction."""
+    from workers import audit
+
     now = utcnow()
     with get_engine().begin() as conn:
+        audit.append("submit", f"action:{action_id}", {"platform": platform, "action": action,
+                                                       "priority": priority, "replay_of": replay_of},
+                     actor=actor, conn=conn)
         conn.execute(_INSERT, {
             "id": action_id, "platform": platform, "action": action, "params": redact(params),
             "priority": priority, "queue": queue, "status": "queued", "attempts": 0,
@@ -210,3 +216,9 @@ def mark_replayed(dl_id: int, new_action_id: str) -> None:
     with session() as s:
         s.execute(update(DeadLetter).where(DeadLetter.id == dl_id).values(
             replayed_at=utcnow(), replayed_as=new_action_id))
+
+
+def touch(action_id: str) -> None:
+    """Moves updated_at: the stuck detector waits a full period before looking at it again."""
+    with get_engine().begin() as conn:
+        conn.execute(update(_T).where(_BY_ID).values(updated_at=bindparam("now")), {"aid": action_id, "now": utcnow()})

@@ -1,0 +1,170 @@
+"""Alert rules. An alert fires once when its condition starts and clears once when it ends: no repeat
+every minute. Each is recorded (table `alerts`), logged, sent to Sentry when configured, and posted to
+Slack through the Slack executor when OPSQ_ALERT_SLACK_CHANNEL is set."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+
+from workers.guards.connection import guard_redis
+from workers.queue_ops import priority_lists
+from workers.queues import ALL_QUEUES, PLATFORM_QUEUES
+from workers.settings import get_settings
+from workers.store.db import get_engine
+from workers.store.models import ActionRun, Alert, DeadLetter, utcnow
+
+log = logging.getLogger("opsq.alerts")
+_A = Alert.__table__
+
+
+@dataclass(frozen=True)
+class Condition:
+    key: str
+    kind: str
+    severity: str
+    message: str
+
+
+def success_rate_conditions() -> list[Condition]:
+    s = get_settings()
+    since = utcnow() - timedelta(seconds=s.alert_success_window_s)
+    q = (select(ActionRun.platform, ActionRun.status, func.count())
+         .where(ActionRun.finished_at >= since, ActionRun.status.in_(["succeeded", "failed"]),
+                ActionRun.error_kind.is_distinct_from("skipped"))
+         .group_by(ActionRun.platform, ActionRun.status))
+    counts: dict[str, dict[str, int]] = {}
+    with get_engine().connect() as conn:
+        for platform, status, n in conn.execute(q):
+            counts.setdefault(platform, {})[status] = n
+    out = []
+    for platform, c in counts.items():
+        total = c.get("succeeded", 0) + c.get("failed", 0)
+        rate = c.get("succeeded", 0) / total if total else 1.0
+        if total >= s.alert_min_sample and rate < s.alert_success_rate:
+            out.append(Condition(f"success_rate:{platform}", "success_rate", "high",
+                                 f"{platform}: success rate {rate:.0%} over the last "
+                                 f"{s.alert_success_window_s / 60:g} min ({total} actions, threshold "
+                                 f"{s.alert_success_rate:.0%})"))
+    return out
+
+
+def queue_depth_conditions() -> list[Condition]:
+    s = get_settings()
+    r = guard_redis()
+    now = float(r.time()[0])
+    out = []
+    for q in ALL_QUEUES:
+        depth = sum(int(r.llen(k)) for k in priority_lists(q).values())
+        since_key = f"opsq:alert:depth_since:{q}"
+        if depth <= s.alert_queue_depth:
+            r.delete(since_key)
+            continue
+        r.set(since_key, now, nx=True, ex=7 * 86400)
+        since = float(r.get(since_key) or now)
+        if now - since >= s.alert_queue_depth_for_s:
+            out.append(Condition(f"queue_depth:{q}", "queue_depth", "high",
+                                 f"queue {q}: {depth} waiting, above {s.alert_queue_depth} for "
+                                 f"{(now - since) / 60:.0f} min"))
+    return out
+
+
+def breaker_conditions() -> list[Condition]:
+    s = get_settings()
+    r = guard_redis()
+    now = float(r.time()[0])
+    out = []
+    for platform in PLATFORM_QUEUES:
+        fields = {k.decode(): v.decode() for k, v in r.hgetall(f"opsq:cb:{platform}").items()}
+        if fields.get("state") != "open":
+            continue
+        opened = float(fields.get("opened_at") or fields.get("changed_at") or now)
+        if now - opened >= s.alert_breaker_open_for_s:
+            forced = " (forced open by an operator)" if fields.get("forced") == "1" else ""
+            out.append(Condition(f"breaker_open:{platform}", "breaker_open", "high",
+                                 f"circuit breaker for {platform} open for {(now - opened) / 60:.0f} min{forced}"))
+    return out
+
+
+def dead_letter_conditions() -> list[Condition]:
+    s = get_settings()
+    since = utcnow() - timedelta(seconds=s.alert_success_window_s)
+    with get_engine().connect() as conn:
+        n = conn.execute(select(func.count()).select_from(DeadLetter).where(
+            DeadLetter.created_at >= since, DeadLetter.replayed_at.is_(None))).scalar() or 0
+    if n:
+        return [Condition("dead_letters", "dead_letters", "medium",
+                          f"{n} new dead letter(s) in the last {s.alert_success_window_s / 60:g} min "
+                          "(opsq dlq list)")]
+    return []
+
+
+RULES = {"success_rate:": success_rate_conditions, "queue_depth:": queue_depth_conditions,
+         "breaker_open:": breaker_conditions, "dead_letters": dead_letter_conditions}
+
+
+def evaluate() -> dict[str, list[str]]:
+    """Run every rule; fire what started, clear what ended. Returns the keys fired and cleared."""
+    conditions: list[Condition] = []
+    for rule in RULES.values():
+        conditions.extend(rule())
+    return sync(conditions, tuple(RULES))
+
+
+def sync(conditions: list[Condition], owned_prefixes: tuple[str, ...]) -> dict[str, list[str]]:
+    now = utcnow()
+    current = {c.key: c for c in conditions}
+    fired, cleared = [], []
+    with get_engine().begin() as conn:
+        open_rows = conn.execute(select(_A.c.id, _A.c.key, _A.c.message).where(_A.c.state == "firing")).all()
+        open_keys = {row.key: row for row in open_rows}
+        for key, cond in current.items():
+            if key not in open_keys:
+                conn.execute(insert(_A).values(key=key, kind=cond.kind, severity=cond.severity, state="firing",
+                                               message=cond.message, fired_at=now))
+                fired.append(key)
+        for key, row in open_keys.items():
+            if key not in current and key.startswith(owned_prefixes):
+                conn.execute(update(_A).where(_A.c.id == row.id).values(state="cleared", cleared_at=now))
+                cleared.append(key)
+    for key in fired:
+        _notify("FIRING", current[key].severity, current[key].message)
+    for key in cleared:
+        _notify("RESOLVED", "info", open_keys[key].message)
+    return {"fired": fired, "cleared": cleared}
+
+
+def _notify(state: str, severity: str, message: str) -> None:
+    line = f"[{state}] {message}"
+    if state == "FIRING":
+        log.warning("alert %s", line)
+    else:
+        log.info("alert %s", line)
+    try:
+        import sentry_sdk
+
+        if sentry_sdk.get_client().is_active():
+            sentry_sdk.capture_message(f"opsqueue alert {line}", level="warning" if state == "FIRING" else "info")
+    except Exception:  # pragma: no cover - alerting must never break the evaluation
+        log.exception("could not send the alert to Sentry")
+    channel = get_settings().alert_slack_channel
+    if channel:
+        try:
+            from workers.client import submit_action
+
+            submit_action("slack", "send_message", {"channel": channel, "text": f"opsqueue alert {line}"},
+                          priority="high", dedupe=True, actor="opsqueue-alerts")
+        except Exception:  # pragma: no cover
+            log.exception("could not post the alert to Slack")
+
+
+def alerts(*, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    q = select(_A).order_by(_A.c.id.desc()).limit(limit)
+    if state:
+        q = q.where(_A.c.state == state)
+    with get_engine().connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(q)]

@@ -1,0 +1,114 @@
+"""The maintenance jobs the runbooks used to ask people to do by hand. Each is a plain function (run by
+beat through beat.tasks, or by hand with `opsq maintenance run NAME`) that returns a JSON summary;
+every run is recorded in `maintenance_runs` (health shows beat's last run from there)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+
+from beat import alerts, backup
+from workers import audit
+from workers.settings import get_settings
+from workers.store.db import get_engine
+from workers.store.models import ActionRun, Alert, DeadLetter, MaintenanceRun, WorkflowStep, utcnow
+
+log = logging.getLogger("opsq.maintenance")
+_RUNS = MaintenanceRun.__table__
+
+
+def detect_stuck() -> dict[str, Any]:
+    from workers.stuck import detect
+
+    report = detect(act=True)
+    return {k: v for k, v in report.to_dict().items() if v}
+
+
+def expire_approvals() -> dict[str, Any]:
+    from workflows.client import expire_due
+
+    return {"expired": expire_due()}
+
+
+def evaluate_alerts() -> dict[str, Any]:
+    return alerts.evaluate()
+
+
+def cleanup() -> dict[str, Any]:
+    """Old finished action records (not referenced by a dead letter or a workflow), old maintenance runs and
+    cleared alerts. Idempotency records and Celery results expire in Redis by their own TTL."""
+    settings = get_settings()
+    cutoff = utcnow() - timedelta(days=settings.retention_days)
+    with get_engine().begin() as conn:
+        keep = select(DeadLetter.action_id).union(select(WorkflowStep.action_id))
+        actions = conn.execute(delete(ActionRun).where(
+            ActionRun.status.in_(["succeeded", "failed"]), ActionRun.finished_at < cutoff,
+            ActionRun.id.not_in(keep))).rowcount
+        runs = conn.execute(delete(MaintenanceRun).where(MaintenanceRun.started_at < cutoff)).rowcount
+        cleared = conn.execute(delete(Alert).where(Alert.state == "cleared", Alert.cleared_at < cutoff)).rowcount
+    return {"action_records_deleted": actions, "maintenance_runs_deleted": runs, "alerts_deleted": cleared,
+            "older_than_days": settings.retention_days}
+
+
+def backup_state() -> dict[str, Any]:
+    settings = get_settings()
+    path = backup.create()
+    removed = backup.prune(settings.backup_retention_days)
+    return {"backup": str(path), "pruned": removed}
+
+
+def verify_audit() -> dict[str, Any]:
+    verdict = audit.verify()
+    cond = [] if verdict.ok else [alerts.Condition(
+        "audit_chain", "audit_tampered", "critical",
+        f"audit trail tampered at entry {verdict.first_bad_id}: {verdict.reason} (opsq audit verify)")]
+    alerts.sync(cond, ("audit_chain",))
+    return verdict.to_dict()
+
+
+JOBS: dict[str, Callable[[], dict[str, Any]]] = {
+    "detect_stuck": detect_stuck,
+    "expire_approvals": expire_approvals,
+    "evaluate_alerts": evaluate_alerts,
+    "cleanup": cleanup,
+    "backup_state": backup_state,
+    "verify_audit": verify_audit,
+}
+
+
+def run(name: str, origin: str = "manual") -> dict[str, Any]:
+    """Run one job now, recording it. Raises ValueError for an unknown name; a failing job is recorded
+    as failed and its error re-raised."""
+    job = JOBS.get(name)
+    if job is None:
+        raise ValueError(f"unknown maintenance job {name!r} (known: {', '.join(JOBS)})")
+    started = utcnow()
+    with get_engine().begin() as conn:
+        row = conn.execute(insert(_RUNS).values(name=name, started_at=started, origin=origin))
+        run_id = row.inserted_primary_key[0]
+    try:
+        summary = job()
+    except Exception as exc:
+        _finish(run_id, False, {"error": f"{type(exc).__name__}: {exc}"})
+        log.exception("maintenance job %s failed", name)
+        raise
+    _finish(run_id, True, summary)
+    return summary
+
+
+def _finish(run_id: int, ok: bool, summary: dict[str, Any]) -> None:
+    with get_engine().begin() as conn:
+        conn.execute(update(_RUNS).where(_RUNS.c.id == run_id).values(finished_at=utcnow(), ok=ok,
+                                                                     summary=summary))
+
+
+def last_runs() -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    with get_engine().connect() as conn:
+        for row in conn.execute(select(_RUNS).order_by(_RUNS.c.id.desc()).limit(500)):
+            out.setdefault(row.name, dict(row._mapping))
+    return out

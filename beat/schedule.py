@@ -1,0 +1,38 @@
+"""The beat schedule: every maintenance job on the `maintenance` queue, each interval configurable
+(OPSQ_BEAT_INTERVALS='{"cleanup": 600}', seconds)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from celery.schedules import crontab
+
+from workers.queues import MAINTENANCE_QUEUE
+from workers.settings import Settings
+
+MAINTENANCE_TASK = "opsq.maintenance.run"
+
+DEFAULTS: dict[str, float | str] = {
+    "detect_stuck": 60,
+    "expire_approvals": 60,
+    "evaluate_alerts": 60,
+    "cleanup": 3600,
+    "backup_state": "daily",  # at OPSQ_BEAT_BACKUP_HOUR_UTC:00
+    "verify_audit": 86400,
+}
+
+
+def build(settings: Settings) -> dict[str, dict[str, Any]]:
+    unknown = set(settings.beat_intervals) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"OPSQ_BEAT_INTERVALS names unknown job(s): {', '.join(sorted(unknown))}")
+    schedule: dict[str, dict[str, Any]] = {}
+    for name, default in DEFAULTS.items():
+        every = settings.beat_intervals.get(name, default)
+        when: Any = (crontab(minute=0, hour=settings.beat_backup_hour_utc) if every == "daily"
+                     else timedelta(seconds=float(every)))
+        schedule[name] = {"task": MAINTENANCE_TASK, "schedule": when, "args": (name,),
+                          "options": {"queue": MAINTENANCE_QUEUE, "routing_key": MAINTENANCE_QUEUE,
+                                      "expires": 3600}}
+    return schedule

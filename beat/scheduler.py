@@ -1,0 +1,77 @@
+"""A beat scheduler that runs the schedule on one beat only, however many are started.
+
+Celery beat has no leader election of its own. Each beat ticks; only the one holding a Redis lock
+(renewed every tick, expiring if its holder dies) sends anything. A standby beat takes over within
+`LOCK_TTL_S` of the leader's death. Start it with `opsq beat`, or
+`celery -A workers.celery_app beat -S beat.scheduler:LeaderScheduler`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from typing import Any
+
+from celery.beat import Scheduler
+
+from beat.schedule import build
+from workers.guards.connection import guard_redis
+from workers.settings import get_settings
+
+LOCK_KEY = "opsq:beat:leader"
+HEARTBEAT_KEY = "opsq:beat:heartbeat"
+LOCK_TTL_S = 10.0
+
+# Take the lock if free, or renew it if it is ours: one atomic step, so two beats never both hold it.
+_ACQUIRE = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class LeaderScheduler(Scheduler):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.redis = guard_redis()
+        self._acquire = self.redis.register_script(_ACQUIRE)
+        self._release = self.redis.register_script(_RELEASE)
+        self.leader = False
+        super().__init__(*args, **kwargs)
+
+    def setup_schedule(self) -> None:
+        self.merge_inplace(build(get_settings()))
+
+    def _hold_lock(self) -> bool:
+        held = bool(self._acquire(keys=[LOCK_KEY], args=[self.token, int(LOCK_TTL_S * 1000)]))
+        if held != self.leader:
+            self.logger.warning("beat %s: %s", self.token, "now the leader: running the schedule" if held
+                                else "another beat holds the lock: standing by")
+            self.leader = held
+        return held
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        if not self._hold_lock():
+            return 1.0
+        self.redis.set(HEARTBEAT_KEY, json.dumps({"beat": self.token, "at": time.time()}), ex=int(LOCK_TTL_S * 6))
+        return min(super().tick(*args, **kwargs), LOCK_TTL_S / 3)
+
+    def close(self) -> None:
+        try:
+            self._release(keys=[LOCK_KEY], args=[self.token])
+        finally:
+            super().close()

@@ -1,0 +1,196 @@
+"""`opsq health`, `opsq validate-env`, `opsq test-auth`: is everything there and configured right?"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pydantic import SecretStr
+
+from workers.queues import PLATFORM_QUEUES
+from workers.settings import Settings, get_settings
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _redis(settings: Settings) -> Check:
+    from workers.guards.connection import guard_redis
+
+    try:
+        start = time.perf_counter()
+        guard_redis(settings).ping()
+        return Check("redis", OK, f"answers in {(time.perf_counter() - start) * 1000:.1f} ms")
+    except Exception as exc:
+        return Check("redis", FAIL, f"cannot reach Redis: {' '.join(str(exc).split())}")
+
+
+def _database(settings: Settings) -> Check:
+    from workers.store.db import HEAD_REVISION, current_revision, make_engine
+
+    engine = make_engine(settings.resolved_database_url)
+    name = engine.url.render_as_string(hide_password=True)
+    try:
+        rev = current_revision(engine)
+    except Exception as exc:
+        return Check("database", FAIL, f"{name}: {str(getattr(exc, 'orig', exc)).splitlines()[0]}")
+    finally:
+        engine.dispose()
+    if rev != HEAD_REVISION:
+        return Check("database", FAIL, f"{name}: schema at {rev or 'nothing'}, needs {HEAD_REVISION} (opsq db upgrade)")
+    return Check("database", OK, f"{name} at revision {rev}")
+
+
+def _workers(app: Any) -> list[Check]:
+    from workers.queue_ops import paused_queues
+
+    try:
+        replies = app.control.inspect(timeout=1.5).active_queues() or {}
+    except Exception as exc:
+        return [Check("workers", FAIL, f"cannot ask the workers: {exc}")]
+    if not replies:
+        return [Check("workers", FAIL, "no worker answered (start one: opsq worker)")]
+    checks = [Check("workers", OK, "; ".join(f"{w}: {', '.join(sorted(q['name'] for q in qs))}"
+                                             for w, qs in sorted(replies.items())))]
+    consumed = {q["name"] for qs in replies.values() for q in qs}
+    paused = set(paused_queues())
+    for queue in PLATFORM_QUEUES:
+        if queue in paused:
+            checks.append(Check(f"queue {queue}", WARN, "paused (opsq queue resume " + queue + ")"))
+        elif queue not in consumed:
+            checks.append(Check(f"queue {queue}", WARN, "no worker consumes it"))
+    return checks
+
+
+def _beat() -> Check:
+    from workers.guards.connection import guard_redis
+
+    raw = guard_redis().get("opsq:beat:heartbeat")
+    if not raw:
+        return Check("beat", WARN, "no beat is running (opsq beat): maintenance is not scheduled")
+    beat = json.loads(raw)
+    age = time.time() - float(beat["at"])
+    last = _last_maintenance()
+    return Check("beat", OK if age < 60 else WARN, f"leader {beat['beat']} ticked {age:.0f}s ago; {last}")
+
+
+def _last_maintenance() -> str:
+    from sqlalchemy import func, select
+
+    from workers.store.db import get_engine
+    from workers.store.models import MaintenanceRun
+
+    with get_engine().connect() as conn:
+        row = conn.execute(select(MaintenanceRun.name, func.max(MaintenanceRun.started_at))
+                           .group_by(MaintenanceRun.name).order_by(func.max(MaintenanceRun.started_at).desc())).first()
+    return f"last job {row[0]} at {row[1]:%H:%M:%S}" if row else "no job has run yet"
+
+
+def _breakers() -> list[Check]:
+    from workers.guards import breaker
+
+    out = []
+    for platform in PLATFORM_QUEUES:
+        s = breaker.status(platform)
+        if s.state != "closed":
+            why = "forced open" if s.forced_open else f"half-open in {s.seconds_until_half_open or 0:.0f}s"
+            out.append(Check(f"breaker {platform}", WARN, f"{s.state} ({why}); see opsq circuit history {platform}"))
+    return out or [Check("breakers", OK, "all closed")]
+
+
+def _flower(settings: Settings) -> Check | None:
+    if not settings.flower_url:
+        return None
+    import httpx
+
+    try:
+        r = httpx.get(settings.flower_url.rstrip("/") + "/healthcheck", timeout=3)
+        return Check("flower", OK if r.status_code < 500 else WARN, f"{settings.flower_url} answered {r.status_code}")
+    except httpx.HTTPError as exc:
+        return Check("flower", WARN, f"{settings.flower_url} unreachable: {exc}")
+
+
+def health(app: Any | None = None) -> list[Check]:
+    settings = get_settings()
+    checks = [_redis(settings), _database(settings)]
+    if checks[0].status == FAIL:
+        return checks
+    if app is None:
+        from workers.celery_app import app as celery_app
+
+        app = celery_app
+    checks += _workers(app)
+    checks.append(_beat())
+    checks += _breakers()
+    flower = _flower(settings)
+    if flower:
+        checks.append(flower)
+    return checks
+
+
+def mask(value: Any) -> str:
+    if value is None:
+        return "(not set)"
+    if isinstance(value, SecretStr):
+        secret = value.get_secret_value()
+        return f"set, {len(secret)} chars, ****{secret[-2:]}" if len(secret) >= 12 else "set (hidden)"
+    if isinstance(value, str) and "://" in value and "@" in value:
+        from sqlalchemy.engine import make_url
+
+        try:
+            return make_url(value).render_as_string(hide_password=True)
+        except Exception:
+            return value.split("@")[-1]
+    return str(value)
+
+
+def validate_env() -> list[Check]:
+    """Every setting, secrets masked, with the problems that pydantic alone cannot see."""
+    settings = get_settings()
+    out = []
+    for name in type(settings).model_fields:
+        out.append(Check(f"OPSQ_{name.upper()}", OK, mask(getattr(settings, name))))
+    for platform in ("slack", "notion", "trello", "gdrive", "gsheets"):
+        base = settings.base_url(platform)
+        if not base.startswith(("http://", "https://")):
+            out.append(Check(f"{platform} base URL", FAIL, f"{base!r} is not an http(s) URL"))
+        if settings.token(platform) is None:
+            out.append(Check(f"OPSQ_{platform.upper()}_TOKEN", WARN, f"not set: {platform} actions will fail as auth"))
+    if settings.visibility_timeout_s <= max(settings.retry_cap_s, settings.breaker.open_s):
+        out.append(Check("OPSQ_VISIBILITY_TIMEOUT_S", WARN,
+                         "not longer than the longest wait (retry cap / breaker open_s): waiting messages can be "
+                         "delivered twice (the guards keep that from calling a platform twice)"))
+    if settings.redis_url is None:
+        out.append(Check("OPSQ_REDIS_URL", WARN, "not set: the embedded Redis is for one machine only"))
+    if settings.database_url is None:
+        out.append(Check("OPSQ_DATABASE_URL", WARN, "not set: SQLite in OPSQ_HOME (embedded default)"))
+    return out
+
+
+def test_auth(platforms: list[str]) -> list[Check]:
+    from executors.errors import ExecutorError
+    from workers.runtime import executor
+
+    out = []
+    for platform in platforms:
+        if platform not in PLATFORM_QUEUES or platform == "noop":
+            raise ValueError(f"unknown platform {platform!r}")
+        try:
+            result = executor(platform).check_auth()
+            who = {k: v for k, v in result.items() if k in ("team", "user", "name", "email", "id", "note")}
+            out.append(Check(platform, OK, f"authenticated at {get_settings().base_url(platform) or 'per URL'} "
+                                           + (json.dumps(who, sort_keys=True) if who else "")))
+        except ExecutorError as exc:
+            out.append(Check(platform, FAIL, f"[{exc.kind}] {exc.message}"))
+    return out

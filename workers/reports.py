@@ -1,0 +1,125 @@
+"""Reading the store for operators: errors, failure analysis, metrics. Everything here is read-only."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from workers.store.db import get_engine
+from workers.store.models import ActionRun, Compensation
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+
+
+def parse_since(value: str) -> datetime:
+    """'90s', '15m', '24h', '7d' -> that long ago (UTC)."""
+    m = _DURATION.match(value.strip())
+    if not m:
+        raise ValueError(f"--since takes a duration like 15m, 24h or 7d, not {value!r}")
+    seconds = float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    return datetime.now(UTC) - timedelta(seconds=seconds)
+
+
+def _aware(v: Any) -> Any:
+    return v.replace(tzinfo=UTC) if isinstance(v, datetime) and v.tzinfo is None else v
+
+
+def errors(limit: int = 50) -> list[dict[str, Any]]:
+    """The newest failures of any kind: actions, workflow steps, compensations."""
+    with get_engine().connect() as conn:
+        acts = conn.execute(select(ActionRun.id, ActionRun.platform, ActionRun.action, ActionRun.error_kind,
+                                   ActionRun.error, ActionRun.finished_at, ActionRun.attempts)
+                            .where(ActionRun.status == "failed", ActionRun.error_kind.is_distinct_from("skipped"))
+                            .order_by(ActionRun.finished_at.desc()).limit(limit)).all()
+        comps = conn.execute(select(Compensation.workflow_id, Compensation.step_id, Compensation.platform,
+                                    Compensation.action, Compensation.error, Compensation.finished_at)
+                             .where(Compensation.status == "failed")
+                             .order_by(Compensation.finished_at.desc()).limit(limit)).all()
+    out = [{"at": _aware(a.finished_at), "what": "action", "id": a.id, "platform": a.platform, "action": a.action,
+            "kind": a.error_kind, "attempts": a.attempts, "error": a.error} for a in acts]
+    out += [{"at": _aware(c.finished_at), "what": "compensation", "id": f"{c.workflow_id}/{c.step_id}",
+             "platform": c.platform, "action": c.action, "kind": "compensation", "attempts": None,
+             "error": c.error} for c in comps]
+    out.sort(key=lambda e: e["at"] or datetime.min.replace(tzinfo=UTC), reverse=True)
+    return out[:limit]
+
+
+def platform_log(platform: str, limit: int = 50) -> list[dict[str, Any]]:
+    with get_engine().connect() as conn:
+        rows = conn.execute(select(ActionRun).where(ActionRun.platform == platform)
+                            .order_by(ActionRun.created_at.desc()).limit(limit)).all()
+    return [{k: _aware(v) for k, v in r._mapping.items() if k != "params"} for r in rows]
+
+
+def failures(since: datetime, top: int = 3) -> list[dict[str, Any]]:
+    """Failures grouped by platform, action and error class, with the most common messages."""
+    with get_engine().connect() as conn:
+        rows = conn.execute(select(ActionRun.platform, ActionRun.action, ActionRun.error_kind, ActionRun.error)
+                            .where(ActionRun.status == "failed", ActionRun.finished_at >= since,
+                                   ActionRun.error_kind.is_distinct_from("skipped"))).all()
+    groups: dict[tuple[str, str, str], Counter[str]] = defaultdict(Counter)
+    for r in rows:
+        groups[(r.platform, r.action, r.error_kind or "unknown")][_normalise(r.error)] += 1
+    out = [{"platform": p, "action": a, "error_kind": k, "count": sum(c.values()),
+            "top_messages": [{"message": m, "count": n} for m, n in c.most_common(top)]}
+           for (p, a, k), c in groups.items()]
+    out.sort(key=lambda g: g["count"], reverse=True)
+    return out
+
+
+def _normalise(message: str | None) -> str:
+    """Ids and numbers vary between otherwise identical errors; group them as one."""
+    text = message or ""
+    text = re.sub(r"\b[0-9a-f]{16,}\b", "<id>", text)
+    return re.sub(r"\b\d+(\.\d+)?\b", "<n>", text)[:200]
+
+
+def _percentile(sorted_values: list[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    idx = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[idx]
+
+
+def metrics(since: datetime) -> dict[str, Any]:
+    from workers.guards import breaker
+
+    with get_engine().connect() as conn:
+        rows = conn.execute(select(ActionRun.platform, ActionRun.priority, ActionRun.status, ActionRun.attempts,
+                                   ActionRun.started_at, ActionRun.finished_at, ActionRun.error_kind)
+                            .where(ActionRun.created_at >= since)).all()
+    window_min = max((datetime.now(UTC) - since).total_seconds() / 60, 1e-9)
+    by_platform: dict[str, dict[str, Any]] = {}
+    by_priority: Counter[str] = Counter()
+    durations: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        if r.error_kind == "skipped":
+            continue
+        m = by_platform.setdefault(r.platform, {"submitted": 0, "succeeded": 0, "failed": 0, "in_flight": 0,
+                                                "retries": 0})
+        m["submitted"] += 1
+        by_priority[r.priority] += 1
+        if r.status in ("succeeded", "failed"):
+            m[r.status] += 1
+        else:
+            m["in_flight"] += 1
+        m["retries"] += max(0, (r.attempts or 0) - 1)
+        if r.started_at and r.finished_at:
+            durations[r.platform].append((_aware(r.finished_at) - _aware(r.started_at)).total_seconds())
+    for platform, m in by_platform.items():
+        done = m["succeeded"] + m["failed"]
+        d = sorted(durations[platform])
+        m["success_rate"] = round(m["succeeded"] / done, 4) if done else None
+        m["throughput_per_min"] = round(done / window_min, 3)
+        m["p50_s"] = _percentile(d, 0.5)
+        m["p95_s"] = _percentile(d, 0.95)
+        try:
+            m["breaker"] = breaker.status(platform).state
+        except Exception:  # Redis down: the numbers from the store are still worth showing
+            m["breaker"] = "unknown"
+    return {"since": since.isoformat(), "platforms": dict(sorted(by_platform.items())),
+            "by_priority": dict(by_priority)}

@@ -1,0 +1,134 @@
+"""Finding actions that are stuck, and putting them right.
+
+An action is stuck when its record has not moved for `OPSQ_STUCK_AFTER_S` and no message for it exists
+anywhere in Redis (not queued, not delivered-and-unacknowledged) and no worker holds a live lease on it:
+the message was lost (a broker restart without persistence, a purge, a bug). Such an action is sent
+again; the guards' execution record makes that safe (what already ran returns its stored result). An
+action whose outcome is in Redis but not in the database (a worker died between the two writes) is
+reconciled. Past `OPSQ_STUCK_FAIL_AFTER_S` or `OPSQ_STUCK_MAX_REQUEUES`, it is failed with a clear reason.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import or_, select
+
+from workers.guards import keys
+from workers.guards.connection import guard_redis
+from workers.queue_ops import message_ids_in_flight
+from workers.redaction import contains_redacted, kwargs_repr
+from workers.settings import get_settings
+from workers.store import actions as store
+from workers.store.db import session
+from workers.store.models import ActionRun, WorkflowStep, utcnow
+
+
+@dataclass
+class StuckReport:
+    requeued: list[str] = field(default_factory=list)
+    reconciled: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)  # old, but their message is still queued
+    running: list[str] = field(default_factory=list)  # old, but a worker holds a live lease
+    details: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _candidates(cutoff: Any, limit: int) -> list[ActionRun]:
+    with session() as s:
+        rows = s.scalars(select(ActionRun).where(
+            or_(ActionRun.status == "queued", ActionRun.status == "retrying"),
+            ActionRun.updated_at < cutoff,
+        ).order_by(ActionRun.created_at).limit(limit)).all()
+        s.expunge_all()
+        return list(rows)
+
+
+def _step_context(action_id: str) -> dict[str, str] | None:
+    with session() as s:
+        row = s.execute(select(WorkflowStep.workflow_id, WorkflowStep.step_id)
+                        .where(WorkflowStep.action_id == action_id)).first()
+    return {"workflow_id": row[0], "step_id": row[1]} if row else None
+
+
+def detect(*, act: bool = True, limit: int = 1000) -> StuckReport:
+    settings = get_settings()
+    r = guard_redis()
+    now = utcnow()
+    report = StuckReport()
+    candidates = _candidates(now - timedelta(seconds=settings.stuck_after_s), limit)
+    if not candidates:
+        return report
+    in_flight, too_long = message_ids_in_flight(r)
+    pipe = r.pipeline(transaction=False)
+    for run in candidates:
+        pipe.hgetall(keys.run(run.id))
+    records = pipe.execute()
+    server_now = float(r.time()[0])
+    for run, raw in zip(candidates, records, strict=True):
+        rec = {k.decode(): v.decode() for k, v in raw.items()}
+        state = rec.get("state")
+        if state in ("done", "failed"):
+            report.reconciled.append(run.id)
+            report.details[run.id] = f"outcome was in Redis ({state}), not in the database"
+            if act:
+                _reconcile(run, rec)
+            continue
+        if run.id in in_flight or run.queue in too_long:
+            report.waiting.append(run.id)
+            continue
+        if state == "running" and float(rec.get("lease_until", 0)) > server_now:
+            report.running.append(run.id)
+            continue
+        age = (now - store._aware(run.created_at)).total_seconds()
+        requeues = int(r.get(f"opsq:stuck:{run.id}") or 0)
+        reason = None
+        if age > settings.stuck_fail_after_s:
+            reason = f"stuck for {age / 3600:.1f} h with no message left in Redis"
+        elif requeues >= settings.stuck_max_requeues:
+            reason = f"requeued {requeues} times and lost again"
+        elif contains_redacted(run.params):
+            reason = "lost, and its stored params hold secrets: replay it with `opsq dlq replay ID --params-json`"
+        if reason:
+            report.failed.append(run.id)
+            report.details[run.id] = reason
+            if act:
+                store.mark_failed(run.id, run.attempts, f"stuck: {reason}", "stuck", dead_letter=True)
+            continue
+        report.requeued.append(run.id)
+        report.details[run.id] = f"no message in Redis for {age:.0f}s; requeue #{requeues + 1}"
+        if act:
+            _requeue(run, r)
+    return report
+
+
+def _reconcile(run: ActionRun, rec: dict[str, str]) -> None:
+    if rec["state"] == "done":
+        store.mark_succeeded(run.id, max(run.attempts, 1), json.loads(rec.get("result") or "{}"), None)
+    else:
+        error = json.loads(rec.get("error") or "{}")
+        store.mark_failed(run.id, max(run.attempts, 1), str(error.get("message")), str(error.get("kind")),
+                          dead_letter=False)
+
+
+def _requeue(run: ActionRun, r: Any) -> None:
+    from workers.queues import priority_value
+    from workers.tasks import execute_action
+
+    r.set(f"opsq:stuck:{run.id}", int(r.get(f"opsq:stuck:{run.id}") or 0) + 1, ex=7 * 86400)
+    kwargs: dict[str, Any] = {"action_id": run.id, "platform": run.platform, "action": run.action,
+                              "params": run.params, "max_attempts": run.max_attempts,
+                              "attempt": max(run.attempts, 1) if run.status == "retrying" else 1,
+                              "idempotency_key": run.idempotency_key}
+    step = _step_context(run.id)
+    if step:
+        kwargs["step"] = step
+    execute_action.apply_async(kwargs=kwargs, task_id=run.id, queue=run.queue, routing_key=run.queue,
+                               priority=priority_value(run.priority), kwargsrepr=kwargs_repr(kwargs))
+    store.touch(run.id)
