@@ -56,7 +56,8 @@ def success_rate_conditions() -> list[Condition]:
 def queue_depth_conditions() -> list[Condition]:
     s = get_settings()
     r = guard_redis()
-    now = float(r.time()[0])
+    sec, usec = r.time()
+    now = sec + usec / 1e6
     out = []
     for q in ALL_QUEUES:
         depth = sum(int(r.llen(k)) for k in priority_lists(q).values())
@@ -76,7 +77,8 @@ def queue_depth_conditions() -> list[Condition]:
 def breaker_conditions() -> list[Condition]:
     s = get_settings()
     r = guard_redis()
-    now = float(r.time()[0])
+    sec, usec = r.time()
+    now = sec + usec / 1e6
     out = []
     for platform in PLATFORM_QUEUES:
         fields = {k.decode(): v.decode() for k, v in r.hgetall(f"opsq:cb:{platform}").items()}

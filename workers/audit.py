@@ -59,13 +59,21 @@ def append(action: str, target: str | None = None, detail: dict[str, Any] | None
         _append(conn, action, target, detail, actor)
 
 
+def _lock_head(conn: Connection) -> Any:
+    if conn.dialect.name == "postgresql":
+        return conn.execute(select(_HEAD.c.last_id, _HEAD.c.last_hash).where(_HEAD.c.id == 1).with_for_update()).first()
+    conn.execute(text("UPDATE audit_head SET id = id WHERE id = 1"))  # SQLite: take the write lock first
+    return conn.execute(select(_HEAD.c.last_id, _HEAD.c.last_hash).where(_HEAD.c.id == 1)).first()
+
+
 def _append(conn: Connection, action: str, target: str | None, detail: dict[str, Any] | None,
             actor: str | None) -> None:
-    if conn.dialect.name == "postgresql":
-        head = conn.execute(select(_HEAD.c.last_id, _HEAD.c.last_hash).where(_HEAD.c.id == 1).with_for_update()).one()
-    else:
-        conn.execute(text("UPDATE audit_head SET id = id WHERE id = 1"))  # SQLite: take the write lock first
-        head = conn.execute(select(_HEAD.c.last_id, _HEAD.c.last_hash).where(_HEAD.c.id == 1)).one()
+    head = _lock_head(conn)
+    if head is None:
+        # The head row is gone (deleted by hand). Start again from GENESIS: if entries exist, verify()
+        # reports the break at the first new entry instead of this hiding it.
+        conn.execute(insert(_HEAD).values(id=1, last_id=0, last_hash=GENESIS))
+        head = _lock_head(conn)
     at = utcnow()
     who = actor or default_actor()
     clean = redact(detail or {})

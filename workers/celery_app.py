@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, celeryd_after_setup, worker_process_init
+from celery.signals import after_setup_logger, celeryd_after_setup, worker_init, worker_process_init
 
 from workers.broker_url import resolve_redis_url
 from workers.queues import PRIORITY_STEPS, PRIORITY_VALUES, celery_queues
@@ -94,6 +94,14 @@ observability.install(app)
 def _quiet_http_client(**_: Any) -> None:
     # httpx logs every request at INFO; the action's own log lines already say what was called.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@worker_init.connect
+def _schema_ready(**_: Any) -> None:
+    # Migrate (when OPSQ_AUTO_MIGRATE) before the worker says it is ready, not on its first action.
+    from workers.store.db import get_engine
+
+    get_engine()
 
 
 @celeryd_after_setup.connect

@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import re
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +36,7 @@ log = logging.getLogger("opsq.observability")
 # every word that happens to contain it.
 MIN_SECRET_LEN = 6
 LOG_FIELDS = ("action_id", "platform", "action", "attempt", "workflow_id", "step_id")
+LOG_FORMATS = ("json", "text")
 SENTRY_TAGS = ("platform", "action", "action_id", "workflow_id", "step_id")
 
 
@@ -51,7 +52,9 @@ class ObservabilitySettings(BaseSettings):
     flower_password: SecretStr | None = None
     flower_port: int = Field(5555, ge=1, le=65535)
     flower_address: str = "0.0.0.0"
-    log_format: Literal["json", "text"] = "json"
+    # json or text; anything else falls back to json with a warning (see _log_format), so a typo here
+    # cannot switch Sentry off.
+    log_format: str = "json"
 
     @field_validator("log_format", mode="before")
     @classmethod
@@ -78,6 +81,7 @@ _SECRET_WORD = (r"(?:pass(?:word)?|secret|token|api[_-]?key|authori[sz]ation|coo
 # `password='x'`, `"token": "x"`, `token=x&...`, `Authorization: Bearer x`, `\"secret\": \"x\"` (escaped JSON).
 _KEY_VALUE = re.compile(
     r"(?P<key>[\w.-]*" + _SECRET_WORD + r"[\w.-]*)(?P<close>\\?['\"])?(?P<sep>\s*[:=]\s*)"
+    r"(?!\\?['\"]?\[redacted\])"  # already redacted: scrubbing twice changes nothing
     r"(?P<value>\\?\"(?:[^\"\\]|\\.)*?\\?\"|'(?:[^'\\]|\\.)*'|(?:(?:bearer|basic|token|digest)\s+)?[^\s,;&'\"}\])]+)",
     re.IGNORECASE,
 )
@@ -217,16 +221,33 @@ def init_sentry(settings: ObservabilitySettings | None = None) -> bool:
     return True
 
 
+_announced = False
+
+
+def _announce_sentry() -> None:
+    """Says once per worker that Sentry is on (in the main process, once its logging is set up)."""
+    global _announced
+    if _sentry_pid == os.getpid() and not _announced and logging.getLogger().handlers:
+        _announced = True
+        import sentry_sdk
+
+        environment = sentry_sdk.get_client().options.get("environment")
+        log.info("Sentry error reporting is on (environment %s)", environment)
+
+
 def _init_sentry_logged(**_: Any) -> None:
     try:
         if init_sentry():
-            log.info("Sentry error reporting is on")
+            _announce_sentry()
     except Exception as exc:  # a bad DSN must not stop the worker; say so loudly instead
         log.error("Sentry is off: %s", scrub_text(f"{type(exc).__name__}: {exc}"))
 
 
 def _reinit_sentry_in_child(**_: Any) -> None:
+    """A prefork child: a client (and HTTP connection pool) of its own, same integration object."""
+    global _announced
     if _sentry_pid is not None and _sentry_pid != os.getpid():
+        _announced = True  # the parent said it
         _init_sentry_logged()
 
 
@@ -368,15 +389,22 @@ def configure_handlers(logger: logging.Logger, log_format: str) -> None:
 
 def _log_format() -> str:
     try:
-        return observability_settings().log_format
-    except ValidationError as exc:
-        bad = os.environ.get("OPSQ_LOG_FORMAT")
-        logging.getLogger("opsq.observability").warning(
-            "OPSQ_LOG_FORMAT=%r is not json or text; using json (%s)", bad, exc.errors()[0].get("msg"))
-        return "json"
+        value = observability_settings().log_format
+    except ValidationError:
+        value = os.environ.get("OPSQ_LOG_FORMAT", "")
+    if value in LOG_FORMATS:
+        return value
+    log.warning("OPSQ_LOG_FORMAT=%r is not one of %s; using json", value, "/".join(LOG_FORMATS))
+    return "json"
 
 
 def _on_after_setup_logger(logger: logging.Logger | None = None, **_: Any) -> None:
+    if logger is not None:
+        configure_handlers(logger, _log_format())
+    _announce_sentry()
+
+
+def _on_after_setup_task_logger(logger: logging.Logger | None = None, **_: Any) -> None:
     if logger is not None:
         configure_handlers(logger, _log_format())
 
@@ -402,5 +430,5 @@ def install(app: Any) -> None:
     task_prerun.connect(_on_task_prerun, weak=False, dispatch_uid="opsq.observability.prerun")
     task_postrun.connect(_on_task_postrun, weak=False, dispatch_uid="opsq.observability.postrun")
     after_setup_logger.connect(_on_after_setup_logger, weak=False, dispatch_uid="opsq.observability.logs")
-    after_setup_task_logger.connect(_on_after_setup_logger, weak=False,
+    after_setup_task_logger.connect(_on_after_setup_task_logger, weak=False,
                                     dispatch_uid="opsq.observability.task_logs")
