@@ -24,11 +24,13 @@ def test_demo_runs_to_its_summary_on_embedded_defaults(tmp_path):
     summary = json.loads(out.read_text())
     assert summary["all_scenarios_passed"] is True
     assert summary["failed"] == 1  # the payment step of scenario 5, on purpose
-    assert {s["scenario"] for s in summary["scenarios"]} == {"1", "2", "3", "4", "4b", "4c", "5", "6"}
+    assert {s["scenario"] for s in summary["scenarios"]} == {"1", "2", "3", "4", "4b", "4c", "5", "6", "7"}
     breaker = next(s for s in summary["scenarios"] if s["scenario"] == "4b")
     assert breaker["calls_during_outage"] <= breaker["bound"]
     assert next(s for s in summary["scenarios"] if s["scenario"] == "4c")["platform_calls"] == 1
     assert set(summary["by_platform"]) >= {"slack", "notion", "trello", "gdrive", "gsheets"}
     assert summary["by_priority"]["critical"] == {"succeeded": 2}
+    dashboard = next(s for s in summary["scenarios"] if s["scenario"] == "7")
+    assert dashboard["platforms"]["trello"]["retries"] >= 2 and dashboard["workflows"]["rolled_back"] >= 2
     rollback = next(s for s in summary["scenarios"] if s["scenario"] == "5")
     assert rollback["compensation_order"] == ["notify", "log_row", "create_invoice", "reserve_stock"]

@@ -53,6 +53,8 @@ class DemoRun:
     worker_name: str
     action_ids: list[str] = field(default_factory=list)
     scenarios: list[dict[str, Any]] = field(default_factory=list)
+    started_wall: float = field(default_factory=time.time)
+    flower_url: str | None = None
 
     def track(self, handle: Any) -> Any:
         self.action_ids.append(handle.id)
@@ -62,8 +64,11 @@ class DemoRun:
 class DemoEnvironment:
     """Everything the demo starts, and stops again, whatever happens."""
 
-    def __init__(self, use_configured: bool) -> None:
+    def __init__(self, use_configured: bool, flower: bool = False) -> None:
         self.use_configured = use_configured
+        self.flower = flower
+        self.flower_proc: subprocess.Popen[bytes] | None = None
+        self.flower_url: str | None = None
         self.tmp = Path(tempfile.mkdtemp(prefix="opsq-demo-"))
         self.sandbox: Any = None
         self.worker: subprocess.Popen[bytes] | None = None
@@ -106,11 +111,31 @@ class DemoEnvironment:
             if self.worker.poll() is not None or time.monotonic() > deadline:
                 raise click.ClickException(f"the demo worker did not start; its log: {self.worker_log}")
             time.sleep(0.1)
+        if self.flower:
+            self._start_flower()
         click.echo(click.style("opsqueue demo", bold=True) + f"  broker {url}  sandbox {self.sandbox.url}")
+        if self.flower_url:
+            click.echo(f"Flower (local only, no password): {click.style(self.flower_url, bold=True)}")
         click.echo(f"worker {self.worker_name} (2 processes) consuming {', '.join(DEMO_QUEUES)}")
         return self
 
+    def _start_flower(self) -> None:
+        from workers.embedded_redis import free_port
+
+        port = free_port()
+        self.flower_proc = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli.main", "flower", "--unauthenticated-local", "--port", str(port)],
+            env=dict(os.environ), stdout=(self.tmp / "flower.log").open("wb"), stderr=subprocess.STDOUT,
+            start_new_session=True)
+        self.flower_url = f"http://127.0.0.1:{port}"
+
     def __exit__(self, *exc: object) -> None:
+        if self.flower_proc and self.flower_proc.poll() is None:
+            self.flower_proc.terminate()
+            try:
+                self.flower_proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.flower_proc.kill()
         if self.worker and self.worker.poll() is None:
             self.worker.terminate()
             try:
@@ -373,9 +398,37 @@ def scenario_approvals(run: DemoRun) -> None:
     run.scenarios.append({"scenario": "6", "name": "approvals", "passed": passed, "outcomes": results})
 
 
+def scenario_dashboard(run: DemoRun) -> None:
+    from datetime import UTC, datetime
+
+    from workers.cli.ops_cmd import print_metrics
+    from workers.guards import breaker
+    from workers.reports import metrics
+    from workflows import state
+
+    heading(7, "metrics dashboard: from the store and Redis, as `opsq metrics` shows it")
+    data = metrics(datetime.fromtimestamp(run.started_wall, UTC))
+    print_metrics(data)
+    states = {p: breaker.status(p).state for p in PLATFORM_QUEUES if p != "noop"}
+    click.echo("breakers:    " + "  ".join(f"{p}={click.style(s, fg='green' if s == 'closed' else 'red')}"
+                                            for p, s in states.items()))
+    runs = [r for r in state.list_runs(limit=50) if r["created_at"].timestamp() >= run.started_wall]
+    by_status: dict[str, int] = {}
+    for r in runs:
+        by_status[r["status"]] = by_status.get(r["status"], 0) + 1
+    retries = sum(m["retries"] for m in data["platforms"].values())
+    click.echo(f"workflows:   {len(runs)} ({', '.join(f'{k}={v}' for k, v in sorted(by_status.items()))}); "
+               f"retries {retries}; rollbacks {by_status.get('rolled_back', 0)}")
+    if run.flower_url:
+        click.echo(f"Flower:      {run.flower_url} (live workers, tasks and queues)")
+    passed = bool(data["platforms"]) and all(s == "closed" for s in states.values())
+    run.scenarios.append({"scenario": "7", "name": "metrics dashboard", "passed": passed,
+                          "platforms": data["platforms"], "breakers": states, "workflows": by_status})
+
+
 SCENARIOS: list[Callable[[DemoRun], None]] = [scenario_routing, scenario_priority, scenario_workflow, scenario_retry,
                                                scenario_breaker, scenario_duplicates, scenario_rollback,
-                                               scenario_approvals]
+                                               scenario_approvals, scenario_dashboard]
 
 
 def summarise(run: DemoRun, started: float) -> dict[str, Any]:
@@ -423,10 +476,11 @@ def print_summary(summary: dict[str, Any]) -> None:
         click.echo((ok if s["passed"] else bad)(f"scenario {s['scenario']}: {s['name']}"))
 
 
-def run_demo(*, quick: bool, json_out: Path | None, use_configured: bool) -> bool:
+def run_demo(*, quick: bool, json_out: Path | None, use_configured: bool, flower: bool = False) -> bool:
     started = time.monotonic()
-    with DemoEnvironment(use_configured) as env:
-        run = DemoRun(quick=quick, sandbox_url=env.sandbox.url, worker_name=env.worker_name)
+    with DemoEnvironment(use_configured, flower) as env:
+        run = DemoRun(quick=quick, sandbox_url=env.sandbox.url, worker_name=env.worker_name,
+                      flower_url=env.flower_url)
         for scenario in SCENARIOS:
             scenario(run)
         summary = summarise(run, started)
