@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from workers import audit
 from workers.errors import OpsqError, SubmitError
 from workers.queues import PRIORITY_NAMES
 from workers.settings import get_settings
@@ -110,6 +111,7 @@ def approve(approval_id: str, actor: str | None = None, comment: str | None = No
     detail = f"approval {approval_id} by {actor or _user()}" + (f": {comment}" if comment else "")
     if not state.transition(wid, "running", allowed_from=("awaiting_approval",), event="approved", detail=detail):
         raise OpsqError(f"workflow {wid} is {state.get_run_row(wid)['status']}, not awaiting approval")
+    audit.append("approve", f"approval:{approval_id}", {"workflow_id": wid, "comment": comment}, actor=actor)
     spec = WorkflowSpec.model_validate(state.get_run_row(wid)["spec"])
     launch(wid, spec, from_level=approval["level"], approved=True)
     return WorkflowHandle(wid)
@@ -120,6 +122,8 @@ def deny(approval_id: str, reason: str, actor: str | None = None) -> WorkflowHan
 
     approval = state.get_approval(approval_id)
     _decide(approval, "denied", actor, reason)
+    audit.append("deny", f"approval:{approval_id}", {"workflow_id": approval["workflow_id"], "reason": reason},
+                 actor=actor)
     start_rollback(approval["workflow_id"], f"approval {approval_id} denied by {actor or _user()}: {reason}")
     return WorkflowHandle(approval["workflow_id"])
 
@@ -131,6 +135,8 @@ def expire_due() -> list[str]:
     expired = []
     for approval in state.due_approvals(utcnow()):
         if state.decide_approval(approval["id"], "expired", "opsqueue", "approval expired"):
+            audit.append("approval_expired", f"approval:{approval['id']}",
+                         {"workflow_id": approval["workflow_id"]}, actor="opsqueue")
             start_rollback(approval["workflow_id"], f"approval {approval['id']} expired")
             expired.append(approval["id"])
     return expired
@@ -152,6 +158,7 @@ def rollback(workflow_id: str, actor: str | None = None) -> str:
 
     run = state.get_run_row(workflow_id)
     who = actor or _user()
+    audit.append("workflow_rollback", f"workflow:{workflow_id}", {"status": run["status"]}, actor=who)
     if run["status"] == "rollback_failed":
         from workflows.tasks import forget_failed_undos
 
@@ -190,6 +197,7 @@ def mark_resolved(workflow_id: str, note: str, actor: str | None = None) -> None
                         "rolling back, rollback_failed or waiting workflows can be marked resolved")
     with session() as s:
         s.execute(update(WorkflowRun).where(WorkflowRun.id == workflow_id).values(resolution_note=f"{who}: {note}"))
+        audit.append("mark_resolved", f"workflow:{workflow_id}", {"note": note}, actor=who, conn=s.connection())
 
 
 def _user() -> str:

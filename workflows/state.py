@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import func, insert, select, update
 
+from workers import audit
 from workers.errors import NotFound
 from workers.redaction import redact
 from workers.store.db import session
@@ -56,6 +57,9 @@ def create_run(spec: WorkflowSpec, input_: dict[str, Any], priority: str, *, ide
                                attempts=0))
         s.add(WorkflowEvent(workflow_id=workflow_id, at=now, kind="submitted",
                             detail=f"{spec.name}: {len(spec.steps)} steps, priority {priority}"))
+        s.flush()
+        audit.append("workflow_submit", f"workflow:{workflow_id}", {"name": spec.name, "priority": priority},
+                     actor=created_by, conn=s.connection())
     return workflow_id
 
 
