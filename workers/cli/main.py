@@ -97,6 +97,19 @@ def main() -> None:
         cli(prog_name="opsq")
     except ConfigError as exc:  # pragma: no cover - raised outside invoke only in odd set-ups
         _die(str(exc))
+    finally:
+        _close_result_subscriptions()
+
+
+def _close_result_subscriptions() -> None:
+    """Sending a group makes Celery subscribe to its results in Redis; left to interpreter shutdown,
+    the unsubscribe fails noisily ("Exception ignored in AsyncResult.__del__"). The CLI follows work in
+    the store, never through Celery results, so close them while the interpreter is whole."""
+    module = sys.modules.get("workers.celery_app")
+    consumer = getattr(module.app.backend, "result_consumer", None) if module else None
+    if consumer is not None:
+        consumer.stop()
+        getattr(consumer, "subscribed_to", set()).clear()
 
 
 if __name__ == "__main__":
