@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import func, insert, select, update
 
+from workers.guards import breaker
 from workers.guards.connection import guard_redis
 from workers.queue_ops import priority_lists
 from workers.queues import ALL_QUEUES, PLATFORM_QUEUES
@@ -81,14 +82,15 @@ def breaker_conditions() -> list[Condition]:
     now = sec + usec / 1e6
     out = []
     for platform in PLATFORM_QUEUES:
-        fields = {k.decode(): v.decode() for k, v in r.hgetall(f"opsq:cb:{platform}").items()}
-        if fields.get("state") != "open":
+        st = breaker.status(platform, r)
+        if st.state == "closed" or st.opened_at is None:
             continue
-        opened = float(fields.get("opened_at") or fields.get("changed_at") or now)
-        if now - opened >= s.alert_breaker_open_for_s:
-            forced = " (forced open by an operator)" if fields.get("forced") == "1" else ""
+        # half_open counts too: a breaker that never manages to close is an outage as well.
+        if now - st.opened_at >= s.alert_breaker_open_for_s:
+            forced = " (forced open by an operator)" if st.forced_open else ""
             out.append(Condition(f"breaker_open:{platform}", "breaker_open", "high",
-                                 f"circuit breaker for {platform} open for {(now - opened) / 60:.0f} min{forced}"))
+                                 f"circuit breaker for {platform} {st.state} for {(now - st.opened_at) / 60:.0f} "
+                                 f"min{forced}"))
     return out
 
 
@@ -134,13 +136,13 @@ def sync(conditions: list[Condition], owned_prefixes: tuple[str, ...]) -> dict[s
                 conn.execute(update(_A).where(_A.c.id == row.id).values(state="cleared", cleared_at=now))
                 cleared.append(key)
     for key in fired:
-        _notify("FIRING", current[key].severity, current[key].message)
+        _notify("FIRING", current[key].severity, current[key].message, key, now.isoformat())
     for key in cleared:
-        _notify("RESOLVED", "info", open_keys[key].message)
+        _notify("RESOLVED", "info", open_keys[key].message, key, now.isoformat())
     return {"fired": fired, "cleared": cleared}
 
 
-def _notify(state: str, severity: str, message: str) -> None:
+def _notify(state: str, severity: str, message: str, key: str = "", at: str = "") -> None:
     line = f"[{state}] {message}"
     if state == "FIRING":
         log.warning("alert %s", line)
@@ -158,8 +160,9 @@ def _notify(state: str, severity: str, message: str) -> None:
         try:
             from workers.client import submit_action
 
+            # One post per transition (not per text: the same text recurs across incidents).
             submit_action("slack", "send_message", {"channel": channel, "text": f"opsqueue alert {line}"},
-                          priority="high", dedupe=True, actor="opsqueue-alerts")
+                          priority="high", idempotency_key=f"alert:{key}:{state}:{at}", actor="opsqueue-alerts")
         except Exception:  # pragma: no cover
             log.exception("could not post the alert to Slack")
 

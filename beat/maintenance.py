@@ -23,9 +23,14 @@ _RUNS = MaintenanceRun.__table__
 
 def detect_stuck() -> dict[str, Any]:
     from workers.stuck import detect
+    from workflows.client import resume_stuck
 
     report = detect(act=True)
-    return {k: v for k, v in report.to_dict().items() if v}
+    summary = {k: v for k, v in report.to_dict().items() if v and k != "workflows"}
+    resumed = resume_stuck(get_settings().stuck_after_s)
+    if resumed:
+        summary["workflows_resumed"] = resumed
+    return summary
 
 
 def expire_approvals() -> dict[str, Any]:
@@ -86,6 +91,20 @@ def run(name: str, origin: str = "manual") -> dict[str, Any]:
     job = JOBS.get(name)
     if job is None:
         raise ValueError(f"unknown maintenance job {name!r} (known: {', '.join(JOBS)})")
+    # One run of a job at a time, across every worker and the CLI (a backlog of beat messages after an
+    # outage, or a run by hand during beat's, must not run it twice at once).
+    from workers.guards.connection import guard_redis
+
+    lock = guard_redis().lock(f"opsq:maintenance:{name}", timeout=3600, blocking=False)
+    if not lock.acquire():
+        return {"skipped": f"{name} is running elsewhere"}
+    try:
+        return _run_locked(name, job, origin)
+    finally:
+        lock.release()
+
+
+def _run_locked(name: str, job: Callable[[], dict[str, Any]], origin: str) -> dict[str, Any]:
     started = utcnow()
     with get_engine().begin() as conn:
         row = conn.execute(insert(_RUNS).values(name=name, started_at=started, origin=origin))

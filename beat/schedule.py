@@ -32,7 +32,9 @@ def build(settings: Settings) -> dict[str, dict[str, Any]]:
         every = settings.beat_intervals.get(name, default)
         when: Any = (crontab(minute=0, hour=settings.beat_backup_hour_utc) if every == "daily"
                      else timedelta(seconds=float(every)))
+        # A run not started within its own interval is dropped: the next one does the same work.
+        expires = 3600.0 if every == "daily" else max(float(every), 1.0)
         schedule[name] = {"task": MAINTENANCE_TASK, "schedule": when, "args": (name,),
                           "options": {"queue": MAINTENANCE_QUEUE, "routing_key": MAINTENANCE_QUEUE,
-                                      "expires": 3600}}
+                                      "expires": expires}}
     return schedule

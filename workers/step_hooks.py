@@ -14,7 +14,8 @@ class StepHooks(Protocol):
         """The params to run with (templates rendered), or None: the step must not run (its workflow
         is rolling back or finished)."""
 
-    def started(self, step: dict[str, Any], attempt: int) -> None: ...
+    def started(self, step: dict[str, Any], attempt: int) -> bool:
+        """Claim the step for this attempt; False: it must not run (skipped by a rollback)."""
 
     def succeeded(self, step: dict[str, Any], params: dict[str, Any], result: dict[str, Any]) -> None: ...
 

@@ -34,6 +34,9 @@ class StuckReport:
     failed: list[str] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)  # old, but their message is still queued
     running: list[str] = field(default_factory=list)  # old, but a worker holds a live lease
+    # Workflows with a step whose message is lost. Steps are never re-sent one by one (that would run
+    # them out of order and outside their canvas): the workflow is resumed as a whole (beat does it).
+    workflows: list[str] = field(default_factory=list)
     details: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -50,11 +53,11 @@ def _candidates(cutoff: Any, limit: int) -> list[ActionRun]:
         return list(rows)
 
 
-def _step_context(action_id: str) -> dict[str, str] | None:
+def _workflow_of(action_ids: list[str]) -> dict[str, str]:
     with session() as s:
-        row = s.execute(select(WorkflowStep.workflow_id, WorkflowStep.step_id)
-                        .where(WorkflowStep.action_id == action_id)).first()
-    return {"workflow_id": row[0], "step_id": row[1]} if row else None
+        rows = s.execute(select(WorkflowStep.action_id, WorkflowStep.workflow_id)
+                         .where(WorkflowStep.action_id.in_(action_ids))).all()
+    return {a: w for a, w in rows}
 
 
 def detect(*, act: bool = True, limit: int = 1000) -> StuckReport:
@@ -71,9 +74,16 @@ def detect(*, act: bool = True, limit: int = 1000) -> StuckReport:
         pipe.hgetall(keys.run(run.id))
     records = pipe.execute()
     server_now = float(r.time()[0])
+    steps = _workflow_of([c.id for c in candidates])
     for run, raw in zip(candidates, records, strict=True):
         rec = {k.decode(): v.decode() for k, v in raw.items()}
         state = rec.get("state")
+        if run.id in steps:
+            # A workflow step that is queued has no message of its own until its turn in the canvas;
+            # whether the workflow is stuck is judged per workflow (workflows.client.stuck_workflows).
+            if run.id not in in_flight and state != "running" and steps[run.id] not in report.workflows:
+                report.workflows.append(steps[run.id])
+            continue
         if state in ("done", "failed"):
             report.reconciled.append(run.id)
             report.details[run.id] = f"outcome was in Redis ({state}), not in the database"
@@ -121,14 +131,14 @@ def _requeue(run: ActionRun, r: Any) -> None:
     from workers.queues import priority_value
     from workers.tasks import execute_action
 
-    r.set(f"opsq:stuck:{run.id}", int(r.get(f"opsq:stuck:{run.id}") or 0) + 1, ex=7 * 86400)
+    pipe = r.pipeline()
+    pipe.incr(f"opsq:stuck:{run.id}")
+    pipe.expire(f"opsq:stuck:{run.id}", 7 * 86400)
+    pipe.execute()
+    store.touch(run.id)  # first, so a detector running at the same time does not send it too
     kwargs: dict[str, Any] = {"action_id": run.id, "platform": run.platform, "action": run.action,
                               "params": run.params, "max_attempts": run.max_attempts,
                               "attempt": max(run.attempts, 1) if run.status == "retrying" else 1,
                               "idempotency_key": run.idempotency_key}
-    step = _step_context(run.id)
-    if step:
-        kwargs["step"] = step
     execute_action.apply_async(kwargs=kwargs, task_id=run.id, queue=run.queue, routing_key=run.queue,
                                priority=priority_value(run.priority), kwargsrepr=kwargs_repr(kwargs))
-    store.touch(run.id)

@@ -7,6 +7,7 @@ import random
 from typing import Any
 
 from celery import Task
+from tenacity import retry, stop_after_attempt, wait_exponential
 
 from executors.errors import AuthError, ExecutorError, RetryableError
 from workers import step_hooks
@@ -46,7 +47,9 @@ def execute_action(self: Task, *, action_id: str, platform: str, action: str, pa
         except ValueError as exc:  # a template that finds nothing: the step cannot run as written
             hooks.failed(step, "template", str(exc))
             _fail(ctx, "template", str(exc), dead_letter=False, started=None, extra=extra)
-        if prepared is None:
+        # started() claims the step (queued -> running) only while its workflow runs: a rollback that
+        # began meanwhile has skipped it, and then it must not call the platform.
+        if prepared is None or not hooks.started(step, attempt):
             log.info("step skipped: its workflow is no longer running", extra=extra)
             store.mark_failed(action_id, attempt, "skipped: workflow no longer running", "skipped", dead_letter=False)
             return {"skipped": True}
@@ -60,8 +63,6 @@ def execute_action(self: Task, *, action_id: str, platform: str, action: str, pa
         return result
 
     started = utcnow()
-    if hooks and step:
-        hooks.started(step, attempt)
     try:
         result = redact(executor(platform).execute(action, params))
     except RetryableError as exc:
@@ -97,12 +98,26 @@ def execute_action(self: Task, *, action_id: str, platform: str, action: str, pa
         _fail(ctx, "internal", msg, dead_letter=True, started=started, extra=extra)
 
     # Redis first: once the outcome is there, a redelivered message cannot call the platform again,
-    # even if this process dies before the database write below.
-    guard.settle(ctx, admission, Outcome(ok=True, result=result))
-    store.mark_succeeded(action_id, attempt, result, started)
-    if hooks and step:
-        hooks.succeeded(step, params, result)
+    # even if this process dies before the database write below. A Redis blip must not lose it either:
+    # settle is retried (tenacity) before anything else happens.
+    _settle_success(guard, ctx, admission, result)
+    try:
+        store.mark_succeeded(action_id, attempt, result, started)
+        if hooks and step:
+            hooks.succeeded(step, params, result)
+    except Exception:
+        # The platform call happened and is recorded in Redis; only the bookkeeping failed (database
+        # busy or down). Try again shortly: the guards answer "done" and the bookkeeping is redone,
+        # without a second call.
+        log.exception("recording the outcome failed; retrying the bookkeeping", extra=extra)
+        raise self.retry(kwargs=self.request.kwargs, countdown=2.0,
+                         kwargsrepr=kwargs_repr(self.request.kwargs)) from None
     return result
+
+
+@retry(stop=stop_after_attempt(6), wait=wait_exponential(multiplier=0.1, max=2.0), reraise=True)
+def _settle_success(guard: Any, ctx: Attempt, admission: Admission, result: dict[str, Any]) -> None:
+    guard.settle(ctx, admission, Outcome(ok=True, result=result))
 
 
 def _not_admitted(task: Task, admission: Admission, ctx: Attempt, extra: dict[str, Any]) -> dict[str, Any]:
@@ -113,11 +128,15 @@ def _not_admitted(task: Task, admission: Admission, ctx: Attempt, extra: dict[st
             store.mark_succeeded(ctx.action_id, ctx.attempt, admission.result or {}, None)
         return admission.result or {}
     if admission.verdict == "failed":
+        # It failed for good earlier, but the worker died before recording it: record it now, as it
+        # would have been (dead-lettered unless the platform refused the params themselves).
         error = admission.error or {}
+        kind = str(error.get("kind"))
         if not store.is_final(ctx.action_id):
-            store.mark_failed(ctx.action_id, ctx.attempt, str(error.get("message")), str(error.get("kind")),
-                              dead_letter=False)
-        raise ActionFailed(str(error.get("kind")), str(error.get("message")))
+            store.mark_failed(ctx.action_id, ctx.attempt, str(error.get("message")), kind,
+                              dead_letter=kind not in ("permanent", "invalid_params", "template", "skipped")
+                              and "workflow_id" not in extra)
+        raise ActionFailed(kind, str(error.get("message")))
     if admission.verdict == "open_fail":
         _fail(ctx, "circuit_open", f"circuit breaker for {ctx.platform} is open (fail-fast action)",
               dead_letter=True, started=None, extra=extra)

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import getpass
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from workers import audit
+from workers.audit import default_actor
 from workers.errors import OpsqError, SubmitError
 from workers.queues import PRIORITY_NAMES
 from workers.settings import get_settings
 from workers.store.models import utcnow
 from workflows import state
-from workflows.compiler import compile_segment, segment_steps
-from workflows.spec import WorkflowSpec, load, validate
+from workflows.compiler import compile_segment, plan_segment
+from workflows.spec import WorkflowSpec, levels, load, validate
 
 SETTLED = (*state.FINAL, "awaiting_approval")
 
@@ -58,18 +59,18 @@ def submit_workflow(spec_or_path: str | Path | Mapping[str, Any] | WorkflowSpec,
         raise SubmitError(f"unknown priority {prio!r} (use one of: {', '.join(PRIORITY_NAMES)})")
     input_ = {**spec.input, **(input or {})}
     settings = get_settings()
+    workflow_id = uuid.uuid4().hex
     if idempotency_key is not None:
         from workers.guards.idempotency import claim
 
-        # Claimed under a placeholder first: the workflow id is known only once it is stored.
-        first = claim(f"wf:{idempotency_key}", "pending", settings.idempotency_ttl_s)
+        if not 0 < len(idempotency_key) <= 190:
+            raise SubmitError("idempotency_key must be 1 to 190 characters")
+        first = claim(f"wf:{idempotency_key}", workflow_id, settings.idempotency_ttl_s)
         if first is not None:
-            if first == "pending":
-                raise SubmitError(f"a workflow with idempotency key {idempotency_key!r} is being submitted now")
             return WorkflowHandle(first, deduplicated=True)
     try:
-        workflow_id = state.create_run(spec, input_, prio, idempotency_key=idempotency_key,
-                                       created_by=created_by or _user())
+        state.create_run(spec, input_, prio, workflow_id=workflow_id, idempotency_key=idempotency_key,
+                         created_by=created_by or default_actor())
         try:
             state.transition(workflow_id, "running", allowed_from=("pending",), event="started")
             launch(workflow_id, spec, from_level=0, approved=False)
@@ -80,40 +81,94 @@ def submit_workflow(spec_or_path: str | Path | Mapping[str, Any] | WorkflowSpec,
         if idempotency_key is not None:
             from workers.guards.idempotency import release
 
-            release(f"wf:{idempotency_key}", "pending")
+            release(f"wf:{idempotency_key}", workflow_id)
         raise
-    if idempotency_key is not None:
-        from workers.guards import keys
-        from workers.guards.connection import guard_redis
-
-        guard_redis().set(keys.idempotency(f"wf:{idempotency_key}"), workflow_id, ex=settings.idempotency_ttl_s)
     return WorkflowHandle(workflow_id)
 
 
-def launch(workflow_id: str, spec: WorkflowSpec, *, from_level: int, approved: bool) -> list[str]:
-    """Send the next part of the workflow's canvas: from `from_level` up to the next approval gate."""
+def launch(workflow_id: str, spec: WorkflowSpec, *, from_level: int, approved: bool,
+           done: frozenset[str] = frozenset()) -> list[str]:
+    """Send the next part of the workflow's canvas: from `from_level` up to the next approval gate,
+    leaving out the steps in `done`."""
     run = state.get_run_row(workflow_id)
     settings = get_settings()
-    action_ids = state.queue_steps(workflow_id, segment_steps(spec, from_level=from_level, approved=approved),
-                                   spec, settings.max_attempts)
-    segment = compile_segment(workflow_id, spec, action_ids, from_level=from_level, approved=approved,
-                              priority=run["priority"], max_attempts=settings.max_attempts)
-    segment.canvas.apply_async()
-    return segment.step_ids
+    plan = plan_segment(spec, from_level=from_level, approved=approved, done=done)
+    action_ids = state.queue_steps(workflow_id, plan.step_ids, spec, settings.max_attempts)
+    compile_segment(workflow_id, plan, spec, action_ids, priority=run["priority"],
+                    max_attempts=settings.max_attempts).apply_async()
+    return plan.step_ids
+
+
+def resume(workflow_id: str, actor: str | None = None, *, only_if_idle: bool = False) -> str:
+    """Send the rest of a running workflow again, from the first level with a step not yet succeeded:
+    for a workflow whose messages were lost (a broker restart, a purge). Steps that succeeded are not
+    sent again; a step whose outcome is in Redis is answered from it without a second call.
+    `only_if_idle`: do nothing while any of its steps has a message or a live lease (beat uses this)."""
+    from workers.guards.execution import live_state
+    from workers.queue_ops import message_ids_in_flight
+
+    run = state.get_run_row(workflow_id)
+    if run["status"] != "running":
+        raise OpsqError(f"workflow {workflow_id} is {run['status']}; only a running workflow can be resumed "
+                        "(awaiting_approval: approve or deny it; failed rollbacks: opsq workflow rollback)")
+    steps = state.steps(workflow_id)
+    in_flight, too_long = message_ids_in_flight()
+    busy = [s["step_id"] for s in steps
+            if s["action_id"] in in_flight or s["platform"] in too_long
+            or (s["status"] == "running" and (live_state(s["action_id"]) or {}).get("state") == "running")]
+    if busy:
+        if only_if_idle:
+            return f"not resumed: step(s) {', '.join(busy)} still have a message or a running worker"
+        raise OpsqError(f"step(s) {', '.join(busy)} still have a message or a running worker; nothing is lost")
+    spec = WorkflowSpec.model_validate(run["spec"])
+    done = frozenset(s["step_id"] for s in steps if s["status"] == "succeeded")
+    layers = levels(spec)
+    first = next((n for n, level in enumerate(layers) if any(sid not in done for sid in level)), len(layers))
+    approved = any(a["level"] == first and a["status"] == "approved"
+                   for a in state.approvals(status=None, workflow_id=workflow_id))
+    audit.append("workflow_resume", f"workflow:{workflow_id}", {"from_level": first}, actor=actor)
+    state.record(workflow_id, "resumed", detail=f"from level {first} by {actor or default_actor()}")
+    sent = launch(workflow_id, spec, from_level=first, approved=approved, done=done)
+    return f"resumed from level {first}: sent {', '.join(sent) or 'the final bookkeeping'}"
+
+
+def resume_stuck(older_than_s: float) -> list[str]:
+    """Beat's part of detect_stuck: running workflows with no progress for `older_than_s` and nothing in
+    flight are resumed."""
+    from datetime import timedelta
+
+    cutoff = utcnow() - timedelta(seconds=older_than_s)
+    out = []
+    for run in state.list_runs(status="running", limit=500):
+        if run["updated_at"] < cutoff:
+            result = resume(run["id"], "opsqueue-beat", only_if_idle=True)
+            if result.startswith("resumed"):
+                out.append(run["id"])
+    return out
 
 
 def approve(approval_id: str, actor: str | None = None, comment: str | None = None) -> WorkflowHandle:
     """Resume the workflow from the gated steps: the rest of its canvas is compiled from the stored spec,
     so this works however long after, and whichever workers are running now."""
     approval = state.get_approval(approval_id)
-    _decide(approval, "approved", actor, comment)
     wid = approval["workflow_id"]
-    detail = f"approval {approval_id} by {actor or _user()}" + (f": {comment}" if comment else "")
+    status = state.get_run_row(wid)["status"]
+    if status != "awaiting_approval" and approval["status"] == "pending":
+        raise OpsqError(f"workflow {wid} is {status}, not awaiting approval; the approval cannot be used")
+    _decide(approval, "approved", actor, comment)
+    detail = f"approval {approval_id} by {actor or default_actor()}" + (f": {comment}" if comment else "")
     if not state.transition(wid, "running", allowed_from=("awaiting_approval",), event="approved", detail=detail):
+        state.undecide_approval(approval_id)
         raise OpsqError(f"workflow {wid} is {state.get_run_row(wid)['status']}, not awaiting approval")
     audit.append("approve", f"approval:{approval_id}", {"workflow_id": wid, "comment": comment}, actor=actor)
     spec = WorkflowSpec.model_validate(state.get_run_row(wid)["spec"])
-    launch(wid, spec, from_level=approval["level"], approved=True)
+    try:
+        launch(wid, spec, from_level=approval["level"], approved=True)
+    except Exception:
+        # Nothing was sent: put the workflow back where it waited, so the approval can be given again.
+        state.transition(wid, "awaiting_approval", allowed_from=("running",), event="approve_failed")
+        state.undecide_approval(approval_id)
+        raise
     return WorkflowHandle(wid)
 
 
@@ -124,7 +179,7 @@ def deny(approval_id: str, reason: str, actor: str | None = None) -> WorkflowHan
     _decide(approval, "denied", actor, reason)
     audit.append("deny", f"approval:{approval_id}", {"workflow_id": approval["workflow_id"], "reason": reason},
                  actor=actor)
-    start_rollback(approval["workflow_id"], f"approval {approval_id} denied by {actor or _user()}: {reason}")
+    start_rollback(approval["workflow_id"], f"approval {approval_id} denied by {actor or default_actor()}: {reason}")
     return WorkflowHandle(approval["workflow_id"])
 
 
@@ -147,7 +202,7 @@ def _decide(approval: dict[str, Any], to: str, actor: str | None, comment: str |
         expire_due()
         raise OpsqError(f"approval {approval['id']} expired at {approval['expires_at']:%Y-%m-%d %H:%M:%S} UTC; "
                         "its workflow is rolled back")
-    if not state.decide_approval(approval["id"], to, actor or _user(), comment):
+    if not state.decide_approval(approval["id"], to, actor or default_actor(), comment):
         current = state.get_approval(approval["id"])["status"]
         raise OpsqError(f"approval {approval['id']} is already {current}")
 
@@ -157,7 +212,7 @@ def rollback(workflow_id: str, actor: str | None = None) -> str:
     from workflows.tasks import start_rollback, workflow_rollback
 
     run = state.get_run_row(workflow_id)
-    who = actor or _user()
+    who = actor or default_actor()
     audit.append("workflow_rollback", f"workflow:{workflow_id}", {"status": run["status"]}, actor=who)
     if run["status"] == "rollback_failed":
         from workflows.tasks import forget_failed_undos
@@ -171,6 +226,14 @@ def rollback(workflow_id: str, actor: str | None = None) -> str:
 
         workflow_rollback.apply_async(args=[workflow_id], queue=CONTROL_QUEUE, routing_key=CONTROL_QUEUE)
         return "retrying the compensations that did not finish"
+    if run["status"] == "rolling_back":
+        # Its rollback task was lost or is slow: send it again. It continues from the stored plan, and
+        # a compensation already done (or running) is not done twice.
+        from workers.queues import CONTROL_QUEUE
+
+        workflow_rollback.apply_async(args=[workflow_id], queue=CONTROL_QUEUE, routing_key=CONTROL_QUEUE)
+        state.record(workflow_id, "rollback_resent", detail=f"by {who}")
+        return "rollback sent again (it continues from its plan)"
     if run["status"] in ("running", "awaiting_approval", "failed"):
         if run["status"] == "awaiting_approval":
             for a in state.approvals(workflow_id=workflow_id):
@@ -184,24 +247,22 @@ def mark_resolved(workflow_id: str, note: str, actor: str | None = None) -> None
     """A person fixed it by hand; recorded with who and why."""
     if not note.strip():
         raise SubmitError("a note saying what was done is required")
-    who = actor or _user()
+    who = actor or default_actor()
     from sqlalchemy import update
 
     from workers.store.db import session
     from workers.store.models import WorkflowRun
 
     if not state.transition(workflow_id, "resolved",
-                            allowed_from=("rollback_failed", "failed", "rolling_back", "awaiting_approval"),
+                            allowed_from=("rollback_failed", "failed", "rolling_back", "awaiting_approval",
+                                          "running"),
                             event="resolved", detail=f"by {who}: {note}"):
-        raise OpsqError(f"workflow {workflow_id} is {state.get_run_row(workflow_id)['status']}; only failed, "
-                        "rolling back, rollback_failed or waiting workflows can be marked resolved")
+        raise OpsqError(f"workflow {workflow_id} is {state.get_run_row(workflow_id)['status']}; it is finished "
+                        "already and cannot be marked resolved")
+    for approval in state.approvals(workflow_id=workflow_id):
+        state.decide_approval(approval["id"], "denied", who, "workflow marked resolved by hand")
+    state.skip_unfinished(workflow_id, "workflow marked resolved by hand")
     with session() as s:
         s.execute(update(WorkflowRun).where(WorkflowRun.id == workflow_id).values(resolution_note=f"{who}: {note}"))
         audit.append("mark_resolved", f"workflow:{workflow_id}", {"note": note}, actor=who, conn=s.connection())
 
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # pragma: no cover - no user in some containers
-        return "unknown"

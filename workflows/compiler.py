@@ -19,13 +19,6 @@ from workers.queues import CONTROL_QUEUE, priority_value
 from workflows.spec import WorkflowSpec, levels
 
 
-@dataclass(frozen=True)
-class Segment:
-    canvas: Signature
-    step_ids: list[str]
-    pauses_at: int | None  # the level whose approval it waits for, if any
-
-
 def step_signature(workflow_id: str, spec: WorkflowSpec, step_id: str, action_id: str, priority: str,
                    max_attempts: int) -> Signature:
     from workers.redaction import kwargs_repr
@@ -47,33 +40,43 @@ def control(sig: Signature) -> Signature:
     return sig.set(queue=CONTROL_QUEUE, routing_key=CONTROL_QUEUE)
 
 
-def compile_segment(workflow_id: str, spec: WorkflowSpec, action_ids: dict[str, str], *, from_level: int,
-                    approved: bool, priority: str, max_attempts: int) -> Segment:
+@dataclass(frozen=True)
+class Plan:
+    """Which levels the next segment runs, and where it stops for an approval."""
+
+    levels: list[list[str]]
+    pauses_at: int | None
+
+    @property
+    def step_ids(self) -> list[str]:
+        return [s for level in self.levels for s in level]
+
+
+def plan_segment(spec: WorkflowSpec, *, from_level: int, approved: bool, done: frozenset[str] = frozenset()) -> Plan:
+    """From `from_level` up to the next level holding a step that needs approval (the level at
+    `from_level` itself runs when `approved`). Steps in `done` (already succeeded: a resumed workflow)
+    are left out."""
+    layers = levels(spec)
+    run: list[list[str]] = []
+    for n in range(from_level, len(layers)):
+        gated = any(spec.step(s).requires_approval for s in layers[n] if s not in done)
+        if gated and not (n == from_level and approved):
+            return Plan(run, n)
+        todo = [s for s in layers[n] if s not in done]
+        if todo:
+            run.append(todo)
+    return Plan(run, None)
+
+
+def compile_segment(workflow_id: str, plan: Plan, spec: WorkflowSpec, action_ids: dict[str, str], *,
+                    priority: str, max_attempts: int) -> Signature:
     from workflows.tasks import workflow_complete, workflow_pause
 
-    layers = levels(spec)
     parts: list[Signature] = []
-    step_ids: list[str] = []
-    pauses_at: int | None = None
-    for n in range(from_level, len(layers)):
-        gated = any(spec.step(s).requires_approval for s in layers[n])
-        if gated and not (n == from_level and approved):
-            pauses_at = n
-            break
-        sigs = [step_signature(workflow_id, spec, s, action_ids[s], priority, max_attempts) for s in layers[n]]
+    for level in plan.levels:
+        sigs = [step_signature(workflow_id, spec, s, action_ids[s], priority, max_attempts) for s in level]
         parts.append(sigs[0] if len(sigs) == 1 else group(sigs))
-        step_ids.extend(layers[n])
-    end = workflow_pause.si(workflow_id, pauses_at) if pauses_at is not None else workflow_complete.si(workflow_id)
+    end = (workflow_pause.si(workflow_id, plan.pauses_at) if plan.pauses_at is not None
+           else workflow_complete.si(workflow_id))
     parts.append(control(end))
-    return Segment(canvas=chain(*parts), step_ids=step_ids, pauses_at=pauses_at)
-
-
-def segment_steps(spec: WorkflowSpec, *, from_level: int, approved: bool) -> list[str]:
-    """The steps the next segment will run (to create their records before it is sent)."""
-    layers = levels(spec)
-    out: list[str] = []
-    for n in range(from_level, len(layers)):
-        if any(spec.step(s).requires_approval for s in layers[n]) and not (n == from_level and approved):
-            break
-        out.extend(layers[n])
-    return out
+    return chain(*parts)

@@ -185,10 +185,37 @@ def _schema_errors(platform: str, action: str, params: dict[str, Any], input_: d
     return []
 
 
+def _secret_paths(value: Any, path: str) -> list[str]:
+    from workers.redaction import is_secret_key
+
+    out = []
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            here = f"{path}.{k}" if path else str(k)
+            if isinstance(k, str) and is_secret_key(k) and v not in (None, ""):
+                out.append(here)
+            else:
+                out.extend(_secret_paths(v, here))
+    elif isinstance(value, list):
+        for n, v in enumerate(value):
+            out.extend(_secret_paths(v, f"{path}[{n}]"))
+    return out
+
+
+SECRET_HINT = ("workflows are stored, and stored secrets are redacted, so a secret there would reach the "
+               "platform as '[redacted]': give credentials through the platform's token setting "
+               "(OPSQ_<PLATFORM>_TOKEN; webhooks: OPSQ_WEBHOOK_TOKEN)")
+
+
 def validate(spec: WorkflowSpec, input_override: Mapping[str, Any] | None = None) -> WorkflowSpec:
     """Raise WorkflowInvalid listing every problem, or return the spec."""
     errors: list[str] = []
     input_ = {**spec.input, **(input_override or {})}
+    for where in _secret_paths(input_, "input"):
+        errors.append(f"{where} looks like a secret: {SECRET_HINT}")
+    for s in spec.steps:
+        for where in _secret_paths(s.params, "params"):
+            errors.append(f"step {s.id}: {where} looks like a secret: {SECRET_HINT}")
     if spec.priority not in PRIORITY_NAMES:
         errors.append(f"priority: unknown priority {spec.priority!r} (use one of: {', '.join(PRIORITY_NAMES)})")
     ids = [s.id for s in spec.steps]

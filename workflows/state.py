@@ -41,9 +41,8 @@ def _row(obj: Any) -> dict[str, Any]:
     return {c.key: _aware(getattr(obj, c.key)) for c in obj.__table__.columns}
 
 
-def create_run(spec: WorkflowSpec, input_: dict[str, Any], priority: str, *, idempotency_key: str | None,
-               created_by: str | None) -> str:
-    workflow_id = uuid.uuid4().hex
+def create_run(spec: WorkflowSpec, input_: dict[str, Any], priority: str, *, workflow_id: str,
+               idempotency_key: str | None, created_by: str | None) -> str:
     now = utcnow()
     depth = {sid: n for n, level in enumerate(levels(spec)) for sid in level}
     with session() as s:
@@ -137,24 +136,41 @@ def record(workflow_id: str, kind: str, *, step_id: str | None = None, detail: s
         s.add(WorkflowEvent(workflow_id=workflow_id, at=utcnow(), kind=kind, step_id=step_id, detail=detail))
 
 
-def step_started(workflow_id: str, step_id: str, attempt: int) -> None:
+def step_started(workflow_id: str, step_id: str, attempt: int) -> bool:
+    """Claims the step (queued/running -> running) only while the workflow runs, in one statement, so a
+    rollback that skipped it can never race this. True also for a step already succeeded (a redelivered
+    message, which the guards answer with the stored result)."""
     now = utcnow()
-    with session() as s:
-        s.execute(update(WorkflowStep).where(WorkflowStep.workflow_id == workflow_id,
-                                             WorkflowStep.step_id == step_id,
-                                             WorkflowStep.status.in_(["queued", "running"]))
-                  .values(status="running", attempts=attempt,
-                          started_at=func.coalesce(WorkflowStep.started_at, now)))
-        if attempt == 1:
-            s.add(WorkflowEvent(workflow_id=workflow_id, at=now, kind="step_started", step_id=step_id))
-
-
-def step_succeeded(workflow_id: str, step_id: str, params: dict[str, Any], output: dict[str, Any], seq: int) -> bool:
-    now = utcnow()
+    running = select(WorkflowRun.id).where(WorkflowRun.id == workflow_id, WorkflowRun.status == "running")
     with session() as s:
         res = s.execute(update(WorkflowStep).where(WorkflowStep.workflow_id == workflow_id,
                                                    WorkflowStep.step_id == step_id,
-                                                   WorkflowStep.status != "succeeded")
+                                                   WorkflowStep.status.in_(["queued", "running"]),
+                                                   running.exists())
+                        .values(status="running", attempts=attempt,
+                                started_at=func.coalesce(WorkflowStep.started_at, now)))
+        if res.rowcount:
+            if attempt == 1:
+                s.add(WorkflowEvent(workflow_id=workflow_id, at=now, kind="step_started", step_id=step_id))
+            return True
+        status = s.scalar(select(WorkflowStep.status).where(WorkflowStep.workflow_id == workflow_id,
+                                                            WorkflowStep.step_id == step_id))
+        return status == "succeeded"
+
+
+def step_succeeded(workflow_id: str, step_id: str, params: dict[str, Any], output: dict[str, Any]) -> bool:
+    """Records the step's output and its place in the order of completion (the rollback undoes steps in
+    the reverse of it). Completions of one workflow are serialised on its run row, so two branches
+    finishing at once get distinct, correctly ordered numbers."""
+    now = utcnow()
+    with session() as s:
+        # Lock the run row first (PostgreSQL: row lock; SQLite: the write lock), then number.
+        s.execute(update(WorkflowRun).where(WorkflowRun.id == workflow_id).values(updated_at=now))
+        seq = (s.scalar(select(func.max(WorkflowStep.completed_seq)).where(WorkflowStep.workflow_id == workflow_id))
+               or 0) + 1
+        res = s.execute(update(WorkflowStep).where(WorkflowStep.workflow_id == workflow_id,
+                                                   WorkflowStep.step_id == step_id,
+                                                   WorkflowStep.status.not_in(["succeeded", "skipped"]))
                         .values(status="succeeded", params=redact(params), output=redact(output), error=None,
                                 completed_seq=seq, finished_at=now,
                                 started_at=func.coalesce(WorkflowStep.started_at, now)))
@@ -183,6 +199,12 @@ def step_skipped(workflow_id: str, step_id: str, reason: str) -> None:
                         .values(status="skipped", error=reason, finished_at=now))
         if res.rowcount:
             s.add(WorkflowEvent(workflow_id=workflow_id, at=now, kind="step_skipped", step_id=step_id, detail=reason))
+
+
+def step_for_action(action_id: str) -> dict[str, Any] | None:
+    with session() as s:
+        row = s.scalar(select(WorkflowStep).where(WorkflowStep.action_id == action_id))
+        return _row(row) if row else None
 
 
 def steps(workflow_id: str) -> list[dict[str, Any]]:
@@ -236,6 +258,12 @@ def compensation_update(comp_id: int, **values: Any) -> None:
         s.execute(update(Compensation).where(Compensation.id == comp_id).values(**values))
 
 
+def compensation_started(comp_id: int, attempt: int) -> None:
+    with session() as s:
+        s.execute(update(Compensation).where(Compensation.id == comp_id).values(
+            status="running", attempts=attempt, started_at=func.coalesce(Compensation.started_at, utcnow())))
+
+
 def reset_failed_compensations(workflow_id: str) -> None:
     with session() as s:
         s.execute(update(Compensation).where(Compensation.workflow_id == workflow_id,
@@ -265,6 +293,13 @@ def get_approval(approval_id: str) -> dict[str, Any]:
         if row is None:
             raise NotFound(f"no approval with id {approval_id}")
         return _row(row)
+
+
+def undecide_approval(approval_id: str) -> None:
+    """Back to pending (an approval whose resume could not be sent)."""
+    with session() as s:
+        s.execute(update(Approval).where(Approval.id == approval_id)
+                  .values(status="pending", decided_by=None, decided_at=None, comment=None))
 
 
 def decide_approval(approval_id: str, to: str, actor: str, comment: str | None) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from typing import Any
 
 from celery import Task, chain
@@ -16,7 +17,7 @@ from workers.errors import ActionFailed
 from workers.guards import Attempt, Outcome, get_guard
 from workers.guards.connection import guard_redis
 from workers.queues import CONTROL_QUEUE
-from workers.redaction import redact
+from workers.redaction import contains_redacted, redact
 from workers.retry import backoff_delay
 from workers.runtime import executor
 from workers.settings import get_settings
@@ -45,17 +46,17 @@ class WorkflowStepHooks:
             state.step_skipped(wid, sid, f"workflow is {run['status']}")
             return None
         context = {"input": {**spec.input, **run["input"]}, "steps": state.outputs(wid)}
-        return templates.render(params, context)
+        rendered = templates.render(params, context)
+        if contains_redacted(rendered):
+            raise templates.TemplateError("a template rendered a stored secret ('[redacted]'); secrets cannot "
+                                          "flow through workflow templates")
+        return rendered
 
-    def started(self, step: dict[str, Any], attempt: int) -> None:
-        state.step_started(step["workflow_id"], step["step_id"], attempt)
+    def started(self, step: dict[str, Any], attempt: int) -> bool:
+        return state.step_started(step["workflow_id"], step["step_id"], attempt)
 
     def succeeded(self, step: dict[str, Any], params: dict[str, Any], result: dict[str, Any]) -> None:
-        wid = step["workflow_id"]
-        # A Redis counter gives the exact order in which steps completed, across every worker: the
-        # rollback undoes them in the reverse of it.
-        seq = int(guard_redis().incr(f"opsq:wf:{wid}:seq"))
-        state.step_succeeded(wid, step["step_id"], params, result, seq)
+        state.step_succeeded(step["workflow_id"], step["step_id"], params, result)
 
     def failed(self, step: dict[str, Any], kind: str, message: str) -> None:
         state.step_failed(step["workflow_id"], step["step_id"], f"[{kind}] {message}")
@@ -78,9 +79,16 @@ def workflow_step_failed(request: Any, exc: Any, traceback: Any, workflow_id: st
     """link_error of every step. Celery calls it in the failing worker with the failed request; a chord
     can fire it more than once, which start_rollback absorbs."""
     if isinstance(exc, ChordError):
-        # The body of a chord whose header failed: this step never ran, its upstream failed.
+        # The body of a chord whose header failed: this step never ran, its upstream failed. Name the
+        # step that did fail (its own errback may lose the race to start the rollback).
         state.step_skipped(workflow_id, step_id, "an upstream step failed")
-        start_rollback(workflow_id, f"upstream of step {step_id} failed: {exc}")
+        match = re.search(r"Dependency ([0-9a-f]{32})", str(exc))
+        failed = state.step_for_action(match.group(1)) if match else None
+        if failed:
+            start_rollback(workflow_id, f"step {failed['step_id']} failed: {failed['error'] or exc}",
+                           failed_step=failed["step_id"])
+        else:
+            start_rollback(workflow_id, f"upstream of step {step_id} failed: {exc}")
         return
     log.warning("workflow %s: step %s failed for good (%s); rolling back", workflow_id, step_id, exc)
     state.step_failed(workflow_id, step_id, str(exc))
@@ -90,11 +98,19 @@ def workflow_step_failed(request: Any, exc: Any, traceback: Any, workflow_id: st
 @app.task(name="opsq.workflow.pause", acks_late=True)
 def workflow_pause(workflow_id: str, level: int) -> str | None:
     spec, run = spec_of(workflow_id)
+    if run["status"] != "running":  # rolled back or resolved meanwhile: no approval for a dead workflow
+        return None
     from workflows.spec import levels
 
     gated = [s for s in levels(spec)[level] if spec.step(s).requires_approval]
-    details = {s: {"platform": spec.step(s).platform, "action": spec.step(s).action,
-                   "params": spec.step(s).params} for s in gated}
+    context = {"input": {**spec.input, **run["input"]}, "steps": state.outputs(workflow_id)}
+    details = {}
+    for s in gated:
+        try:  # show the approver what will really be sent
+            params = templates.render(spec.step(s).params, context)
+        except templates.TemplateError:
+            params = spec.step(s).params
+        details[s] = {"platform": spec.step(s).platform, "action": spec.step(s).action, "params": params}
     approval_id = state.create_approval(workflow_id, level, gated, details, spec.approval_expires_s,
                                         run["created_by"])
     state.set_resume_level(workflow_id, level)
@@ -157,14 +173,15 @@ def compensate_step(self: Task, workflow_id: str, comp_id: int, attempt: int = 1
     if admission.verdict == "done":
         state.compensation_update(comp_id, status="done", result=admission.result, finished_at=utcnow())
         return admission.result or {}
-    if not admission.run and admission.verdict not in ("failed", "open_fail"):
+    if admission.verdict == "failed":  # failed for good earlier; its worker died before recording it
+        error = admission.error or {}
+        return _compensation_failed(workflow_id, comp, str(error.get("kind")), str(error.get("message")))
+    if not admission.run:
         raise self.retry(args=[workflow_id, comp_id], kwargs={"attempt": attempt},
                          countdown=admission.wait_s + random.uniform(0, 0.25 * admission.wait_s + 0.05))
-    state.compensation_update(comp_id, status="running", attempts=attempt, started_at=utcnow())
+    state.compensation_started(comp_id, attempt)
     override = spec.step(comp["step_id"]).compensation
     try:
-        if admission.verdict in ("failed", "open_fail"):
-            raise ExecutorError(f"not run: {admission.verdict}")
         if isinstance(override, CompensationSpec):
             outputs = state.outputs(workflow_id)
             params = templates.render(override.params, {"input": {**spec.input, **run["input"]}, "steps": outputs})
@@ -186,6 +203,11 @@ def compensate_step(self: Task, workflow_id: str, comp_id: int, attempt: int = 1
         kind = getattr(exc, "kind", "template")
         guard.settle(ctx, admission, Outcome(ok=False, error_kind=kind, error=str(exc), final=True))
         return _compensation_failed(workflow_id, comp, kind, str(exc))
+    except Exception as exc:  # a bug in an undo: settle anyway, so no probe slot or lease is left behind
+        msg = f"{type(exc).__name__}: {exc}"
+        guard.settle(ctx, admission, Outcome(ok=False, error_kind="internal", error=msg, final=True))
+        log.exception("compensation crashed")
+        return _compensation_failed(workflow_id, comp, "internal", msg)
     result = redact(result)
     guard.settle(ctx, admission, Outcome(ok=True, result=result))
     state.compensation_update(comp_id, status="done", result=result, error=None, finished_at=utcnow())

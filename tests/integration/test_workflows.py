@@ -270,6 +270,13 @@ INVALID = [
     ("template as code", {"name": "x", "steps": [{"id": "a", "platform": "slack", "action": "send_message",
                                                   "params": {"channel": "c", "text": "{{ __import__('os') }}"}}]},
      "is not a plain path"),
+    ("secret in params", {"name": "x", "steps": [{"id": "a", "platform": "webhook", "action": "post",
+                                                  "params": {"url": "http://h/x",
+                                                             "headers": {"Authorization": "Bearer s3cret"}}}]},
+     "step a: params.headers.Authorization looks like a secret"),
+    ("secret in input", {"name": "x", "input": {"api_token": "tok-1"}, "steps": [
+        {"id": "a", "platform": "slack", "action": "send_message", "params": {"channel": "c", "text": "t"}}]},
+     "input.api_token looks like a secret"),
 ]
 
 
@@ -316,3 +323,29 @@ def test_approve_resumes_in_process(opsq_env_sqlite, workers_started, sandbox_cl
     assert handle.wait(60) == "awaiting_approval"
     approve(state.approvals(workflow_id=handle.id)[0]["id"], "tester")
     assert handle.wait(60) == "succeeded"
+
+
+def test_a_workflow_whose_messages_were_lost_resumes_without_redoing_steps(opsq_env_sqlite, workers_started,
+                                                                          sandbox_client, redis_client):
+    from workers.queue_ops import priority_lists
+
+    env = opsq_env_sqlite()
+    worker = workers_started(env, queues="gdrive,gsheets,trello,control")  # step 3 (slack) waits in Redis
+    handle = submit_workflow(chain_spec())
+    wait_for(lambda: any(s["step_id"] == "row" and s["status"] == "succeeded" for s in state.steps(handle.id)),
+             30, "two steps done")
+    wait_for(lambda: redis_client.llen("slack") + redis_client.llen("slack\x06\x166") > 0, 10, "step 3 queued")
+    worker.kill()
+    for queue in ("slack", "trello", "gsheets", "gdrive", "control"):  # the broker loses every message
+        for key in priority_lists(queue).values():
+            redis_client.delete(key)
+    redis_client.delete("unacked", "unacked_index")
+    out = opsq(env, "workflow", "resume", handle.id)
+    assert out.returncode == 0 and "resumed from level" in out.stdout, out.stdout + out.stderr
+    workers_started(env)
+    assert handle.wait(60) == "succeeded"
+    counts: dict[str, int] = {}
+    for call in sandbox_client.requests():
+        counts[call["platform"]] = counts.get(call["platform"], 0) + 1
+    assert counts == {"gdrive": 1, "gsheets": 1, "slack": 1, "trello": 1}
+    assert "resumed" in [e["kind"] for e in state.events(handle.id)]

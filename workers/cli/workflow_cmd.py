@@ -175,6 +175,15 @@ def register(cli: click.Group) -> None:
 
         click.echo(f"workflow {workflow_id}: {rollback(workflow_id, actor)}")
 
+    @workflow.command("resume")
+    @click.argument("workflow_id")
+    @actor_option
+    def workflow_resume(workflow_id: str, actor: str) -> None:
+        """Send the rest of a running workflow again (its messages were lost); done steps are not redone."""
+        from workflows.client import resume
+
+        click.echo(f"workflow {workflow_id}: {resume(workflow_id, actor)}")
+
     @workflow.command("mark-resolved")
     @click.argument("workflow_id")
     @click.option("--note", required=True, help="What was done by hand.")
