@@ -18,11 +18,11 @@ pytestmark = pytest.mark.integration
 
 
 def make_guard(redis_client: redis.Redis, **kw) -> RedisGuard:
-    settings = Settings(
-        breaker=BreakerConfig(failure_threshold=9, window_s=10),
-        breakers={"trello": {"failure_threshold": 3, "open_s": 0.5, "half_open_max": 2}},
-        rate_limits={"notion": RateLimitConfig(rate=5, burst=3)},
-        idempotency_lease_s=0.5, **kw)
+    settings = Settings(**{
+        "breaker": BreakerConfig(failure_threshold=9, window_s=10),
+        "breakers": {"trello": {"failure_threshold": 3, "open_s": 0.5, "half_open_max": 2}},
+        "rate_limits": {"notion": RateLimitConfig(rate=5, burst=3)},
+        "idempotency_lease_s": 0.5, **kw})
     return RedisGuard(settings, client=redis_client)
 
 
@@ -164,3 +164,55 @@ def test_admit_and_settle_are_one_round_trip_each(redis_client):
     assert CountingConnection.sent == 1
     guard.settle(a, adm, Outcome(ok=True, result={"page_id": "p"}))
     assert CountingConnection.sent == 2
+
+
+def _open_trello(guard: RedisGuard) -> None:
+    for i in range(3):
+        a = attempt(f"open{i}")
+        guard.settle(a, guard.admit(a), FAIL_503)
+
+
+def test_a_probe_that_never_settles_frees_its_slot_after_its_lease(redis_client):
+    guard = make_guard(redis_client)  # lease 0.5 s, trello: open_s 0.5, half_open_max 2
+    _open_trello(guard)
+    time.sleep(0.55)
+    dead1, dead2 = attempt("dead1"), attempt("dead2")
+    assert guard.admit(dead1).probe and guard.admit(dead2).probe  # then their workers are SIGKILLed
+    assert guard.admit(attempt("waits")).verdict == "half_open_busy"
+    assert breaker_ops.status("trello", client=redis_client).probes_in_flight == 2
+    time.sleep(0.55)  # both leases run out; no settle ever comes
+    assert breaker_ops.status("trello", client=redis_client).probes_in_flight == 0
+    live = attempt("live")
+    adm = guard.admit(live)
+    assert adm.run and adm.probe
+    assert breaker_ops.status("trello", client=redis_client).probes_in_flight == 1
+    assert guard.settle(live, adm, Outcome(ok=True, result={})) == "closed"
+    assert not redis_client.exists("opsq:cb:trello:probes")  # the transition cleared the probes
+
+
+def test_a_settled_probe_gives_its_slot_back_at_once(redis_client):
+    guard = make_guard(redis_client, breakers={"trello": {"failure_threshold": 3, "open_s": 0.5,
+                                                          "half_open_max": 1}})
+    _open_trello(guard)
+    time.sleep(0.55)
+    p1 = attempt("p1")
+    adm = guard.admit(p1)
+    assert adm.probe and guard.admit(attempt("p2")).verdict == "half_open_busy"
+    # A probe whose failure does not count against the platform's health leaves the breaker half-open...
+    assert guard.settle(p1, adm, Outcome(ok=False, error_kind="permanent", error="400")) == "half_open"
+    # ...and its slot is free for the next probe without waiting for the lease.
+    p2 = attempt("p2")
+    adm2 = guard.admit(p2)
+    assert adm2.run and adm2.probe
+
+
+def test_operator_transitions_clear_the_probes(redis_client):
+    guard = make_guard(redis_client)
+    _open_trello(guard)
+    time.sleep(0.55)
+    assert guard.admit(attempt("x1")).probe and guard.admit(attempt("x2")).probe
+    breaker_ops.force_open("trello", "test", client=redis_client, audited=False)
+    assert not redis_client.exists("opsq:cb:trello:probes")
+    assert breaker_ops.status("trello", client=redis_client).probes_in_flight == 0
+    breaker_ops.reset("trello", "test", client=redis_client, audited=False)
+    assert breaker_ops.status("trello", client=redis_client).state == "closed"

@@ -34,11 +34,6 @@ class BreakerStatus:
         return asdict(self)
 
 
-def _server_time(r: redis.Redis) -> float:
-    sec, usec = r.time()
-    return float(sec) + usec / 1_000_000
-
-
 def check_platform(platform: str) -> str:
     if platform not in PLATFORM_QUEUES:
         raise ValueError(f"unknown platform {platform!r} (known: {', '.join(PLATFORM_QUEUES)})")
@@ -55,7 +50,12 @@ def status(platform: str, client: redis.Redis | None = None) -> BreakerStatus:
     now = float(sec) + usec / 1_000_000
     fields = {k.decode(): v.decode() for k, v in raw.items()}
     state = fields.get("state", "closed")
-    fails = r.zcount(keys.breaker_failures(platform), now - cfg.window_s, "+inf") if state == "closed" else 0
+    pipe = r.pipeline(transaction=False)
+    pipe.zcount(keys.breaker_failures(platform), now - cfg.window_s, "+inf")
+    pipe.zcount(keys.breaker_probes(platform), now, "+inf")  # live leases only: a dead worker's has run out
+    fails, probes = pipe.execute()
+    if state != "closed":
+        fails = 0
     opened_at = float(fields["opened_at"]) if "opened_at" in fields else None
     forced = fields.get("forced") == "1"
     until = None
@@ -63,7 +63,7 @@ def status(platform: str, client: redis.Redis | None = None) -> BreakerStatus:
         until = max(0.0, opened_at + cfg.open_s - now)
     return BreakerStatus(platform=platform, state=state, failures_in_window=int(fails),
                          failure_threshold=cfg.failure_threshold, window_s=cfg.window_s, open_s=cfg.open_s,
-                         half_open_max=cfg.half_open_max, probes_in_flight=int(fields.get("inflight", 0)),
+                         half_open_max=cfg.half_open_max, probes_in_flight=int(probes),
                          forced_open=forced, opened_at=opened_at, seconds_until_half_open=until)
 
 
@@ -71,7 +71,8 @@ def _force(platform: str, to: str, reason: str, client: redis.Redis | None) -> s
     r = client or guard_redis()
     check_platform(platform)
     previous = r.register_script(scripts.FORCE)(
-        keys=[keys.breaker(platform), keys.breaker_failures(platform), keys.breaker_history(platform)],
+        keys=[keys.breaker(platform), keys.breaker_failures(platform), keys.breaker_history(platform),
+              keys.breaker_probes(platform)],
         args=[to, reason, HISTORY_MAX])
     return previous.decode() if isinstance(previous, bytes) else str(previous)
 

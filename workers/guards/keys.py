@@ -11,13 +11,19 @@ def run(action_id: str) -> str:
 
 
 def breaker(platform: str) -> str:
-    """Hash: state, opened_at, changed_at, inflight (half-open probes), forced."""
+    """Hash: state, opened_at, changed_at, forced."""
     return f"{PREFIX}:cb:{platform}"
 
 
 def breaker_failures(platform: str) -> str:
     """Sorted set: health failures inside the rolling window (score = time)."""
     return f"{PREFIX}:cb:{platform}:fails"
+
+
+def breaker_probes(platform: str) -> str:
+    """Sorted set: the half-open probes in flight, member = attempt token, score = when its lease ends.
+    A probe whose worker died stops counting once its lease has passed."""
+    return f"{PREFIX}:cb:{platform}:probes"
 
 
 def breaker_history(platform: str) -> str:
@@ -41,5 +47,6 @@ def idempotency(key: str) -> str:
 
 
 def action_keys(platform: str, action_id: str) -> list[str]:
+    """KEYS of the ADMIT and SETTLE scripts, in their order (workers.guards.scripts)."""
     return [run(action_id), breaker(platform), breaker_failures(platform), breaker_history(platform),
-            rate_bucket(platform), stats(platform)]
+            rate_bucket(platform), stats(platform), breaker_probes(platform)]

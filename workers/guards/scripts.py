@@ -1,8 +1,13 @@
 """The guards' Lua scripts. Each runs atomically inside Redis, so every worker on every host sees one
 consistent breaker, bucket and execution record, and each side of a call costs one round trip.
 
-KEYS (both scripts): 1 run record, 2 breaker, 3 breaker failures, 4 breaker history, 5 rate bucket,
-6 stats. Times come from Redis' own clock (TIME), not the workers' clocks.
+KEYS (ADMIT and SETTLE): 1 run record, 2 breaker, 3 breaker failures, 4 breaker history, 5 rate bucket,
+6 stats, 7 breaker probes. Times come from Redis' own clock (TIME), not the workers' clocks.
+
+Half-open probe slots are leases, not a counter: KEYS[7] is a sorted set of the probing attempts' tokens
+scored by when their lease ends (now + lease_s). A probe that never settles (its worker was SIGKILLed,
+or any path skipped settle) frees its slot when its lease runs out instead of holding the breaker in
+half_open for good. Every transition clears the set.
 """
 
 from __future__ import annotations
@@ -16,11 +21,14 @@ local function transition(to, reason, hist_max)
   redis.call('HSET', KEYS[2], 'state', to, 'changed_at', fmt(now))
   redis.call('LPUSH', KEYS[4], cjson.encode({at = fmt(now), from = from, to = to, reason = reason}))
   redis.call('LTRIM', KEYS[4], 0, hist_max - 1)
+  -- The probes of the state being left no longer count (HDEL: the counter of older versions).
+  redis.call('DEL', KEYS[7])
+  redis.call('HDEL', KEYS[2], 'inflight')
 end
 """
 
-# ARGV: 1 owner token, 2 lease_s, 3 ttl_s, 4 open_s, 5 half_open_max, 6 rate, 7 burst, 8 fail_fast,
-#       9 attempt, 10 history_max
+# ARGV: 1 owner token, 2 lease_s (of the run record and of a probe slot), 3 ttl_s, 4 open_s, 5 half_open_max,
+#       6 rate, 7 burst, 8 fail_fast, 9 attempt, 10 history_max
 # Returns {verdict, detail, probe}: run | done (result) | failed (error) | busy (wait) | open (wait)
 #         | half_open_busy (wait) | rate_limited (wait) | open_fail (wait)
 ADMIT = _COMMON + r"""
@@ -39,25 +47,25 @@ if run[1] == 'running' and run[2] ~= token and (tonumber(run[3]) or 0) > now the
 end
 
 -- 2. Circuit breaker.
-local cb = redis.call('HMGET', KEYS[2], 'state', 'opened_at', 'inflight', 'forced')
+local cb = redis.call('HMGET', KEYS[2], 'state', 'opened_at', 'forced')
 local state = cb[1] or 'closed'
-local inflight = tonumber(cb[3]) or 0
 local probe = 0
 if state == 'open' then
   local ready_at = (tonumber(cb[2]) or now) + open_s
-  if cb[4] == '1' or now < ready_at then
+  if cb[3] == '1' or now < ready_at then
     local wait = open_s
-    if cb[4] ~= '1' then wait = ready_at - now end
+    if cb[3] ~= '1' then wait = ready_at - now end
     redis.call('HINCRBY', KEYS[6], 'breaker_waits', 1)
     if fail_fast then return {'open_fail', fmt(wait), 0} end
     return {'open', fmt(wait), 0}
   end
   transition('half_open', 'cool-down of ' .. ARGV[4] .. 's elapsed', hist_max)
-  redis.call('HSET', KEYS[2], 'inflight', 0)
-  state, inflight = 'half_open', 0
+  state = 'half_open'
 end
 if state == 'half_open' then
-  if inflight >= half_open_max then
+  -- Probes whose lease ran out without a settle (their worker died) give their slot back.
+  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now)
+  if redis.call('ZCARD', KEYS[7]) >= half_open_max then
     redis.call('HINCRBY', KEYS[6], 'breaker_waits', 1)
     if fail_fast then return {'open_fail', fmt(open_s), 0} end
     return {'half_open_busy', fmt(math.max(0.2, math.min(open_s / 5, 2))), 0}
@@ -80,7 +88,10 @@ if rate > 0 then
 end
 
 -- All checks passed: take the probe slot, the token and the lease together.
-if probe == 1 then redis.call('HINCRBY', KEYS[2], 'inflight', 1) end
+if probe == 1 then
+  redis.call('ZADD', KEYS[7], now + lease_s, token)
+  redis.call('EXPIRE', KEYS[7], math.ceil(lease_s) + 1)
+end
 if tokens then
   redis.call('HSET', KEYS[5], 'tokens', fmt(tokens - 1), 'ts', fmt(now))
   redis.call('EXPIRE', KEYS[5], math.ceil(burst / rate) + 60)
@@ -99,9 +110,7 @@ local token, ok, health, probe = ARGV[1], ARGV[2] == '1', ARGV[3] == '1', ARGV[4
 local ttl_s, threshold, window_s, hist_max = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]),
   tonumber(ARGV[10])
 
-if probe then
-  if redis.call('HINCRBY', KEYS[2], 'inflight', -1) < 0 then redis.call('HSET', KEYS[2], 'inflight', 0) end
-end
+if probe then redis.call('ZREM', KEYS[7], token) end
 local state = redis.call('HGET', KEYS[2], 'state') or 'closed'
 redis.call('HINCRBY', KEYS[6], 'calls', 1)
 
@@ -112,7 +121,6 @@ if ok then
   redis.call('HINCRBY', KEYS[6], 'ok', 1)
   if probe and state == 'half_open' then
     transition('closed', 'probe succeeded', hist_max)
-    redis.call('HSET', KEYS[2], 'inflight', 0)
     redis.call('DEL', KEYS[3])
     state = 'closed'
   end
@@ -133,7 +141,7 @@ if health then
   redis.call('HINCRBY', KEYS[6], 'health_failures', 1)
   if state == 'half_open' and probe then
     transition('open', 'probe failed (' .. ARGV[11] .. ')', hist_max)
-    redis.call('HSET', KEYS[2], 'opened_at', fmt(now), 'inflight', 0)
+    redis.call('HSET', KEYS[2], 'opened_at', fmt(now))
     state = 'open'
   elseif state == 'closed' then
     redis.call('ZADD', KEYS[3], now, token .. ':' .. fmt(now))
@@ -142,7 +150,7 @@ if health then
     local n = redis.call('ZCARD', KEYS[3])
     if n >= threshold then
       transition('open', n .. ' failures within ' .. ARGV[9] .. 's (last: ' .. ARGV[11] .. ')', hist_max)
-      redis.call('HSET', KEYS[2], 'opened_at', fmt(now), 'inflight', 0)
+      redis.call('HSET', KEYS[2], 'opened_at', fmt(now))
       redis.call('DEL', KEYS[3])
       state = 'open'
     end
@@ -159,25 +167,27 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return false
 """
 
-# KEYS: 1 idempotency key. ARGV: 1 action id. Deletes the key only if it still names this action.
+# KEYS: 1 idempotency key (or the beat leader lock). ARGV: 1 action id (or lock token). Deletes the key only if
+# it still holds that value.
 RELEASE_KEY = r"""
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 
-# An operator's transition. KEYS: 1 breaker, 2 failures, 3 history.
+# An operator's transition. KEYS: 1 breaker, 2 failures, 3 history, 4 probes.
 # ARGV: 1 target state (closed | open), 2 reason, 3 history_max. Returns the state it left.
 FORCE = r"""
 local t = redis.call('TIME')
 local now = string.format('%.6f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
 local from = redis.call('HGET', KEYS[1], 'state') or 'closed'
 if ARGV[1] == 'open' then
-  redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', now, 'changed_at', now, 'forced', '1', 'inflight', 0)
+  redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', now, 'changed_at', now, 'forced', '1')
 else
-  redis.call('HSET', KEYS[1], 'state', 'closed', 'changed_at', now, 'forced', '0', 'inflight', 0)
+  redis.call('HSET', KEYS[1], 'state', 'closed', 'changed_at', now, 'forced', '0')
   redis.call('HDEL', KEYS[1], 'opened_at')
 end
-redis.call('DEL', KEYS[2])
+redis.call('HDEL', KEYS[1], 'inflight')
+redis.call('DEL', KEYS[2], KEYS[4])
 redis.call('LPUSH', KEYS[3], cjson.encode({at = now, from = from, to = ARGV[1], reason = ARGV[2]}))
 redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[3]) - 1)
 return from
