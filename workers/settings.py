@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from executors.base import ExecutorConfig
@@ -170,6 +170,17 @@ class Settings(BaseSettings):
             if unknown:
                 raise ValueError(f"breakers.{platform}: unknown field(s) {', '.join(sorted(unknown))}")
         return v
+
+    @model_validator(mode="after")
+    def _waits_fit_in_the_visibility_timeout(self) -> Settings:
+        """A retry waits up to OPSQ_RETRY_CAP_S (Retry-After included, workers.retry) held by a worker,
+        unacknowledged: Redis would hand a message that waits longer than OPSQ_VISIBILITY_TIMEOUT_S to
+        another worker, again and again while it waits."""
+        vt = self.visibility_timeout_s
+        if not vt > self.retry_cap_s:
+            raise ValueError(f"OPSQ_VISIBILITY_TIMEOUT_S ({vt:g}) must be greater than OPSQ_RETRY_CAP_S "
+                             f"({self.retry_cap_s:g}): a retry waiting that long would be redelivered while it waits")
+        return self
 
     def breaker_config(self, platform: str) -> BreakerConfig:
         overrides = self.breakers.get(platform)

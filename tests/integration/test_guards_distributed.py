@@ -73,7 +73,7 @@ def test_redelivery_after_the_call_does_not_call_again(opsq_env_sqlite, workers_
 
 def test_crash_before_the_call_runs_once_after_the_lease(opsq_env_sqlite, workers_started, sandbox_client,
                                                         redis_client):
-    env = opsq_env_sqlite(OPSQ_VISIBILITY_TIMEOUT_S="2", OPSQ_IDEMPOTENCY_LEASE_S="4")
+    env = opsq_env_sqlite(OPSQ_VISIBILITY_TIMEOUT_S="2", OPSQ_IDEMPOTENCY_LEASE_S="4", OPSQ_RETRY_CAP_S="1")
     paused = workers_started({**env, "OPSQ_TEST_PAUSE_BEFORE_CALL_S": "60"}, queues="gdrive", concurrency=1,
                              app="tests.support.fault_app")
     handle = submit_action("gdrive", "create_file", {"name": "crash.txt"})

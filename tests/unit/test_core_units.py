@@ -30,10 +30,14 @@ def test_backoff_is_full_jitter_exponential_and_capped():
         assert min(delays) < ceiling * 0.2
 
 
-def test_backoff_never_sooner_than_retry_after_even_above_the_cap():
+def test_backoff_honours_retry_after_up_to_the_cap():
     rng = random.Random(1)
-    assert all(backoff_delay(1, base_s=0.1, cap_s=1, retry_after=2, rng=rng) >= 2 for _ in range(100))
-    assert backoff_delay(1, base_s=0.1, cap_s=1, retry_after=600, rng=rng) == 600
+    assert all(backoff_delay(1, base_s=0.1, cap_s=5, retry_after=2, rng=rng) >= 2 for _ in range(100))
+    # Above the cap: asked again after the cap, not after a day (the message would outlive the
+    # visibility timeout and be redelivered while it waits).
+    assert backoff_delay(1, base_s=0.1, cap_s=1, retry_after=600, rng=rng) == 1
+    assert backoff_delay(1, base_s=0.1, cap_s=300, retry_after=86400, rng=rng) == 300
+    assert all(backoff_delay(9, base_s=1, cap_s=300, retry_after=86400, rng=rng) == 300 for _ in range(50))
 
 
 def test_redaction_removes_secrets_at_any_depth_and_keeps_the_rest():
