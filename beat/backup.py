@@ -3,19 +3,21 @@ of either kind (SQLite or PostgreSQL)."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, inspect, select, text
+from sqlalchemy import Connection, Engine, delete, event, func, insert, select, text
 
 from workers import audit
 from workers.settings import get_settings
 from workers.store.db import get_engine, make_engine, upgrade
-from workers.store.models import Base
+from workers.store.models import Base, as_utc
 
 FORMAT = "opsqueue-backup/1"
 
@@ -26,7 +28,7 @@ def _tables() -> list[Any]:
 
 def _encode(value: Any) -> Any:
     if isinstance(value, datetime):
-        return {"$dt": (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()}
+        return {"$dt": as_utc(value).isoformat()}
     return value
 
 
@@ -36,9 +38,50 @@ def _decode(value: Any) -> Any:
     return value
 
 
+def _sqlite_snapshot_engine(engine: Engine) -> Engine:
+    """An engine for the same SQLite file whose transactions really BEGIN on the first statement.
+
+    pysqlite opens a transaction only before writes, so SELECTs on a plain connection each see the
+    database as it is at that moment. SQLAlchemy's "serializable isolation for pysqlite" recipe: no
+    implicit transaction handling by the driver (isolation_level None), and an explicit BEGIN when
+    SQLAlchemy begins one. Under WAL, the reads of that transaction then all see one snapshot, while
+    writers carry on."""
+    snap = make_engine(engine.url.render_as_string(hide_password=False))
+
+    @event.listens_for(snap, "connect")
+    def _no_implicit_transactions(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(snap, "begin")
+    def _begin(conn):  # type: ignore[no-untyped-def]
+        conn.exec_driver_sql("BEGIN")
+
+    return snap
+
+
+@contextlib.contextmanager
+def _snapshot(engine: Engine) -> Iterator[Connection]:
+    """A connection inside one read-only transaction that sees a single snapshot of every table."""
+    if engine.dialect.name == "sqlite":
+        snap = _sqlite_snapshot_engine(engine)
+        try:
+            with snap.connect() as conn, conn.begin():
+                yield conn
+        finally:
+            snap.dispose()
+        return
+    options: dict[str, Any] = {"isolation_level": "REPEATABLE READ"}
+    if engine.dialect.name == "postgresql":
+        options["postgresql_readonly"] = True
+    with engine.connect().execution_options(**options) as conn, conn.begin():
+        yield conn
+
+
 def dump(engine: Engine) -> dict[str, Any]:
+    """Every table, read in one transaction: a consistent snapshot (PostgreSQL: REPEATABLE READ, read
+    only; SQLite: one deferred transaction under WAL), however busy the workers are meanwhile."""
     data: dict[str, Any] = {"format": FORMAT, "created_at": datetime.now(UTC).isoformat(), "tables": {}}
-    with engine.connect() as conn:
+    with _snapshot(engine) as conn:
         data["revision"] = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
         for table in _tables():
             pk = list(table.primary_key.columns)
@@ -124,7 +167,3 @@ def restore(path: Path, *, database_url: str | None = None, force: bool = False,
     audit.append("backup_restore", str(path), {"rows": counts}, actor=actor)
     engine.dispose()
     return counts
-
-
-def table_names(engine: Engine) -> list[str]:
-    return inspect(engine).get_table_names()

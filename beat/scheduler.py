@@ -19,6 +19,7 @@ from celery.beat import Scheduler
 
 from beat.schedule import build
 from workers.guards.connection import guard_redis
+from workers.guards.scripts import RELEASE_KEY
 from workers.settings import get_settings
 
 LOCK_KEY = "opsq:beat:leader"
@@ -38,10 +39,6 @@ if not holder then
 end
 return 0
 """
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 class LeaderScheduler(Scheduler):
@@ -49,7 +46,8 @@ class LeaderScheduler(Scheduler):
         self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.redis = guard_redis()
         self._acquire = self.redis.register_script(_ACQUIRE)
-        self._release = self.redis.register_script(_RELEASE)
+        # Delete the lock only if it is still ours (the same compare-and-delete as an idempotency key's).
+        self._release = self.redis.register_script(RELEASE_KEY)
         self.leader = False
         super().__init__(*args, **kwargs)
 

@@ -1,9 +1,13 @@
-"""Webhooks: send JSON to any http(s) URL, optionally with a compensating call for undo."""
+"""Webhooks: send JSON to any http(s) URL, optionally with a compensating call for undo.
+
+OPSQ_WEBHOOK_TOKEN is sent (as a Bearer token) only to URLs under the configured webhook base URL
+(OPSQ_WEBHOOK_BASE_URL, else OPSQ_PLATFORM_BASE_URL + "/webhook"): a webhook action can name any URL,
+and the token must not go to whoever that is. With no base URL configured it is never sent."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx
 from pydantic import Field, field_validator
@@ -38,6 +42,29 @@ class PostParams(ActionParams):
         return _check_url(value)
 
 
+def token_allowed(url: str, base_url: str | None) -> bool:
+    """Whether `url` is under `base_url`: same scheme, host and port, and a path inside the base's path
+    (at a segment boundary, no '.' or '..' segments). 'https://h.example/hooks' covers
+    'https://h.example/hooks/x', not 'https://h.example/hooksx' nor 'https://h.example.evil/hooks'."""
+    if not base_url:
+        return False
+    try:
+        target, base = urlsplit(url), urlsplit(base_url)
+        same_origin = (target.scheme.lower(), target.hostname, target.port) == \
+            (base.scheme.lower(), base.hostname, base.port)
+    except ValueError:
+        return False
+    if not same_origin or not base.hostname or base.scheme.lower() not in ("http", "https"):
+        return False
+    if target.username is not None or target.password is not None:
+        return False
+    segments = unquote(target.path).split("/")
+    if "." in segments or ".." in segments:
+        return False
+    prefix = base.path.rstrip("/")
+    return target.path == prefix or target.path.startswith(prefix + "/")
+
+
 def _redact(exc: ExecutorError, url: str) -> ExecutorError:
     """Webhook URLs often carry their secret in the path (Slack, Discord): keep only the host in errors."""
     parts = httpx.URL(url)
@@ -52,16 +79,17 @@ class WebhookExecutor(Executor):
     platform = "webhook"
     actions = {"post": PostParams}
 
-    def _headers(self, given: dict[str, str]) -> dict[str, str]:
+    def _headers(self, url: str, given: dict[str, str]) -> dict[str, str]:
         headers = dict(given)
-        if self.config.token and not any(k.lower() == "authorization" for k in headers):
+        if self.config.token and not any(k.lower() == "authorization" for k in headers) \
+                and token_allowed(url, self.config.base_url):
             headers["Authorization"] = f"Bearer {self.config.token}"
         return headers
 
     def _send(self, method: str, url: str, body: Any, headers: dict[str, str]) -> Result:
         try:
             response = self.http.request(method, url, platform=self.platform, json=body,
-                                         headers=self._headers(headers))
+                                         headers=self._headers(url, headers))
         except ExecutorError as exc:
             raise _redact(exc, url) from None
         try:

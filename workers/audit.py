@@ -13,14 +13,14 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, text, update
 
 from workers.redaction import redact
 from workers.store.db import get_engine
-from workers.store.models import AuditEntry, AuditHead, utcnow
+from workers.store.models import AuditEntry, AuditHead, as_utc, utcnow
 
 GENESIS = "0" * 64
 _LOG = AuditEntry.__table__
@@ -38,12 +38,13 @@ def default_actor() -> str:
         return f"uid:{os.getuid()}"
 
 
-def _aware(at: datetime) -> datetime:
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
+TARGET_MAX = 200  # audit_log.target is String(200); PostgreSQL refuses longer values
 
 
 def digest(prev_hash: str, at: datetime, actor: str, action: str, target: str | None, detail: Any) -> str:
-    body = json.dumps([prev_hash, _aware(at).isoformat(), actor, action, target, detail], sort_keys=True,
+    """`at` is hashed in UTC: PostgreSQL returns it in the reading session's time zone, and the chain must
+    verify whatever that is."""
+    body = json.dumps([prev_hash, as_utc(at).isoformat(), actor, action, target, detail], sort_keys=True,
                       separators=(",", ":"), default=str)
     return hashlib.sha256(body.encode()).hexdigest()
 
@@ -76,7 +77,9 @@ def _append(conn: Connection, action: str, target: str | None, detail: dict[str,
         head = _lock_head(conn)
     at = utcnow()
     who = actor or default_actor()
-    clean = redact(detail or {})
+    clean = redact(detail or {}, urls=True)
+    if target is not None and len(target) > TARGET_MAX:
+        target = target[:TARGET_MAX - 3] + "..."
     new_hash = digest(head.last_hash, at, who, action, target, clean)
     new_id = conn.execute(insert(_LOG).values(at=at, actor=who, action=action, target=target, detail=clean,
                                               prev_hash=head.last_hash, hash=new_hash)).inserted_primary_key[0]
@@ -120,5 +123,5 @@ def entries(*, since: datetime | None = None, action: str | None = None, limit: 
     with get_engine().connect() as conn:
         rows = [dict(r._mapping) for r in conn.execute(q)]
     for r in rows:
-        r["at"] = _aware(r["at"])
+        r["at"] = as_utc(r["at"])
     return list(reversed(rows))

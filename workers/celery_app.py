@@ -124,6 +124,6 @@ def _fresh_connections_after_fork(**_: Any) -> None:
     from workers.guards import reset_guard
     from workers.store import db
 
-    db.reset_engine()
+    db.reset_engine(close=False)
     runtime.reset()
     reset_guard()

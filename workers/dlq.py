@@ -14,18 +14,34 @@ from workers.store import actions as store
 def replay(dl_id: int, params_override: dict[str, Any] | None = None, actor: str | None = None) -> ActionHandle:
     """Enqueue the dead action again as a new action (its own id, linked by `replay_of`).
 
-    Stored params have secrets removed; such an action can only be replayed with the secret fields
-    given again in `params_override`, never with the placeholder."""
+    Stored params have secrets (and webhook URLs' paths) removed; such an action can only be replayed
+    with those fields given again in `params_override`, never with the placeholder.
+
+    A dead letter is replayed once, even when two operators replay it at the same moment: it is claimed
+    first (a conditional UPDATE only one of them wins), then submitted; a failed submit gives the claim
+    back."""
     dl = store.dead_letter(dl_id)
     if dl.replayed_at is not None:
-        raise SubmitError(f"dead letter {dl_id} was already replayed as action {dl.replayed_as}")
+        raise SubmitError(_already(dl_id, dl.replayed_as))
     params = {**dl.params, **(params_override or {})}
     if contains_redacted(params):
         raise SubmitError(f"dead letter {dl_id} has secret params that were not stored; "
                           "give them again with --params-json")
-    handle = submit_action(dl.platform, dl.action, params, priority=dl.priority, _replay_of=dl.action_id,
-                           actor=actor)
+    if not store.claim_dead_letter(dl_id):
+        raise SubmitError(_already(dl_id, store.dead_letter(dl_id).replayed_as))
+    try:
+        handle = submit_action(dl.platform, dl.action, params, priority=dl.priority, _replay_of=dl.action_id,
+                               actor=actor)
+    except BaseException:
+        store.unclaim_dead_letter(dl_id)
+        raise
     store.mark_replayed(dl_id, handle.id)
     audit.append("dlq_replay", f"dead_letter:{dl_id}", {"action_id": dl.action_id, "replayed_as": handle.id},
                  actor=actor)
     return handle
+
+
+def _already(dl_id: int, replayed_as: str | None) -> str:
+    if replayed_as:
+        return f"dead letter {dl_id} was already replayed as action {replayed_as}"
+    return f"dead letter {dl_id} was already replayed (its replay is being submitted now)"

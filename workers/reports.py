@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 
 from workers.store.db import get_engine
-from workers.store.models import ActionRun, Compensation
+from workers.store.models import ActionRun, Compensation, as_utc
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 
@@ -24,10 +24,6 @@ def parse_since(value: str) -> datetime:
     return datetime.now(UTC) - timedelta(seconds=seconds)
 
 
-def _aware(v: Any) -> Any:
-    return v.replace(tzinfo=UTC) if isinstance(v, datetime) and v.tzinfo is None else v
-
-
 def errors(limit: int = 50) -> list[dict[str, Any]]:
     """The newest failures of any kind: actions, workflow steps, compensations."""
     with get_engine().connect() as conn:
@@ -39,9 +35,9 @@ def errors(limit: int = 50) -> list[dict[str, Any]]:
                                     Compensation.action, Compensation.error, Compensation.finished_at)
                              .where(Compensation.status == "failed")
                              .order_by(Compensation.finished_at.desc()).limit(limit)).all()
-    out = [{"at": _aware(a.finished_at), "what": "action", "id": a.id, "platform": a.platform, "action": a.action,
+    out = [{"at": as_utc(a.finished_at), "what": "action", "id": a.id, "platform": a.platform, "action": a.action,
             "kind": a.error_kind, "attempts": a.attempts, "error": a.error} for a in acts]
-    out += [{"at": _aware(c.finished_at), "what": "compensation", "id": f"{c.workflow_id}/{c.step_id}",
+    out += [{"at": as_utc(c.finished_at), "what": "compensation", "id": f"{c.workflow_id}/{c.step_id}",
              "platform": c.platform, "action": c.action, "kind": "compensation", "attempts": None,
              "error": c.error} for c in comps]
     out.sort(key=lambda e: e["at"] or datetime.min.replace(tzinfo=UTC), reverse=True)
@@ -52,7 +48,7 @@ def platform_log(platform: str, limit: int = 50) -> list[dict[str, Any]]:
     with get_engine().connect() as conn:
         rows = conn.execute(select(ActionRun).where(ActionRun.platform == platform)
                             .order_by(ActionRun.created_at.desc()).limit(limit)).all()
-    return [{k: _aware(v) for k, v in r._mapping.items() if k != "params"} for r in rows]
+    return [{k: as_utc(v) for k, v in r._mapping.items() if k != "params"} for r in rows]
 
 
 def failures(since: datetime, top: int = 3) -> list[dict[str, Any]]:
@@ -109,7 +105,7 @@ def metrics(since: datetime) -> dict[str, Any]:
             m["in_flight"] += 1
         m["retries"] += max(0, (r.attempts or 0) - 1)
         if r.started_at and r.finished_at:
-            durations[r.platform].append((_aware(r.finished_at) - _aware(r.started_at)).total_seconds())
+            durations[r.platform].append((as_utc(r.finished_at) - as_utc(r.started_at)).total_seconds())
     for platform, m in by_platform.items():
         done = m["succeeded"] + m["failed"]
         d = sorted(durations[platform])

@@ -546,6 +546,22 @@ class TestWebhook:
         make(WebhookExecutor, token=None).execute("post", {"url": f"{server.url}/webhook/y"})
         assert sbx.requests("webhook")[-1]["auth"] is None
 
+    def test_token_only_for_urls_under_the_webhook_base_url(self, make: Make, server: SandboxServer,
+                                                            sbx: SandboxClient, http: HttpClient) -> None:
+        hook = make(WebhookExecutor, base_url=f"{server.url}/webhook/trusted")
+        hook.execute("post", {"url": f"{server.url}/webhook/trusted/deploy"})
+        hook.execute("post", {"url": f"{server.url}/webhook/elsewhere"})
+        hook.execute("post", {"url": f"{server.url}/webhook/trustedx"})  # not a segment boundary
+        params = {"url": f"{server.url}/webhook/trusted/do", "compensation_url": f"{server.url}/webhook/other/undo"}
+        hook.compensate("post", params, hook.execute("post", params))
+        assert [(e["path"], e["auth"]) for e in sbx.requests("webhook")] == [
+            ("/webhook/trusted/deploy", "Bearer"), ("/webhook/elsewhere", None), ("/webhook/trustedx", None),
+            ("/webhook/trusted/do", "Bearer"), ("/webhook/other/undo", None)]
+        # No webhook base URL configured (OPSQ_WEBHOOK_BASE_URL / OPSQ_PLATFORM_BASE_URL unset): never sent.
+        WebhookExecutor(ExecutorConfig(base_url="", token=TOKEN), http).execute(
+            "post", {"url": f"{server.url}/webhook/trusted/deploy"})
+        assert sbx.requests("webhook")[-1]["auth"] is None
+
     def test_compensation_url(self, make: Make, server: SandboxServer, sbx: SandboxClient) -> None:
         hook = make(WebhookExecutor)
         params = {"url": f"{server.url}/webhook/do", "json": {"n": 1},

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 from workers.errors import NotFound
 from workers.redaction import redact
 from workers.store.db import get_engine, outcome_engine, session
-from workers.store.models import ActionRun, DeadLetter, utcnow
+from workers.store.models import ActionRun, DeadLetter, as_utc, utcnow
 
 
 @dataclass(frozen=True)
@@ -53,15 +53,12 @@ class ActionView:
         return out
 
 
-def _aware(value: Any) -> Any:
-    # SQLite hands timestamps back without their zone; every time opsqueue stores is UTC.
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
+# Kept for callers outside the store (workers/stuck.py) until they use models.as_utc.
+_aware = as_utc
 
 
 def _view(row: ActionRun) -> ActionView:
-    return ActionView(**{f: _aware(getattr(row, f)) for f in ActionView.__dataclass_fields__})
+    return ActionView(**{f: as_utc(getattr(row, f)) for f in ActionView.__dataclass_fields__})
 
 
 # Statements on the hot path are built once: building a statement per call cost more CPU than the
@@ -95,7 +92,7 @@ def create(*, action_id: str, platform: str, action: str, params: dict[str, Any]
                                                        "priority": priority, "replay_of": replay_of},
                      actor=actor, conn=conn)
         conn.execute(_INSERT, {
-            "id": action_id, "platform": platform, "action": action, "params": redact(params),
+            "id": action_id, "platform": platform, "action": action, "params": redact(params, urls=True),
             "priority": priority, "queue": queue, "status": "queued", "attempts": 0,
             "max_attempts": max_attempts, "idempotency_key": idempotency_key, "replay_of": replay_of,
             "result": None, "error": None, "error_kind": None, "started_at": None, "finished_at": None,
@@ -193,7 +190,7 @@ class DeadLetterView:
 
 
 def _dl_view(row: DeadLetter) -> DeadLetterView:
-    return DeadLetterView(**{f: _aware(getattr(row, f)) for f in DeadLetterView.__dataclass_fields__})
+    return DeadLetterView(**{f: as_utc(getattr(row, f)) for f in DeadLetterView.__dataclass_fields__})
 
 
 def dead_letters(*, include_replayed: bool = False, limit: int = 100) -> list[DeadLetterView]:
@@ -212,10 +209,26 @@ def dead_letter(dl_id: int) -> DeadLetterView:
         return _dl_view(row)
 
 
+def claim_dead_letter(dl_id: int) -> bool:
+    """Marks the dead letter replayed, only if nobody did yet: of two replays at once, exactly one gets
+    True (one conditional UPDATE). The replay then submits, and records what it submitted."""
+    with get_engine().begin() as conn:
+        res = conn.execute(update(DeadLetter).where(DeadLetter.id == dl_id, DeadLetter.replayed_at.is_(None))
+                           .values(replayed_at=utcnow()))
+    return res.rowcount == 1
+
+
+def unclaim_dead_letter(dl_id: int) -> None:
+    """Undoes claim_dead_letter when the submit failed: the dead letter can be replayed again."""
+    with get_engine().begin() as conn:
+        conn.execute(update(DeadLetter).where(DeadLetter.id == dl_id, DeadLetter.replayed_as.is_(None))
+                     .values(replayed_at=None))
+
+
 def mark_replayed(dl_id: int, new_action_id: str) -> None:
-    with session() as s:
-        s.execute(update(DeadLetter).where(DeadLetter.id == dl_id).values(
-            replayed_at=utcnow(), replayed_as=new_action_id))
+    """After claim_dead_letter and a successful submit: which action the replay is."""
+    with get_engine().begin() as conn:
+        conn.execute(update(DeadLetter).where(DeadLetter.id == dl_id).values(replayed_as=new_action_id))
 
 
 def touch(action_id: str) -> None:

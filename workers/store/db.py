@@ -103,14 +103,17 @@ def outcome_engine() -> Engine:
         return _outcome_engine
 
 
-def reset_engine() -> None:
-    global _engine, _engine_pid, _sessionmaker, _outcome_engine
+def reset_engine(close: bool = True) -> None:
+    """Forget the process's engines. `close=False` in a forked child (Celery's worker_process_init): the
+    pooled connections are the parent's sockets, and closing them would end the parent's sessions (the
+    child only drops its references; psycopg does not close a connection made by another process)."""
+    global _engine, _engine_pid, _sessionmaker, _outcome_engine, _outcome_pid
     with _lock:
         if _engine is not None:
-            _engine.dispose()
+            _engine.dispose(close=close)
         if _outcome_engine is not None:
-            _outcome_engine.dispose()
-        _engine = _engine_pid = _sessionmaker = _outcome_engine = None
+            _outcome_engine.dispose(close=close)
+        _engine = _engine_pid = _sessionmaker = _outcome_engine = _outcome_pid = None
 
 
 @contextlib.contextmanager

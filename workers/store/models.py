@@ -16,6 +16,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(value: Any) -> Any:
+    """A datetime as an aware UTC one; anything else unchanged. SQLite hands timestamps back without
+    their zone (every time opsqueue stores is UTC); PostgreSQL hands them back in the session's time
+    zone, which a connection may set to anything."""
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value
+
+
 class Base(DeclarativeBase):
     pass
 
