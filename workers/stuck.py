@@ -24,7 +24,7 @@ from workers.redaction import contains_redacted, kwargs_repr
 from workers.settings import get_settings
 from workers.store import actions as store
 from workers.store.db import session
-from workers.store.models import ActionRun, WorkflowStep, utcnow
+from workers.store.models import ActionRun, WorkflowStep, as_utc, utcnow
 
 
 @dataclass
@@ -96,7 +96,7 @@ def detect(*, act: bool = True, limit: int = 1000) -> StuckReport:
         if state == "running" and float(rec.get("lease_until", 0)) > server_now:
             report.running.append(run.id)
             continue
-        age = (now - store._aware(run.created_at)).total_seconds()
+        age = (now - as_utc(run.created_at)).total_seconds()
         requeues = int(r.get(f"opsq:stuck:{run.id}") or 0)
         reason = None
         if age > settings.stuck_fail_after_s:

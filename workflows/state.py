@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
@@ -24,6 +24,7 @@ from workers.store.models import (
     WorkflowEvent,
     WorkflowRun,
     WorkflowStep,
+    as_utc,
     utcnow,
 )
 from workflows.spec import WorkflowSpec, levels
@@ -31,14 +32,8 @@ from workflows.spec import WorkflowSpec, levels
 FINAL = ("succeeded", "rolled_back", "rollback_failed", "failed", "resolved")
 
 
-def _aware(value: Any) -> Any:
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
 def _row(obj: Any) -> dict[str, Any]:
-    return {c.key: _aware(getattr(obj, c.key)) for c in obj.__table__.columns}
+    return {c.key: as_utc(getattr(obj, c.key)) for c in obj.__table__.columns}
 
 
 def create_run(spec: WorkflowSpec, input_: dict[str, Any], priority: str, *, workflow_id: str,

@@ -53,8 +53,6 @@ class ActionView:
         return out
 
 
-# Kept for callers outside the store (workers/stuck.py) until they use models.as_utc.
-_aware = as_utc
 
 
 def _view(row: ActionRun) -> ActionView:
