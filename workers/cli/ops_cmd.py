@@ -162,7 +162,11 @@ def register(cli: click.Group) -> None:
                            ("old but running", report.running)):
             for action_id in ids:
                 click.echo(f"{label:<16} {action_id}  {report.details.get(action_id, '')}")
-        if not any((report.requeued, report.reconciled, report.failed, report.waiting, report.running)):
+        for wid in report.workflows:
+            click.echo(f"{'workflow':<16} {wid}  a step has no message: resumed by detect_stuck once idle "
+                       f"(or now: opsq workflow resume {wid})")
+        if not any((report.requeued, report.reconciled, report.failed, report.waiting, report.running,
+                    report.workflows)):
             click.echo("nothing stuck")
 
     @queue.command("pause")
