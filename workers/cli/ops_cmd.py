@@ -163,8 +163,8 @@ def register(cli: click.Group) -> None:
             for action_id in ids:
                 click.echo(f"{label:<16} {action_id}  {report.details.get(action_id, '')}")
         for wid in report.workflows:
-            click.echo(f"{'workflow':<16} {wid}  a step has no message: resumed by detect_stuck once idle "
-                       f"(or now: opsq workflow resume {wid})")
+            click.echo(f"{'workflow':<16} {wid}  an old step has no message of its own (normal while an earlier "
+                       f"step runs); detect_stuck resumes it only if nothing of it is in flight")
         if not any((report.requeued, report.reconciled, report.failed, report.waiting, report.running,
                     report.workflows)):
             click.echo("nothing stuck")
