@@ -115,7 +115,8 @@ def _run_locked(name: str, job: Callable[[], dict[str, Any]], origin: str) -> di
         _finish(run_id, False, {"error": f"{type(exc).__name__}: {exc}"})
         log.exception("maintenance job %s failed", name)
         raise
-    _finish(run_id, True, summary)
+    # A job that found a problem it exists to find (a broken audit chain) is recorded as not ok.
+    _finish(run_id, summary.get("ok", True) is not False, summary)
     return summary
 
 

@@ -48,7 +48,7 @@ class LeaderScheduler(Scheduler):
         self._acquire = self.redis.register_script(_ACQUIRE)
         # Delete the lock only if it is still ours (the same compare-and-delete as an idempotency key's).
         self._release = self.redis.register_script(RELEASE_KEY)
-        self.leader = False
+        self.leader: bool | None = None
         super().__init__(*args, **kwargs)
 
     def setup_schedule(self) -> None:

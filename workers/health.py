@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from workers.queues import PLATFORM_QUEUES
+from workers.queues import CONTROL_QUEUE, MAINTENANCE_QUEUE, PLATFORM_QUEUES
 from workers.settings import Settings, get_settings
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -65,11 +65,13 @@ def _workers(app: Any) -> list[Check]:
                                              for w, qs in sorted(replies.items())))]
     consumed = {q["name"] for qs in replies.values() for q in qs}
     paused = set(paused_queues())
-    for queue in PLATFORM_QUEUES:
+    for queue in (*PLATFORM_QUEUES, CONTROL_QUEUE, MAINTENANCE_QUEUE):
         if queue in paused:
             checks.append(Check(f"queue {queue}", WARN, "paused (opsq queue resume " + queue + ")"))
         elif queue not in consumed:
-            checks.append(Check(f"queue {queue}", WARN, "no worker consumes it"))
+            why = {CONTROL_QUEUE: ": workflows cannot finish, pause or roll back",
+                   MAINTENANCE_QUEUE: ": beat's jobs (alerts, stuck detection, backups) do not run"}.get(queue, "")
+            checks.append(Check(f"queue {queue}", WARN, f"no worker consumes it{why}"))
     return checks
 
 
@@ -81,8 +83,15 @@ def _beat() -> Check:
         return Check("beat", WARN, "no beat is running (opsq beat): maintenance is not scheduled")
     beat = json.loads(raw)
     age = time.time() - float(beat["at"])
-    last = _last_maintenance()
+    last = _last_maintenance_safe()
     return Check("beat", OK if age < 60 else WARN, f"leader {beat['beat']} ticked {age:.0f}s ago; {last}")
+
+
+def _last_maintenance_safe() -> str:
+    try:
+        return _last_maintenance()
+    except Exception:  # the database check reports the database; this line only adds detail
+        return "last job unknown (database unreachable)"
 
 
 def _last_maintenance() -> str:
@@ -167,6 +176,8 @@ def validate_env() -> list[Check]:
             out.append(Check(f"{platform} base URL", FAIL, f"{base!r} is not an http(s) URL"))
         if settings.token(platform) is None:
             out.append(Check(f"OPSQ_{platform.upper()}_TOKEN", WARN, f"not set: {platform} actions will fail as auth"))
+    if settings.trello_api_key is None and settings.token("trello"):
+        out.append(Check("OPSQ_TRELLO_API_KEY", WARN, "not set: Trello needs the API key with the token"))
     if settings.visibility_timeout_s <= max(settings.retry_cap_s, settings.breaker.open_s):
         out.append(Check("OPSQ_VISIBILITY_TIMEOUT_S", WARN,
                          "not longer than the longest wait (retry cap / breaker open_s): waiting messages can be "

@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from workers.redaction import REDACTED, is_secret_key
+from workers.redaction import REDACTED, URL_KEYS, is_secret_key, redact_url
 
 log = logging.getLogger("opsq.observability")
 
@@ -149,7 +149,9 @@ def _scrub_value(value: Any, secrets: tuple[str, ...], depth: int = 0) -> Any:
     if isinstance(value, bytes | bytearray):
         return scrub_text(bytes(value).decode("utf-8", "replace"), secrets)
     if isinstance(value, dict):
-        return {k: (REDACTED if isinstance(k, str) and is_secret_key(k) else _scrub_value(v, secrets, depth + 1))
+        return {k: (REDACTED if isinstance(k, str) and is_secret_key(k)
+                    else redact_url(v) if k in URL_KEYS and isinstance(v, str)
+                    else _scrub_value(v, secrets, depth + 1))
                 for k, v in value.items()}
     if isinstance(value, list | tuple):
         # Headers as [name, value] pairs (Sentry's request.headers may come this way).
@@ -212,7 +214,9 @@ def init_sentry(settings: ObservabilitySettings | None = None) -> bool:
         release=release,
         integrations=[_celery_integration],
         send_default_pii=False,
-        include_local_variables=True,
+        # Off: a frame's variables hold an action's params as repr() text, where a webhook URL's secret
+        # path (or a secret under an innocent name) cannot be told apart and scrubbed.
+        include_local_variables=False,
         before_send=before_send,
         before_send_transaction=scrub,
         traces_sample_rate=settings.sentry_traces_sample_rate or None,

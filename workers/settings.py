@@ -125,7 +125,6 @@ class Settings(BaseSettings):
     flower_url: str | None = None
 
     sentry_dsn: SecretStr | None = None
-    log_level: str = "INFO"
 
     @field_validator("platform_base_url", "slack_base_url", "notion_base_url", "trello_base_url",
                      "gdrive_base_url", "gsheets_base_url", "webhook_base_url")
