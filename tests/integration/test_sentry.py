@@ -128,10 +128,11 @@ def test_a_failed_action_reaches_sentry_tagged_and_scrubbed(opsq_env_sqlite, wor
     exception = event["exception"]["values"][-1]
     assert exception["type"] == "ActionFailed"
     assert exception["mechanism"]["type"] == "celery"
-    # Frame variables were sent (the params among them) and scrubbed, not dropped wholesale.
+    # Frame variables are not sent at all: they hold params as repr() text that cannot be scrubbed
+    # reliably (a webhook URL's secret path, a secret under an innocent name).
     frames = exception["stacktrace"]["frames"]
-    task_frame = next(f for f in frames if f.get("function") == "execute_action")
-    assert "[redacted]" in json.dumps(task_frame["vars"]), task_frame["vars"]
+    assert any(f.get("function") == "execute_action" for f in frames)
+    assert not any("vars" in f for f in frames)
 
     raw = fake_sentry.raw()
     for secret in SECRETS:
