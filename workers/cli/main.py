@@ -55,7 +55,7 @@ def cli() -> None:
     """opsqueue: reliable actions on Slack, Notion, Trello, Google Drive/Sheets and webhooks."""
 
 
-def parse_params(pairs: tuple[str, ...], params_json: str | None) -> dict[str, Any]:
+def parse_params(pairs: tuple[str, ...], params_json: str | None, hint: str = "--param") -> dict[str, Any]:
     params: dict[str, Any] = {}
     if params_json:
         try:
@@ -69,7 +69,7 @@ def parse_params(pairs: tuple[str, ...], params_json: str | None) -> dict[str, A
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"{pair!r} is not key=value", param_hint="--param")
+            raise click.BadParameter(f"{pair!r} is not key=value", param_hint=hint)
         # A value that parses as JSON (numbers, lists, true) is taken as such; anything else is text.
         try:
             params[key] = json.loads(value)

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from workers.cli.guards_cmd import actor_option
-from workers.cli.main import json_option
+from workers.cli.main import json_option, parse_params
 from workers.cli.output import emit_json, status_text, table
 
 WF_COLOURS = {"succeeded": "green", "running": "blue", "awaiting_approval": "yellow", "rolling_back": "yellow",
@@ -34,16 +34,7 @@ def _duration(step: dict[str, Any]) -> str:
 
 
 def parse_inputs(pairs: tuple[str, ...]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{pair!r} is not key=value", param_hint="--input")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
+    return parse_params(pairs, None, hint="--input")
 
 
 def print_status(wid: str) -> None:
