@@ -38,18 +38,6 @@ EXTRA: dict[str, dict[str, str]] = {
 Make = Callable[..., Executor]
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[SandboxServer]:
-    with SandboxServer() as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def control(server: SandboxServer) -> Iterator[SandboxClient]:
-    with SandboxClient(server.url) as c:
-        yield c
-
-
 @pytest.fixture(autouse=True)
 def sbx(control: SandboxClient) -> SandboxClient:
     control.reset()

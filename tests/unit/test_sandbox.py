@@ -24,19 +24,6 @@ BEARER = {"Authorization": f"Bearer {TOKEN}"}
 NOTION = {**BEARER, "Notion-Version": "2022-06-28"}
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[SandboxServer]:
-    with SandboxServer() as srv:
-        yield srv
-
-
-# Clients are shared by the module: building an httpx.Client (its TLS context) costs ~50 ms each time.
-@pytest.fixture(scope="module")
-def control(server: SandboxServer) -> Iterator[SandboxClient]:
-    with SandboxClient(server.url) as c:
-        yield c
-
-
 @pytest.fixture(autouse=True)
 def client(control: SandboxClient) -> SandboxClient:
     control.reset()
