@@ -77,6 +77,16 @@ class Executor(ABC):
     def url(self, path: str) -> str:
         return f"{self.config.base_url}{path}"
 
+    def _headers(self) -> dict[str, str]:
+        """The credentials: a Bearer token by default (Slack, Notion, Google); platforms override."""
+        return {"Authorization": f"Bearer {self.config.token}"} if self.config.token else {}
+
+    def _call(self, method: str, path: str, body: Any = None, params: Mapping[str, str] | None = None
+              ) -> dict[str, Any]:
+        """One JSON request to the platform, relative to its base URL, with its credentials."""
+        return self.http.json(method, self.url(path), platform=self.platform, json=body, params=params,
+                              headers=self._headers())
+
 
 def format_validation(exc: ValidationError) -> str:
     parts = []

@@ -33,14 +33,6 @@ class GDriveExecutor(Executor):
     # With permanent=True the file skips the trash: nothing can bring it back.
     irreversible = frozenset({"delete_file"})
 
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.config.token}"} if self.config.token else {}
-
-    def _call(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None
-              ) -> dict[str, Any]:
-        return self.http.json(method, self.url(path), platform=self.platform, json=body, params=params,
-                              headers=self._headers())
-
     def _files(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         return self._call(method, path, body, params=SHARED_DRIVES)
 

@@ -59,14 +59,6 @@ class GSheetsExecutor(Executor):
     platform = "gsheets"
     actions = {"append_row": AppendRowParams, "delete_row": DeleteRowParams}
 
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.config.token}"} if self.config.token else {}
-
-    def _call(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None
-              ) -> dict[str, Any]:
-        return self.http.json(method, self.url(path), platform=self.platform, json=body, params=params,
-                              headers=self._headers())
-
     def _spreadsheet_id(self, given: str | None) -> str:
         sid = given or self.config.extra.get("spreadsheet_id")
         if not sid:

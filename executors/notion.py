@@ -113,14 +113,7 @@ class NotionExecutor(Executor):
     actions = {"create_task": CreateTaskParams, "update_task": UpdateTaskParams}
 
     def _headers(self) -> dict[str, str]:
-        headers = {"Notion-Version": self.config.extra.get("notion_version") or DEFAULT_VERSION}
-        if self.config.token:
-            headers["Authorization"] = f"Bearer {self.config.token}"
-        return headers
-
-    def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        return self.http.json(method, self.url(path), platform=self.platform, json=body,
-                              headers=self._headers())
+        return {"Notion-Version": self.config.extra.get("notion_version") or DEFAULT_VERSION, **super()._headers()}
 
     def _page_path(self, page_id: str) -> str:
         return f"/v1/pages/{quote(page_id, safe='')}"

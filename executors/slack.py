@@ -83,11 +83,6 @@ class SlackExecutor(Executor):
     platform = "slack"
     actions = {"send_message": SendMessageParams, "request_approval": RequestApprovalParams}
 
-    def _headers(self) -> dict[str, str]:
-        if not self.config.token:
-            return {}
-        return {"Authorization": f"Bearer {self.config.token}"}
-
     def call(self, method: str, body: dict[str, Any], *,
              tolerate: frozenset[str] = frozenset()) -> dict[str, Any]:
         """One Web API call; raises the typed error for ok=false unless its code is in `tolerate`."""

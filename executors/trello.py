@@ -40,10 +40,6 @@ class TrelloExecutor(Executor):
             parts.append(f'oauth_token="{self.config.token}"')
         return {"Authorization": "OAuth " + ", ".join(parts)} if parts else {}
 
-    def _call(self, method: str, path: str, body: object = None) -> dict[str, object]:
-        return self.http.json(method, self.url(path), platform=self.platform, json=body,
-                              headers=self._headers())
-
     def _gone_ok(self, method: str, path: str) -> bool:
         """Runs an undo request; False when the object was already gone (404), which undo accepts."""
         try:
