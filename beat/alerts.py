@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 
 from workers.guards import breaker
-from workers.guards.connection import guard_redis
+from workers.guards.connection import guard_redis, server_time
 from workers.queue_ops import priority_lists
 from workers.queues import ALL_QUEUES, PLATFORM_QUEUES
 from workers.settings import get_settings
@@ -57,11 +57,15 @@ def success_rate_conditions() -> list[Condition]:
 def queue_depth_conditions() -> list[Condition]:
     s = get_settings()
     r = guard_redis()
-    sec, usec = r.time()
-    now = sec + usec / 1e6
-    out = []
+    now = server_time(r)
+    pipe = r.pipeline(transaction=False)
     for q in ALL_QUEUES:
-        depth = sum(int(r.llen(k)) for k in priority_lists(q).values())
+        for key in priority_lists(q).values():
+            pipe.llen(key)
+    lengths = iter(pipe.execute())
+    depths = {q: sum(int(next(lengths)) for _ in priority_lists(q)) for q in ALL_QUEUES}
+    out = []
+    for q, depth in depths.items():
         since_key = f"opsq:alert:depth_since:{q}"
         if depth <= s.alert_queue_depth:
             r.delete(since_key)
@@ -78,8 +82,7 @@ def queue_depth_conditions() -> list[Condition]:
 def breaker_conditions() -> list[Condition]:
     s = get_settings()
     r = guard_redis()
-    sec, usec = r.time()
-    now = sec + usec / 1e6
+    now = server_time(r)
     out = []
     for platform in PLATFORM_QUEUES:
         st = breaker.status(platform, r)

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import or_, select
 
 from workers.guards import keys
-from workers.guards.connection import guard_redis
+from workers.guards.connection import guard_redis, server_time
 from workers.queue_ops import message_ids_in_flight
 from workers.redaction import contains_redacted, kwargs_repr
 from workers.settings import get_settings
@@ -73,7 +73,7 @@ def detect(*, act: bool = True, limit: int = 1000) -> StuckReport:
     for run in candidates:
         pipe.hgetall(keys.run(run.id))
     records = pipe.execute()
-    server_now = float(r.time()[0])
+    server_now = server_time(r)
     steps = _workflow_of([c.id for c in candidates])
     for run, raw in zip(candidates, records, strict=True):
         rec = {k.decode(): v.decode() for k, v in raw.items()}

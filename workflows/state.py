@@ -14,9 +14,8 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 
 from workers import audit
-from workers.errors import NotFound
 from workers.redaction import redact
-from workers.store.db import session
+from workers.store.db import require, session
 from workers.store.models import (
     ActionRun,
     Approval,
@@ -94,10 +93,7 @@ def queue_steps(workflow_id: str, step_ids: Iterable[str], spec: WorkflowSpec, m
 
 def get_run_row(workflow_id: str) -> dict[str, Any]:
     with session() as s:
-        run = s.get(WorkflowRun, workflow_id)
-        if run is None:
-            raise NotFound(f"no workflow with id {workflow_id}")
-        return _row(run)
+        return _row(require(s, WorkflowRun, workflow_id, "workflow"))
 
 
 def transition(workflow_id: str, to: str, *, allowed_from: Iterable[str], error: str | None = None,
@@ -284,10 +280,7 @@ def create_approval(workflow_id: str, level: int, step_ids: list[str], details: 
 
 def get_approval(approval_id: str) -> dict[str, Any]:
     with session() as s:
-        row = s.get(Approval, approval_id)
-        if row is None:
-            raise NotFound(f"no approval with id {approval_id}")
-        return _row(row)
+        return _row(require(s, Approval, approval_id, "approval"))
 
 
 def undecide_approval(approval_id: str) -> None:

@@ -12,6 +12,13 @@ from workers.settings import Settings, get_settings
 _client: tuple[int, str, redis.Redis] | None = None
 
 
+def server_time(client: redis.Redis) -> float:
+    """Redis' clock, the one the guards' scripts use: comparing against it, not a worker's clock,
+    keeps leases and breaker timings consistent across hosts."""
+    sec, usec = client.time()
+    return sec + usec / 1_000_000
+
+
 def guard_redis(settings: Settings | None = None) -> redis.Redis:
     global _client
     url = resolve_redis_url(settings or get_settings())

@@ -8,9 +8,8 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
 
-from workers.errors import NotFound
 from workers.redaction import redact
-from workers.store.db import get_engine, outcome_engine, session
+from workers.store.db import get_engine, outcome_engine, require, session
 from workers.store.models import ActionRun, DeadLetter, as_utc, utcnow
 
 
@@ -143,10 +142,7 @@ def is_final(action_id: str) -> bool:
 
 def get(action_id: str) -> ActionView:
     with session() as s:
-        row = s.get(ActionRun, action_id)
-        if row is None:
-            raise NotFound(f"no action with id {action_id}")
-        return _view(row)
+        return _view(require(s, ActionRun, action_id, "action"))
 
 
 def find(action_id: str) -> ActionView | None:
@@ -201,10 +197,7 @@ def dead_letters(*, include_replayed: bool = False, limit: int = 100) -> list[De
 
 def dead_letter(dl_id: int) -> DeadLetterView:
     with session() as s:
-        row = s.get(DeadLetter, dl_id)
-        if row is None:
-            raise NotFound(f"no dead letter with id {dl_id}")
-        return _dl_view(row)
+        return _dl_view(require(s, DeadLetter, dl_id, "dead letter"))
 
 
 def claim_dead_letter(dl_id: int) -> bool:

@@ -8,6 +8,7 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
@@ -122,6 +123,16 @@ def session() -> Iterator[Session]:
     assert _sessionmaker is not None
     with _sessionmaker() as s, s.begin():
         yield s
+
+
+def require(s: Session, model: type[Any], key: Any, what: str) -> Any:
+    """The row with this primary key, or NotFound("no <what> with id <key>")."""
+    from workers.errors import NotFound
+
+    row = s.get(model, key)
+    if row is None:
+        raise NotFound(f"no {what} with id {key}")
+    return row
 
 
 def current_revision(engine: Engine) -> str | None:
