@@ -94,6 +94,7 @@ def create(directory: Path | None = None) -> Path:
     settings = get_settings()
     directory = directory or settings.resolved_backup_dir
     directory.mkdir(parents=True, exist_ok=True)
+    audit.seal()  # the backup's chain then holds every submit so far (later ones stay pending, and are kept)
     data = dump(get_engine())
     path = directory / f"opsq-backup-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json.gz"
     tmp = path.with_suffix(".tmp")

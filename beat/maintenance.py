@@ -75,6 +75,10 @@ def verify_audit() -> dict[str, Any]:
     return verdict.to_dict()
 
 
+def seal_audit() -> dict[str, Any]:
+    return {"sealed": audit.seal()}
+
+
 JOBS: dict[str, Callable[[], dict[str, Any]]] = {
     "detect_stuck": detect_stuck,
     "expire_approvals": expire_approvals,
@@ -82,6 +86,7 @@ JOBS: dict[str, Callable[[], dict[str, Any]]] = {
     "cleanup": cleanup,
     "backup_state": backup_state,
     "verify_audit": verify_audit,
+    "seal_audit": seal_audit,
 }
 
 

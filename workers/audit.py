@@ -3,7 +3,14 @@
 Each entry's hash covers the previous entry's hash and its own fields, so changing or deleting any
 entry breaks every hash after it; `verify` names the first entry that no longer fits. Appends first
 lock the one-row audit_head table, so entries written at the same time from many processes still form
-a single chain.
+a single chain; the ids are given under that lock, so the chain's order is the id order.
+
+Submits are too frequent to lock the head each time (it serialised every submitter and, on PostgreSQL,
+cost more than the rest of the submit): `defer` writes the entry to audit_pending in the submit's own
+transaction, and `seal` chains what is pending in one locked batch. Beat seals every 30 s (the
+`seal_audit` job), and every read of the trail (`entries`, `verify`, a backup) and every `append` seals
+first, so a reader never sees a pending entry missing and the chain stays in commit order. Until it is
+sealed, a pending entry is covered by no hash: that window is the price of a cheap submit.
 """
 
 from __future__ import annotations
@@ -16,15 +23,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, text, update
+from sqlalchemy import Connection, delete, func, insert, select, text, update
 
 from workers.redaction import redact
 from workers.store.db import get_engine
-from workers.store.models import AuditEntry, AuditHead, as_utc, utcnow
+from workers.store.models import AuditEntry, AuditHead, AuditPending, as_utc, utcnow
 
 GENESIS = "0" * 64
 _LOG = AuditEntry.__table__
 _HEAD = AuditHead.__table__
+_PENDING = AuditPending.__table__
+_DEFER = insert(_PENDING)  # built once: it is on the submit path
+SEAL_BATCH = 5000
 
 
 def default_actor() -> str:
@@ -51,8 +61,8 @@ def digest(prev_hash: str, at: datetime, actor: str, action: str, target: str | 
 
 def append(action: str, target: str | None = None, detail: dict[str, Any] | None = None, *,
            actor: str | None = None, conn: Connection | None = None) -> None:
-    """Record one operation. Pass `conn` to make the entry part of the caller's transaction (it then
-    commits or rolls back with the change it records)."""
+    """Record one operation, chained at once. Pass `conn` to make the entry part of the caller's
+    transaction (it then commits or rolls back with the change it records)."""
     if conn is None:
         with get_engine().begin() as own:
             _append(own, action, target, detail, actor)
@@ -60,30 +70,87 @@ def append(action: str, target: str | None = None, detail: dict[str, Any] | None
         _append(conn, action, target, detail, actor)
 
 
-def _lock_head(conn: Connection) -> Any:
+def defer(action: str, target: str | None, detail: dict[str, Any] | None, *, actor: str | None,
+          conn: Connection) -> None:
+    """Record one operation in the caller's transaction without taking the chain's lock: one INSERT
+    into audit_pending, chained by the next `seal`. For operations as frequent as submits."""
+    who, target, clean = _fields(target, detail, actor)
+    conn.execute(_DEFER, {"at": utcnow(), "actor": who, "action": action, "target": target, "detail": clean})
+
+
+def seal() -> int:
+    """Chain every pending entry; returns how many. Safe to run from many processes at once."""
+    sealed = 0
+    while True:
+        with get_engine().begin() as conn:
+            head = _lock_head(conn)
+            last_id, last_hash, n = _seal_locked(conn, head)
+            if n:
+                conn.execute(update(_HEAD).where(_HEAD.c.id == 1).values(last_id=last_id, last_hash=last_hash))
+        sealed += n
+        if n < SEAL_BATCH:
+            return sealed
+
+
+def pending_count() -> int:
+    with get_engine().connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(_PENDING)).scalar() or 0)
+
+
+def _fields(target: str | None, detail: dict[str, Any] | None, actor: str | None) -> tuple[str, str | None, Any]:
+    if target is not None and len(target) > TARGET_MAX:
+        target = target[:TARGET_MAX - 3] + "..."
+    return actor or default_actor(), target, redact(detail or {}, urls=True)
+
+
+def _lock_head(conn: Connection) -> tuple[int, str]:
+    """Takes the chain's lock and returns (last id, last hash). A head row deleted by hand is put back
+    at GENESIS after the newest id: verify() then reports the break at the first new entry."""
     if conn.dialect.name == "postgresql":
-        return conn.execute(select(_HEAD.c.last_id, _HEAD.c.last_hash).where(_HEAD.c.id == 1).with_for_update()).first()
-    conn.execute(text("UPDATE audit_head SET id = id WHERE id = 1"))  # SQLite: take the write lock first
-    return conn.execute(select(_HEAD.c.last_id, _HEAD.c.last_hash).where(_HEAD.c.id == 1)).first()
+        head = conn.execute(select(_HEAD.c.last_id, _HEAD.c.last_hash).where(_HEAD.c.id == 1)
+                            .with_for_update()).first()
+    else:
+        conn.execute(text("UPDATE audit_head SET id = id WHERE id = 1"))  # SQLite: take the write lock first
+        head = conn.execute(select(_HEAD.c.last_id, _HEAD.c.last_hash).where(_HEAD.c.id == 1)).first()
+    if head is not None:
+        return int(head.last_id), str(head.last_hash)
+    newest = int(conn.execute(select(func.coalesce(func.max(_LOG.c.id), 0))).scalar() or 0)
+    conn.execute(insert(_HEAD).values(id=1, last_id=newest, last_hash=GENESIS))
+    return _lock_head(conn)
+
+
+def _seal_locked(conn: Connection, head: tuple[int, str]) -> tuple[int, str, int]:
+    """Under the head lock: moves up to SEAL_BATCH pending entries onto the chain, oldest first."""
+    last_id, last_hash = head
+    rows = conn.execute(select(_PENDING).order_by(_PENDING.c.id).limit(SEAL_BATCH)).all()
+    if not rows:
+        return last_id, last_hash, 0
+    chained = []
+    for row in rows:
+        last_id += 1
+        new_hash = digest(last_hash, row.at, row.actor, row.action, row.target, row.detail)
+        chained.append({"id": last_id, "at": row.at, "actor": row.actor, "action": row.action,
+                        "target": row.target, "detail": row.detail, "prev_hash": last_hash, "hash": new_hash})
+        last_hash = new_hash
+    conn.execute(insert(_LOG), chained)
+    conn.execute(delete(_PENDING).where(_PENDING.c.id <= rows[-1].id))
+    return last_id, last_hash, len(rows)
 
 
 def _append(conn: Connection, action: str, target: str | None, detail: dict[str, Any] | None,
             actor: str | None) -> None:
-    head = _lock_head(conn)
-    if head is None:
-        # The head row is gone (deleted by hand). Start again from GENESIS: if entries exist, verify()
-        # reports the break at the first new entry instead of this hiding it.
-        conn.execute(insert(_HEAD).values(id=1, last_id=0, last_hash=GENESIS))
-        head = _lock_head(conn)
+    # Pending entries first: they were committed before this one, and the chain keeps commit order.
+    last_id, last_hash = _lock_head(conn)
+    while True:
+        last_id, last_hash, n = _seal_locked(conn, (last_id, last_hash))
+        if n < SEAL_BATCH:
+            break
+    who, target, clean = _fields(target, detail, actor)
     at = utcnow()
-    who = actor or default_actor()
-    clean = redact(detail or {}, urls=True)
-    if target is not None and len(target) > TARGET_MAX:
-        target = target[:TARGET_MAX - 3] + "..."
-    new_hash = digest(head.last_hash, at, who, action, target, clean)
-    new_id = conn.execute(insert(_LOG).values(at=at, actor=who, action=action, target=target, detail=clean,
-                                              prev_hash=head.last_hash, hash=new_hash)).inserted_primary_key[0]
-    conn.execute(update(_HEAD).where(_HEAD.c.id == 1).values(last_id=new_id, last_hash=new_hash))
+    new_hash = digest(last_hash, at, who, action, target, clean)
+    conn.execute(insert(_LOG).values(id=last_id + 1, at=at, actor=who, action=action, target=target, detail=clean,
+                                     prev_hash=last_hash, hash=new_hash))
+    conn.execute(update(_HEAD).where(_HEAD.c.id == 1).values(last_id=last_id + 1, last_hash=new_hash))
 
 
 @dataclass(frozen=True)
@@ -98,6 +165,7 @@ class Verdict:
 
 
 def verify() -> Verdict:
+    seal()
     with get_engine().connect() as conn:
         prev, checked, last_id = GENESIS, 0, 0
         for row in conn.execute(select(_LOG).order_by(_LOG.c.id)).yield_per(1000):
@@ -115,6 +183,7 @@ def verify() -> Verdict:
 
 
 def entries(*, since: datetime | None = None, action: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    seal()
     q = select(_LOG).order_by(_LOG.c.id.desc()).limit(limit)
     if since is not None:
         q = q.where(_LOG.c.at >= since)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,20 @@ class ActionHandle:
                 raise TimeoutError(f"action {self.id} still {view.status} after {timeout:g}s")
             time.sleep(poll_s)
             poll_s = min(poll_s * 1.5, 0.5)
+
+
+def wait_all(handles: Iterable[ActionHandle | str], timeout: float = 300.0, poll_s: float = 0.05) -> None:
+    """Block until every action (handles or ids) succeeded or failed for good; TimeoutError naming how
+    many are still open if that takes longer. One query per poll, whatever the number of actions."""
+    pending = [h.id if isinstance(h, ActionHandle) else h for h in handles]
+    deadline = time.monotonic() + timeout
+    while pending:
+        pending = store.not_final(pending)
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{len(pending)} action(s) still open after {timeout:g}s (first: {pending[0]})")
+        time.sleep(poll_s)
 
 
 def current_status(action_id: str) -> ActionView:
@@ -105,8 +120,13 @@ def submit_action(platform: str, action: str, params: dict[str, Any] | None = No
         kwargs = {"action_id": action_id, "platform": platform, "action": action, "params": params,
                   "max_attempts": attempts, "idempotency_key": idempotency_key, "fail_fast": fail_fast}
         try:
+            # ignore_result: an action's outcome lives in the store and the guards' record in Redis;
+            # Celery's result backend would keep a third copy (and cost the worker four Redis round
+            # trips: the STARTED and SUCCESS writes, each a read and a write). Workflow steps keep
+            # their results: chords count them in the backend.
             execute_action.apply_async(kwargs=kwargs, task_id=action_id, queue=queue, routing_key=queue,
-                                       priority=priority_value(priority), kwargsrepr=kwargs_repr(kwargs))
+                                       priority=priority_value(priority), kwargsrepr=kwargs_repr(kwargs),
+                                       ignore_result=True)
         except Exception as exc:
             store.discard(action_id)
             detail = " ".join(str(exc).split())

@@ -80,14 +80,15 @@ _FAILED = update(_T).where(_BY_ID).values(
 def create(*, action_id: str, platform: str, action: str, params: dict[str, Any], priority: str,
            queue: str, max_attempts: int, idempotency_key: str | None = None,
            replay_of: str | None = None, actor: str | None = None) -> None:
-    """The action's record and its audit entry, in one transaction."""
+    """The action's record and its audit entry, in one transaction. The entry is deferred (chained by
+    the next seal, see workers.audit): locking the chain's head on every submit serialised submitters."""
     from workers import audit
 
     now = utcnow()
     with get_engine().begin() as conn:
-        audit.append("submit", f"action:{action_id}", {"platform": platform, "action": action,
-                                                       "priority": priority, "replay_of": replay_of},
-                     actor=actor, conn=conn)
+        audit.defer("submit", f"action:{action_id}", {"platform": platform, "action": action,
+                                                      "priority": priority, "replay_of": replay_of},
+                    actor=actor, conn=conn)
         conn.execute(_INSERT, {
             "id": action_id, "platform": platform, "action": action, "params": redact(params, urls=True),
             "priority": priority, "queue": queue, "status": "queued", "attempts": 0,
@@ -138,6 +139,17 @@ def is_final(action_id: str) -> bool:
     with session() as s:
         status = s.scalar(select(ActionRun.status).where(ActionRun.id == action_id))
     return status in ("succeeded", "failed")
+
+
+def not_final(action_ids: list[str]) -> list[str]:
+    """Those of `action_ids` that have not yet succeeded or failed for good (unknown ids included)."""
+    final: set[str] = set()
+    with get_engine().connect() as conn:
+        for i in range(0, len(action_ids), 500):  # SQLite allows 999 bound parameters per statement
+            chunk = action_ids[i:i + 500]
+            final.update(conn.execute(select(_T.c.id).where(_T.c.id.in_(chunk),
+                                                            _T.c.status.in_(("succeeded", "failed")))).scalars())
+    return [a for a in action_ids if a not in final]
 
 
 def get(action_id: str) -> ActionView:

@@ -184,6 +184,21 @@ class AuditEntry(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
+class AuditPending(Base):
+    """Entries written but not yet chained: frequent operations (every submit) land here in their own
+    transaction, without locking the chain's head; `workers.audit.seal` moves them onto the chain, in
+    id order, every few seconds (beat) and before anything reads the trail."""
+
+    __tablename__ = "audit_pending"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(60))
+    target: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONType)
+
+
 class AuditHead(Base):
     """One row: the newest hash. Appends lock it first, so concurrent appends form one chain."""
 
