@@ -6,7 +6,13 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, celeryd_after_setup, worker_init, worker_process_init
+from celery.signals import (
+    after_setup_logger,
+    celeryd_after_setup,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+)
 
 from workers.broker_url import resolve_redis_url
 from workers.queues import PRIORITY_STEPS, PRIORITY_VALUES, celery_queues
@@ -127,3 +133,11 @@ def _fresh_connections_after_fork(**_: Any) -> None:
     db.reset_engine(close=False)
     runtime.reset()
     reset_guard()
+
+
+@worker_process_shutdown.connect
+def _flush_buffered_outcomes(**_: Any) -> None:
+    # A pool process that ends (warm shutdown, max_tasks_per_child) commits its buffered success records.
+    from workers.store import outcomes
+
+    outcomes.shutdown()

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     auto_migrate: bool = True
     # See workers.store.db.outcome_engine for what this trades.
     db_async_commit: bool = True
+    # The worker's success records are committed in batches, at the latest this long after the first one
+    # (workers.store.outcomes); 0 writes each one at once.
+    outcome_flush_ms: int = Field(50, ge=0, le=10_000)
 
     platform_base_url: str | None = None
     slack_base_url: str | None = None

@@ -141,4 +141,5 @@ def _requeue(run: ActionRun, r: Any) -> None:
                               "attempt": max(run.attempts, 1) if run.status == "retrying" else 1,
                               "idempotency_key": run.idempotency_key}
     execute_action.apply_async(kwargs=kwargs, task_id=run.id, queue=run.queue, routing_key=run.queue,
-                               priority=priority_value(run.priority), kwargsrepr=kwargs_repr(kwargs))
+                               priority=priority_value(run.priority), kwargsrepr=kwargs_repr(kwargs),
+                               ignore_result=True)  # as submit_action sends it

@@ -19,6 +19,7 @@ from workers.retry import backoff_delay
 from workers.runtime import executor
 from workers.settings import get_settings
 from workers.store import actions as store
+from workers.store import outcomes
 from workers.store.models import utcnow
 
 log = logging.getLogger("opsq.action")
@@ -102,9 +103,11 @@ def execute_action(self: Task, *, action_id: str, platform: str, action: str, pa
     # settle is retried (tenacity) before anything else happens.
     _settle_success(guard, ctx, admission, result)
     try:
-        store.mark_succeeded(action_id, attempt, result, started)
         if hooks and step:
+            store.mark_succeeded(action_id, attempt, result, started)
             hooks.succeeded(step, params, result)
+        else:
+            outcomes.record_success(action_id, attempt, result, started)
     except Exception:
         # The platform call happened and is recorded in Redis; only the bookkeeping failed (database
         # busy or down). Try again shortly: the guards answer "done" and the bookkeeping is redone,

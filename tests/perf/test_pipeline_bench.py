@@ -12,9 +12,12 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from collections import Counter
 
 import pytest
 from celery.result import ResultSet
+
+from tests.perf import cpu
 
 pytestmark = pytest.mark.perf
 
@@ -54,21 +57,47 @@ class Opsq:
         assert not failed, f"{len(failed)} noop actions did not succeed"
 
 
-def _end_to_end(app, side, n: int) -> float:
+class Meter:
+    """Adds up the CPU each process group spent in the timed part of each round (tests/perf/cpu.py)."""
+
+    def __init__(self, worker_pgid: int) -> None:
+        self.pgid = worker_pgid
+        self.totals: Counter[str] = Counter()
+        self.actions = 0
+
+    def __enter__(self) -> Meter:
+        self._before = cpu.snapshot(self.pgid) if cpu.available() else Counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if cpu.available():
+            self.totals.update(cpu.snapshot(self.pgid) - self._before)
+
+    def per_action(self) -> dict[str, int]:
+        return cpu.per_action(Counter(), self.totals, max(self.actions, 1))
+
+
+def _end_to_end(app, side, n: int, meter: Meter) -> float:
     """Submit n and wait for all: what a service enqueueing work sees."""
-    start = time.perf_counter()
-    side.wait(app, side.submit(app, n))
-    return n / (time.perf_counter() - start)
+    with meter:
+        start = time.perf_counter()
+        side.wait(app, side.submit(app, n))
+        elapsed = time.perf_counter() - start
+    meter.actions += n
+    return n / elapsed
 
 
-def _drain(app, side, n: int, worker_name: str) -> float:
+def _drain(app, side, n: int, worker_name: str, meter: Meter) -> float:
     """Fill the queue while the worker does not consume it, then time the workers alone."""
     app.control.cancel_consumer("noop", destination=[worker_name], reply=True, timeout=5)
     submitted = side.submit(app, n)
-    start = time.perf_counter()
-    app.control.add_consumer("noop", destination=[worker_name], reply=True, timeout=5)
-    side.wait(app, submitted)
-    return n / (time.perf_counter() - start)
+    with meter:
+        start = time.perf_counter()
+        app.control.add_consumer("noop", destination=[worker_name], reply=True, timeout=5)
+        side.wait(app, submitted)
+        elapsed = time.perf_counter() - start
+    meter.actions += n
+    return n / elapsed
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])
@@ -90,19 +119,23 @@ def test_noop_throughput_against_plain_celery(db, request, redis_client, redis_u
     try:
         from tests.perf.baseline_app import app
 
-        _end_to_end(app, Plain, 50), _end_to_end(app, Opsq, 50)  # warm up both paths
+        pgid = os.getpgid(worker.proc.pid)
+        _end_to_end(app, Plain, 50, Meter(pgid)), _end_to_end(app, Opsq, 50, Meter(pgid))  # warm up both
         for mode in ("end-to-end", "drain"):
             plain, opsq = [], []
+            plain_cpu, opsq_cpu = Meter(pgid), Meter(pgid)
             for _ in range(ROUNDS):
                 if mode == "end-to-end":
-                    plain.append(_end_to_end(app, Plain, N))
-                    opsq.append(_end_to_end(app, Opsq, N))
+                    plain.append(_end_to_end(app, Plain, N, plain_cpu))
+                    opsq.append(_end_to_end(app, Opsq, N, opsq_cpu))
                 else:
-                    plain.append(_drain(app, Plain, N, worker.name))
-                    opsq.append(_drain(app, Opsq, N, worker.name))
+                    plain.append(_drain(app, Plain, N, worker.name, plain_cpu))
+                    opsq.append(_drain(app, Opsq, N, worker.name, opsq_cpu))
             ratio = statistics.median(opsq) / statistics.median(plain)
             print(f"\n[{db} {mode}] N={N} rounds={ROUNDS} plain celery: {statistics.median(plain):.0f}/s "
                   f"{[round(x) for x in plain]}  opsqueue noop: {statistics.median(opsq):.0f}/s "
                   f"{[round(x) for x in opsq]}  ratio {ratio:.2f}x")
+            if cpu.available():
+                print(f"  CPU us/action (timed part): plain {plain_cpu.per_action()}  opsqueue {opsq_cpu.per_action()}")
     finally:
         worker.stop()

@@ -44,7 +44,7 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     cur.close()
 
 
-def make_engine(url: str, *, async_commit: bool = False) -> Engine:
+def make_engine(url: str, *, async_commit: bool = False, pre_ping: bool = True) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -60,7 +60,7 @@ def make_engine(url: str, *, async_commit: bool = False) -> Engine:
         existing = make_url(url).query.get("options", "")
         existing = existing if isinstance(existing, str) else " ".join(existing)
         connect_args["options"] = f"{existing} -c synchronous_commit=off".strip()
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_recycle=1800,
+    return create_engine(url, pool_pre_ping=pre_ping, pool_size=5, max_overflow=5, pool_recycle=1800,
                          connect_args=connect_args)
 
 
@@ -99,7 +99,10 @@ def outcome_engine() -> Engine:
         if _outcome_engine is None or _outcome_pid != os.getpid():
             if _outcome_engine is not None:
                 _outcome_engine.dispose(close=False)
-            _outcome_engine = make_engine(get_settings().resolved_database_url, async_commit=True)
+            # No ping per checkout (a round trip per batch): a connection lost to a server restart fails
+            # its write, SQLAlchemy drops it, and the writer's retry (or the task's bookkeeping retry)
+            # takes a fresh one.
+            _outcome_engine = make_engine(get_settings().resolved_database_url, async_commit=True, pre_ping=False)
             _outcome_pid = os.getpid()
         return _outcome_engine
 

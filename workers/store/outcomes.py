@@ -1,0 +1,156 @@
+"""Write-behind of the worker's success records: one commit per batch instead of one per action.
+
+Why it exists: on the worker's hot path the success UPDATE was the largest cost after the broker itself
+(on PostgreSQL a transaction is three round trips, and the server's CPU shares the machine with the
+workers). By the time a success reaches this module it is already durable where it matters for
+correctness: the guards' settle wrote the outcome to Redis (the execution record), so a redelivered
+message returns the stored result without calling the platform again.
+
+So each worker process keeps a short buffer: the task that fills it to BATCH rows commits them, and a
+flusher thread commits whatever is left OPSQ_OUTCOME_FLUSH_MS (default 50 ms) after the first row of
+a batch arrived (0 writes each success at once, as before). The thread sleeps while the buffer is empty
+and wakes once per batch: a thread polling on a short tick took the GIL from the task thread every few
+milliseconds and cost more than it saved. On PostgreSQL a batch of 16 cost a quarter of the client CPU
+per row of single writes here (docs/PERFORMANCE.md). What a crash costs: a SIGKILLed process loses at
+most its unflushed buffer; those actions stay `queued` in the database until `detect_stuck` finds their
+outcome in Redis and records it (`opsq queue stuck` shows them as "reconciled"). A database that
+refuses a batch keeps it buffered and retried with backoff; past MAX_BUFFERED the task itself writes
+(and its bookkeeping retry takes over if that fails too), so memory stays bounded.
+
+With the guards off (OPSQ_GUARDS_ENABLED=false) there is no outcome in Redis to fall back on, so
+successes are written at once.
+
+Only standalone actions come here: a workflow step's success is written at once, because the next
+step's templates read it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+from datetime import datetime
+from typing import Any
+
+log = logging.getLogger("opsq.outcomes")
+
+MAX_BUFFERED = 10_000
+BATCH = 16
+
+
+class OutcomeWriter:
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._pending: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._started = threading.Event()  # set when a batch has begun (the buffer became non-empty)
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="opsq-outcomes", daemon=True)
+        self._thread.start()
+
+    def add(self, row: dict[str, Any]) -> None:
+        with self._lock:
+            self._pending.append(row)
+            size = len(self._pending)
+        if size == 1:
+            self._started.set()
+        elif size >= BATCH:
+            try:
+                self.flush()
+            except Exception:
+                if size > MAX_BUFFERED:  # the database has refused for a while: make the task feel it
+                    raise
+                # else the flusher thread retries it
+
+    def flush(self) -> int:
+        """Commits what is buffered; raises (keeping the rows) if the database refuses."""
+        from workers.store import actions
+
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if not batch:
+            return 0
+        try:
+            actions.mark_succeeded_many(batch)
+        except Exception:
+            with self._lock:
+                self._pending[:0] = batch
+            raise
+        return len(batch)
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._started.set()
+        self._thread.join(timeout=5)
+        try:
+            self.flush()
+        except Exception:
+            log.exception("could not record %d buffered outcome(s); detect_stuck will take them from Redis",
+                          len(self._pending))
+
+    def _run(self) -> None:
+        backoff = 0.0
+        while not self._stopped:
+            if not backoff:
+                self._started.wait()
+            time.sleep(backoff or self.interval_s)
+            self._started.clear()
+            if self._stopped:
+                return
+            try:
+                self.flush()
+                backoff = 0.0
+            except Exception:
+                backoff = min(max(backoff * 2, 0.1), 5.0)
+                log.warning("recording buffered outcomes failed; retrying in %.1fs", backoff, exc_info=True)
+            with self._lock:
+                if self._pending:  # rows arrived after the flush took the batch: their batch has begun
+                    self._started.set()
+
+
+_writer: tuple[int, OutcomeWriter] | None = None
+_writer_lock = threading.Lock()
+
+
+def writer() -> OutcomeWriter | None:
+    """This process's writer (made on first use, and again after a fork), or None when write-behind is
+    off (OPSQ_OUTCOME_FLUSH_MS=0, or no guards: then no outcome is in Redis to fall back on)."""
+    global _writer
+    from workers.settings import get_settings
+
+    settings = get_settings()
+    interval_ms = settings.outcome_flush_ms
+    if interval_ms <= 0 or not settings.guards_enabled:
+        return None
+    pid = os.getpid()
+    if _writer is not None and _writer[0] == pid:
+        return _writer[1]
+    with _writer_lock:
+        if _writer is None or _writer[0] != pid:
+            _writer = (pid, OutcomeWriter(interval_ms / 1000))
+        return _writer[1]
+
+
+def record_success(action_id: str, attempt: int, result: dict[str, Any], started_at: datetime | None) -> None:
+    """The success record of a standalone action: buffered when write-behind is on, else written now."""
+    from workers.store import actions
+
+    w = writer()
+    if w is None:
+        actions.mark_succeeded(action_id, attempt, result, started_at)
+    else:
+        w.add(actions.succeeded_row(action_id, attempt, result, started_at))
+
+
+def shutdown() -> None:
+    """Flushes and stops this process's writer (worker process shutdown, interpreter exit)."""
+    global _writer
+    with _writer_lock:
+        current, _writer = _writer, None
+    if current is not None and current[0] == os.getpid():
+        current[1].stop()
+
+
+atexit.register(shutdown)
