@@ -15,6 +15,7 @@ sealed, a pending entry is covered by no hash: that window is the price of a che
 
 from __future__ import annotations
 
+import functools
 import getpass
 import hashlib
 import json
@@ -33,15 +34,17 @@ GENESIS = "0" * 64
 _LOG = AuditEntry.__table__
 _HEAD = AuditHead.__table__
 _PENDING = AuditPending.__table__
-_DEFER = insert(_PENDING)  # built once: it is on the submit path
+PENDING_INSERT = insert(_PENDING)  # built once: it is on the submit path
 SEAL_BATCH = 5000
 
 
 def default_actor() -> str:
     """OPSQ_ACTOR (a service's name), else the OS user."""
-    actor = os.environ.get("OPSQ_ACTOR")
-    if actor:
-        return actor
+    return os.environ.get("OPSQ_ACTOR") or _os_user()
+
+
+@functools.cache
+def _os_user() -> str:
     try:
         return getpass.getuser()
     except Exception:  # pragma: no cover - containers without a passwd entry
@@ -74,8 +77,15 @@ def defer(action: str, target: str | None, detail: dict[str, Any] | None, *, act
           conn: Connection) -> None:
     """Record one operation in the caller's transaction without taking the chain's lock: one INSERT
     into audit_pending, chained by the next `seal`. For operations as frequent as submits."""
+    conn.execute(PENDING_INSERT, pending_entry(action, target, detail, actor=actor))
+
+
+def pending_entry(action: str, target: str | None, detail: dict[str, Any] | None, *,
+                  actor: str | None) -> dict[str, Any]:
+    """The audit_pending row `defer` writes, for a caller that writes it in a statement of its own
+    (the submit on PostgreSQL: record and entry in one INSERT)."""
     who, target, clean = _fields(target, detail, actor)
-    conn.execute(_DEFER, {"at": utcnow(), "actor": who, "action": action, "target": target, "detail": clean})
+    return {"at": utcnow(), "actor": who, "action": action, "target": target, "detail": clean}
 
 
 def seal() -> int:

@@ -9,10 +9,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy.exc import DBAPIError
 
 from workers.redaction import redact
-from workers.store.db import get_engine, outcome_engine, require, session
-from workers.store.models import ActionRun, DeadLetter, as_utc, utcnow
+from workers.store.db import get_engine, outcome_engine, require, session, submit_engine
+from workers.store.models import ActionRun, AuditPending, DeadLetter, as_utc, utcnow
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,12 @@ def _view(row: ActionRun) -> ActionView:
 # database round trip itself (see docs/PERFORMANCE.md).
 _T = ActionRun.__table__
 _INSERT = insert(_T)
+# PostgreSQL: the record and its pending audit entry in one statement (one round trip, atomic).
+# Every parameter is prefixed: one named like a column ("id", "action") would be added to the other INSERT.
+_INSERT_WITH_AUDIT = insert(_T).values({c.name: bindparam(f"run_{c.name}", type_=c.type) for c in _T.c}).add_cte(
+    insert(AuditPending.__table__).values(
+        {c.name: bindparam(f"audit_{c.name}", type_=c.type) for c in AuditPending.__table__.c if c.name != "id"}
+    ).cte("submit_audit"))
 _BY_ID = _T.c.id == bindparam("aid")
 _STARTED = func.coalesce(_T.c.started_at, bindparam("started_at", type_=_T.c.started_at.type))
 _SUCCEEDED = update(_T).where(_BY_ID).values(
@@ -82,21 +89,39 @@ _FAILED = update(_T).where(_BY_ID).values(
 def create(*, action_id: str, platform: str, action: str, params: dict[str, Any], priority: str,
            queue: str, max_attempts: int, idempotency_key: str | None = None,
            replay_of: str | None = None, actor: str | None = None) -> None:
-    """The action's record and its audit entry, in one transaction. The entry is deferred (chained by
-    the next seal, see workers.audit): locking the chain's head on every submit serialised submitters."""
+    """The action's record and its audit entry, committed together. The entry is deferred (chained by
+    the next seal, see workers.audit): locking the chain's head on every submit serialised submitters.
+    On PostgreSQL both rows go in one statement on an autocommit connection: one round trip."""
     from workers import audit
 
     now = utcnow()
-    with get_engine().begin() as conn:
-        audit.defer("submit", f"action:{action_id}", {"platform": platform, "action": action,
-                                                      "priority": priority, "replay_of": replay_of},
-                    actor=actor, conn=conn)
-        conn.execute(_INSERT, {
-            "id": action_id, "platform": platform, "action": action, "params": redact(params, urls=True),
-            "priority": priority, "queue": queue, "status": "queued", "attempts": 0,
-            "max_attempts": max_attempts, "idempotency_key": idempotency_key, "replay_of": replay_of,
-            "result": None, "error": None, "error_kind": None, "started_at": None, "finished_at": None,
-            "next_attempt_at": None, "created_at": now, "updated_at": now})
+    row = {
+        "id": action_id, "platform": platform, "action": action, "params": redact(params, urls=True),
+        "priority": priority, "queue": queue, "status": "queued", "attempts": 0,
+        "max_attempts": max_attempts, "idempotency_key": idempotency_key, "replay_of": replay_of,
+        "result": None, "error": None, "error_kind": None, "started_at": None, "finished_at": None,
+        "next_attempt_at": None, "created_at": now, "updated_at": now}
+    entry = audit.pending_entry("submit", f"action:{action_id}", {"platform": platform, "action": action,
+                                                                  "priority": priority, "replay_of": replay_of},
+                                actor=actor)
+    engine = submit_engine()
+    if engine.dialect.name != "postgresql":
+        with engine.begin() as conn:
+            conn.execute(audit.PENDING_INSERT, entry)
+            conn.execute(_INSERT, row)
+        return
+    both = {f"run_{k}": v for k, v in row.items()} | {f"audit_{k}": v for k, v in entry.items()}
+    for attempt in (1, 2):
+        try:
+            with engine.connect() as conn:
+                conn.execute(_INSERT_WITH_AUDIT, both)
+            return
+        except DBAPIError as exc:
+            # No ping before use on this engine: a connection the server dropped (restart, failover)
+            # fails here first. SQLAlchemy has then discarded the pool's connections; once more with a
+            # fresh one. The statement cannot have half-happened: it is one statement.
+            if attempt == 2 or not exc.connection_invalidated:
+                raise
 
 
 def discard(action_id: str) -> None:

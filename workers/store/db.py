@@ -26,8 +26,9 @@ _lock = threading.Lock()
 _engine: Engine | None = None
 _engine_pid: int | None = None
 _sessionmaker: sessionmaker[Session] | None = None
-_outcome_engine: Engine | None = None
-_outcome_pid: int | None = None
+# Engines with other connection settings for one hot path each (outcome_engine, submit_engine).
+_purpose_engines: dict[str, Engine] = {}
+_purpose_pid: int | None = None
 
 
 class DatabaseError(RuntimeError):
@@ -44,7 +45,7 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     cur.close()
 
 
-def make_engine(url: str, *, async_commit: bool = False, pre_ping: bool = True) -> Engine:
+def make_engine(url: str, *, async_commit: bool = False, pre_ping: bool = True, autocommit: bool = False) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -60,8 +61,9 @@ def make_engine(url: str, *, async_commit: bool = False, pre_ping: bool = True) 
         existing = make_url(url).query.get("options", "")
         existing = existing if isinstance(existing, str) else " ".join(existing)
         connect_args["options"] = f"{existing} -c synchronous_commit=off".strip()
+    extra: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
     return create_engine(url, pool_pre_ping=pre_ping, pool_size=5, max_overflow=5, pool_recycle=1800,
-                         connect_args=connect_args)
+                         connect_args=connect_args, **extra)
 
 
 def get_engine() -> Engine:
@@ -90,34 +92,52 @@ def outcome_engine() -> Engine:
     time per action here. What that risks: a PostgreSQL *server* crash can lose the last fraction of a
     second of such updates (never corrupt anything). The outcome was written to Redis first (the
     execution record, kept for OPSQ_IDEMPOTENCY_TTL_S), so the action is never run twice because of it.
-    OPSQ_DB_ASYNC_COMMIT=false turns it off. Submits, failures and dead letters always commit durably."""
-    global _outcome_engine, _outcome_pid
+    OPSQ_DB_ASYNC_COMMIT=false turns it off. Submits, failures and dead letters always commit durably.
+
+    No ping per checkout (a round trip per batch): a connection lost to a server restart fails its
+    write, SQLAlchemy drops the pool's connections, and the writer's retry (or the task's bookkeeping
+    retry) takes a fresh one."""
     engine = get_engine()
     if engine.dialect.name != "postgresql" or not get_settings().db_async_commit:
         return engine
+    return _purpose_engine("outcome", async_commit=True, pre_ping=False)
+
+
+def submit_engine() -> Engine:
+    """For the submit's INSERT on PostgreSQL: autocommit (the record and its audit entry go in one
+    statement, so BEGIN and COMMIT would be two more round trips) and no ping per checkout (another);
+    durable commits. A connection lost to a server restart is retried once by the caller
+    (workers.store.actions.create). Elsewhere: the process's engine."""
+    engine = get_engine()
+    if engine.dialect.name != "postgresql":
+        return engine
+    return _purpose_engine("submit", pre_ping=False, autocommit=True)
+
+
+def _purpose_engine(purpose: str, **options: Any) -> Engine:
+    global _purpose_engines, _purpose_pid
     with _lock:
-        if _outcome_engine is None or _outcome_pid != os.getpid():
-            if _outcome_engine is not None:
-                _outcome_engine.dispose(close=False)
-            # No ping per checkout (a round trip per batch): a connection lost to a server restart fails
-            # its write, SQLAlchemy drops it, and the writer's retry (or the task's bookkeeping retry)
-            # takes a fresh one.
-            _outcome_engine = make_engine(get_settings().resolved_database_url, async_commit=True, pre_ping=False)
-            _outcome_pid = os.getpid()
-        return _outcome_engine
+        if _purpose_pid != os.getpid():
+            for engine in _purpose_engines.values():
+                engine.dispose(close=False)
+            _purpose_engines, _purpose_pid = {}, os.getpid()
+        if purpose not in _purpose_engines:
+            _purpose_engines[purpose] = make_engine(get_settings().resolved_database_url, **options)
+        return _purpose_engines[purpose]
 
 
 def reset_engine(close: bool = True) -> None:
     """Forget the process's engines. `close=False` in a forked child (Celery's worker_process_init): the
     pooled connections are the parent's sockets, and closing them would end the parent's sessions (the
     child only drops its references; psycopg does not close a connection made by another process)."""
-    global _engine, _engine_pid, _sessionmaker, _outcome_engine, _outcome_pid
+    global _engine, _engine_pid, _sessionmaker, _purpose_engines, _purpose_pid
     with _lock:
         if _engine is not None:
             _engine.dispose(close=close)
-        if _outcome_engine is not None:
-            _outcome_engine.dispose(close=close)
-        _engine = _engine_pid = _sessionmaker = _outcome_engine = _outcome_pid = None
+        for engine in _purpose_engines.values():
+            engine.dispose(close=close)
+        _engine = _engine_pid = _sessionmaker = _purpose_pid = None
+        _purpose_engines = {}
 
 
 @contextlib.contextmanager
