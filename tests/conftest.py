@@ -67,6 +67,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
+def pg_database_url(postgres: PostgresService) -> str:
+    """For what only PostgreSQL has (a server that drops connections, its planner)."""
+    if postgres.url is None:
+        pytest.skip(f"needs PostgreSQL: {postgres.reason}")
+    _truncate_pg(postgres.url)
+    return postgres.url
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'opsq.db'}"
 
@@ -136,6 +145,12 @@ def opsq_env(redis_client: redis.Redis, redis_url: str, database_url: str, sandb
 def opsq_env_sqlite(redis_client: redis.Redis, redis_url: str, sqlite_url: str, sandbox: object,
                     sandbox_client: object, monkeypatch: pytest.MonkeyPatch) -> Callable[..., dict[str, str]]:
     return _configure(redis_url, sqlite_url, sandbox, monkeypatch)
+
+
+@pytest.fixture
+def opsq_env_pg(redis_client: redis.Redis, redis_url: str, pg_database_url: str, sandbox: object,
+                sandbox_client: object, monkeypatch: pytest.MonkeyPatch) -> Callable[..., dict[str, str]]:
+    return _configure(redis_url, pg_database_url, sandbox, monkeypatch)
 
 
 def _configure(redis_url: str, database_url: str, sandbox: object,

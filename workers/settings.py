@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     db_async_commit: bool = True
     # The worker's success records are committed in batches, at the latest this long after the first one
     # (workers.store.outcomes); 0 writes each one at once.
-    outcome_flush_ms: int = Field(50, ge=0, le=10_000)
+    outcome_flush_ms: int = Field(50, ge=0, le=60_000)
 
     platform_base_url: str | None = None
     slack_base_url: str | None = None
