@@ -40,16 +40,19 @@ def test_a_batch_begun_is_written_after_the_interval(writer):
     wait_for(lambda: _succeeded(later) == 1, timeout=5, what="the next batch")
 
 
-def test_a_full_batch_is_written_by_the_adding_task(opsq_env_sqlite):
+def test_a_full_batch_is_written_without_waiting_for_the_interval(opsq_env_sqlite):
     w = outcomes.OutcomeWriter(interval_s=600)
     try:
-        ids = _submitted(outcomes.BATCH + 1)
+        ids = _submitted(outcomes.BATCH)
         for i in ids:
             w.add(actions.succeeded_row(i, 1, {"ok": True}, None))
-        assert _succeeded(ids) == outcomes.BATCH  # at once, in the thread that filled it; one left buffered
+        wait_for(lambda: _succeeded(ids) == outcomes.BATCH, timeout=5, what="the full batch, long before 600 s")
+        (last,) = _submitted(1)
+        w.add(actions.succeeded_row(last, 1, {"ok": True}, None))
+        assert actions.get(last).status == "queued"  # a new batch has begun; it waits for its interval
     finally:
         w.stop()
-    assert _succeeded(ids) == outcomes.BATCH + 1  # stop() flushes the rest
+    assert actions.get(last).status == "succeeded"  # stop() flushes the rest
 
 
 def test_a_refused_batch_is_kept_and_retried(writer, monkeypatch):

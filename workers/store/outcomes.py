@@ -6,16 +6,17 @@ workers). By the time a success reaches this module it is already durable where 
 correctness: the guards' settle wrote the outcome to Redis (the execution record), so a redelivered
 message returns the stored result without calling the platform again.
 
-So each worker process keeps a short buffer: the task that fills it to BATCH rows commits them, and a
-flusher thread commits whatever is left OPSQ_OUTCOME_FLUSH_MS (default 50 ms) after the first row of
-a batch arrived (0 writes each success at once, as before). The thread sleeps while the buffer is empty
-and wakes once per batch: a thread polling on a short tick took the GIL from the task thread every few
-milliseconds and cost more than it saved. On PostgreSQL a batch of 16 cost a quarter of the client CPU
-per row of single writes here (docs/PERFORMANCE.md). What a crash costs: a SIGKILLed process loses at
-most its unflushed buffer; those actions stay `queued` in the database until `detect_stuck` finds their
-outcome in Redis and records it (`opsq queue stuck` shows them as "reconciled"). A database that
-refuses a batch keeps it buffered and retried with backoff; past MAX_BUFFERED the task itself writes
-(and its bookkeeping retry takes over if that fails too), so memory stays bounded.
+So each worker process keeps a short buffer, and a flusher thread commits it: at once when BATCH rows
+are waiting, else OPSQ_OUTCOME_FLUSH_MS (default 50 ms) after the first row of a batch arrived (0 writes
+each success at once, as before). The thread sleeps while the buffer is empty and wakes once per batch:
+a thread polling on a short tick took the GIL from the task thread every few milliseconds and cost more
+than it saved, and a task that committed the full batch itself waited for the database meanwhile instead
+of taking its next message. On PostgreSQL a batch of 16 cost a quarter of the client CPU per row of
+single writes here (docs/PERFORMANCE.md). What a crash costs: a SIGKILLed process loses at most its
+unflushed buffer; those actions stay `queued` in the database until `detect_stuck` finds their outcome
+in Redis and records it (`opsq queue stuck` shows them as "reconciled"). A database that refuses a
+batch keeps it buffered and retried with backoff; past MAX_BUFFERED the task itself writes (and its
+bookkeeping retry takes over if that fails too), so memory stays bounded.
 
 With the guards off (OPSQ_GUARDS_ENABLED=false) there is no outcome in Redis to fall back on, so
 successes are written at once.
@@ -45,7 +46,8 @@ class OutcomeWriter:
         self.interval_s = interval_s
         self._pending: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        self._started = threading.Event()  # set when a batch has begun (the buffer became non-empty)
+        self._started = threading.Event()  # the buffer became non-empty: a batch has begun
+        self._full = threading.Event()  # BATCH rows are waiting
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="opsq-outcomes", daemon=True)
         self._thread.start()
@@ -56,13 +58,10 @@ class OutcomeWriter:
             size = len(self._pending)
         if size == 1:
             self._started.set()
+        elif size > MAX_BUFFERED:  # the database has refused for a while: make the task feel it
+            self.flush()
         elif size >= BATCH:
-            try:
-                self.flush()
-            except Exception:
-                if size > MAX_BUFFERED:  # the database has refused for a while: make the task feel it
-                    raise
-                # else the flusher thread retries it
+            self._full.set()
 
     def flush(self) -> int:
         """Commits what is buffered; raises (keeping the rows) if the database refuses."""
@@ -83,6 +82,7 @@ class OutcomeWriter:
     def stop(self) -> None:
         self._stopped = True
         self._started.set()
+        self._full.set()
         self._thread.join(timeout=5)
         try:
             self.flush()
@@ -93,10 +93,13 @@ class OutcomeWriter:
     def _run(self) -> None:
         backoff = 0.0
         while not self._stopped:
-            if not backoff:
+            if backoff:
+                time.sleep(backoff)
+            else:
                 self._started.wait()
-            time.sleep(backoff or self.interval_s)
+                self._full.wait(self.interval_s)
             self._started.clear()
+            self._full.clear()
             if self._stopped:
                 return
             try:
@@ -106,8 +109,11 @@ class OutcomeWriter:
                 backoff = min(max(backoff * 2, 0.1), 5.0)
                 log.warning("recording buffered outcomes failed; retrying in %.1fs", backoff, exc_info=True)
             with self._lock:
-                if self._pending:  # rows arrived after the flush took the batch: their batch has begun
-                    self._started.set()
+                size = len(self._pending)
+            if size:  # rows arrived while the batch was written: theirs has begun (and may be full)
+                self._started.set()
+                if size >= BATCH:
+                    self._full.set()
 
 
 _writer: tuple[int, OutcomeWriter] | None = None
