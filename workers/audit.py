@@ -9,8 +9,10 @@ Submits are too frequent to lock the head each time (it serialised every submitt
 cost more than the rest of the submit): `defer` writes the entry to audit_pending in the submit's own
 transaction, and `seal` chains what is pending in one locked batch. Beat seals every 30 s (the
 `seal_audit` job), and every read of the trail (`entries`, `verify`, a backup) and every `append` seals
-first, so a reader never sees a pending entry missing and the chain stays in commit order. Until it is
-sealed, a pending entry is covered by no hash: that window is the price of a cheap submit.
+first, so a reader never sees a pending entry missing, and an entry appended is chained after every
+submit committed before it. (Among themselves, submits are chained in the order a seal finds them
+committed.) Until it is sealed, a pending entry is covered by no hash: that window is the price of a
+cheap submit.
 """
 
 from __future__ import annotations
@@ -143,7 +145,11 @@ def _seal_locked(conn: Connection, head: tuple[int, str]) -> tuple[int, str, int
                         "target": row.target, "detail": row.detail, "prev_hash": last_hash, "hash": new_hash})
         last_hash = new_hash
     conn.execute(insert(_LOG), chained)
-    conn.execute(delete(_PENDING).where(_PENDING.c.id <= rows[-1].id))
+    # Exactly the rows read: on PostgreSQL a submit that took a lower id but committed after the read
+    # above must stay pending for the next seal, not be deleted unchained.
+    sealed = [row.id for row in rows]
+    for i in range(0, len(sealed), 500):
+        conn.execute(delete(_PENDING).where(_PENDING.c.id.in_(sealed[i:i + 500])))
     return last_id, last_hash, len(rows)
 
 

@@ -58,6 +58,9 @@ def wait_all(handles: Iterable[ActionHandle | str], timeout: float = 300.0, poll
             pending = still + pending[WAIT_WINDOW:]
             if still:
                 if time.monotonic() >= deadline:
+                    pending = store.not_final(pending, conn)  # the exact count, once
+                    if not pending:
+                        return
                     raise TimeoutError(f"{len(pending)} action(s) still open after {timeout:g}s "
                                        f"(first: {pending[0]})")
                 time.sleep(poll_s)

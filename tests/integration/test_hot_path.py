@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 
 from tests.integration.test_operations import opsq
 from tests.support.wait import wait_for
@@ -157,11 +157,53 @@ def test_submit_survives_a_connection_the_server_dropped(opsq_env_pg):
 
     opsq_env_pg()
     submit_action("noop", "noop", {"echo": 0})  # the submit engine now holds a pooled connection
-    raw = submit_engine().raw_connection()
+    engine = submit_engine()
+    raw = engine.raw_connection()
     pid = raw.driver_connection.info.backend_pid
     raw.close()  # back to the pool
     with get_engine().connect() as conn:  # a server restart, as far as that connection can tell
         assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
-    handle = submit_action("noop", "noop", {"echo": 1})
+        wait_for(lambda: not conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
+                                          {"pid": pid}).scalar(), what="the backend gone")
+    disconnects: list[bool] = []
+    listener = lambda ctx: disconnects.append(ctx.is_disconnect)  # noqa: E731
+    event.listen(engine, "handle_error", listener)
+    try:
+        handle = submit_action("noop", "noop", {"echo": 1})
+    finally:
+        event.remove(engine, "handle_error", listener)
+    assert disconnects == [True]  # the first attempt met the dropped connection; the retry went through
     assert count(ActionRun, ActionRun.id == handle.id) == 1
     assert count(AuditPending, AuditPending.target == f"action:{handle.id}") == 1
+
+
+def test_a_submit_committed_during_a_seal_is_chained_by_the_next_one(opsq_env_pg):
+    """PostgreSQL: a submit takes a lower pending id than one that commits first, and commits itself
+    while a seal is between reading the pending rows and deleting them. It must stay pending (then be
+    chained), not be deleted unchained."""
+    from sqlalchemy.engine import Engine
+
+    from workers import audit
+
+    opsq_env_pg()
+    slow = get_engine().connect()
+    slow_tx = slow.begin()
+    audit.defer("submit", "action:slow", {}, actor="t", conn=slow)  # takes its id now, commits later
+    submit_action("noop", "noop", {"echo": 1})  # a higher id, committed at once
+    fired: list[str] = []
+
+    def commit_the_slow_one(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if not fired and statement.lstrip().upper().startswith("SELECT") and "FROM audit_pending" in statement:
+            fired.append(statement)
+            slow_tx.commit()
+
+    event.listen(Engine, "after_cursor_execute", commit_the_slow_one)
+    try:
+        assert audit.seal() == 1
+    finally:
+        event.remove(Engine, "after_cursor_execute", commit_the_slow_one)
+        slow.close()
+    assert fired and count(AuditPending) == 1  # the slow one waits for the next seal
+    assert audit.seal() == 1
+    assert [e["target"] for e in audit.entries()][-1] == "action:slow"
+    assert audit.verify().ok

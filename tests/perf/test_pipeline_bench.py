@@ -1,10 +1,11 @@
 """Throughput of noop actions through the whole pipeline against plain Celery tasks, side by side.
 
-Run with `make bench` (pytest -m perf). Both sides use the same Redis, the same worker process
-(concurrency 2, prefork, acks_late, prefetch 1) and wait for completion the same way (the result
-backend). Rounds alternate so drift on the machine hits both. Two modes: end-to-end (submit and wait,
-as a service sees it) and drain (the queue filled first, then the workers timed alone). Prints the
-ratios; asserts nothing about speed (timings belong in the report, not in pass/fail).
+Run with `make bench` (pytest -m perf). Both sides use the same Redis and the same worker process
+(concurrency 2, prefork, acks_late, prefetch 1); each waits the way its users wait (plain Celery on its
+result backend, opsqueue on its store with `wait_all`), and every outcome is checked outside the clock.
+Rounds alternate so drift on the machine hits both. Two modes: end-to-end (submit and wait, as a service
+sees it) and drain (the queue filled first, then the workers timed alone). Prints the ratios and the CPU
+per action of each process group; asserts nothing about speed (timings belong in the report).
 """
 
 from __future__ import annotations

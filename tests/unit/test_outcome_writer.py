@@ -24,7 +24,7 @@ def _succeeded(ids: list[str]) -> int:
 
 @pytest.fixture
 def writer(opsq_env_sqlite):
-    w = outcomes.OutcomeWriter(interval_s=0.2)
+    w = outcomes.OutcomeWriter(interval_s=1.0)
     yield w
     w.stop()
 
@@ -34,10 +34,10 @@ def test_a_batch_begun_is_written_after_the_interval(writer):
     for i in ids:
         writer.add(actions.succeeded_row(i, 1, {"ok": True}, None))
     assert _succeeded(ids) == 0
-    wait_for(lambda: _succeeded(ids) == 3, timeout=5, what="the batch after 0.2 s")
+    wait_for(lambda: _succeeded(ids) == 3, timeout=10, what="the batch after 1 s")
     later = _submitted(1)  # the thread sleeps again until the next batch begins
     writer.add(actions.succeeded_row(later[0], 1, {"ok": True}, None))
-    wait_for(lambda: _succeeded(later) == 1, timeout=5, what="the next batch")
+    wait_for(lambda: _succeeded(later) == 1, timeout=10, what="the next batch")
 
 
 def test_a_full_batch_is_written_without_waiting_for_the_interval(opsq_env_sqlite):

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from workers.redaction import redact
 from workers.store.db import get_engine, outcome_engine, require, session, submit_engine
@@ -116,10 +116,15 @@ def create(*, action_id: str, platform: str, action: str, params: dict[str, Any]
             with engine.connect() as conn:
                 conn.execute(_INSERT_WITH_AUDIT, both)
             return
+        except IntegrityError:
+            # The retry found the record: the first attempt committed and only its answer was lost.
+            if attempt == 2 and find(action_id) is not None:
+                return
+            raise
         except DBAPIError as exc:
             # No ping before use on this engine: a connection the server dropped (restart, failover)
             # fails here first. SQLAlchemy has then discarded the pool's connections; once more with a
-            # fresh one. The statement cannot have half-happened: it is one statement.
+            # fresh one. It is one statement: both rows were written, or neither.
             if attempt == 2 or not exc.connection_invalidated:
                 raise
 

@@ -94,13 +94,12 @@ def outcome_engine() -> Engine:
     execution record, kept for OPSQ_IDEMPOTENCY_TTL_S), so the action is never run twice because of it.
     OPSQ_DB_ASYNC_COMMIT=false turns it off. Submits, failures and dead letters always commit durably.
 
-    No ping per checkout (a round trip per batch): a connection lost to a server restart fails its
-    write, SQLAlchemy drops the pool's connections, and the writer's retry (or the task's bookkeeping
-    retry) takes a fresh one."""
+    It keeps the pool's ping: a retry record (mark_retrying) has no retry of its own, and with the
+    successes batched the ping costs one round trip per batch."""
     engine = get_engine()
     if engine.dialect.name != "postgresql" or not get_settings().db_async_commit:
         return engine
-    return _purpose_engine("outcome", async_commit=True, pre_ping=False)
+    return _purpose_engine("outcome", async_commit=True)
 
 
 def submit_engine() -> Engine:

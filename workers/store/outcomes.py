@@ -54,12 +54,16 @@ class OutcomeWriter:
 
     def add(self, row: dict[str, Any]) -> None:
         with self._lock:
+            size = len(self._pending)
+        if size >= MAX_BUFFERED:
+            # The database has refused for a while: the task writes, and if that fails too its row is
+            # not buffered (the task's bookkeeping retry and detect_stuck have it, from Redis).
+            self.flush()
+        with self._lock:
             self._pending.append(row)
             size = len(self._pending)
         if size == 1:
             self._started.set()
-        elif size > MAX_BUFFERED:  # the database has refused for a while: make the task feel it
-            self.flush()
         elif size >= BATCH:
             self._full.set()
 
