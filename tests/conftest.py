@@ -59,11 +59,7 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'opsq.db'}"
-    service: PostgresService = request.getfixturevalue("postgres")
-    if service.url is None:
-        pytest.skip(f"needs PostgreSQL: {service.reason}")
-    _truncate_pg(service.url)
-    return service.url
+    return request.getfixturevalue("pg_database_url")
 
 
 @pytest.fixture

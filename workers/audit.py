@@ -36,7 +36,7 @@ GENESIS = "0" * 64
 _LOG = AuditEntry.__table__
 _HEAD = AuditHead.__table__
 _PENDING = AuditPending.__table__
-PENDING_INSERT = insert(_PENDING)  # built once: it is on the submit path
+_DEFER = insert(_PENDING)  # built once: it is on the submit path
 SEAL_BATCH = 5000
 
 
@@ -75,38 +75,29 @@ def append(action: str, target: str | None = None, detail: dict[str, Any] | None
         _append(conn, action, target, detail, actor)
 
 
-def defer(action: str, target: str | None, detail: dict[str, Any] | None, *, actor: str | None,
-          conn: Connection) -> None:
-    """Record one operation in the caller's transaction without taking the chain's lock: one INSERT
-    into audit_pending, chained by the next `seal`. For operations as frequent as submits."""
-    conn.execute(PENDING_INSERT, pending_entry(action, target, detail, actor=actor))
-
-
 def pending_entry(action: str, target: str | None, detail: dict[str, Any] | None, *,
                   actor: str | None) -> dict[str, Any]:
-    """The audit_pending row `defer` writes, for a caller that writes it in a statement of its own
-    (the submit on PostgreSQL: record and entry in one INSERT)."""
+    """An audit_pending row, for `defer` or for a caller that writes it in a statement of its own (the
+    submit on PostgreSQL: record and entry in one INSERT)."""
     who, target, clean = _fields(target, detail, actor)
     return {"at": utcnow(), "actor": who, "action": action, "target": target, "detail": clean}
 
 
+def defer(conn: Connection, entry: dict[str, Any]) -> None:
+    """Record one operation (a `pending_entry`) in the caller's transaction without taking the chain's
+    lock: one INSERT into audit_pending, chained by the next `seal`. For operations as frequent as
+    submits."""
+    conn.execute(_DEFER, entry)
+
+
 def seal() -> int:
     """Chain every pending entry; returns how many. Safe to run from many processes at once."""
-    sealed = 0
-    while True:
-        with get_engine().begin() as conn:
-            head = _lock_head(conn)
-            last_id, last_hash, n = _seal_locked(conn, head)
-            if n:
-                conn.execute(update(_HEAD).where(_HEAD.c.id == 1).values(last_id=last_id, last_hash=last_hash))
-        sealed += n
-        if n < SEAL_BATCH:
-            return sealed
-
-
-def pending_count() -> int:
-    with get_engine().connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(_PENDING)).scalar() or 0)
+    with get_engine().begin() as conn:
+        head = _lock_head(conn)
+        last_id, last_hash, n = _seal_locked(conn, head)
+        if n:
+            conn.execute(update(_HEAD).where(_HEAD.c.id == 1).values(last_id=last_id, last_hash=last_hash))
+    return n
 
 
 def _fields(target: str | None, detail: dict[str, Any] | None, actor: str | None) -> tuple[str, str | None, Any]:
@@ -132,35 +123,34 @@ def _lock_head(conn: Connection) -> tuple[int, str]:
 
 
 def _seal_locked(conn: Connection, head: tuple[int, str]) -> tuple[int, str, int]:
-    """Under the head lock: moves up to SEAL_BATCH pending entries onto the chain, oldest first."""
+    """Under the head lock: moves every pending entry onto the chain, oldest first, SEAL_BATCH at a
+    time. Returns the new (last id, last hash) and how many were moved."""
     last_id, last_hash = head
-    rows = conn.execute(select(_PENDING).order_by(_PENDING.c.id).limit(SEAL_BATCH)).all()
-    if not rows:
-        return last_id, last_hash, 0
-    chained = []
-    for row in rows:
-        last_id += 1
-        new_hash = digest(last_hash, row.at, row.actor, row.action, row.target, row.detail)
-        chained.append({"id": last_id, "at": row.at, "actor": row.actor, "action": row.action,
-                        "target": row.target, "detail": row.detail, "prev_hash": last_hash, "hash": new_hash})
-        last_hash = new_hash
-    conn.execute(insert(_LOG), chained)
-    # Exactly the rows read: on PostgreSQL a submit that took a lower id but committed after the read
-    # above must stay pending for the next seal, not be deleted unchained.
-    sealed = [row.id for row in rows]
-    for i in range(0, len(sealed), 500):
-        conn.execute(delete(_PENDING).where(_PENDING.c.id.in_(sealed[i:i + 500])))
-    return last_id, last_hash, len(rows)
+    moved = 0
+    while True:
+        rows = conn.execute(select(_PENDING).order_by(_PENDING.c.id).limit(SEAL_BATCH)).all()
+        if not rows:
+            return last_id, last_hash, moved
+        chained = []
+        for row in rows:
+            last_id += 1
+            new_hash = digest(last_hash, row.at, row.actor, row.action, row.target, row.detail)
+            chained.append({"id": last_id, "at": row.at, "actor": row.actor, "action": row.action,
+                            "target": row.target, "detail": row.detail, "prev_hash": last_hash, "hash": new_hash})
+            last_hash = new_hash
+        conn.execute(insert(_LOG), chained)
+        # Exactly the rows read: on PostgreSQL a submit that took a lower id but committed after the read
+        # above must stay pending for the next seal, not be deleted unchained.
+        sealed = [row.id for row in rows]
+        for i in range(0, len(sealed), 500):
+            conn.execute(delete(_PENDING).where(_PENDING.c.id.in_(sealed[i:i + 500])))
+        moved += len(rows)
 
 
 def _append(conn: Connection, action: str, target: str | None, detail: dict[str, Any] | None,
             actor: str | None) -> None:
-    # Pending entries first: they were committed before this one, and the chain keeps commit order.
-    last_id, last_hash = _lock_head(conn)
-    while True:
-        last_id, last_hash, n = _seal_locked(conn, (last_id, last_hash))
-        if n < SEAL_BATCH:
-            break
+    # Pending entries first: an entry is chained after every submit committed before it.
+    last_id, last_hash, _ = _seal_locked(conn, _lock_head(conn))
     who, target, clean = _fields(target, detail, actor)
     at = utcnow()
     new_hash = digest(last_hash, at, who, action, target, clean)

@@ -107,7 +107,7 @@ def create(*, action_id: str, platform: str, action: str, params: dict[str, Any]
     engine = submit_engine()
     if engine.dialect.name != "postgresql":
         with engine.begin() as conn:
-            conn.execute(audit.PENDING_INSERT, entry)
+            audit.defer(conn, entry)
             conn.execute(_INSERT, row)
         return
     both = {f"run_{k}": v for k, v in row.items()} | {f"audit_{k}": v for k, v in entry.items()}
@@ -183,12 +183,9 @@ def is_final(action_id: str) -> bool:
     return status in ("succeeded", "failed")
 
 
-def not_final(action_ids: list[str], conn: Connection | None = None) -> list[str]:
-    """Those of `action_ids` that have not yet succeeded or failed for good (unknown ids included).
-    Pass a `polling_connection()` when asking again and again."""
-    if conn is None:
-        with polling_connection() as own:
-            return not_final(action_ids, own)
+def not_final(action_ids: list[str], conn: Connection) -> list[str]:
+    """Those of `action_ids` that have not yet succeeded or failed for good (unknown ids included), read
+    on `conn` (a `polling_connection()` when asking again and again)."""
     final: set[str] = set()
     for i in range(0, len(action_ids), 500):  # SQLite allows 999 bound parameters per statement
         # The status is filtered here, not in SQL: with `status IN (...)` in the WHERE clause the

@@ -31,7 +31,6 @@ import atexit
 import logging
 import os
 import threading
-import time
 from datetime import datetime
 from typing import Any
 
@@ -45,48 +44,43 @@ class OutcomeWriter:
     def __init__(self, interval_s: float) -> None:
         self.interval_s = interval_s
         self._pending: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        self._started = threading.Event()  # the buffer became non-empty: a batch has begun
-        self._full = threading.Event()  # BATCH rows are waiting
+        self._cond = threading.Condition()  # guards _pending and _stopped; wakes the flusher
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="opsq-outcomes", daemon=True)
         self._thread.start()
 
     def add(self, row: dict[str, Any]) -> None:
-        with self._lock:
-            size = len(self._pending)
-        if size >= MAX_BUFFERED:
+        with self._cond:
+            overfull = len(self._pending) >= MAX_BUFFERED
+        if overfull:
             # The database has refused for a while: the task writes, and if that fails too its row is
             # not buffered (the task's bookkeeping retry and detect_stuck have it, from Redis).
             self.flush()
-        with self._lock:
+        with self._cond:
             self._pending.append(row)
-            size = len(self._pending)
-        if size == 1:
-            self._started.set()
-        elif size >= BATCH:
-            self._full.set()
+            if len(self._pending) in (1, BATCH):  # a batch has begun, or is full
+                self._cond.notify()
 
     def flush(self) -> int:
         """Commits what is buffered; raises (keeping the rows) if the database refuses."""
         from workers.store import actions
 
-        with self._lock:
+        with self._cond:
             batch, self._pending = self._pending, []
         if not batch:
             return 0
         try:
             actions.mark_succeeded_many(batch)
         except Exception:
-            with self._lock:
+            with self._cond:
                 self._pending[:0] = batch
             raise
         return len(batch)
 
     def stop(self) -> None:
-        self._stopped = True
-        self._started.set()
-        self._full.set()
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
         self._thread.join(timeout=5)
         try:
             self.flush()
@@ -96,28 +90,23 @@ class OutcomeWriter:
 
     def _run(self) -> None:
         backoff = 0.0
-        while not self._stopped:
-            if backoff:
-                time.sleep(backoff)
-            else:
-                self._started.wait()
-                self._full.wait(self.interval_s)
-            self._started.clear()
-            self._full.clear()
-            if self._stopped:
-                return
+        while True:
+            with self._cond:
+                if backoff:
+                    self._cond.wait_for(lambda: self._stopped, timeout=backoff)
+                else:
+                    # Asleep until a batch begins; then until it is full, or its interval has passed.
+                    self._cond.wait_for(lambda: self._pending or self._stopped)
+                    self._cond.wait_for(lambda: len(self._pending) >= BATCH or self._stopped,
+                                        timeout=self.interval_s)
+                if self._stopped:
+                    return
             try:
                 self.flush()
                 backoff = 0.0
             except Exception:
                 backoff = min(max(backoff * 2, 0.1), 5.0)
                 log.warning("recording buffered outcomes failed; retrying in %.1fs", backoff, exc_info=True)
-            with self._lock:
-                size = len(self._pending)
-            if size:  # rows arrived while the batch was written: theirs has begun (and may be full)
-                self._started.set()
-                if size >= BATCH:
-                    self._full.set()
 
 
 _writer: tuple[int, OutcomeWriter] | None = None
