@@ -171,25 +171,24 @@ def step_succeeded(workflow_id: str, step_id: str, params: dict[str, Any], outpu
 
 
 def step_failed(workflow_id: str, step_id: str, error: str) -> None:
-    now = utcnow()
-    with session() as s:
-        res = s.execute(update(WorkflowStep).where(WorkflowStep.workflow_id == workflow_id,
-                                                   WorkflowStep.step_id == step_id,
-                                                   WorkflowStep.status.in_(["queued", "running"]))
-                        .values(status="failed", error=error, finished_at=now))
-        if res.rowcount:
-            s.add(WorkflowEvent(workflow_id=workflow_id, at=now, kind="step_failed", step_id=step_id, detail=error))
+    _end_step(workflow_id, step_id, ["queued", "running"], "failed", error)
 
 
 def step_skipped(workflow_id: str, step_id: str, reason: str) -> None:
+    _end_step(workflow_id, step_id, ["pending", "queued"], "skipped", reason)
+
+
+def _end_step(workflow_id: str, step_id: str, from_statuses: list[str], status: str, why: str) -> None:
+    """Moves the step to `status` only from one of `from_statuses` (a conditional UPDATE: of concurrent
+    callers one wins), with its timeline event."""
     now = utcnow()
     with session() as s:
         res = s.execute(update(WorkflowStep).where(WorkflowStep.workflow_id == workflow_id,
                                                    WorkflowStep.step_id == step_id,
-                                                   WorkflowStep.status.in_(["pending", "queued"]))
-                        .values(status="skipped", error=reason, finished_at=now))
+                                                   WorkflowStep.status.in_(from_statuses))
+                        .values(status=status, error=why, finished_at=now))
         if res.rowcount:
-            s.add(WorkflowEvent(workflow_id=workflow_id, at=now, kind="step_skipped", step_id=step_id, detail=reason))
+            s.add(WorkflowEvent(workflow_id=workflow_id, at=now, kind=f"step_{status}", step_id=step_id, detail=why))
 
 
 def step_for_action(action_id: str) -> dict[str, Any] | None:

@@ -80,22 +80,22 @@ def _force(platform: str, to: str, reason: str, client: redis.Redis | None) -> s
 def reset(platform: str, actor: str, reason: str = "", client: redis.Redis | None = None,
           audited: bool = True) -> str:
     """Back to CLOSED (failures forgotten), recorded in the history and the audit trail with who and why."""
-    previous = _force(platform, "closed", f"reset by {actor}" + (f": {reason}" if reason else ""), client)
-    if audited:
-        from workers import audit
-
-        audit.append("circuit_reset", f"platform:{platform}", {"from": previous, "reason": reason}, actor=actor)
-    return previous
+    return _force_by(platform, "closed", "reset", "circuit_reset", actor, reason, client, audited)
 
 
 def force_open(platform: str, actor: str, reason: str = "", client: redis.Redis | None = None,
                audited: bool = True) -> str:
     """OPEN until reset: actions wait (or fail fast) and the platform is not called."""
-    previous = _force(platform, "open", f"forced open by {actor}" + (f": {reason}" if reason else ""), client)
+    return _force_by(platform, "open", "forced open", "circuit_open", actor, reason, client, audited)
+
+
+def _force_by(platform: str, to: str, verb: str, audit_action: str, actor: str, reason: str,
+              client: redis.Redis | None, audited: bool) -> str:
+    previous = _force(platform, to, f"{verb} by {actor}" + (f": {reason}" if reason else ""), client)
     if audited:
         from workers import audit
 
-        audit.append("circuit_open", f"platform:{platform}", {"from": previous, "reason": reason}, actor=actor)
+        audit.append(audit_action, f"platform:{platform}", {"from": previous, "reason": reason}, actor=actor)
     return previous
 
 
