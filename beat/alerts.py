@@ -11,13 +11,15 @@ from typing import Any
 
 from sqlalchemy import func, insert, select, update
 
+from beat.models import Alert
 from workers.guards import breaker
 from workers.guards.connection import guard_redis, server_time
-from workers.queue_ops import priority_lists
+from workers.ops.queue_ops import priority_lists
 from workers.queues import ALL_QUEUES, PLATFORM_QUEUES
 from workers.settings import get_settings
+from workers.status import ActionStatus
 from workers.store.db import get_engine
-from workers.store.models import ActionRun, Alert, DeadLetter, utcnow
+from workers.store.models import ActionRun, DeadLetter, utcnow
 
 log = logging.getLogger("opsq.alerts")
 _A = Alert.__table__
@@ -35,8 +37,7 @@ def success_rate_conditions() -> list[Condition]:
     s = get_settings()
     since = utcnow() - timedelta(seconds=s.alert_success_window_s)
     q = (select(ActionRun.platform, ActionRun.status, func.count())
-         .where(ActionRun.finished_at >= since, ActionRun.status.in_(["succeeded", "failed"]),
-                ActionRun.error_kind.is_distinct_from("skipped"))
+         .where(ActionRun.finished_at >= since, ActionRun.status.in_([ActionStatus.SUCCEEDED, ActionStatus.FAILED]))
          .group_by(ActionRun.platform, ActionRun.status))
     counts: dict[str, dict[str, int]] = {}
     with get_engine().connect() as conn:

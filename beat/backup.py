@@ -14,8 +14,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, event, func, insert, select, text
 
-from workers import audit
 from workers.settings import get_settings
+from workers.store import audit
 from workers.store.db import get_engine, make_engine, upgrade
 from workers.store.models import Base, as_utc
 

@@ -12,17 +12,19 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 
 from beat import alerts, backup
-from workers import audit
+from beat.models import Alert, MaintenanceRun
 from workers.settings import get_settings
+from workers.store import audit
 from workers.store.db import get_engine
-from workers.store.models import ActionRun, Alert, DeadLetter, MaintenanceRun, WorkflowStep, utcnow
+from workers.store.models import ActionRun, DeadLetter, utcnow
+from workflows.models import WorkflowStep
 
 log = logging.getLogger("opsq.maintenance")
 _RUNS = MaintenanceRun.__table__
 
 
 def detect_stuck() -> dict[str, Any]:
-    from workers.stuck import detect
+    from workers.ops.stuck import detect
     from workflows.client import resume_stuck
 
     report = detect(act=True)

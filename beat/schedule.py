@@ -20,7 +20,7 @@ DEFAULTS: dict[str, float | str] = {
     "cleanup": 3600,
     "backup_state": "daily",  # at OPSQ_BEAT_BACKUP_HOUR_UTC:00
     "verify_audit": 86400,
-    "seal_audit": 30,  # chains the submits' audit entries (workers.audit.seal)
+    "seal_audit": 30,  # chains the submits' audit entries (workers.store.audit.seal)
 }
 
 

@@ -151,7 +151,7 @@ def opsq_env_pg(redis_client: redis.Redis, redis_url: str, pg_database_url: str,
 
 def _configure(redis_url: str, database_url: str, sandbox: object,
                monkeypatch: pytest.MonkeyPatch) -> Callable[..., dict[str, str]]:
-    from workers import runtime
+    from workers import executor_pool
     from workers.settings import reload_settings
     from workers.store import db
 
@@ -163,7 +163,7 @@ def _configure(redis_url: str, database_url: str, sandbox: object,
             monkeypatch.setenv(key, value)
     reload_settings()
     db.reset_engine()
-    runtime.reset()
+    executor_pool.reset()
 
     def factory(**overrides: str) -> dict[str, str]:
         return {**base, **overrides}
@@ -190,10 +190,10 @@ def workers_started(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
 @pytest.fixture(autouse=True)
 def _reset_process_state() -> Iterator[None]:
     yield
-    from workers import runtime
+    from workers import executor_pool
     from workers.settings import reload_settings
     from workers.store import db
 
     db.reset_engine()
-    runtime.reset()
+    executor_pool.reset()
     reload_settings()

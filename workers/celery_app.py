@@ -1,4 +1,8 @@
-"""The Celery app. `celery -A workers.celery_app worker` and `opsq worker` both run it."""
+"""The Celery app. `celery -A workers.celery_app worker` and `opsq worker` both run it.
+
+Importing this module connects to nothing and reads no broker URL: the app is configured on first use
+(Celery's `on_configure`, sent when something first reads `app.conf`, sends a task or starts a worker),
+so task modules, the client API and the CLI import cleanly on a machine with no Redis configured."""
 
 from __future__ import annotations
 
@@ -14,9 +18,13 @@ from celery.signals import (
     worker_process_shutdown,
 )
 
-from workers.broker_url import resolve_redis_url
+from workers import executor_pool, observability
+from workers.dev.broker_url import resolve_redis_url
+from workers.guards import reset_guard
+from workers.ops import queue_ops
 from workers.queues import PRIORITY_STEPS, PRIORITY_VALUES, celery_queues
 from workers.settings import Settings, get_settings
+from workers.store import db, outcomes
 
 EXECUTE_ACTION = "opsq.execute_action"
 
@@ -40,13 +48,14 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def create_app(settings: Settings | None = None) -> Celery:
-    settings = settings or get_settings()
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The whole configuration, from the settings. Resolving the broker may look for the embedded Redis
+    (workers.dev.broker_url): that is why this runs when the app is first used, not at import."""
     url = resolve_redis_url(settings)
-    # Task modules are named, not imported: workflows and beat sit above workers and plug their tasks
-    # in when a worker loads (OPSQ_TASK_MODULES).
-    app = Celery("opsqueue", include=settings.task_modules)
-    app.conf.update(
+    return dict(
+        # Task modules are named, not imported: workflows and beat sit above workers and plug their tasks
+        # in when a worker loads (OPSQ_TASK_MODULES).
+        include=settings.task_modules,
         broker_url=url,
         result_backend=url,
         task_serializer="json",
@@ -85,15 +94,21 @@ def create_app(settings: Settings | None = None) -> Celery:
         beat_scheduler="beat.scheduler:LeaderScheduler",
         timezone="UTC",
     )
+
+
+def create_app() -> Celery:
+    app = Celery("opsqueue")
+
+    @app.on_configure.connect(weak=False)
+    def _configure(sender: Celery, **_: Any) -> None:
+        sender.conf.update(celery_config(get_settings()))
+
+    # Sentry and structured logs (workers.observability) hook in through Celery's signals.
+    observability.install(app)
     return app
 
 
 app = create_app()
-
-# Sentry and structured logs (workers/observability.py) hook in through Celery's signals.
-from workers import observability  # noqa: E402
-
-observability.install(app)
 
 
 @after_setup_logger.connect
@@ -105,16 +120,12 @@ def _quiet_http_client(**_: Any) -> None:
 @worker_init.connect
 def _schema_ready(**_: Any) -> None:
     # Migrate (when OPSQ_AUTO_MIGRATE) before the worker says it is ready, not on its first action.
-    from workers.store.db import get_engine
-
-    get_engine()
+    db.get_engine()
 
 
 @celeryd_after_setup.connect
 def _skip_paused_queues(sender: str, instance: Any, **_: Any) -> None:
     """`opsq queue pause` is remembered: a worker started while a queue is paused does not consume it."""
-    from workers import queue_ops
-
     queues = instance.app.amqp.queues
     selected = list(queues.consume_from.keys())
     for queue in queue_ops.skip_paused_queues(sender, selected):
@@ -126,18 +137,12 @@ def _skip_paused_queues(sender: str, instance: Any, **_: Any) -> None:
 @worker_process_init.connect
 def _fresh_connections_after_fork(**_: Any) -> None:
     # A prefork child must not share the parent's DB or HTTP sockets.
-    from workers import runtime
-    from workers.guards import reset_guard
-    from workers.store import db
-
     db.reset_engine(close=False)
-    runtime.reset()
+    executor_pool.reset()
     reset_guard()
 
 
 @worker_process_shutdown.connect
 def _flush_buffered_outcomes(**_: Any) -> None:
     # A pool process that ends (warm shutdown, max_tasks_per_child) commits its buffered success records.
-    from workers.store import outcomes
-
     outcomes.shutdown()

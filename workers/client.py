@@ -11,10 +11,13 @@ from typing import Any
 
 from executors.errors import InvalidParams
 from executors.registry import validate_action
+from workers.enqueue import send_action
 from workers.errors import EnqueueError, SubmitError
-from workers.queues import PRIORITY_NAMES, priority_value, queue_for
-from workers.redaction import kwargs_repr
+from workers.guards.execution import live_state
+from workers.guards.idempotency import claim, derive_key, release
+from workers.queues import PRIORITY_NAMES, queue_for
 from workers.settings import get_settings
+from workers.status import OPEN_ACTION_STATUSES, ActionStatus
 from workers.store import actions as store
 from workers.store.actions import ActionView
 
@@ -73,12 +76,11 @@ def current_status(action_id: str) -> ActionView:
     """The stored record, with 'running' taken from the live lease in Redis (the worker writes no
     running row to the database: that would cost a commit per action on the hot path)."""
     view = store.get(action_id)
-    if view.status in ("queued", "retrying") and get_settings().guards_enabled:
-        from workers.guards.execution import live_state
-
+    if view.status in OPEN_ACTION_STATUSES and get_settings().guards_enabled:
         live = live_state(action_id)
         if live and live.get("state") == "running":
-            return dataclasses.replace(view, status="running", attempts=int(live.get("attempt", view.attempts)),
+            return dataclasses.replace(view, status=ActionStatus.RUNNING,
+                                       attempts=int(live.get("attempt", view.attempts)),
                                        started_at=view.started_at or live.get("started"))
     return view
 
@@ -111,17 +113,11 @@ def submit_action(platform: str, action: str, params: dict[str, Any] | None = No
     check_submission(platform, action, params, priority, max_attempts)
     if idempotency_key is not None and not (0 < len(idempotency_key) <= 200):
         raise SubmitError("idempotency_key must be 1 to 200 characters")
-    from workers.tasks import execute_action  # the Celery app resolves the broker on import
-
     settings = get_settings()
     if dedupe and idempotency_key is None:
-        from workers.guards.idempotency import derive_key
-
         idempotency_key = derive_key(platform, action, params)
     action_id = uuid.uuid4().hex
     if idempotency_key is not None:
-        from workers.guards.idempotency import claim
-
         first = claim(idempotency_key, action_id, settings.idempotency_ttl_s)
         if first is not None:
             return ActionHandle(first, deduplicated=True)
@@ -129,26 +125,18 @@ def submit_action(platform: str, action: str, params: dict[str, Any] | None = No
     queue = queue_for(platform)
     try:
         store.create(action_id=action_id, platform=platform, action=action, params=params, priority=priority,
-                     queue=queue, max_attempts=attempts, idempotency_key=idempotency_key, replay_of=_replay_of,
-                     actor=actor)
-        kwargs = {"action_id": action_id, "platform": platform, "action": action, "params": params,
-                  "max_attempts": attempts, "idempotency_key": idempotency_key, "fail_fast": fail_fast}
+                     queue=queue, max_attempts=attempts, idempotency_key=idempotency_key, fail_fast=fail_fast,
+                     replay_of=_replay_of, actor=actor)
         try:
-            # ignore_result: an action's outcome lives in the store and the guards' record in Redis;
-            # Celery's result backend would keep a third copy (and cost the worker four Redis round
-            # trips: the STARTED and SUCCESS writes, each a read and a write). Workflow steps keep
-            # their results: chords count them in the backend.
-            execute_action.apply_async(kwargs=kwargs, task_id=action_id, queue=queue, routing_key=queue,
-                                       priority=priority_value(priority), kwargsrepr=kwargs_repr(kwargs),
-                                       ignore_result=True)
+            send_action(action_id=action_id, platform=platform, action=action, params=params, queue=queue,
+                        priority=priority, max_attempts=attempts, idempotency_key=idempotency_key,
+                        fail_fast=fail_fast)
         except Exception as exc:
             store.discard(action_id)
             detail = " ".join(str(exc).split())
             raise EnqueueError(f"could not enqueue, is Redis up? ({detail}); nothing was queued or kept") from exc
     except Exception:
         if idempotency_key is not None:
-            from workers.guards.idempotency import release
-
             release(idempotency_key, action_id)
         raise
     return ActionHandle(action_id)

@@ -6,11 +6,15 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from pydantic import SecretStr, ValidationError
+
+from workers.settings import DEFAULT_BASE_URLS, get_settings
+
 REDACTED = "[redacted]"
-_SECRET_KEY = re.compile(
-    r"(pass(word)?|secret|token|api[_-]?key|authori[sz]ation|cookie|credential|private[_-]?key|signature)",
-    re.IGNORECASE,
-)
+# The one list of words that make a key (or a `key=value` in free text) secret.
+_SECRET_WORD = (r"(?:pass(?:word)?|secret|token|api[_-]?key|authori[sz]ation|cookie|credential"
+                r"|private[_-]?key|signature)")
+_SECRET_KEY = re.compile(_SECRET_WORD, re.IGNORECASE)
 # Keys whose value is a URL that may carry its secret in the path or query (Slack incoming webhooks:
 # https://hooks.slack.com/services/T0/B0/SECRET; Discord; signed URLs).
 URL_KEYS = frozenset({"url", "compensation_url", "webhook_url"})
@@ -79,3 +83,90 @@ def kwargs_repr(kwargs: dict[str, Any]) -> str:
     """What logs, events and Flower show of a message's kwargs (Celery's `kwargsrepr`): secrets and URL
     paths removed."""
     return repr(redact(kwargs, urls=True))
+
+
+# --------------------------------------------------------------------------------------------------
+# Free text: log lines, tracebacks, Sentry events
+# --------------------------------------------------------------------------------------------------
+
+# Secrets shorter than this are not searched for inside strings: a 3-character "token" would blank out
+# every word that happens to contain it.
+MIN_SECRET_LEN = 6
+
+# `password='x'`, `"token": "x"`, `token=x&...`, `Authorization: Bearer x`, `\"secret\": \"x\"` (escaped JSON).
+_KEY_VALUE = re.compile(
+    r"(?P<key>[\w.-]*" + _SECRET_WORD + r"[\w.-]*)(?P<close>\\?['\"])?(?P<sep>\s*[:=]\s*)"
+    r"(?!\\?['\"]?\[redacted\])"  # already redacted: scrubbing twice changes nothing
+    r"(?P<value>\\?\"(?:[^\"\\]|\\.)*?\\?\"|'(?:[^'\\]|\\.)*'|(?:(?:bearer|basic|token|digest)\s+)?[^\s,;&'\"}\])]+)",
+    re.IGNORECASE,
+)
+_BEARER = re.compile(r"\bBearer\s+\S+", re.IGNORECASE)
+
+
+def _kv_sub(m: re.Match[str]) -> str:
+    value = m.group("value")
+    quote = value[0] if value[:1] in ("'", '"') else ('\\"' if value.startswith('\\"') else "")
+    return f"{m.group('key')}{m.group('close') or ''}{m.group('sep')}{quote}{REDACTED}{quote}"
+
+
+_secrets_cache: tuple[Any, tuple[str, ...]] = (None, ())
+
+
+def _secrets_of(settings: Any) -> tuple[str, ...]:
+    values: set[str] = set()
+    for platform in DEFAULT_BASE_URLS:
+        token = settings.token(platform)
+        if token:
+            values.add(token)
+    # Every other secret setting too (Trello's API key, the Sentry DSN).
+    for name in type(settings).model_fields:
+        value = getattr(settings, name, None)
+        if isinstance(value, SecretStr) and value.get_secret_value():
+            values.add(value.get_secret_value())
+    return tuple(sorted((v for v in values if len(v) >= MIN_SECRET_LEN), key=len, reverse=True))
+
+
+def configured_secrets() -> tuple[str, ...]:
+    """The configured platform tokens (and other secret settings), longest first. Recomputed when the
+    settings are reloaded."""
+    global _secrets_cache
+    try:
+        settings = get_settings()
+    except ValidationError:  # broken settings must not break logging or error reporting
+        return ()
+    cached_for, secrets = _secrets_cache
+    if cached_for is not settings:
+        secrets = _secrets_of(settings)
+        _secrets_cache = (settings, secrets)
+    return secrets
+
+
+def scrub_text(text: str, secrets: tuple[str, ...] | None = None) -> str:
+    """Removes configured tokens, bearer tokens and `secret-key = value` pairs from a string."""
+    if not text:
+        return text
+    for secret in configured_secrets() if secrets is None else secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    text = _KEY_VALUE.sub(_kv_sub, text)
+    return _BEARER.sub(f"Bearer {REDACTED}", text)
+
+
+def scrub_value(value: Any, secrets: tuple[str, ...], depth: int = 0) -> Any:
+    if depth > 64:
+        return REDACTED
+    if isinstance(value, str):
+        return scrub_text(value, secrets)
+    if isinstance(value, bytes | bytearray):
+        return scrub_text(bytes(value).decode("utf-8", "replace"), secrets)
+    if isinstance(value, dict):
+        return {k: (REDACTED if isinstance(k, str) and is_secret_key(k)
+                    else redact_url(v) if k in URL_KEYS and isinstance(v, str)
+                    else scrub_value(v, secrets, depth + 1))
+                for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        # Headers as [name, value] pairs (Sentry's request.headers may come this way).
+        if len(value) == 2 and isinstance(value[0], str) and is_secret_key(value[0]):
+            return [value[0], REDACTED]
+        return [scrub_value(v, secrets, depth + 1) for v in value]
+    return value

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import logging
-import random
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Task
-from tenacity import retry, stop_after_attempt, wait_exponential
 
-from executors.errors import AuthError, ExecutorError, RetryableError
 from workers import step_hooks
+from workers.attempt import Ending, dead_letters, run_attempt
 from workers.celery_app import EXECUTE_ACTION, app
 from workers.errors import ActionFailed
-from workers.guards import Admission, Attempt, Outcome, get_guard
-from workers.redaction import kwargs_repr, redact
-from workers.retry import backoff_delay
-from workers.runtime import executor
-from workers.settings import get_settings
+from workers.executor_pool import executor
+from workers.guards import Attempt
+from workers.redaction import kwargs_repr
+from workers.status import ErrorKind
 from workers.store import actions as store
 from workers.store import outcomes
-from workers.store.models import utcnow
 
 log = logging.getLogger("opsq.action")
 
@@ -40,74 +36,56 @@ def execute_action(self: Task, *, action_id: str, platform: str, action: str, pa
     if step:
         extra.update(step)
         if hooks is None:
-            _fail(ctx, "internal", "this worker cannot run workflow steps (workflows.tasks is not loaded)",
+            _fail(ctx, ErrorKind.INTERNAL, "this worker cannot run workflow steps (workflows.tasks is not loaded)",
                   dead_letter=False, started=None, extra=extra)
-        assert hooks is not None
         try:
             prepared = hooks.prepare(step, params)
         except ValueError as exc:  # a template that finds nothing: the step cannot run as written
-            hooks.failed(step, "template", str(exc))
-            _fail(ctx, "template", str(exc), dead_letter=False, started=None, extra=extra)
+            hooks.failed(step, ErrorKind.TEMPLATE, str(exc))
+            _fail(ctx, ErrorKind.TEMPLATE, str(exc), dead_letter=dead_letters(ErrorKind.TEMPLATE, step=True),
+                  started=None, extra=extra)
         # started() claims the step (queued -> running) only while its workflow runs: a rollback that
         # began meanwhile has skipped it, and then it must not call the platform.
         if prepared is None or not hooks.started(step, attempt):
             log.info("step skipped: its workflow is no longer running", extra=extra)
-            store.mark_failed(action_id, attempt, "skipped: workflow no longer running", "skipped", dead_letter=False)
+            store.mark_skipped(action_id, "its workflow is no longer running")
             return {"skipped": True}
         params = prepared
-    guard = get_guard()
-    admission = guard.admit(ctx)
-    if not admission.run:
-        result = _not_admitted(self, admission, ctx, extra)
-        if hooks and step:
-            hooks.succeeded(step, params, result)
-        return result
-
-    started = utcnow()
-    try:
-        result = redact(executor(platform).execute(action, params))
-    except RetryableError as exc:
-        final = attempt >= max_attempts
-        _settle_failure(guard, ctx, admission, exc, final=final)
-        if final:
-            if hooks and step:
-                hooks.failed(step, exc.kind, exc.message)
-            _fail(ctx, exc.kind, exc.message, dead_letter=not step, started=started, extra=extra)
-        settings = get_settings()
-        delay = backoff_delay(attempt, base_s=settings.retry_base_s, cap_s=settings.retry_cap_s,
-                              retry_after=exc.retry_after)
-        store.mark_retrying(action_id, attempt, exc.message, exc.kind, delay, started)
-        log.warning("attempt %d/%d failed (%s), retrying in %.2fs", attempt, max_attempts, exc.message, delay,
+    end = run_attempt(ctx, lambda: executor(platform).execute(action, params), max_attempts=max_attempts)
+    if end.ending == Ending.WAIT:
+        log.info("waiting %.2fs (%s)", end.delay_s, end.verdict, extra=extra)
+        raise self.retry(kwargs=self.request.kwargs, countdown=end.delay_s,
+                         kwargsrepr=kwargs_repr(self.request.kwargs))
+    if end.ending == Ending.RETRY:
+        assert end.started_at is not None and end.kind is not None
+        store.mark_retrying(action_id, attempt, end.message, end.kind, end.delay_s, end.started_at)
+        log.warning("attempt %d/%d failed (%s), retrying in %.2fs", attempt, max_attempts, end.message, end.delay_s,
                     extra=extra)
         kwargs = {**self.request.kwargs, "attempt": attempt + 1}
-        raise self.retry(kwargs=kwargs, countdown=delay, kwargsrepr=kwargs_repr(kwargs)) from None
-    except ExecutorError as exc:
-        # Auth failures are dead-lettered: once the credentials are fixed, `opsq dlq replay` runs them.
-        # Other permanent errors would fail the same way again.
-        _settle_failure(guard, ctx, admission, exc, final=True)
+        raise self.retry(kwargs=kwargs, countdown=end.delay_s, kwargsrepr=kwargs_repr(kwargs))
+    if end.ending == Ending.FAILED:
+        kind = end.kind or ErrorKind.INTERNAL
         if hooks and step:
-            hooks.failed(step, exc.kind, exc.message)
-        _fail(ctx, exc.kind, exc.message, dead_letter=isinstance(exc, AuthError) and not step, started=started,
+            hooks.failed(step, kind, end.message)
+        if end.already and store.is_final(action_id):
+            raise ActionFailed(kind, end.message)
+        _fail(ctx, kind, end.message, dead_letter=dead_letters(kind, step=bool(step)), started=end.started_at,
               extra=extra)
-    except Exception as exc:
-        # A bug in an executor, not a platform failure: fail loudly, keep the message in the record.
-        msg = f"{type(exc).__name__}: {exc}"
-        guard.settle(ctx, admission, Outcome(ok=False, error_kind="internal", error=msg, final=True))
-        log.exception("action crashed", extra=extra)
-        if hooks and step:
-            hooks.failed(step, "internal", msg)
-        _fail(ctx, "internal", msg, dead_letter=True, started=started, extra=extra)
-
-    # Redis first: once the outcome is there, a redelivered message cannot call the platform again,
-    # even if this process dies before the database write below. A Redis blip must not lose it either:
-    # settle is retried (tenacity) before anything else happens.
-    _settle_success(guard, ctx, admission, result)
+    result = end.result or {}
+    if end.already:
+        # A redelivered message for an action that already ran: the stored result, no second call.
+        log.info("already done; returning the stored result", extra=extra)
     try:
         if hooks and step:
-            store.mark_succeeded(action_id, attempt, result, started)
+            if not (end.already and store.is_final(action_id)):
+                store.mark_succeeded(action_id, attempt, result, end.started_at)
             hooks.succeeded(step, params, result)
+        elif end.already:
+            if not store.is_final(action_id):
+                store.mark_succeeded(action_id, attempt, result, None)
         else:
-            outcomes.record_success(action_id, attempt, result, started)
+            assert end.started_at is not None
+            outcomes.record_success(action_id, attempt, result, end.started_at)
     except Exception:
         # The platform call happened and is recorded in Redis; only the bookkeeping failed (database
         # busy or down). Try again shortly: the guards answer "done" and the bookkeeping is redone,
@@ -118,43 +96,7 @@ def execute_action(self: Task, *, action_id: str, platform: str, action: str, pa
     return result
 
 
-@retry(stop=stop_after_attempt(6), wait=wait_exponential(multiplier=0.1, max=2.0), reraise=True)
-def _settle_success(guard: Any, ctx: Attempt, admission: Admission, result: dict[str, Any]) -> None:
-    guard.settle(ctx, admission, Outcome(ok=True, result=result))
-
-
-def _not_admitted(task: Task, admission: Admission, ctx: Attempt, extra: dict[str, Any]) -> dict[str, Any]:
-    if admission.verdict == "done":
-        # A redelivered message for an action that already ran: the stored result, no second call.
-        log.info("already done; returning the stored result", extra=extra)
-        if not store.is_final(ctx.action_id):
-            store.mark_succeeded(ctx.action_id, ctx.attempt, admission.result or {}, None)
-        return admission.result or {}
-    if admission.verdict == "failed":
-        # It failed for good earlier, but the worker died before recording it: record it now, as it
-        # would have been (dead-lettered unless the platform refused the params themselves).
-        error = admission.error or {}
-        kind = str(error.get("kind"))
-        if not store.is_final(ctx.action_id):
-            store.mark_failed(ctx.action_id, ctx.attempt, str(error.get("message")), kind,
-                              dead_letter=kind not in ("permanent", "invalid_params", "template", "skipped")
-                              and "workflow_id" not in extra)
-        raise ActionFailed(kind, str(error.get("message")))
-    if admission.verdict == "open_fail":
-        _fail(ctx, "circuit_open", f"circuit breaker for {ctx.platform} is open (fail-fast action)",
-              dead_letter=True, started=None, extra=extra)
-    # A wait: re-scheduled, not an attempt. Jitter keeps the waiting actions from returning all at once.
-    wait = admission.wait_s + random.uniform(0, 0.25 * admission.wait_s + 0.05)
-    log.info("waiting %.2fs (%s)", wait, admission.verdict, extra=extra)
-    raise task.retry(kwargs=task.request.kwargs, countdown=wait, kwargsrepr=kwargs_repr(task.request.kwargs))
-
-
-def _settle_failure(guard: Any, ctx: Attempt, admission: Admission, exc: ExecutorError, *, final: bool) -> None:
-    guard.settle(ctx, admission, Outcome(ok=False, error_kind=exc.kind, error=exc.message,
-                                         health_failure=exc.health_failure, final=final))
-
-
-def _fail(ctx: Attempt, kind: str, message: str, *, dead_letter: bool, started: Any, extra: dict[str, Any]) -> None:
+def _fail(ctx: Attempt, kind: str, message: str, *, dead_letter: bool, started: Any, extra: dict[str, Any]) -> NoReturn:
     store.mark_failed(ctx.action_id, ctx.attempt, message, kind, dead_letter=dead_letter, started_at=started)
     log.error("action failed for good (%s): %s", kind, message, extra=extra)
     raise ActionFailed(kind, message) from None

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workers import audit
-from workers.audit import default_actor
 from workers.errors import OpsqError, SubmitError
 from workers.queues import PRIORITY_NAMES
 from workers.settings import get_settings
+from workers.store import audit
+from workers.store.audit import default_actor
 from workers.store.models import utcnow
 from workflows import state
 from workflows.compiler import compile_segment, plan_segment
@@ -105,7 +105,7 @@ def resume(workflow_id: str, actor: str | None = None, *, only_if_idle: bool = F
     sent again; a step whose outcome is in Redis is answered from it without a second call.
     `only_if_idle`: do nothing while any of its steps has a message or a live lease (beat uses this)."""
     from workers.guards.execution import live_state
-    from workers.queue_ops import message_ids_in_flight
+    from workers.ops.queue_ops import message_ids_in_flight
 
     run = state.get_run_row(workflow_id)
     if run["status"] != "running":
@@ -251,7 +251,7 @@ def mark_resolved(workflow_id: str, note: str, actor: str | None = None) -> None
     from sqlalchemy import update
 
     from workers.store.db import session
-    from workers.store.models import WorkflowRun
+    from workflows.models import WorkflowRun
 
     if not state.transition(workflow_id, "resolved",
                             allowed_from=("rollback_failed", "failed", "rolling_back", "awaiting_approval",

@@ -13,19 +13,12 @@ from typing import Any
 
 from sqlalchemy import func, insert, select, update
 
-from workers import audit
 from workers.redaction import redact
+from workers.status import ActionStatus
+from workers.store import audit
 from workers.store.db import require, session
-from workers.store.models import (
-    ActionRun,
-    Approval,
-    Compensation,
-    WorkflowEvent,
-    WorkflowRun,
-    WorkflowStep,
-    as_utc,
-    utcnow,
-)
+from workers.store.models import ActionRun, as_utc, utcnow
+from workflows.models import Approval, Compensation, WorkflowEvent, WorkflowRun, WorkflowStep
 from workflows.spec import WorkflowSpec, levels
 
 FINAL = ("succeeded", "rolled_back", "rollback_failed", "failed", "resolved")
@@ -85,8 +78,9 @@ def queue_steps(workflow_id: str, step_ids: Iterable[str], spec: WorkflowSpec, m
             if exists is None:
                 s.execute(insert(ActionRun).values(
                     id=row.action_id, platform=row.platform, action=row.action, params=redact(step.params),
-                    priority=run["priority"], queue=row.platform, status="queued", attempts=0,
-                    max_attempts=step.max_attempts or max_attempts, created_at=now, updated_at=now))
+                    priority=run["priority"], queue=row.platform, status=ActionStatus.QUEUED, attempts=0,
+                    max_attempts=step.max_attempts or max_attempts, workflow_id=workflow_id, created_at=now,
+                    updated_at=now))
             row.status = "queued"
     return out
 

@@ -3,32 +3,33 @@
 from __future__ import annotations
 
 import logging
-import random
 import re
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Task, chain
 from celery.exceptions import ChordError
 
-from executors.errors import ExecutorError, RetryableError
+from executors.errors import ExecutorError
 from workers import step_hooks
+from workers.attempt import Ending, run_attempt
 from workers.celery_app import app
 from workers.errors import ActionFailed
-from workers.guards import Attempt, Outcome, get_guard
+from workers.executor_pool import executor
+from workers.guards import Attempt, keys
 from workers.guards.connection import guard_redis
 from workers.queues import CONTROL_QUEUE
-from workers.redaction import contains_redacted, redact
-from workers.retry import backoff_delay
-from workers.runtime import executor
+from workers.redaction import contains_redacted
 from workers.settings import get_settings
+from workers.status import ErrorKind
 from workers.store.models import utcnow
 from workflows import state, templates
-from workflows.spec import CompensationSpec, WorkflowSpec
+from workflows.spec import CompensationSpec, WorkflowSpec, levels
+from workflows.status import CompensationStatus, WorkflowStatus
 
 log = logging.getLogger("opsq.workflow")
 
-RUNNABLE = ("running",)
-ROLLBACK_FROM = ("running", "awaiting_approval", "failed")
+RUNNABLE = (WorkflowStatus.RUNNING,)
+ROLLBACK_FROM = (WorkflowStatus.RUNNING, WorkflowStatus.AWAITING_APPROVAL, WorkflowStatus.FAILED)
 
 
 def spec_of(workflow_id: str) -> tuple[WorkflowSpec, dict[str, Any]]:
@@ -100,8 +101,6 @@ def workflow_pause(workflow_id: str, level: int) -> str | None:
     spec, run = spec_of(workflow_id)
     if run["status"] != "running":  # rolled back or resolved meanwhile: no approval for a dead workflow
         return None
-    from workflows.spec import levels
-
     gated = [s for s in levels(spec)[level] if spec.step(s).requires_approval]
     context = {"input": {**spec.input, **run["input"]}, "steps": state.outputs(workflow_id)}
     details = {}
@@ -161,58 +160,47 @@ def compensate_step(self: Task, workflow_id: str, comp_id: int, attempt: int = 1
     """One compensation: its own retried task on its platform's queue, guarded like any action (the
     breaker, the rate limit, and an execution record so a redelivery never undoes twice)."""
     comp = next(c for c in state.compensations(workflow_id) if c["id"] == comp_id)
-    if comp["status"] == "done":
+    if comp["status"] == CompensationStatus.DONE:
         return comp["result"] or {}
     spec, run = spec_of(workflow_id)
     step = next(s for s in state.steps(workflow_id) if s["step_id"] == comp["step_id"])
-    settings = get_settings()
     ctx = Attempt(action_id=undo_action_id(step["action_id"], comp_id), platform=comp["platform"],
                   action=comp["action"], attempt=attempt)
-    guard = get_guard()
-    admission = guard.admit(ctx)
-    if admission.verdict == "done":
-        state.compensation_update(comp_id, status="done", result=admission.result, finished_at=utcnow())
-        return admission.result or {}
-    if admission.verdict == "failed":  # failed for good earlier; its worker died before recording it
-        error = admission.error or {}
-        return _compensation_failed(workflow_id, comp, str(error.get("kind")), str(error.get("message")))
-    if not admission.run:
-        raise self.retry(args=[workflow_id, comp_id], kwargs={"attempt": attempt},
-                         countdown=admission.wait_s + random.uniform(0, 0.25 * admission.wait_s + 0.05))
-    state.compensation_started(comp_id, attempt)
     override = spec.step(comp["step_id"]).compensation
-    try:
+
+    def undo() -> dict[str, Any]:
+        state.compensation_started(comp_id, attempt)
         if isinstance(override, CompensationSpec):
-            outputs = state.outputs(workflow_id)
-            params = templates.render(override.params, {"input": {**spec.input, **run["input"]}, "steps": outputs})
-            result = executor(override.platform).execute(override.action, params)
-        else:
-            result = executor(step["platform"]).compensate(step["action"], step["params"] or {},
-                                                           step["output"] or {}) or {"undo": "nothing to undo"}
-    except RetryableError as exc:
-        final = attempt >= settings.max_attempts
-        guard.settle(ctx, admission, Outcome(ok=False, error_kind=exc.kind, error=exc.message,
-                                             health_failure=exc.health_failure, final=final))
-        if final:
-            return _compensation_failed(workflow_id, comp, exc.kind, exc.message)
-        delay = backoff_delay(attempt, base_s=settings.retry_base_s, cap_s=settings.retry_cap_s,
-                              retry_after=exc.retry_after)
-        state.compensation_update(comp_id, status="pending", error=f"[{exc.kind}] {exc.message}")
-        raise self.retry(args=[workflow_id, comp_id], kwargs={"attempt": attempt + 1}, countdown=delay) from None
-    except (ExecutorError, templates.TemplateError) as exc:
-        kind = getattr(exc, "kind", "template")
-        guard.settle(ctx, admission, Outcome(ok=False, error_kind=kind, error=str(exc), final=True))
-        return _compensation_failed(workflow_id, comp, kind, str(exc))
-    except Exception as exc:  # a bug in an undo: settle anyway, so no probe slot or lease is left behind
-        msg = f"{type(exc).__name__}: {exc}"
-        guard.settle(ctx, admission, Outcome(ok=False, error_kind="internal", error=msg, final=True))
-        log.exception("compensation crashed")
-        return _compensation_failed(workflow_id, comp, "internal", msg)
-    result = redact(result)
-    guard.settle(ctx, admission, Outcome(ok=True, result=result))
-    state.compensation_update(comp_id, status="done", result=result, error=None, finished_at=utcnow())
-    state.record(workflow_id, "compensated", step_id=comp["step_id"], detail=f"{comp['platform']}.{comp['action']}")
+            context = {"input": {**spec.input, **run["input"]}, "steps": state.outputs(workflow_id)}
+            try:
+                params = templates.render(override.params, context)
+            except templates.TemplateError as exc:
+                raise UndoTemplateError(str(exc)) from None
+            return executor(override.platform).execute(override.action, params)
+        return executor(step["platform"]).compensate(step["action"], step["params"] or {},
+                                                     step["output"] or {}) or {"undo": "nothing to undo"}
+
+    end = run_attempt(ctx, undo, max_attempts=get_settings().max_attempts)
+    if end.ending == Ending.WAIT:
+        raise self.retry(args=[workflow_id, comp_id], kwargs={"attempt": attempt}, countdown=end.delay_s)
+    if end.ending == Ending.RETRY:
+        state.compensation_update(comp_id, status=CompensationStatus.PENDING, error=f"[{end.kind}] {end.message}")
+        raise self.retry(args=[workflow_id, comp_id], kwargs={"attempt": attempt + 1}, countdown=end.delay_s)
+    if end.ending == Ending.FAILED:
+        return _compensation_failed(workflow_id, comp, str(end.kind), end.message)
+    result = end.result or {}
+    state.compensation_update(comp_id, status=CompensationStatus.DONE, result=result, error=None,
+                              finished_at=utcnow())
+    if not end.already:
+        state.record(workflow_id, "compensated", step_id=comp["step_id"],
+                     detail=f"{comp['platform']}.{comp['action']}")
     return result
+
+
+class UndoTemplateError(ExecutorError):
+    """A compensation's template found nothing: the undo cannot run as written (not retried)."""
+
+    kind = ErrorKind.TEMPLATE
 
 
 def undo_action_id(step_action_id: str, comp_id: int) -> str:
@@ -223,16 +211,15 @@ def undo_action_id(step_action_id: str, comp_id: int) -> str:
 def forget_failed_undos(workflow_id: str) -> None:
     """Before a rollback is retried by hand: drop the execution records of the compensations that
     failed for good, so the guards let them run again (the ones that are done stay done)."""
-    from workers.guards import keys
-
     by_step = {s["step_id"]: s["action_id"] for s in state.steps(workflow_id)}
     failed = [c for c in state.compensations(workflow_id) if c["status"] in ("failed", "running")]
     if failed:
         guard_redis().delete(*(keys.run(undo_action_id(by_step[c["step_id"]], c["id"])) for c in failed))
 
 
-def _compensation_failed(workflow_id: str, comp: dict[str, Any], kind: str, message: str) -> dict[str, Any]:
-    state.compensation_update(comp["id"], status="failed", error=f"[{kind}] {message}", finished_at=utcnow())
+def _compensation_failed(workflow_id: str, comp: dict[str, Any], kind: str, message: str) -> NoReturn:
+    state.compensation_update(comp["id"], status=CompensationStatus.FAILED, error=f"[{kind}] {message}",
+                              finished_at=utcnow())
     state.record(workflow_id, "compensation_failed", step_id=comp["step_id"], detail=f"[{kind}] {message}")
     raise ActionFailed(kind, message)
 

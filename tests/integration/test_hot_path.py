@@ -36,7 +36,7 @@ def redis_states(ids: list[str]) -> list[str | None]:
 
 
 def test_submits_are_audited_in_batches_and_chained_in_commit_order(opsq_env):
-    from workers import audit
+    from workers.store import audit
 
     env = opsq_env()
     first = [submit_action("noop", "noop", {"echo": i}).id for i in range(3)]
@@ -58,7 +58,7 @@ def test_submits_are_audited_in_batches_and_chained_in_commit_order(opsq_env):
 
 
 def test_concurrent_submitters_and_operators_form_one_verifiable_chain(opsq_env):
-    from workers import audit
+    from workers.store import audit
 
     opsq_env()
     errors: list[BaseException] = []
@@ -183,7 +183,7 @@ def test_a_submit_committed_during_a_seal_is_chained_by_the_next_one(opsq_env_pg
     unchained."""
     from sqlalchemy.engine import Engine
 
-    from workers import audit
+    from workers.store import audit
 
     opsq_env_pg()
     slow = get_engine().connect()

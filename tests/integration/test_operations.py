@@ -12,9 +12,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, text, update
 
+from beat.models import MaintenanceRun
 from workers.client import ActionHandle, submit_action
 from workers.store.db import get_engine, session
-from workers.store.models import ActionRun, MaintenanceRun, utcnow
+from workers.store.models import ActionRun, utcnow
 
 pytestmark = pytest.mark.integration
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -26,13 +27,13 @@ def opsq(env, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[st
 
 
 def queued_lists(redis_client, queue: str) -> int:
-    from workers.queue_ops import priority_lists
+    from workers.ops.queue_ops import priority_lists
 
     return sum(redis_client.llen(k) for k in priority_lists(queue).values())
 
 
 def test_a_lost_action_is_requeued_and_completes_once(opsq_env, workers_started, sandbox_client, redis_client):
-    from workers.queue_ops import priority_lists
+    from workers.ops.queue_ops import priority_lists
 
     env = opsq_env(OPSQ_STUCK_AFTER_S="1")
     handle = submit_action("trello", "create_card", {"list_id": "l1", "name": "lost"})
@@ -140,7 +141,7 @@ def test_backup_restores_into_an_empty_database_with_identical_contents(opsq_env
 
 
 def test_a_tampered_audit_row_is_found(opsq_env, workers_started):
-    from workers import audit
+    from workers.store import audit
 
     env = opsq_env()
     for i in range(3):
@@ -212,7 +213,7 @@ def test_queue_pause_resume_and_a_worker_started_while_paused(opsq_env_sqlite, w
     assert out.returncode == 0, out.stderr
     assert held.wait(20).status == "succeeded"
     assert [r["body"]["text"] for r in sandbox_client.requests(platform="slack")] == ["before", "held"]
-    from workers import audit
+    from workers.store import audit
 
     assert [e["action"] for e in audit.entries() if e["action"].startswith("queue_")] == ["queue_pause",
                                                                                          "queue_resume"]
@@ -227,7 +228,7 @@ def test_queue_clear_drops_and_records(opsq_env_sqlite, redis_client):
     assert out.returncode == 0 and "dropped 3" in out.stdout
     assert queued_lists(redis_client, "webhook") == 0
     assert all(ActionHandle(h.id).status().status == "failed" for h in handles)
-    from workers import audit
+    from workers.store import audit
 
     (entry,) = audit.entries(action="queue_clear")
     assert entry["detail"]["dropped"] == 3 and {m["id"] for m in entry["detail"]["messages"]} == {h.id for h in handles}

@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import Engine, event, text
 from sqlalchemy.engine import make_url
 
-from workers import audit, dlq
 from workers.errors import SubmitError
+from workers.ops import dlq
 from workers.settings import reload_settings
 from workers.store import actions as store
-from workers.store import db
+from workers.store import audit, db
 
 pytestmark = pytest.mark.integration
 

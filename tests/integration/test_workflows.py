@@ -12,9 +12,9 @@ from sqlalchemy import func, select
 
 from tests.support.wait import wait_for
 from workers.store.db import session
-from workers.store.models import WorkflowRun
 from workflows import state
 from workflows.client import WorkflowHandle, approve, submit_workflow
+from workflows.models import WorkflowRun
 from workflows.spec import WorkflowInvalid
 
 pytestmark = pytest.mark.integration
@@ -327,7 +327,7 @@ def test_approve_resumes_in_process(opsq_env_sqlite, workers_started, sandbox_cl
 
 def test_a_workflow_whose_messages_were_lost_resumes_without_redoing_steps(opsq_env_sqlite, workers_started,
                                                                           sandbox_client, redis_client):
-    from workers.queue_ops import priority_lists
+    from workers.ops.queue_ops import priority_lists
 
     env = opsq_env_sqlite()
     worker = workers_started(env, queues="gdrive,gsheets,trello,control")  # step 3 (slack) waits in Redis

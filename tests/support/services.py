@@ -35,7 +35,7 @@ def find_redis(home: Path) -> RedisService:
     except redis.RedisError as exc:
         if IN_CI:
             raise RuntimeError(f"CI needs Redis at {url} and it is not reachable: {exc}") from None
-        from workers import embedded_redis
+        from workers.dev import embedded_redis
 
         server = embedded_redis.start(home)
         return RedisService(url=server.url, embedded=server,

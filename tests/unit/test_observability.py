@@ -1,4 +1,5 @@
-"""workers.observability: Sentry event scrubbing, the JSON log format, task tags, settings."""
+"""workers.observability (Sentry event scrubbing, the JSON log format, task tags, settings) and
+workers.redaction's free-text scrubbing."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import sys
 import pytest
 from celery import Celery
 
-from workers import observability as obs
+from workers import redaction
+from workers.observability import config, logs, sentry
 from workers.redaction import REDACTED
 from workers.settings import reload_settings
 
@@ -77,7 +79,7 @@ def test_scrub_removes_secrets_from_every_part_of_an_event(slack_token):
     event = synthetic_event()
     assert all(s in json.dumps(event) for s in SECRETS)  # they are all there to begin with
 
-    scrubbed = obs.scrub(event, {})
+    scrubbed = sentry.scrub(event, {})
     text = json.dumps(scrubbed)
     for secret in SECRETS:
         assert secret not in text, secret
@@ -105,44 +107,44 @@ def test_scrub_covers_transactions_too(slack_token):
     transaction = {"type": "transaction", "transaction": "opsq.execute_action",
                    "spans": [{"op": "http.client", "description": "POST https://x?token=qs-token-7",
                               "data": {"Authorization": "Bearer s3cr3t-token", "note": "xoxb-super-secret-123"}}]}
-    text = json.dumps(obs.scrub(transaction, {}))
+    text = json.dumps(sentry.scrub(transaction, {}))
     for secret in ("qs-token-7", "s3cr3t-token", "xoxb-super-secret-123"):
         assert secret not in text
 
 
 def test_scrub_text():
     secrets = ("tok-123456",)
-    assert obs.scrub_text("Authorization: Bearer abc.def", secrets) == f"Authorization: {REDACTED}"
-    assert obs.scrub_text("sent Bearer abc.def to x", secrets) == f"sent Bearer {REDACTED} to x"
-    assert obs.scrub_text("uses tok-123456 now", secrets) == f"uses {REDACTED} now"
-    assert obs.scrub_text('{"password": "p w", "a": 1}', secrets) == f'{{"password": "{REDACTED}", "a": 1}}'
-    assert obs.scrub_text("client_secret=abc&x=1", secrets) == f"client_secret={REDACTED}&x=1"
+    assert redaction.scrub_text("Authorization: Bearer abc.def", secrets) == f"Authorization: {REDACTED}"
+    assert redaction.scrub_text("sent Bearer abc.def to x", secrets) == f"sent Bearer {REDACTED} to x"
+    assert redaction.scrub_text("uses tok-123456 now", secrets) == f"uses {REDACTED} now"
+    assert redaction.scrub_text('{"password": "p w", "a": 1}', secrets) == f'{{"password": "{REDACTED}", "a": 1}}'
+    assert redaction.scrub_text("client_secret=abc&x=1", secrets) == f"client_secret={REDACTED}&x=1"
     # Ordinary messages are left alone.
     for text in ("w1@host ready.", "already done; returning the stored result", "waiting 0.52s (rate_limited)",
                  "token bucket empty", "attempt 2/4 failed (HTTP 503), retrying in 0.40s"):
-        assert obs.scrub_text(text, secrets) == text
+        assert redaction.scrub_text(text, secrets) == text
 
 
 def test_short_tokens_are_not_searched_for_in_text(monkeypatch):
     monkeypatch.setenv("OPSQ_NOTION_TOKEN", "abc")
     monkeypatch.setenv("OPSQ_TRELLO_TOKEN", "trello-long-token")
     reload_settings()
-    secrets = obs.configured_secrets()
+    secrets = redaction.configured_secrets()
     assert "abc" not in secrets and "trello-long-token" in secrets
-    assert obs.scrub_text("abc trello-long-token") == f"abc {REDACTED}"
+    assert redaction.scrub_text("abc trello-long-token") == f"abc {REDACTED}"
 
 
 def test_before_send_drops_the_failure_log_line_that_duplicates_the_task_exception():
     record = logging.LogRecord("opsq.action", logging.ERROR, __file__, 1, "action failed for good", None, None)
-    assert obs.before_send({"message": "x"}, {"log_record": record}) is None
+    assert sentry.before_send({"message": "x"}, {"log_record": record}) is None
     try:
         raise ValueError("boom")
     except ValueError:
         crashed = logging.LogRecord("opsq.action", logging.ERROR, __file__, 1, "action crashed", None,
                                     sys.exc_info())
-    assert obs.before_send({"message": "x"}, {"log_record": crashed}) == {"message": "x"}
+    assert sentry.before_send({"message": "x"}, {"log_record": crashed}) == {"message": "x"}
     other = logging.LogRecord("opsq.workflow", logging.ERROR, __file__, 1, "password=x", None, None)
-    assert obs.before_send({"message": "password=x"}, {"log_record": other}) == {"message": f"password={REDACTED}"}
+    assert sentry.before_send({"message": "password=x"}, {"log_record": other}) == {"message": f"password={REDACTED}"}
 
 
 def test_task_tags_from_execute_action_and_workflow_tasks():
@@ -156,14 +158,14 @@ def test_task_tags_from_execute_action_and_workflow_tasks():
     def step_failed(request, exc, traceback, workflow_id, step_id):
         return None
 
-    tags = obs.task_tags(execute_action, (), {"action_id": "a1", "platform": "slack", "action": "send_message",
+    tags = sentry.task_tags(execute_action, (), {"action_id": "a1", "platform": "slack", "action": "send_message",
                                               "params": {}, "max_attempts": 3,
                                               "step": {"workflow_id": "wf1", "step_id": "notify"}})
     assert tags == {"platform": "slack", "action": "send_message", "action_id": "a1", "workflow_id": "wf1",
                     "step_id": "notify"}
-    assert obs.task_tags(step_failed, ("req", "exc", "tb", "wf2", "s2"), {}) == {"workflow_id": "wf2",
+    assert sentry.task_tags(step_failed, ("req", "exc", "tb", "wf2", "s2"), {}) == {"workflow_id": "wf2",
                                                                                  "step_id": "s2"}
-    assert obs._is_opsq_task("opsq.workflow.rollback") and not obs._is_opsq_task("celery.backend_cleanup")
+    assert sentry._is_opsq_task("opsq.workflow.rollback") and not sentry._is_opsq_task("celery.backend_cleanup")
 
 
 def _record(msg: str, args: tuple = (), **extra: object) -> logging.LogRecord:
@@ -173,14 +175,14 @@ def _record(msg: str, args: tuple = (), **extra: object) -> logging.LogRecord:
 
 
 def test_json_formatter_one_object_per_line_with_the_action_ids(slack_token):
-    fmt = obs.JsonFormatter()
+    fmt = logs.JsonFormatter()
     line = fmt.format(_record("attempt %d/%d failed (%s)\nnext line", (1, 4, "HTTP 503"), action_id="a1",
                               platform="slack", action="send_message", attempt=1, workflow_id="wf", step_id="s1"))
     assert "\n" not in line
     doc = json.loads(line)
     assert doc["level"] == "WARNING" and doc["logger"] == "opsq.action"
     assert doc["message"] == "attempt 1/4 failed (HTTP 503)\nnext line"
-    assert {k: doc[k] for k in obs.LOG_FIELDS} == {"action_id": "a1", "platform": "slack", "action": "send_message",
+    assert {k: doc[k] for k in logs.LOG_FIELDS} == {"action_id": "a1", "platform": "slack", "action": "send_message",
                                                    "attempt": 1, "workflow_id": "wf", "step_id": "s1"}
     assert doc["time"].endswith("+00:00")
     assert "task_id" not in doc
@@ -207,8 +209,8 @@ def test_json_formatter_adds_the_running_task(slack_token):
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    obs.configure_handlers(logger, "json")
-    assert isinstance(handler.formatter, obs.JsonFormatter)
+    logs.configure_handlers(logger, "json")
+    assert isinstance(handler.formatter, logs.JsonFormatter)
 
     @app.task(name="opsq.execute_action")
     def run() -> None:
@@ -233,11 +235,11 @@ def test_text_format_keeps_the_formatter_and_redacts():
     logger = logging.getLogger("opsq.test.observability.text")
     logger.addHandler(handler)
     logger.propagate = False
-    obs.configure_handlers(logger, "text")
-    obs.configure_handlers(logger, "text")  # twice (Celery sets up logging again in some children): no double wrap
-    assert isinstance(handler.formatter, obs.RedactingFormatter)
-    assert not isinstance(handler.formatter.inner, obs.RedactingFormatter)
-    assert sum(isinstance(f, obs.RedactFilter) for f in handler.filters) == 1
+    logs.configure_handlers(logger, "text")
+    logs.configure_handlers(logger, "text")  # twice (Celery sets up logging again in some children): no double wrap
+    assert isinstance(handler.formatter, logs.RedactingFormatter)
+    assert not isinstance(handler.formatter.inner, logs.RedactingFormatter)
+    assert sum(isinstance(f, logs.RedactFilter) for f in handler.filters) == 1
     try:
         logger.warning("w1@host ready.")
         logger.warning("sent %s", "Authorization: Bearer abc")
@@ -249,16 +251,16 @@ def test_text_format_keeps_the_formatter_and_redacts():
 def test_settings(monkeypatch):
     for key in ("OPSQ_SENTRY_DSN", "OPSQ_LOG_FORMAT", "OPSQ_FLOWER_PORT", "OPSQ_FLOWER_ADDRESS"):
         monkeypatch.delenv(key, raising=False)
-    settings = obs.ObservabilitySettings()
+    settings = config.ObservabilitySettings()
     assert settings.dsn is None and settings.log_format == "json"
     assert settings.flower_port == 5555 and settings.flower_address == "0.0.0.0"
     monkeypatch.setenv("OPSQ_SENTRY_DSN", "  ")
     monkeypatch.setenv("OPSQ_LOG_FORMAT", "TEXT")
-    settings = obs.ObservabilitySettings()
+    settings = config.ObservabilitySettings()
     assert settings.dsn is None and settings.log_format == "text"
     monkeypatch.setenv("OPSQ_LOG_FORMAT", "xml")
-    assert obs._log_format() == "json"  # a bad value falls back (with a warning), it does not stop the worker
-    assert obs.ObservabilitySettings().dsn is None  # nor does it break the other settings
+    assert logs._log_format() == "json"  # a bad value falls back (with a warning), it does not stop the worker
+    assert config.ObservabilitySettings().dsn is None  # nor does it break the other settings
     monkeypatch.setenv("OPSQ_LOG_FORMAT", "text")
-    assert obs._log_format() == "text"
-    assert obs.init_sentry(obs.ObservabilitySettings(sentry_dsn=None)) is False
+    assert logs._log_format() == "text"
+    assert sentry.init_sentry(config.ObservabilitySettings(sentry_dsn=None)) is False

@@ -92,8 +92,8 @@ def test_logged_kwargs_hide_the_webhook_path():
 
 
 def test_a_stored_webhook_action_keeps_no_secret_path_and_its_dead_letter_asks_for_params(tmp_path, monkeypatch):
-    from workers import dlq
     from workers.errors import SubmitError
+    from workers.ops import dlq
     from workers.settings import reload_settings
     from workers.store import actions as store
     from workers.store import db
@@ -109,7 +109,7 @@ def test_a_stored_webhook_action_keeps_no_secret_path_and_its_dead_letter_asks_f
     with pytest.raises(SubmitError, match="--params-json"):
         dlq.replay(dead.id)
     assert store.dead_letter(dead.id).replayed_at is None  # refused before anything was claimed
-    from workers import audit
+    from workers.store import audit
 
     assert all("XXXXSECRETXXXX" not in str(e) for e in audit.entries())
 
@@ -159,7 +159,7 @@ def test_as_utc():
 
 
 def test_audit_digest_does_not_depend_on_the_zone_it_was_read_in():
-    from workers.audit import digest
+    from workers.store.audit import digest
 
     at = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
     as_read_in_new_york = at.astimezone(timezone(timedelta(hours=-4)))
@@ -168,9 +168,8 @@ def test_audit_digest_does_not_depend_on_the_zone_it_was_read_in():
 
 
 def test_long_audit_targets_are_cut_to_the_column(tmp_path, monkeypatch):
-    from workers import audit
     from workers.settings import reload_settings
-    from workers.store import db
+    from workers.store import audit, db
 
     monkeypatch.setenv("OPSQ_DATABASE_URL", f"sqlite:///{tmp_path / 'a.db'}")
     reload_settings()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from workers import embedded_redis
+from workers.dev import embedded_redis
 from workers.settings import reload_settings
 
 

@@ -120,7 +120,7 @@ class DemoEnvironment:
         return self
 
     def _start_flower(self) -> None:
-        from workers.embedded_redis import free_port
+        from workers.dev.embedded_redis import free_port
 
         port = free_port()
         self.flower_proc = subprocess.Popen(
@@ -403,7 +403,7 @@ def scenario_dashboard(run: DemoRun) -> None:
 
     from workers.cli.ops_cmd import print_metrics
     from workers.guards import breaker
-    from workers.reports import metrics
+    from workers.ops.reports import metrics
     from workflows import state
 
     heading(7, "metrics dashboard: from the store and Redis, as `opsq metrics` shows it")

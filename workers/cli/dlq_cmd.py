@@ -41,7 +41,7 @@ def register(cli: click.Group) -> None:
     @actor_option
     def dlq_replay(dl_id: int, pairs: tuple[str, ...], params_json: str | None, actor: str) -> None:
         """Enqueue a dead letter again as a new action."""
-        from workers.dlq import replay
+        from workers.ops.dlq import replay
 
         handle = replay(dl_id, parse_params(pairs, params_json) or None, actor)
         click.echo(f"replayed dead letter {dl_id} as action {handle.id}")

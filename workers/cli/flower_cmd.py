@@ -35,7 +35,7 @@ def register(cli: click.Group) -> None:
     def flower(port: int | None, address: str | None, unauthenticated_local: bool) -> None:
         """Start Flower (workers, tasks, queues) with basic auth from OPSQ_FLOWER_USER and
         OPSQ_FLOWER_PASSWORD. Refuses to start without them unless --unauthenticated-local."""
-        from workers.observability import observability_settings
+        from workers.observability.config import observability_settings
 
         settings = observability_settings()
         user = (settings.flower_user or "").strip()

@@ -7,9 +7,10 @@ import click
 from workers.cli.main import json_option
 from workers.cli.output import emit_json, table
 from workers.queues import PLATFORM_QUEUES
+from workers.store import audit
 
 STATE_COLOURS = {"closed": "green", "half_open": "yellow", "open": "red"}
-actor_option = click.option("--actor", default=lambda: __import__("workers.audit").audit.default_actor(),
+actor_option = click.option("--actor", default=audit.default_actor,
                             show_default="OPSQ_ACTOR or the OS user",
                             help="Who is doing this (recorded in the history).")
 

@@ -97,8 +97,8 @@ def register(cli: click.Group) -> None:
     @json_option
     def audit_list(since: str | None, action_name: str | None, limit: int, as_json: bool) -> None:
         """Who did what, when, on what (oldest first)."""
-        from workers import audit as trail
-        from workers.reports import parse_since
+        from workers.ops.reports import parse_since
+        from workers.store import audit as trail
 
         rows = trail.entries(since=parse_since(since) if since else None, action=action_name, limit=limit)
         if as_json:
@@ -112,7 +112,7 @@ def register(cli: click.Group) -> None:
     @json_option
     def audit_verify(as_json: bool) -> None:
         """Check the hash chain; names the first tampered entry. Exit 1 if tampered."""
-        from workers import audit as trail
+        from workers.store import audit as trail
 
         verdict = trail.verify()
         if as_json:
@@ -135,8 +135,8 @@ def register(cli: click.Group) -> None:
     @json_option
     def queue_status(as_json: bool) -> None:
         """Depth per queue and priority, oldest message, consumers, paused."""
-        from workers import queue_ops
         from workers.celery_app import app
+        from workers.ops import queue_ops
 
         rows = queue_ops.status(app)
         if as_json:
@@ -151,7 +151,7 @@ def register(cli: click.Group) -> None:
     @json_option
     def queue_stuck(as_json: bool) -> None:
         """What detect_stuck would act on (changes nothing)."""
-        from workers.stuck import detect
+        from workers.ops.stuck import detect
 
         report = detect(act=False)
         if as_json:
@@ -174,8 +174,8 @@ def register(cli: click.Group) -> None:
     @actor_option
     def queue_pause(name: str, actor: str) -> None:
         """Workers stop consuming QUEUE (remembered for workers started later)."""
-        from workers import queue_ops
         from workers.celery_app import app
+        from workers.ops import queue_ops
 
         stopped = queue_ops.pause(app, name, actor)
         click.echo(f"paused {name}" + (f": {', '.join(stopped)} stopped consuming it" if stopped
@@ -186,8 +186,8 @@ def register(cli: click.Group) -> None:
     @actor_option
     def queue_resume(name: str, actor: str) -> None:
         """Workers consume QUEUE again."""
-        from workers import queue_ops
         from workers.celery_app import app
+        from workers.ops import queue_ops
 
         started = queue_ops.resume(app, name, actor)
         click.echo(f"resumed {name}" + (f": {', '.join(started)} consume it again" if started
@@ -199,7 +199,7 @@ def register(cli: click.Group) -> None:
     @actor_option
     def queue_clear(name: str, yes: bool, actor: str) -> None:
         """Drop every message waiting in QUEUE (recorded in the audit trail)."""
-        from workers import queue_ops
+        from workers.ops import queue_ops
 
         if not yes:
             raise click.UsageError(f"this drops every message in {name}; add --yes to do it")
@@ -213,9 +213,10 @@ def register(cli: click.Group) -> None:
     @json_option
     def health(strict: bool, as_json: bool) -> None:
         """Redis, database, workers and their queues, beat, breakers, Flower. Exit 1 when unhealthy."""
-        from workers.health import health as run_checks
+        from beat import health as beat_health
+        from workers.ops.health import health as run_checks
 
-        checks = run_checks()
+        checks = run_checks(more=beat_health.checks)
         _checks(checks, as_json)
         bad = {"fail", "warn"} if strict else {"fail"}
         if any(c.status in bad for c in checks):
@@ -226,8 +227,8 @@ def register(cli: click.Group) -> None:
     def validate_env(as_json: bool) -> None:
         """Every OPSQ_ setting (secrets masked) and what is wrong with them. Exit 1 on errors."""
         from beat.schedule import build
-        from workers.health import FAIL, Check
-        from workers.health import validate_env as run_checks
+        from workers.ops.health import FAIL, Check
+        from workers.ops.health import validate_env as run_checks
         from workers.settings import get_settings
 
         checks = run_checks()
@@ -244,7 +245,7 @@ def register(cli: click.Group) -> None:
     @json_option
     def test_auth(platform: str | None, as_json: bool) -> None:
         """Each platform's credentials against its configured base URL. Exit 1 if any fails."""
-        from workers.health import test_auth as run_checks
+        from workers.ops.health import test_auth as run_checks
 
         platforms = [platform] if platform else ["slack", "notion", "trello", "gdrive", "gsheets"]
         checks = run_checks(platforms)
@@ -262,9 +263,10 @@ def register(cli: click.Group) -> None:
     @json_option
     def logs_errors(limit: int, as_json: bool) -> None:
         """The newest failures: actions and compensations."""
-        from workers.reports import errors
+        from workers.ops import reports
+        from workflows.reports import compensation_errors
 
-        rows = errors(limit)
+        rows = reports.newest(limit, reports.action_errors(limit), compensation_errors(limit))
         if as_json:
             emit_json(rows)
             return
@@ -294,7 +296,7 @@ def register(cli: click.Group) -> None:
     def logs_platform(platform: str, limit: int, as_json: bool) -> None:
         """The newest actions on one platform."""
         from workers.guards.breaker import check_platform
-        from workers.reports import platform_log
+        from workers.ops.reports import platform_log
 
         rows = platform_log(check_platform(platform), limit)
         if as_json:
@@ -313,7 +315,7 @@ def register(cli: click.Group) -> None:
     @json_option
     def analyze_failures(since: str, as_json: bool) -> None:
         """Failures grouped by platform, action and error class, with the top messages."""
-        from workers.reports import failures, parse_since
+        from workers.ops.reports import failures, parse_since
 
         groups = failures(parse_since(since))
         if as_json:
@@ -331,8 +333,8 @@ def register(cli: click.Group) -> None:
     @json_option
     def metrics(since: str, as_json: bool) -> None:
         """Per platform: throughput, success rate, p50/p95 duration, retries, breaker state."""
-        from workers.reports import metrics as compute
-        from workers.reports import parse_since
+        from workers.ops.reports import metrics as compute
+        from workers.ops.reports import parse_since
 
         data = compute(parse_since(since))
         if as_json:

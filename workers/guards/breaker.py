@@ -93,7 +93,7 @@ def _force_by(platform: str, to: str, verb: str, audit_action: str, actor: str, 
               client: redis.Redis | None, audited: bool) -> str:
     previous = _force(platform, to, f"{verb} by {actor}" + (f": {reason}" if reason else ""), client)
     if audited:
-        from workers import audit
+        from workers.store import audit
 
         audit.append(audit_action, f"platform:{platform}", {"from": previous, "reason": reason}, actor=actor)
     return previous

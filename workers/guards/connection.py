@@ -6,7 +6,7 @@ import os
 
 import redis
 
-from workers.broker_url import resolve_redis_url
+from workers.dev.broker_url import resolve_redis_url
 from workers.settings import Settings, get_settings
 
 _client: tuple[int, str, redis.Redis] | None = None

@@ -54,7 +54,7 @@ def clear(key: str, client: redis.Redis | None = None, actor: str | None = None)
     pipe.delete(keys.idempotency(key))
     action_id, _ = pipe.execute()
     if action_id:
-        from workers import audit
+        from workers.store import audit
 
         audit.append("idempotency_clear", f"key:{key}", {"action_id": action_id.decode()}, actor=actor)
     return action_id.decode() if action_id else None

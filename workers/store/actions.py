@@ -12,6 +12,8 @@ from sqlalchemy import Connection, bindparam, delete, func, insert, select, upda
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from workers.redaction import redact
+from workers.status import FINAL_ACTION_STATUSES, OPEN_ACTION_STATUSES, ActionStatus
+from workers.store import audit
 from workers.store.db import get_engine, outcome_engine, require, session, submit_engine
 from workers.store.models import ActionRun, AuditPending, DeadLetter, as_utc, utcnow
 
@@ -39,7 +41,7 @@ class ActionView:
 
     @property
     def done(self) -> bool:
-        return self.status in ("succeeded", "failed")
+        return self.status in FINAL_ACTION_STATUSES
 
     @property
     def duration_s(self) -> float | None:
@@ -74,31 +76,31 @@ _INSERT_WITH_AUDIT = insert(_T).values({c.name: bindparam(f"run_{c.name}", type_
 _BY_ID = _T.c.id == bindparam("aid")
 _STARTED = func.coalesce(_T.c.started_at, bindparam("started_at", type_=_T.c.started_at.type))
 _SUCCEEDED = update(_T).where(_BY_ID).values(
-    status="succeeded", attempts=bindparam("attempts"), result=bindparam("result"), error=None,
+    status=ActionStatus.SUCCEEDED, attempts=bindparam("attempts"), result=bindparam("result"), error=None,
     error_kind=None, finished_at=bindparam("now"), next_attempt_at=None, started_at=_STARTED,
     updated_at=bindparam("now"))
 _RETRYING = update(_T).where(_BY_ID).values(
-    status="retrying", attempts=bindparam("attempts"), error=bindparam("error"),
+    status=ActionStatus.RETRYING, attempts=bindparam("attempts"), error=bindparam("error"),
     error_kind=bindparam("error_kind"), next_attempt_at=bindparam("next_at"), started_at=_STARTED,
     updated_at=bindparam("now"))
 _FAILED = update(_T).where(_BY_ID).values(
-    status="failed", attempts=bindparam("attempts"), error=bindparam("error"), error_kind=bindparam("error_kind"),
+    status=ActionStatus.FAILED, attempts=bindparam("attempts"), error=bindparam("error"),
+    error_kind=bindparam("error_kind"),
     finished_at=bindparam("now"), next_attempt_at=None, started_at=_STARTED, updated_at=bindparam("now"))
 
 
 def create(*, action_id: str, platform: str, action: str, params: dict[str, Any], priority: str,
-           queue: str, max_attempts: int, idempotency_key: str | None = None,
+           queue: str, max_attempts: int, idempotency_key: str | None = None, fail_fast: bool = False,
            replay_of: str | None = None, actor: str | None = None) -> None:
     """The action's record and its audit entry, committed together. The entry is deferred (chained by
-    the next seal, see workers.audit): locking the chain's head on every submit serialised submitters.
+    the next seal, see workers.store.audit): locking the chain's head on every submit serialised submitters.
     On PostgreSQL both rows go in one statement on an autocommit connection: one round trip."""
-    from workers import audit
-
     now = utcnow()
     row = {
         "id": action_id, "platform": platform, "action": action, "params": redact(params, urls=True),
-        "priority": priority, "queue": queue, "status": "queued", "attempts": 0,
+        "priority": priority, "queue": queue, "status": ActionStatus.QUEUED, "attempts": 0,
         "max_attempts": max_attempts, "idempotency_key": idempotency_key, "replay_of": replay_of,
+        "workflow_id": None, "fail_fast": fail_fast,
         "result": None, "error": None, "error_kind": None, "started_at": None, "finished_at": None,
         "next_attempt_at": None, "created_at": now, "updated_at": now}
     entry = audit.pending_entry("submit", f"action:{action_id}", {"platform": platform, "action": action,
@@ -177,10 +179,19 @@ def mark_failed(action_id: str, attempt: int, error: str, error_kind: str, *, de
                     priority=run.priority, attempts=attempt, error=error, error_kind=error_kind, created_at=now))
 
 
+def mark_skipped(action_id: str, why: str) -> None:
+    """A workflow's step that will not run: its workflow stopped before the step's turn."""
+    now = utcnow()
+    with get_engine().begin() as conn:
+        conn.execute(update(_T).where(_BY_ID, _T.c.status.in_(list(OPEN_ACTION_STATUSES))).values(
+            status=ActionStatus.SKIPPED, error=why, error_kind=None, finished_at=now, next_attempt_at=None,
+            updated_at=now), {"aid": action_id})
+
+
 def is_final(action_id: str) -> bool:
     with session() as s:
         status = s.scalar(select(ActionRun.status).where(ActionRun.id == action_id))
-    return status in ("succeeded", "failed")
+    return status in FINAL_ACTION_STATUSES
 
 
 def not_final(action_ids: list[str], conn: Connection) -> list[str]:
@@ -192,7 +203,7 @@ def not_final(action_ids: list[str], conn: Connection) -> list[str]:
         # PostgreSQL planner chose the status index on a freshly filled table and read every finished
         # row (5 ms a poll instead of 0.1).
         rows = conn.execute(select(_T.c.id, _T.c.status).where(_T.c.id.in_(action_ids[i:i + 500])))
-        final.update(aid for aid, status in rows if status in ("succeeded", "failed"))
+        final.update(aid for aid, status in rows if status in FINAL_ACTION_STATUSES)
     return [a for a in action_ids if a not in final]
 
 

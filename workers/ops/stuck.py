@@ -15,16 +15,18 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 
+from workers.enqueue import send_action
 from workers.guards import keys
 from workers.guards.connection import guard_redis, server_time
-from workers.queue_ops import message_ids_in_flight
-from workers.redaction import contains_redacted, kwargs_repr
+from workers.ops.queue_ops import message_ids_in_flight
+from workers.redaction import contains_redacted
 from workers.settings import get_settings
+from workers.status import OPEN_ACTION_STATUSES, ActionStatus
 from workers.store import actions as store
 from workers.store.db import session
-from workers.store.models import ActionRun, WorkflowStep, as_utc, utcnow
+from workers.store.models import ActionRun, as_utc, utcnow
 
 
 @dataclass
@@ -46,18 +48,11 @@ class StuckReport:
 def _candidates(cutoff: Any, limit: int) -> list[ActionRun]:
     with session() as s:
         rows = s.scalars(select(ActionRun).where(
-            or_(ActionRun.status == "queued", ActionRun.status == "retrying"),
+            ActionRun.status.in_(list(OPEN_ACTION_STATUSES)),
             ActionRun.updated_at < cutoff,
         ).order_by(ActionRun.created_at).limit(limit)).all()
         s.expunge_all()
         return list(rows)
-
-
-def _workflow_of(action_ids: list[str]) -> dict[str, str]:
-    with session() as s:
-        rows = s.execute(select(WorkflowStep.action_id, WorkflowStep.workflow_id)
-                         .where(WorkflowStep.action_id.in_(action_ids))).all()
-    return {a: w for a, w in rows}
 
 
 def detect(*, act: bool = True, limit: int = 1000) -> StuckReport:
@@ -74,15 +69,14 @@ def detect(*, act: bool = True, limit: int = 1000) -> StuckReport:
         pipe.hgetall(keys.run(run.id))
     records = pipe.execute()
     server_now = server_time(r)
-    steps = _workflow_of([c.id for c in candidates])
     for run, raw in zip(candidates, records, strict=True):
         rec = {k.decode(): v.decode() for k, v in raw.items()}
         state = rec.get("state")
-        if run.id in steps:
+        if run.workflow_id:
             # A workflow step that is queued has no message of its own until its turn in the canvas;
             # whether the workflow is stuck is judged per workflow (workflows.client.stuck_workflows).
-            if run.id not in in_flight and state != "running" and steps[run.id] not in report.workflows:
-                report.workflows.append(steps[run.id])
+            if run.id not in in_flight and state != "running" and run.workflow_id not in report.workflows:
+                report.workflows.append(run.workflow_id)
             continue
         if state in ("done", "failed"):
             report.reconciled.append(run.id)
@@ -128,18 +122,12 @@ def _reconcile(run: ActionRun, rec: dict[str, str]) -> None:
 
 
 def _requeue(run: ActionRun, r: Any) -> None:
-    from workers.queues import priority_value
-    from workers.tasks import execute_action
-
     pipe = r.pipeline()
     pipe.incr(f"opsq:stuck:{run.id}")
     pipe.expire(f"opsq:stuck:{run.id}", 7 * 86400)
     pipe.execute()
     store.touch(run.id)  # first, so a detector running at the same time does not send it too
-    kwargs: dict[str, Any] = {"action_id": run.id, "platform": run.platform, "action": run.action,
-                              "params": run.params, "max_attempts": run.max_attempts,
-                              "attempt": max(run.attempts, 1) if run.status == "retrying" else 1,
-                              "idempotency_key": run.idempotency_key}
-    execute_action.apply_async(kwargs=kwargs, task_id=run.id, queue=run.queue, routing_key=run.queue,
-                               priority=priority_value(run.priority), kwargsrepr=kwargs_repr(kwargs),
-                               ignore_result=True)  # as submit_action sends it
+    send_action(action_id=run.id, platform=run.platform, action=run.action, params=run.params, queue=run.queue,
+                priority=run.priority, max_attempts=run.max_attempts, idempotency_key=run.idempotency_key,
+                fail_fast=run.fail_fast,
+                attempt=max(run.attempts, 1) if run.status == ActionStatus.RETRYING else 1)

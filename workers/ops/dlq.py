@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from workers import audit
 from workers.client import ActionHandle, submit_action
 from workers.errors import SubmitError
 from workers.redaction import contains_redacted
 from workers.store import actions as store
+from workers.store import audit
 
 
 def replay(dl_id: int, params_override: dict[str, Any] | None = None, actor: str | None = None) -> ActionHandle:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workers import embedded_redis
+from workers.dev import embedded_redis
 from workers.errors import ConfigError
 from workers.settings import Settings
 

@@ -9,8 +9,10 @@ from typing import Any
 
 from sqlalchemy import select
 
+from workers.guards import breaker
+from workers.status import ActionStatus
 from workers.store.db import get_engine
-from workers.store.models import ActionRun, Compensation, as_utc
+from workers.store.models import ActionRun, as_utc
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 
@@ -24,22 +26,20 @@ def parse_since(value: str) -> datetime:
     return datetime.now(UTC) - timedelta(seconds=seconds)
 
 
-def errors(limit: int = 50) -> list[dict[str, Any]]:
-    """The newest failures of any kind: actions, workflow steps, compensations."""
+def action_errors(limit: int = 50) -> list[dict[str, Any]]:
+    """The newest actions that failed for good (workflow steps included)."""
     with get_engine().connect() as conn:
         acts = conn.execute(select(ActionRun.id, ActionRun.platform, ActionRun.action, ActionRun.error_kind,
                                    ActionRun.error, ActionRun.finished_at, ActionRun.attempts)
-                            .where(ActionRun.status == "failed", ActionRun.error_kind.is_distinct_from("skipped"))
+                            .where(ActionRun.status == ActionStatus.FAILED)
                             .order_by(ActionRun.finished_at.desc()).limit(limit)).all()
-        comps = conn.execute(select(Compensation.workflow_id, Compensation.step_id, Compensation.platform,
-                                    Compensation.action, Compensation.error, Compensation.finished_at)
-                             .where(Compensation.status == "failed")
-                             .order_by(Compensation.finished_at.desc()).limit(limit)).all()
-    out = [{"at": as_utc(a.finished_at), "what": "action", "id": a.id, "platform": a.platform, "action": a.action,
-            "kind": a.error_kind, "attempts": a.attempts, "error": a.error} for a in acts]
-    out += [{"at": as_utc(c.finished_at), "what": "compensation", "id": f"{c.workflow_id}/{c.step_id}",
-             "platform": c.platform, "action": c.action, "kind": "compensation", "attempts": None,
-             "error": c.error} for c in comps]
+    return [{"at": as_utc(a.finished_at), "what": "action", "id": a.id, "platform": a.platform, "action": a.action,
+             "kind": a.error_kind, "attempts": a.attempts, "error": a.error} for a in acts]
+
+
+def newest(limit: int, *sources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Failures from several sources (actions here, compensations from workflows.reports), newest first."""
+    out = [row for rows in sources for row in rows]
     out.sort(key=lambda e: e["at"] or datetime.min.replace(tzinfo=UTC), reverse=True)
     return out[:limit]
 
@@ -55,8 +55,7 @@ def failures(since: datetime, top: int = 3) -> list[dict[str, Any]]:
     """Failures grouped by platform, action and error class, with the most common messages."""
     with get_engine().connect() as conn:
         rows = conn.execute(select(ActionRun.platform, ActionRun.action, ActionRun.error_kind, ActionRun.error)
-                            .where(ActionRun.status == "failed", ActionRun.finished_at >= since,
-                                   ActionRun.error_kind.is_distinct_from("skipped"))).all()
+                            .where(ActionRun.status == ActionStatus.FAILED, ActionRun.finished_at >= since)).all()
     groups: dict[tuple[str, str, str], Counter[str]] = defaultdict(Counter)
     for r in rows:
         groups[(r.platform, r.action, r.error_kind or "unknown")][_normalise(r.error)] += 1
@@ -82,8 +81,6 @@ def _percentile(sorted_values: list[float], q: float) -> float | None:
 
 
 def metrics(since: datetime) -> dict[str, Any]:
-    from workers.guards import breaker
-
     with get_engine().connect() as conn:
         rows = conn.execute(select(ActionRun.platform, ActionRun.priority, ActionRun.status, ActionRun.attempts,
                                    ActionRun.started_at, ActionRun.finished_at, ActionRun.error_kind)
@@ -93,13 +90,13 @@ def metrics(since: datetime) -> dict[str, Any]:
     by_priority: Counter[str] = Counter()
     durations: dict[str, list[float]] = defaultdict(list)
     for r in rows:
-        if r.error_kind == "skipped":
+        if r.status == ActionStatus.SKIPPED:
             continue
         m = by_platform.setdefault(r.platform, {"submitted": 0, "succeeded": 0, "failed": 0, "in_flight": 0,
                                                 "retries": 0})
         m["submitted"] += 1
         by_priority[r.priority] += 1
-        if r.status in ("succeeded", "failed"):
+        if r.status in (ActionStatus.SUCCEEDED, ActionStatus.FAILED):
             m[r.status] += 1
         else:
             m["in_flight"] += 1

@@ -13,9 +13,9 @@ from typing import Any
 import redis
 from kombu.transport.redis import Channel
 
-from workers import audit
 from workers.guards.connection import guard_redis
 from workers.queues import ALL_QUEUES, PRIORITY_NAMES, PRIORITY_STEPS
+from workers.store import audit
 
 PAUSED = "opsq:paused_queues"
 SEP = Channel.sep  # kombu's separator between a queue's name and its priority step

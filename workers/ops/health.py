@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -53,7 +54,7 @@ def _database(settings: Settings) -> Check:
 
 
 def _workers(app: Any) -> list[Check]:
-    from workers.queue_ops import paused_queues
+    from workers.ops.queue_ops import paused_queues
 
     try:
         replies = app.control.inspect(timeout=1.5).active_queues() or {}
@@ -73,37 +74,6 @@ def _workers(app: Any) -> list[Check]:
                    MAINTENANCE_QUEUE: ": beat's jobs (alerts, stuck detection, backups) do not run"}.get(queue, "")
             checks.append(Check(f"queue {queue}", WARN, f"no worker consumes it{why}"))
     return checks
-
-
-def _beat() -> Check:
-    from workers.guards.connection import guard_redis
-
-    raw = guard_redis().get("opsq:beat:heartbeat")
-    if not raw:
-        return Check("beat", WARN, "no beat is running (opsq beat): maintenance is not scheduled")
-    beat = json.loads(raw)
-    age = time.time() - float(beat["at"])
-    last = _last_maintenance_safe()
-    return Check("beat", OK if age < 60 else WARN, f"leader {beat['beat']} ticked {age:.0f}s ago; {last}")
-
-
-def _last_maintenance_safe() -> str:
-    try:
-        return _last_maintenance()
-    except Exception:  # the database check reports the database; this line only adds detail
-        return "last job unknown (database unreachable)"
-
-
-def _last_maintenance() -> str:
-    from sqlalchemy import func, select
-
-    from workers.store.db import get_engine
-    from workers.store.models import MaintenanceRun
-
-    with get_engine().connect() as conn:
-        row = conn.execute(select(MaintenanceRun.name, func.max(MaintenanceRun.started_at))
-                           .group_by(MaintenanceRun.name).order_by(func.max(MaintenanceRun.started_at).desc())).first()
-    return f"last job {row[0]} at {row[1]:%H:%M:%S}" if row else "no job has run yet"
 
 
 def _breakers() -> list[Check]:
@@ -130,7 +100,8 @@ def _flower(settings: Settings) -> Check | None:
         return Check("flower", WARN, f"{settings.flower_url} unreachable: {exc}")
 
 
-def health(app: Any | None = None) -> list[Check]:
+def health(app: Any | None = None, more: Callable[[], list[Check]] | None = None) -> list[Check]:
+    """The runtime's checks; `more` adds those of the layers above (beat's heartbeat, from the CLI)."""
     settings = get_settings()
     checks = [_redis(settings), _database(settings)]
     if checks[0].status == FAIL:
@@ -140,7 +111,8 @@ def health(app: Any | None = None) -> list[Check]:
 
         app = celery_app
     checks += _workers(app)
-    checks.append(_beat())
+    if more is not None:
+        checks += more()
     checks += _breakers()
     flower = _flower(settings)
     if flower:
@@ -191,7 +163,7 @@ def validate_env() -> list[Check]:
 
 def test_auth(platforms: list[str]) -> list[Check]:
     from executors.errors import ExecutorError
-    from workers.runtime import executor
+    from workers.executor_pool import executor
 
     out = []
     for platform in platforms:

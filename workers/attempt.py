@@ -1,0 +1,128 @@
+"""One guarded attempt: admit -> call the platform -> classify the outcome -> settle -> retry decision.
+
+Every platform call opsqueue makes goes through `run_attempt`: an action (workers.tasks.execute_action),
+a workflow's step (the same task) and a compensation (workflows.tasks.compensate_step). The caller says
+what to call; this module says how the attempt ended (`AttemptEnd`), and the caller only does its own
+bookkeeping (the action record, the step, the compensation row) and asks Celery to retry when told to.
+`dead_letters` is the one place that decides what goes to the dead letters.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from tenacity import retry, stop_after_attempt, wait_exponential
+
+from executors.errors import ExecutorError, RetryableError
+from workers.guards import Admission, Attempt, Guard, Outcome, get_guard
+from workers.redaction import redact
+from workers.retry import backoff_delay
+from workers.settings import get_settings
+from workers.status import ErrorKind, Verdict
+from workers.store.models import utcnow
+
+log = logging.getLogger("opsq.action")
+
+
+class Ending(StrEnum):
+    SUCCEEDED = "succeeded"  # the platform was called now, and answered
+    DONE = "done"  # it had been called before (a redelivery): the stored result
+    FAILED = "failed"  # failed for good, now or before (`already`)
+    RETRY = "retry"  # failed, worth another attempt after `delay_s`
+    WAIT = "wait"  # not admitted (breaker, rate limit, running elsewhere): again after `delay_s`, same attempt
+
+
+@dataclass(frozen=True)
+class AttemptEnd:
+    ending: Ending
+    result: dict[str, Any] | None = None
+    kind: str | None = None
+    message: str = ""
+    delay_s: float = 0.0
+    started_at: datetime | None = None
+    #: The outcome was already in Redis (an earlier attempt's); this attempt called nothing.
+    already: bool = False
+    verdict: str = Verdict.RUN
+
+
+def run_attempt(ctx: Attempt, call: Callable[[], dict[str, Any]], *, max_attempts: int) -> AttemptEnd:
+    """Runs `call` (the platform call) once, if the guards admit it, and settles its outcome in Redis.
+    Never raises for a platform failure or an executor bug: both end as an AttemptEnd."""
+    guard = get_guard()
+    admission = guard.admit(ctx)
+    if not admission.run:
+        return _not_admitted(ctx, admission)
+    started = utcnow()
+    try:
+        result = redact(call())
+    except RetryableError as exc:
+        final = ctx.attempt >= max_attempts
+        _settle_failure(guard, ctx, admission, exc, final=final)
+        if final:
+            return AttemptEnd(Ending.FAILED, kind=exc.kind, message=exc.message, started_at=started)
+        settings = get_settings()
+        delay = backoff_delay(ctx.attempt, base_s=settings.retry_base_s, cap_s=settings.retry_cap_s,
+                              retry_after=exc.retry_after)
+        return AttemptEnd(Ending.RETRY, kind=exc.kind, message=exc.message, delay_s=delay, started_at=started)
+    except ExecutorError as exc:
+        _settle_failure(guard, ctx, admission, exc, final=True)
+        return AttemptEnd(Ending.FAILED, kind=exc.kind, message=exc.message, started_at=started)
+    except Exception as exc:
+        # A bug in an executor, not a platform failure: settle anyway (no probe slot or lease is left
+        # behind), fail loudly, keep the message in the record.
+        msg = f"{type(exc).__name__}: {exc}"
+        guard.settle(ctx, admission, Outcome(ok=False, error_kind=ErrorKind.INTERNAL, error=msg, final=True))
+        log.exception("action crashed", extra={"action_id": ctx.action_id, "platform": ctx.platform,
+                                               "action": ctx.action, "attempt": ctx.attempt})
+        return AttemptEnd(Ending.FAILED, kind=ErrorKind.INTERNAL, message=msg, started_at=started)
+    # Redis first: once the outcome is there, a redelivered message cannot call the platform again,
+    # even if this process dies before the caller's database write. A Redis blip must not lose it
+    # either: settle is retried (tenacity) before anything else happens.
+    _settle_success(guard, ctx, admission, result)
+    return AttemptEnd(Ending.SUCCEEDED, result=result, started_at=started)
+
+
+def dead_letters(kind: str | None, *, step: bool) -> bool:
+    """Whether an action that failed for good goes to the dead letters, to be replayed by an operator.
+
+    Yes when running it again later can succeed: retries ran out, the credentials were refused (replay
+    once they are fixed), an executor crashed (replay after the fix), fail-fast on an open breaker, lost
+    for good (stuck). No when the params themselves were refused (they would fail the same way again),
+    and never for a workflow's step: a step is not run on its own, its workflow rolls back and is
+    resumed or retried as a whole."""
+    if step:
+        return False
+    return kind not in (ErrorKind.PERMANENT, ErrorKind.INVALID_PARAMS, ErrorKind.TEMPLATE)
+
+
+def _not_admitted(ctx: Attempt, admission: Admission) -> AttemptEnd:
+    if admission.verdict == Verdict.DONE:
+        return AttemptEnd(Ending.DONE, result=admission.result or {}, already=True, verdict=admission.verdict)
+    if admission.verdict == Verdict.FAILED:
+        # It failed for good earlier, but the worker died before recording it.
+        error = admission.error or {}
+        return AttemptEnd(Ending.FAILED, kind=str(error.get("kind")), message=str(error.get("message")),
+                          already=True, verdict=admission.verdict)
+    if admission.verdict == Verdict.OPEN_FAIL:
+        return AttemptEnd(Ending.FAILED, kind=ErrorKind.CIRCUIT_OPEN,
+                          message=f"circuit breaker for {ctx.platform} is open (fail-fast action)",
+                          verdict=admission.verdict)
+    # A wait: re-scheduled, not an attempt. Jitter keeps the waiting actions from returning all at once.
+    wait = admission.wait_s + random.uniform(0, 0.25 * admission.wait_s + 0.05)
+    return AttemptEnd(Ending.WAIT, delay_s=wait, verdict=admission.verdict)
+
+
+@retry(stop=stop_after_attempt(6), wait=wait_exponential(multiplier=0.1, max=2.0), reraise=True)
+def _settle_success(guard: Guard, ctx: Attempt, admission: Admission, result: dict[str, Any]) -> None:
+    guard.settle(ctx, admission, Outcome(ok=True, result=result))
+
+
+def _settle_failure(guard: Guard, ctx: Attempt, admission: Admission, exc: ExecutorError, *, final: bool) -> None:
+    guard.settle(ctx, admission, Outcome(ok=False, error_kind=exc.kind, error=exc.message,
+                                         health_failure=exc.health_failure, final=final))

@@ -1,0 +1,1 @@
+"""Conveniences for one machine: the embedded Redis and finding the broker URL."""

@@ -1,0 +1,45 @@
+"""Sentry and structured logs, hooked into the worker through Celery's signals.
+
+install(app) only connects signal handlers; nothing is configured until a worker (or beat) starts:
+
+* Sentry, when OPSQ_SENTRY_DSN is set: initialised in the worker's main process before the pool forks
+  (`celeryd_init`, so the Celery integration's tracer patch is in place when the children build their
+  tracers) and again in each prefork child (`worker_process_init`: a client of its own, no HTTP
+  connection shared with the parent). Every event passes through scrub(). Task failures are captured by
+  sentry-sdk's Celery integration (ActionFailed is not a `throws` exception, so it is reported).
+* Each opsqueue task's Sentry scope is tagged with platform, action, action_id, workflow_id and step_id
+  (`task_prerun`, cleared on `task_postrun`).
+* Logs: one JSON object per line (OPSQ_LOG_FORMAT=json, the default) or Celery's text format
+  (OPSQ_LOG_FORMAT=text); either way, bearer tokens, key=value secrets and the configured platform tokens
+  are removed from every message and traceback.
+"""
+
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    beat_init,
+    celeryd_init,
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+)
+
+from workers.observability import logs, sentry
+
+
+def install(app: Any) -> None:
+    """Connects the signal handlers. Cheap: nothing is read or initialised until a worker starts."""
+    celeryd_init.connect(sentry.init_sentry_logged, weak=False, dispatch_uid="opsq.observability.sentry")
+    beat_init.connect(sentry.init_sentry_logged, weak=False, dispatch_uid="opsq.observability.sentry_beat")
+    worker_process_init.connect(sentry.reinit_sentry_in_child, weak=False,
+                                dispatch_uid="opsq.observability.child")
+    task_prerun.connect(sentry.on_task_prerun, weak=False, dispatch_uid="opsq.observability.prerun")
+    task_postrun.connect(sentry.on_task_postrun, weak=False, dispatch_uid="opsq.observability.postrun")
+    after_setup_logger.connect(logs.on_after_setup_logger, weak=False, dispatch_uid="opsq.observability.logs")
+    after_setup_task_logger.connect(logs.on_after_setup_task_logger, weak=False,
+                                    dispatch_uid="opsq.observability.task_logs")

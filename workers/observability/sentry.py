@@ -1,0 +1,146 @@
+"""Sentry: initialised once per process when OPSQ_SENTRY_DSN is set, every event scrubbed, each
+opsqueue task's scope tagged with its ids."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import os
+from importlib.metadata import version
+from typing import Any
+
+import sentry_sdk
+from sentry_sdk.integrations.celery import CeleryIntegration
+
+from workers.observability.config import ObservabilitySettings, observability_settings
+from workers.redaction import configured_secrets, scrub_text, scrub_value
+
+log = logging.getLogger("opsq.observability")
+
+SENTRY_TAGS = ("platform", "action", "action_id", "workflow_id", "step_id")
+
+
+def scrub(event: dict[str, Any], hint: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Sentry's before_send / before_send_transaction: every part of the event (request, extra, contexts,
+    breadcrumbs, exception values and frame variables, the Celery job's args/kwargs, tags, spans) loses
+    its secrets. Values under secret-looking keys become "[redacted]"; strings lose configured tokens,
+    bearer tokens and `password=...`-style pairs."""
+    scrubbed: dict[str, Any] = scrub_value(event, configured_secrets())
+    return scrubbed
+
+
+def before_send(event: dict[str, Any], hint: dict[str, Any] | None) -> dict[str, Any] | None:
+    record = (hint or {}).get("log_record")
+    # execute_action logs "action failed for good" and then raises ActionFailed, which the Celery
+    # integration reports with the traceback and the task: the log line would be the same error twice.
+    # Log records with a traceback (log.exception: "action crashed") are kept.
+    if record is not None and record.name == "opsq.action" and not record.exc_info:
+        return None
+    return scrub(event, hint)
+
+
+
+_sentry_pid: int | None = None
+_celery_integration: Any = None
+
+
+def init_sentry(settings: ObservabilitySettings | None = None) -> bool:
+    """sentry_sdk.init once per process when OPSQ_SENTRY_DSN is set. Returns whether Sentry is on."""
+    global _sentry_pid, _celery_integration
+    if _sentry_pid == os.getpid():
+        return True
+    settings = settings or observability_settings()
+    dsn = settings.dsn
+    if not dsn:
+        return False
+
+    # One integration object per process tree: creating another would patch Celery beat a second time.
+    if _celery_integration is None:
+        _celery_integration = CeleryIntegration(monitor_beat_tasks=True)
+    release = None
+    with contextlib.suppress(Exception):
+        release = f"opsqueue@{version('opsqueue')}"
+    sentry_sdk.init(
+        dsn=dsn,
+        environment=settings.sentry_environment,
+        release=release,
+        integrations=[_celery_integration],
+        send_default_pii=False,
+        # Off: a frame's variables hold an action's params as repr() text, where a webhook URL's secret
+        # path (or a secret under an innocent name) cannot be told apart and scrubbed.
+        include_local_variables=False,
+        before_send=before_send,
+        before_send_transaction=scrub,
+        traces_sample_rate=settings.sentry_traces_sample_rate or None,
+    )
+    _sentry_pid = os.getpid()
+    return True
+
+
+_announced = False
+
+
+def announce_sentry() -> None:
+    """Says once per worker that Sentry is on (in the main process, once its logging is set up)."""
+    global _announced
+    if _sentry_pid == os.getpid() and not _announced and logging.getLogger().handlers:
+        _announced = True
+        environment = sentry_sdk.get_client().options.get("environment")
+        log.info("Sentry error reporting is on (environment %s)", environment)
+
+
+def init_sentry_logged(**_: Any) -> None:
+    try:
+        if init_sentry():
+            announce_sentry()
+    except Exception as exc:  # a bad DSN must not stop the worker; say so loudly instead
+        log.error("Sentry is off: %s", scrub_text(f"{type(exc).__name__}: {exc}"))
+
+
+def reinit_sentry_in_child(**_: Any) -> None:
+    """A prefork child: a client (and HTTP connection pool) of its own, same integration object."""
+    global _announced
+    if _sentry_pid is not None and _sentry_pid != os.getpid():
+        _announced = True  # the parent said it
+        init_sentry_logged()
+
+
+def _is_opsq_task(name: str) -> bool:
+    return name == "opsq.execute_action" or name.startswith("opsq.workflow.")
+
+
+def task_tags(task: Any, args: Any, kwargs: Any) -> dict[str, str]:
+    """platform/action/action_id/workflow_id/step_id from an opsqueue task's arguments."""
+    named: dict[str, Any] = dict(kwargs or {})
+    if args:
+        with contextlib.suppress(TypeError, ValueError):
+            named = {**inspect.signature(task.run).bind_partial(*args, **(kwargs or {})).arguments}
+    step = named.get("step")
+    if isinstance(step, dict):
+        named = {**named, **{k: v for k, v in step.items() if k in ("workflow_id", "step_id")}}
+    return {key: str(named[key]) for key in SENTRY_TAGS if named.get(key) is not None}
+
+
+def on_task_prerun(sender: Any = None, task_id: Any = None, task: Any = None, args: Any = None,
+                    kwargs: Any = None, **_: Any) -> None:
+    if _sentry_pid != os.getpid() or task is None or not _is_opsq_task(getattr(task, "name", "")):
+        return
+
+    scope = sentry_sdk.get_isolation_scope()
+    for key, value in task_tags(task, args, kwargs).items():
+        scope.set_tag(key, value)
+    if isinstance(kwargs, dict) and "attempt" in kwargs:
+        scope.set_context("opsq", {"attempt": kwargs.get("attempt"), "max_attempts": kwargs.get("max_attempts")})
+
+
+def on_task_postrun(sender: Any = None, task: Any = None, **_: Any) -> None:
+    if _sentry_pid != os.getpid() or task is None or not _is_opsq_task(getattr(task, "name", "")):
+        return
+
+    scope = sentry_sdk.get_isolation_scope()
+    for key in SENTRY_TAGS:
+        scope.remove_tag(key)
+    scope.remove_context("opsq")
+
+

@@ -1,0 +1,1 @@
+"""Operator features: dead letters, health checks, queue control, reports, the stuck detector."""

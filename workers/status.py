@@ -1,0 +1,49 @@
+"""The runtime's status vocabularies. StrEnums: a member equals its string, so stored rows, JSON and
+the CLI's `--status` options keep reading and writing plain text."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ActionStatus(StrEnum):
+    QUEUED = "queued"
+    # Never stored: `running` is read from the live lease in Redis (workers.client.current_status).
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    # A workflow's step that never ran: its workflow stopped (rolled back, resolved) before its turn.
+    SKIPPED = "skipped"
+
+
+FINAL_ACTION_STATUSES: frozenset[ActionStatus] = frozenset(
+    {ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.SKIPPED})
+OPEN_ACTION_STATUSES: frozenset[ActionStatus] = frozenset({ActionStatus.QUEUED, ActionStatus.RETRYING})
+
+
+class Verdict(StrEnum):
+    """What the guards say before an attempt (workers.guards.Admission.verdict)."""
+
+    RUN = "run"  # call the platform
+    DONE = "done"  # already called: return the stored result
+    FAILED = "failed"  # already failed for good
+    BUSY = "busy"  # running elsewhere: wait
+    OPEN = "open"  # breaker open: wait
+    HALF_OPEN_BUSY = "half_open_busy"  # breaker half-open, every probe slot taken: wait
+    RATE_LIMITED = "rate_limited"  # no token: wait
+    OPEN_FAIL = "open_fail"  # breaker open and the action chose to fail fast
+
+
+class ErrorKind(StrEnum):
+    """Why an attempt or an action failed. The executors' kinds (executors.errors) plus the runtime's."""
+
+    RETRYABLE = "retryable"
+    PERMANENT = "permanent"
+    AUTH = "auth"
+    INVALID_PARAMS = "invalid_params"
+    TEMPLATE = "template"  # a workflow step's template found nothing to render
+    INTERNAL = "internal"  # a bug in an executor (it raised something that is not an ExecutorError)
+    RATE_LIMITED = "rate_limited"  # 429 from the platform: retried, Retry-After honoured
+    CIRCUIT_OPEN = "circuit_open"  # fail_fast on an open breaker
+    STUCK = "stuck"  # lost, and given up on by the stuck detector
