@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import sentry_sdk
 from sqlalchemy import func, insert, select, update
 
 from beat.models import Alert
+from workers.client import submit_action
 from workers.guards import breaker
 from workers.guards.connection import guard_redis, server_time
 from workers.ops.queue_ops import priority_lists
@@ -153,8 +155,6 @@ def _notify(state: str, severity: str, message: str, key: str = "", at: str = ""
     else:
         log.info("alert %s", line)
     try:
-        import sentry_sdk
-
         if sentry_sdk.get_client().is_active():
             sentry_sdk.capture_message(f"opsqueue alert {line}", level="warning" if state == "FIRING" else "info")
     except Exception:  # pragma: no cover - alerting must never break the evaluation
@@ -162,8 +162,6 @@ def _notify(state: str, severity: str, message: str, key: str = "", at: str = ""
     channel = get_settings().alert_slack_channel
     if channel:
         try:
-            from workers.client import submit_action
-
             # One post per transition (not per text: the same text recurs across incidents).
             submit_action("slack", "send_message", {"channel": channel, "text": f"opsqueue alert {line}"},
                           priority="high", idempotency_key=f"alert:{key}:{state}:{at}", actor="opsqueue-alerts")

@@ -13,10 +13,13 @@ from sqlalchemy import delete, insert, select, update
 
 from beat import alerts, backup
 from beat.models import Alert, MaintenanceRun
+from workers.guards.connection import guard_redis
+from workers.ops.stuck import detect
 from workers.settings import get_settings
 from workers.store import audit
 from workers.store.db import get_engine
 from workers.store.models import ActionRun, DeadLetter, utcnow
+from workflows.client import expire_due, resume_stuck
 from workflows.models import WorkflowStep
 
 log = logging.getLogger("opsq.maintenance")
@@ -24,9 +27,6 @@ _RUNS = MaintenanceRun.__table__
 
 
 def detect_stuck() -> dict[str, Any]:
-    from workers.ops.stuck import detect
-    from workflows.client import resume_stuck
-
     report = detect(act=True)
     summary = {k: v for k, v in report.to_dict().items() if v and k != "workflows"}
     resumed = resume_stuck(get_settings().stuck_after_s)
@@ -36,8 +36,6 @@ def detect_stuck() -> dict[str, Any]:
 
 
 def expire_approvals() -> dict[str, Any]:
-    from workflows.client import expire_due
-
     return {"expired": expire_due()}
 
 
@@ -100,7 +98,6 @@ def run(name: str, origin: str = "manual") -> dict[str, Any]:
         raise ValueError(f"unknown maintenance job {name!r} (known: {', '.join(JOBS)})")
     # One run of a job at a time, across every worker and the CLI (a backlog of beat messages after an
     # outage, or a run by hand during beat's, must not run it twice at once).
-    from workers.guards.connection import guard_redis
 
     lock = guard_redis().lock(f"opsq:maintenance:{name}", timeout=3600, blocking=False)
     if not lock.acquire():

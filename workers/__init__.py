@@ -11,15 +11,15 @@ __all__ = ["ActionHandle", "submit_action"]
 
 
 def submit_action(*args: Any, **kwargs: Any) -> ActionHandle:
-    # Imported lazily: importing the package must not connect to (or require) a broker.
-    from workers.client import submit_action as _submit
+    # Lazily: `import workers.settings` (every process, the CLI's --help) must not load Celery and the store.
+    from workers.client import submit_action as _submit  # noqa: PLC0415
 
     return _submit(*args, **kwargs)
 
 
 def __getattr__(name: str) -> Any:
     if name == "ActionHandle":
-        from workers.client import ActionHandle
+        from workers.client import ActionHandle  # noqa: PLC0415 - lazily, as above
 
         return ActionHandle
     raise AttributeError(name)

@@ -1,7 +1,7 @@
 """The Celery app. `celery -A workers.celery_app worker` and `opsq worker` both run it.
 
 Importing this module connects to nothing and reads no broker URL: the app is configured on first use
-(Celery's `on_configure`, sent when something first reads `app.conf`, sends a task or starts a worker),
+(OpsqCelery.on_configure, run when something first reads `app.conf`, sends a task or starts a worker),
 so task modules, the client API and the CLI import cleanly on a machine with no Redis configured."""
 
 from __future__ import annotations
@@ -96,13 +96,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     )
 
 
+class OpsqCelery(Celery):
+    def on_configure(self) -> None:  # type: ignore[override]
+        # A method, not a receiver of Celery's on_configure signal: Celery calls a method of that name
+        # directly, so "no Redis configured" (ConfigError) reaches whoever first used the app, where a
+        # signal would log it and carry on with Celery's defaults (amqp://localhost).
+        self.conf.update(celery_config(get_settings()))
+
+
 def create_app() -> Celery:
-    app = Celery("opsqueue")
-
-    @app.on_configure.connect(weak=False)
-    def _configure(sender: Celery, **_: Any) -> None:
-        sender.conf.update(celery_config(get_settings()))
-
+    app = OpsqCelery("opsqueue")
     # Sentry and structured logs (workers.observability) hook in through Celery's signals.
     observability.install(app)
     return app

@@ -12,7 +12,7 @@ from typing import Any
 from executors.errors import InvalidParams
 from executors.registry import validate_action
 from workers.enqueue import send_action
-from workers.errors import EnqueueError, SubmitError
+from workers.errors import ConfigError, EnqueueError, SubmitError
 from workers.guards.execution import live_state
 from workers.guards.idempotency import claim, derive_key, release
 from workers.queues import PRIORITY_NAMES, queue_for
@@ -131,6 +131,9 @@ def submit_action(platform: str, action: str, params: dict[str, Any] | None = No
             send_action(action_id=action_id, platform=platform, action=action, params=params, queue=queue,
                         priority=priority, max_attempts=attempts, idempotency_key=idempotency_key,
                         fail_fast=fail_fast)
+        except ConfigError:
+            store.discard(action_id)
+            raise
         except Exception as exc:
             store.discard(action_id)
             detail = " ".join(str(exc).split())

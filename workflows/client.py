@@ -6,18 +6,27 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import update
+
 from workers.errors import OpsqError, SubmitError
-from workers.queues import PRIORITY_NAMES
+from workers.guards.execution import live_state
+from workers.guards.idempotency import claim, release
+from workers.ops.queue_ops import message_ids_in_flight
+from workers.queues import CONTROL_QUEUE, PRIORITY_NAMES
 from workers.settings import get_settings
 from workers.store import audit
 from workers.store.audit import default_actor
+from workers.store.db import session
 from workers.store.models import utcnow
 from workflows import state
 from workflows.compiler import compile_segment, plan_segment
+from workflows.models import WorkflowRun
 from workflows.spec import WorkflowSpec, levels, load, validate
+from workflows.tasks import forget_failed_undos, start_rollback, workflow_rollback
 
 SETTLED = (*state.FINAL, "awaiting_approval")
 
@@ -61,8 +70,6 @@ def submit_workflow(spec_or_path: str | Path | Mapping[str, Any] | WorkflowSpec,
     settings = get_settings()
     workflow_id = uuid.uuid4().hex
     if idempotency_key is not None:
-        from workers.guards.idempotency import claim
-
         if not 0 < len(idempotency_key) <= 190:
             raise SubmitError("idempotency_key must be 1 to 190 characters")
         first = claim(f"wf:{idempotency_key}", workflow_id, settings.idempotency_ttl_s)
@@ -79,8 +86,6 @@ def submit_workflow(spec_or_path: str | Path | Mapping[str, Any] | WorkflowSpec,
             raise
     except Exception:
         if idempotency_key is not None:
-            from workers.guards.idempotency import release
-
             release(f"wf:{idempotency_key}", workflow_id)
         raise
     return WorkflowHandle(workflow_id)
@@ -104,8 +109,6 @@ def resume(workflow_id: str, actor: str | None = None, *, only_if_idle: bool = F
     for a workflow whose messages were lost (a broker restart, a purge). Steps that succeeded are not
     sent again; a step whose outcome is in Redis is answered from it without a second call.
     `only_if_idle`: do nothing while any of its steps has a message or a live lease (beat uses this)."""
-    from workers.guards.execution import live_state
-    from workers.ops.queue_ops import message_ids_in_flight
 
     run = state.get_run_row(workflow_id)
     if run["status"] != "running":
@@ -135,7 +138,6 @@ def resume(workflow_id: str, actor: str | None = None, *, only_if_idle: bool = F
 def resume_stuck(older_than_s: float) -> list[str]:
     """Beat's part of detect_stuck: running workflows with no progress for `older_than_s` and nothing in
     flight are resumed."""
-    from datetime import timedelta
 
     cutoff = utcnow() - timedelta(seconds=older_than_s)
     out = []
@@ -173,8 +175,6 @@ def approve(approval_id: str, actor: str | None = None, comment: str | None = No
 
 
 def deny(approval_id: str, reason: str, actor: str | None = None) -> WorkflowHandle:
-    from workflows.tasks import start_rollback
-
     approval = state.get_approval(approval_id)
     _decide(approval, "denied", actor, reason)
     audit.append("deny", f"approval:{approval_id}", {"workflow_id": approval["workflow_id"], "reason": reason},
@@ -185,7 +185,6 @@ def deny(approval_id: str, reason: str, actor: str | None = None) -> WorkflowHan
 
 def expire_due() -> list[str]:
     """Expired approvals roll their workflows back (beat runs this every minute). Returns their ids."""
-    from workflows.tasks import start_rollback
 
     expired = []
     for approval in state.due_approvals(utcnow()):
@@ -209,27 +208,22 @@ def _decide(approval: dict[str, Any], to: str, actor: str | None, comment: str |
 
 def rollback(workflow_id: str, actor: str | None = None) -> str:
     """Roll back now, or retry a rollback that failed (only compensations not yet done run again)."""
-    from workflows.tasks import start_rollback, workflow_rollback
 
     run = state.get_run_row(workflow_id)
     who = actor or default_actor()
     audit.append("workflow_rollback", f"workflow:{workflow_id}", {"status": run["status"]}, actor=who)
     if run["status"] == "rollback_failed":
-        from workflows.tasks import forget_failed_undos
-
         forget_failed_undos(workflow_id)
         state.reset_failed_compensations(workflow_id)
         if not state.transition(workflow_id, "rolling_back", allowed_from=("rollback_failed",),
                                 event="rollback_retried", detail=f"by {who}"):
             raise OpsqError(f"workflow {workflow_id} changed state meanwhile; check `opsq workflow status`")
-        from workers.queues import CONTROL_QUEUE
 
         workflow_rollback.apply_async(args=[workflow_id], queue=CONTROL_QUEUE, routing_key=CONTROL_QUEUE)
         return "retrying the compensations that did not finish"
     if run["status"] == "rolling_back":
         # Its rollback task was lost or is slow: send it again. It continues from the stored plan, and
         # a compensation already done (or running) is not done twice.
-        from workers.queues import CONTROL_QUEUE
 
         workflow_rollback.apply_async(args=[workflow_id], queue=CONTROL_QUEUE, routing_key=CONTROL_QUEUE)
         state.record(workflow_id, "rollback_resent", detail=f"by {who}")
@@ -248,10 +242,7 @@ def mark_resolved(workflow_id: str, note: str, actor: str | None = None) -> None
     if not note.strip():
         raise SubmitError("a note saying what was done is required")
     who = actor or default_actor()
-    from sqlalchemy import update
 
-    from workers.store.db import session
-    from workflows.models import WorkflowRun
 
     if not state.transition(workflow_id, "resolved",
                             allowed_from=("rollback_failed", "failed", "rolling_back", "awaiting_approval",

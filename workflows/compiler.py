@@ -16,15 +16,14 @@ from celery import chain, group
 from celery.canvas import Signature
 
 from workers.queues import CONTROL_QUEUE, priority_value
+from workers.redaction import kwargs_repr
+from workers.tasks import execute_action
 from workflows.spec import WorkflowSpec, levels
+from workflows.tasks import workflow_complete, workflow_pause, workflow_step_failed
 
 
 def step_signature(workflow_id: str, spec: WorkflowSpec, step_id: str, action_id: str, priority: str,
                    max_attempts: int) -> Signature:
-    from workers.redaction import kwargs_repr
-    from workers.tasks import execute_action
-    from workflows.tasks import workflow_step_failed
-
     step = spec.step(step_id)
     kwargs = {"action_id": action_id, "platform": step.platform, "action": step.action, "params": step.params,
               "max_attempts": step.max_attempts or max_attempts,
@@ -70,8 +69,6 @@ def plan_segment(spec: WorkflowSpec, *, from_level: int, approved: bool, done: f
 
 def compile_segment(workflow_id: str, plan: Plan, spec: WorkflowSpec, action_ids: dict[str, str], *,
                     priority: str, max_attempts: int) -> Signature:
-    from workflows.tasks import workflow_complete, workflow_pause
-
     parts: list[Signature] = []
     for level in plan.levels:
         sigs = [step_signature(workflow_id, spec, s, action_ids[s], priority, max_attempts) for s in level]

@@ -13,11 +13,13 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError as PydanticError
 
 from executors.errors import InvalidParams
 from executors.registry import EXECUTORS
 from workers.errors import OpsqError
 from workers.queues import PRIORITY_NAMES
+from workers.redaction import is_secret_key
 from workflows import templates
 
 STEP_ID = r"^[A-Za-z0-9_][A-Za-z0-9_\-]{0,99}$"
@@ -160,7 +162,6 @@ def _cycle(spec: WorkflowSpec) -> list[str] | None:
 def _schema_errors(platform: str, action: str, params: dict[str, Any], input_: dict[str, Any]) -> list[str]:
     """Params are checked with `input.` templates filled in; a field that still holds a `steps.`
     template is only known at run time, so its schema check is left to the executor then."""
-    from pydantic import ValidationError as PydanticError
 
     rendered = templates.render_input_only(params, input_)
     schema = EXECUTORS[platform].actions[action]
@@ -186,8 +187,6 @@ def _schema_errors(platform: str, action: str, params: dict[str, Any], input_: d
 
 
 def _secret_paths(value: Any, path: str) -> list[str]:
-    from workers.redaction import is_secret_key
-
     out = []
     if isinstance(value, Mapping):
         for k, v in value.items():

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from workers.redaction import redact
 from workers.status import ActionStatus
@@ -51,7 +51,6 @@ def create_run(spec: WorkflowSpec, input_: dict[str, Any], priority: str, *, wor
 
 def delete_run(workflow_id: str) -> None:
     """Undo create_run when nothing could be enqueued: no half-enqueued workflow is left behind."""
-    from sqlalchemy import delete
 
     with session() as s:
         action_ids = list(s.scalars(select(WorkflowStep.action_id).where(WorkflowStep.workflow_id == workflow_id)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -90,6 +91,5 @@ def render_input_only(value: Any, input_: Mapping[str, Any]) -> Any:
 def _text(value: Any) -> str:
     if isinstance(value, str):
         return value
-    import json
 
     return json.dumps(value, sort_keys=True)

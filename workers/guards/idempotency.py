@@ -14,6 +14,7 @@ import redis
 from workers.guards import keys, scripts
 from workers.guards.connection import guard_redis
 from workers.guards.execution import live_state
+from workers.store import audit
 
 
 def derive_key(platform: str, action: str, params: dict[str, Any]) -> str:
@@ -54,7 +55,5 @@ def clear(key: str, client: redis.Redis | None = None, actor: str | None = None)
     pipe.delete(keys.idempotency(key))
     action_id, _ = pipe.execute()
     if action_id:
-        from workers.store import audit
-
         audit.append("idempotency_clear", f"key:{key}", {"action_id": action_id.decode()}, actor=actor)
     return action_id.decode() if action_id else None

@@ -6,7 +6,8 @@ import json
 
 import redis
 
-from workers.guards import Admission, Attempt, Outcome, keys, scripts
+from workers.guards import keys, scripts
+from workers.guards.base import Admission, Attempt, Outcome
 from workers.guards.connection import guard_redis
 from workers.settings import Settings
 

@@ -8,10 +8,19 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import httpx
 from pydantic import SecretStr
+from sqlalchemy.engine import make_url
 
+from executors.errors import ExecutorError
+from workers.celery_app import app as celery_app
+from workers.executor_pool import executor
+from workers.guards import breaker
+from workers.guards.connection import guard_redis
+from workers.ops.queue_ops import paused_queues
 from workers.queues import CONTROL_QUEUE, MAINTENANCE_QUEUE, PLATFORM_QUEUES
 from workers.settings import Settings, get_settings
+from workers.store.db import HEAD_REVISION, current_revision, make_engine
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
@@ -27,8 +36,6 @@ class Check:
 
 
 def _redis(settings: Settings) -> Check:
-    from workers.guards.connection import guard_redis
-
     try:
         start = time.perf_counter()
         guard_redis(settings).ping()
@@ -38,8 +45,6 @@ def _redis(settings: Settings) -> Check:
 
 
 def _database(settings: Settings) -> Check:
-    from workers.store.db import HEAD_REVISION, current_revision, make_engine
-
     engine = make_engine(settings.resolved_database_url)
     name = engine.url.render_as_string(hide_password=True)
     try:
@@ -54,8 +59,6 @@ def _database(settings: Settings) -> Check:
 
 
 def _workers(app: Any) -> list[Check]:
-    from workers.ops.queue_ops import paused_queues
-
     try:
         replies = app.control.inspect(timeout=1.5).active_queues() or {}
     except Exception as exc:
@@ -77,8 +80,6 @@ def _workers(app: Any) -> list[Check]:
 
 
 def _breakers() -> list[Check]:
-    from workers.guards import breaker
-
     out = []
     for platform in PLATFORM_QUEUES:
         s = breaker.status(platform)
@@ -91,7 +92,6 @@ def _breakers() -> list[Check]:
 def _flower(settings: Settings) -> Check | None:
     if not settings.flower_url:
         return None
-    import httpx
 
     try:
         r = httpx.get(settings.flower_url.rstrip("/") + "/healthcheck", timeout=3)
@@ -107,8 +107,6 @@ def health(app: Any | None = None, more: Callable[[], list[Check]] | None = None
     if checks[0].status == FAIL:
         return checks
     if app is None:
-        from workers.celery_app import app as celery_app
-
         app = celery_app
     checks += _workers(app)
     if more is not None:
@@ -127,8 +125,6 @@ def mask(value: Any) -> str:
         secret = value.get_secret_value()
         return f"set, {len(secret)} chars, ****{secret[-2:]}" if len(secret) >= 12 else "set (hidden)"
     if isinstance(value, str) and "://" in value and "@" in value:
-        from sqlalchemy.engine import make_url
-
         try:
             return make_url(value).render_as_string(hide_password=True)
         except Exception:
@@ -162,9 +158,6 @@ def validate_env() -> list[Check]:
 
 
 def test_auth(platforms: list[str]) -> list[Check]:
-    from executors.errors import ExecutorError
-    from workers.executor_pool import executor
-
     out = []
     for platform in platforms:
         if platform not in PLATFORM_QUEUES or platform == "noop":

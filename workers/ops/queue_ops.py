@@ -15,7 +15,9 @@ from kombu.transport.redis import Channel
 
 from workers.guards.connection import guard_redis
 from workers.queues import ALL_QUEUES, PRIORITY_NAMES, PRIORITY_STEPS
+from workers.store import actions as store
 from workers.store import audit
+from workers.store.actions import find
 
 PAUSED = "opsq:paused_queues"
 SEP = Channel.sep  # kombu's separator between a queue's name and its priority step
@@ -55,8 +57,6 @@ def consumers(app: Any, timeout: float = 1.0) -> dict[str, list[str]]:
 
 
 def status(app: Any, client: redis.Redis | None = None, with_consumers: bool = True) -> list[dict[str, Any]]:
-    from workers.store.actions import find
-
     r = client or guard_redis()
     cons = consumers(app) if with_consumers else {}
     paused = {k.decode(): json.loads(v) for k, v in r.hgetall(PAUSED).items()}
@@ -131,7 +131,6 @@ def skip_paused_queues(hostname: str, selected: list[str], client: redis.Redis |
 def clear(queue: str, actor: str | None = None, client: redis.Redis | None = None) -> dict[str, Any]:
     """Purge every priority list of `queue` atomically, marking the dropped actions failed and recording
     what was dropped in the audit trail."""
-    from workers.store import actions as store
 
     r = client or guard_redis()
     check_queue(queue)

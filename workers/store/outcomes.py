@@ -34,6 +34,9 @@ import threading
 from datetime import datetime
 from typing import Any
 
+from workers.settings import get_settings
+from workers.store import actions
+
 log = logging.getLogger("opsq.outcomes")
 
 MAX_BUFFERED = 10_000
@@ -63,7 +66,6 @@ class OutcomeWriter:
 
     def flush(self) -> int:
         """Commits what is buffered; raises (keeping the rows) if the database refuses."""
-        from workers.store import actions
 
         with self._cond:
             batch, self._pending = self._pending, []
@@ -117,7 +119,6 @@ def writer() -> OutcomeWriter | None:
     """This process's writer (made on first use, and again after a fork), or None when write-behind is
     off (OPSQ_OUTCOME_FLUSH_MS=0, or no guards: then no outcome is in Redis to fall back on)."""
     global _writer
-    from workers.settings import get_settings
 
     settings = get_settings()
     interval_ms = settings.outcome_flush_ms
@@ -134,7 +135,6 @@ def writer() -> OutcomeWriter | None:
 
 def record_success(action_id: str, attempt: int, result: dict[str, Any], started_at: datetime | None) -> None:
     """The success record of a standalone action: buffered when write-behind is on, else written now."""
-    from workers.store import actions
 
     w = writer()
     if w is None:

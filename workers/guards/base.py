@@ -1,0 +1,66 @@
+"""What a guard is: the attempt it sees, its verdict before the call, the outcome after, the protocol."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+def new_token() -> str:
+    """Who holds a running action: unique per attempt, readable in `opsq idempotency show`."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    action_id: str
+    platform: str
+    action: str
+    attempt: int
+    fail_fast: bool = False
+    token: str = field(default_factory=new_token)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """`verdict` is one of: run (call the platform), done (return `result`, the platform was already
+    called), failed (the action already failed for good: `error`), or a wait — busy (running
+    elsewhere), open / half_open_busy (breaker), rate_limited — to be re-scheduled after `wait_s`
+    without using up an attempt; open_fail when the action chose to fail fast on an open breaker."""
+
+    verdict: str = "run"
+    wait_s: float = 0.0
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    probe: bool = False
+
+    @property
+    def run(self) -> bool:
+        return self.verdict == "run"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    result: dict[str, Any] | None = None
+    error_kind: str | None = None
+    error: str | None = None
+    health_failure: bool = False
+    final: bool = False
+
+
+class Guard(Protocol):
+    def admit(self, attempt: Attempt) -> Admission: ...
+
+    def settle(self, attempt: Attempt, admission: Admission, outcome: Outcome) -> str: ...
+
+
+class PassThrough:
+    def admit(self, attempt: Attempt) -> Admission:
+        return Admission()
+
+    def settle(self, attempt: Attempt, admission: Admission, outcome: Outcome) -> str:
+        return "closed"
