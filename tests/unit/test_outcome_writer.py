@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from tests.support.wait import wait_for
+from workers.settings import reload_settings
 from workers.store import actions, outcomes
 
 
@@ -74,8 +75,6 @@ def test_a_refused_batch_is_kept_and_retried(writer, monkeypatch):
 
 
 def test_write_behind_is_off_without_guards_or_with_a_zero_interval(opsq_env_sqlite, monkeypatch):
-    from workers.settings import reload_settings
-
     monkeypatch.setenv("OPSQ_GUARDS_ENABLED", "false")  # no outcome in Redis to fall back on
     reload_settings()
     assert outcomes.writer() is None
