@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -31,6 +31,29 @@ class ExecutorConfig:
 Result = dict[str, Any]
 
 
+class RateLimit(NamedTuple):
+    """A platform's default token bucket, shared by every worker: `rate` calls per second on average,
+    bursts up to `burst`. rate 0 means unlimited. OPSQ_RATE_LIMITS overrides it per platform."""
+
+    rate: float
+    burst: int = 1
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One of a platform's own settings, beyond its base URL and token (Notion's API version, Trello's API
+    key): read from OPSQ_<PLATFORM>_<NAME> and given to the executor as `config.extra[name]` (left out of
+    `extra` while unset)."""
+
+    default: str | None = None
+    #: a credential: masked by validate-env and scrubbed from logs, like the token
+    secret: bool = False
+    #: validate-env warns when the platform's token is set and this is not (Trello's API key)
+    required_with_token: bool = False
+    #: what it is, for messages: "the API key"
+    description: str = ""
+
+
 class Executor(ABC):
     """One platform. `actions` maps each action name to its params schema.
 
@@ -42,6 +65,22 @@ class Executor(ABC):
     actions: ClassVar[dict[str, type[ActionParams]]]
     #: actions whose effect cannot be undone (compensate is a no-op for them)
     irreversible: ClassVar[frozenset[str]] = frozenset()
+
+    # The platform's facts. The registry (executors.registry) finds this class, and the queue, the
+    # OPSQ_<PLATFORM>_* settings, the health checks, the CLI and the sandbox follow from these:
+    #: the real service's API root; OPSQ_<PLATFORM>_BASE_URL, else OPSQ_PLATFORM_BASE_URL + /<platform>, replace it
+    default_base_url: ClassVar[str] = ""
+    #: the shared rate limit unless OPSQ_RATE_LIMITS names the platform
+    default_rate_limit: ClassVar[RateLimit] = RateLimit(rate=0)
+    #: False for a platform that calls no service (noop): no base URL or token settings, no auth check
+    remote: ClassVar[bool] = True
+    #: whether actions fail without OPSQ_<PLATFORM>_TOKEN: validate-env warns when it is unset and
+    #: `opsq test-auth` (with no argument) tries the platform
+    needs_token: ClassVar[bool] = True
+    #: more settings: OPSQ_<PLATFORM>_<NAME> -> config.extra[name]
+    extra_settings: ClassVar[Mapping[str, Setting]] = {}
+    #: where the platform comes in listings (health, circuit status, queues): lower first, then by name
+    order: ClassVar[int] = 100
 
     def __init__(self, config: ExecutorConfig, http: HttpClient) -> None:
         self.config = config

@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 from pydantic import Field, StringConstraints
 
-from executors.base import ActionParams, Executor, Result
+from executors.base import ActionParams, Executor, RateLimit, Result
 from executors.errors import PermanentError
 
 DriveId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -30,6 +30,10 @@ class DeleteFileParams(ActionParams):
 class GDriveExecutor(Executor):
     platform = "gdrive"
     actions = {"create_file": CreateFileParams, "delete_file": DeleteFileParams}
+    default_base_url = "https://www.googleapis.com"
+    # Drive's per-user quota.
+    default_rate_limit = RateLimit(rate=10.0, burst=20)
+    order = 40
     # With permanent=True the file skips the trash: nothing can bring it back.
     irreversible = frozenset({"delete_file"})
 

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from pydantic import Field, StringConstraints
 
-from executors.base import ActionParams, Executor, Result
+from executors.base import ActionParams, Executor, RateLimit, Result, Setting
 from executors.errors import InvalidParams, PermanentError
 
 SpreadsheetId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -58,6 +58,12 @@ def _normalised(values: list[Any]) -> list[Any]:
 class GSheetsExecutor(Executor):
     platform = "gsheets"
     actions = {"append_row": AppendRowParams, "delete_row": DeleteRowParams}
+    default_base_url = "https://sheets.googleapis.com"
+    # Sheets' per-user quota: 60 write requests per minute.
+    default_rate_limit = RateLimit(rate=1.0, burst=10)
+    # OPSQ_GSHEETS_SPREADSHEET_ID: the spreadsheet of actions that name none.
+    extra_settings = {"spreadsheet_id": Setting(default="opsqueue", description="the default spreadsheet")}
+    order = 50
 
     def _spreadsheet_id(self, given: str | None) -> str:
         sid = given or self.config.extra.get("spreadsheet_id")

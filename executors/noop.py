@@ -14,6 +14,9 @@ class NoopParams(ActionParams):
 class NoopExecutor(Executor):
     platform = "noop"
     actions = {"noop": NoopParams}
+    remote = False
+    needs_token = False
+    order = 1000  # last in listings: a test platform
 
     def do_noop(self, p: NoopParams) -> Result:
         return {"ok": True, "echo": p.echo}

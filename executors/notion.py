@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 from pydantic import Field, StringConstraints, model_validator
 
-from executors.base import ActionParams, Executor, Result
+from executors.base import ActionParams, Executor, RateLimit, Result, Setting
 from executors.errors import PermanentError
 
 DEFAULT_VERSION = "2022-06-28"
@@ -111,9 +111,15 @@ def cleared(change: Any) -> dict[str, Any] | None:
 class NotionExecutor(Executor):
     platform = "notion"
     actions = {"create_task": CreateTaskParams, "update_task": UpdateTaskParams}
+    default_base_url = "https://api.notion.com"
+    # An average of 3 requests per second per integration.
+    default_rate_limit = RateLimit(rate=3.0, burst=3)
+    # OPSQ_NOTION_VERSION
+    extra_settings = {"version": Setting(default=DEFAULT_VERSION, description="the Notion-Version header")}
+    order = 20
 
     def _headers(self) -> dict[str, str]:
-        return {"Notion-Version": self.config.extra.get("notion_version") or DEFAULT_VERSION, **super()._headers()}
+        return {"Notion-Version": self.config.extra.get("version") or DEFAULT_VERSION, **super()._headers()}
 
     def _page_path(self, page_id: str) -> str:
         return f"/v1/pages/{quote(page_id, safe='')}"

@@ -7,7 +7,7 @@ from typing import Any, Self
 
 from pydantic import Field, model_validator
 
-from executors.base import ActionParams, Executor, Result
+from executors.base import ActionParams, Executor, RateLimit, Result
 from executors.errors import AuthError, ExecutorError, PermanentError, RateLimitedError, RetryableError
 from executors.http import parse_retry_after
 
@@ -82,6 +82,10 @@ def approval_blocks(text: str, approval_id: str, approvers: list[str]) -> list[d
 class SlackExecutor(Executor):
     platform = "slack"
     actions = {"send_message": SendMessageParams, "request_approval": RequestApprovalParams}
+    default_base_url = "https://slack.com/api"
+    # chat.postMessage: about 1 per second per channel, with short bursts.
+    default_rate_limit = RateLimit(rate=1.0, burst=10)
+    order = 10
 
     def call(self, method: str, body: dict[str, Any], *,
              tolerate: frozenset[str] = frozenset()) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 from pydantic import Field, StringConstraints
 
-from executors.base import ActionParams, Executor, Result
+from executors.base import ActionParams, Executor, RateLimit, Result, Setting
 from executors.errors import PermanentError
 
 # Trello IDs are 24 hex digits; the looser pattern still keeps an ID from reshaping the URL path.
@@ -29,6 +29,12 @@ class AddLabelParams(ActionParams):
 class TrelloExecutor(Executor):
     platform = "trello"
     actions = {"create_card": CreateCardParams, "add_label": AddLabelParams}
+    default_base_url = "https://api.trello.com"
+    # 100 requests per 10 seconds per token.
+    default_rate_limit = RateLimit(rate=10.0, burst=100)
+    # OPSQ_TRELLO_API_KEY: Trello authenticates with the API key and the token together.
+    extra_settings = {"api_key": Setting(secret=True, required_with_token=True, description="the API key")}
+    order = 30
 
     def _headers(self) -> dict[str, str]:
         # The header, not the key/token query parameters, so credentials never land in URLs or access logs.

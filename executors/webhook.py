@@ -78,6 +78,10 @@ def _redact(exc: ExecutorError, url: str) -> ExecutorError:
 class WebhookExecutor(Executor):
     platform = "webhook"
     actions = {"post": PostParams}
+    # Each action names its URL. OPSQ_WEBHOOK_BASE_URL only says where OPSQ_WEBHOOK_TOKEN may be sent,
+    # and the token is optional (an action may bring its own Authorization header). No rate limit.
+    needs_token = False
+    order = 900
 
     def _headers(self, url: str, given: dict[str, str]) -> dict[str, str]:
         headers = dict(given)

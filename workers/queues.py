@@ -6,7 +6,10 @@ from typing import Literal
 
 from kombu import Queue
 
-PLATFORM_QUEUES: tuple[str, ...] = ("slack", "notion", "trello", "gdrive", "gsheets", "webhook", "noop")
+from executors.registry import PLATFORMS
+
+# One queue per platform of the executor registry, named after it.
+PLATFORM_QUEUES: tuple[str, ...] = PLATFORMS
 CONTROL_QUEUE = "control"
 MAINTENANCE_QUEUE = "maintenance"
 ALL_QUEUES: tuple[str, ...] = (*PLATFORM_QUEUES, CONTROL_QUEUE, MAINTENANCE_QUEUE)

@@ -8,7 +8,8 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr, ValidationError
 
-from workers.settings import DEFAULT_BASE_URLS, get_settings
+from executors.registry import PLATFORMS
+from workers.settings import get_settings
 
 REDACTED = "[redacted]"
 # The one list of words that make a key (or a `key=value` in free text) secret.
@@ -114,7 +115,7 @@ _secrets_cache: tuple[Any, tuple[str, ...]] = (None, ())
 
 def _secrets_of(settings: Any) -> tuple[str, ...]:
     values: set[str] = set()
-    for platform in DEFAULT_BASE_URLS:
+    for platform in PLATFORMS:
         token = settings.token(platform)
         if token:
             values.add(token)

@@ -1,25 +1,35 @@
-"""All configuration, from OPSQ_* environment variables, through one pydantic-settings class."""
+"""All configuration, from OPSQ_* environment variables, through one pydantic-settings class.
+
+The platforms' settings are made from the executor registry (executors.registry): for each platform,
+OPSQ_<PLATFORM>_BASE_URL, OPSQ_<PLATFORM>_TOKEN and one OPSQ_<PLATFORM>_<NAME> per entry of its executor's
+`extra_settings` (OPSQ_NOTION_VERSION, OPSQ_TRELLO_API_KEY, OPSQ_GSHEETS_SPREADSHEET_ID).
+`settings.platform(p)` is one platform's view of them, and `executor_config(p)` what its executor gets.
+"""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, SecretStr, create_model, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from executors.base import ExecutorConfig
+from executors.base import Executor, ExecutorConfig, RateLimit
+from executors.registry import EXECUTORS
 
-# The real services' API roots. OPSQ_PLATFORM_BASE_URL (the sandbox) or OPSQ_<PLATFORM>_BASE_URL replace them.
-DEFAULT_BASE_URLS: dict[str, str] = {
-    "slack": "https://slack.com/api",
-    "notion": "https://api.notion.com",
-    "trello": "https://api.trello.com",
-    "gdrive": "https://www.googleapis.com",
-    "gsheets": "https://sheets.googleapis.com",
-    "webhook": "",
-    "noop": "",
-}
+
+def _strip_slash(v: str | None) -> str | None:
+    return v.rstrip("/") if v else v
+
+
+BaseUrl = Annotated[str | None, AfterValidator(_strip_slash)]
+
+# The real services' API roots (each executor's default_base_url). OPSQ_PLATFORM_BASE_URL (the sandbox)
+# or OPSQ_<PLATFORM>_BASE_URL replace them.
+DEFAULT_BASE_URLS: dict[str, str] = {p: cls.default_base_url for p, cls in EXECUTORS.items()}
 
 
 class BreakerConfig(BaseModel):
@@ -39,23 +49,34 @@ class RateLimitConfig(BaseModel):
     rate: float = Field(ge=0)
     burst: int = Field(1, ge=1)
 
+    @classmethod
+    def of(cls, limit: RateLimit) -> RateLimitConfig:
+        return cls(rate=limit.rate, burst=limit.burst)
 
-# Near each platform's documented limits: Slack chat.postMessage ~1/s per channel with short bursts;
-# Notion an average of 3 requests/s; Trello 100 requests per 10 s per token; Drive and Sheets per-user
-# quotas (Sheets: 60 write requests per minute per user).
+
+# Each executor's default_rate_limit: near the platform's documented limits (see the executor modules).
 DEFAULT_RATE_LIMITS: dict[str, RateLimitConfig] = {
-    "slack": RateLimitConfig(rate=1.0, burst=10),
-    "notion": RateLimitConfig(rate=3.0, burst=3),
-    "trello": RateLimitConfig(rate=10.0, burst=100),
-    "gdrive": RateLimitConfig(rate=10.0, burst=20),
-    "gsheets": RateLimitConfig(rate=1.0, burst=10),
-    "webhook": RateLimitConfig(rate=0),
-    "noop": RateLimitConfig(rate=0),
+    p: RateLimitConfig.of(cls.default_rate_limit) for p, cls in EXECUTORS.items()
 }
 
 
-class Settings(BaseSettings):
+@dataclass(frozen=True)
+class PlatformSettings:
+    """One platform's settings, read from OPSQ_<PLATFORM>_* (see Settings.platform)."""
+
+    platform: str
+    base_url: str
+    token: str | None = field(repr=False)
+    #: the executor's extra_settings that are set, by name (OPSQ_NOTION_VERSION -> extra["version"])
+    extra: dict[str, str] = field(repr=False)
+
+
+class _Base(BaseSettings):
+    """The settings read before the platforms' (the order `opsq validate-env` shows them in)."""
+
     model_config = SettingsConfigDict(env_prefix="OPSQ_", extra="ignore", case_sensitive=False)
+    #: the executors whose settings are fields of this class (set by with_platforms)
+    registry: ClassVar[Mapping[str, type[Executor]]] = {}
 
     home: Path = Field(default=Path.home() / ".opsqueue", description="Where embedded state lives.")
     redis_url: str | None = None
@@ -67,23 +88,45 @@ class Settings(BaseSettings):
     # (workers.store.outcomes); 0 writes each one at once.
     outcome_flush_ms: int = Field(50, ge=0, le=60_000)
 
-    platform_base_url: str | None = None
-    slack_base_url: str | None = None
-    slack_token: SecretStr | None = None
-    notion_base_url: str | None = None
-    notion_token: SecretStr | None = None
-    notion_version: str = "2022-06-28"
-    trello_base_url: str | None = None
-    trello_token: SecretStr | None = None
-    trello_api_key: SecretStr | None = None
-    gdrive_base_url: str | None = None
-    gdrive_token: SecretStr | None = None
-    gsheets_base_url: str | None = None
-    gsheets_token: SecretStr | None = None
-    gsheets_spreadsheet_id: str = "opsqueue"
-    webhook_base_url: str | None = None
-    webhook_token: SecretStr | None = None
+    # One base URL for every platform, each under /<platform> (the sandbox).
+    platform_base_url: BaseUrl = None
 
+
+S = TypeVar("S", bound=_Base)
+
+
+def with_platforms(base: type[S], registry: Mapping[str, type[Executor]], name: str | None = None) -> type[S]:
+    """`base` plus each remote platform's fields: <p>_base_url, <p>_token, and <p>_<name> for each entry of
+    its executor's extra_settings; so OPSQ_SLACK_TOKEN, OPSQ_NOTION_VERSION, OPSQ_TRELLO_API_KEY..."""
+    fields: dict[str, Any] = {}
+    for platform, cls in registry.items():
+        if not cls.remote:
+            continue
+        fields[f"{platform}_base_url"] = (BaseUrl, None)
+        fields[f"{platform}_token"] = (SecretStr | None, None)
+        for key, setting in cls.extra_settings.items():
+            if setting.secret:
+                kind: Any = SecretStr | None
+                default: Any = None if setting.default is None else SecretStr(setting.default)
+            else:
+                kind = str | None if setting.default is None else str
+                default = setting.default
+            fields[f"{platform}_{key}"] = (kind, Field(default, description=setting.description or None))
+    clash = sorted(set(fields) & set(base.model_fields))
+    if clash:
+        raise ValueError(f"platform settings collide with existing ones: {', '.join(clash)}")
+    model = create_model(name or base.__name__, __base__=base, __module__=base.__module__, **fields)
+    model.registry = {**base.registry, **registry}
+    return model
+
+
+if TYPE_CHECKING:
+    _WithPlatforms = _Base
+else:
+    _WithPlatforms = with_platforms(_Base, EXECUTORS, "_WithPlatforms")
+
+
+class Settings(_WithPlatforms):
     http_connect_timeout_s: float = Field(5.0, gt=0)
     http_read_timeout_s: float = Field(30.0, gt=0)
 
@@ -129,38 +172,40 @@ class Settings(BaseSettings):
 
     sentry_dsn: SecretStr | None = None
 
-    @field_validator("platform_base_url", "slack_base_url", "notion_base_url", "trello_base_url",
-                     "gdrive_base_url", "gsheets_base_url", "webhook_base_url")
-    @classmethod
-    def _strip_slash(cls, v: str | None) -> str | None:
-        return v.rstrip("/") if v else v
+    def platform(self, platform: str) -> PlatformSettings:
+        """One platform's settings: its base URL, its token and its executor's extra settings that are set."""
+        cls = self.registry.get(platform)
+        extra: dict[str, str] = {}
+        for key in cls.extra_settings if cls is not None and cls.remote else ():
+            value = getattr(self, f"{platform}_{key}")
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if value is not None:
+                extra[key] = value
+        return PlatformSettings(platform=platform, base_url=self.base_url(platform), token=self.token(platform),
+                                extra=extra)
 
     def base_url(self, platform: str) -> str:
-        own = getattr(self, f"{platform}_base_url", None)
+        own: str | None = getattr(self, f"{platform}_base_url", None)
         if own:
             return own
         if self.platform_base_url:
             return f"{self.platform_base_url}/{platform}"
-        return DEFAULT_BASE_URLS.get(platform, "")
+        cls = self.registry.get(platform)
+        return cls.default_base_url if cls is not None else ""
 
     def token(self, platform: str) -> str | None:
         secret: SecretStr | None = getattr(self, f"{platform}_token", None)
         return secret.get_secret_value() if secret else None
 
     def executor_config(self, platform: str) -> ExecutorConfig:
-        extra: dict[str, str] = {}
-        if platform == "notion":
-            extra["notion_version"] = self.notion_version
-        if platform == "trello" and self.trello_api_key:
-            extra["api_key"] = self.trello_api_key.get_secret_value()
-        if platform == "gsheets":
-            extra["spreadsheet_id"] = self.gsheets_spreadsheet_id
+        own = self.platform(platform)
         return ExecutorConfig(
-            base_url=self.base_url(platform),
-            token=self.token(platform),
+            base_url=own.base_url,
+            token=own.token,
             connect_timeout_s=self.http_connect_timeout_s,
             read_timeout_s=self.http_read_timeout_s,
-            extra=extra,
+            extra=own.extra,
         )
 
     @field_validator("breakers")
@@ -191,7 +236,11 @@ class Settings(BaseSettings):
         return BreakerConfig.model_validate({**self.breaker.model_dump(), **overrides})
 
     def rate_limit(self, platform: str) -> RateLimitConfig:
-        return self.rate_limits.get(platform) or DEFAULT_RATE_LIMITS.get(platform, RateLimitConfig(rate=0))
+        own = self.rate_limits.get(platform)
+        if own is not None:
+            return own
+        cls = self.registry.get(platform)
+        return RateLimitConfig.of(cls.default_rate_limit) if cls is not None else RateLimitConfig(rate=0)
 
     @property
     def lease_s(self) -> float:

@@ -1,15 +1,18 @@
 """The sandbox: one local HTTP server that emulates Slack, Notion, Trello, Drive, Sheets and webhooks.
 
-Each platform lives under /<platform> with the real API's paths below it, so pointing an executor's
-base_url at http://host:port/<platform> exercises exactly the requests it would send to the real
-service. Objects have real state (a created card exists until it is deleted). Control endpoints under
-/_sandbox/ expose the request log and the state, and inject faults (errors, latency, timeouts, 429s).
-Standard library only, so it runs anywhere the executors run.
+Each platform's emulator is an Emulator subclass with its `platform` in a module of this package, found
+the way executors.registry finds executors (a new module is picked up). Each lives under /<platform> with
+the real API's paths below it, so pointing an executor's base_url at http://host:port/<platform>
+exercises exactly the requests it would send to the real service. Objects have real state (a created
+card exists until it is deleted). Control endpoints under /_sandbox/ expose the request log and the
+state, and inject faults (errors, latency, timeouts, 429s).
+It needs nothing the executors do not, so it runs anywhere they run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import random
 import socket
@@ -23,16 +26,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import executors.sandbox as package
+from executors.registry import PLATFORMS, discover
 from executors.sandbox.client import SandboxClient
 from executors.sandbox.common import ApiError, Call, Emulator, Reply, token_from_header
-from executors.sandbox.gdrive import GDriveEmulator
-from executors.sandbox.gsheets import GSheetsEmulator
-from executors.sandbox.notion import NotionEmulator
-from executors.sandbox.slack import SlackEmulator
-from executors.sandbox.trello import TrelloEmulator
-from executors.sandbox.webhook import WebhookEmulator
 
-__all__ = ["FAULT_MODES", "Sandbox", "SandboxClient", "SandboxServer", "serve_forever"]
+__all__ = ["FAULT_MODES", "Sandbox", "SandboxClient", "SandboxServer", "emulator_classes", "serve_forever"]
 
 FAULT_MODES = ("ok", "error", "timeout", "rate_limit", "auth")
 FAULT_FIELDS = frozenset({"platform", "mode", "status", "rate", "latency_ms", "retry_after", "times",
@@ -43,6 +42,14 @@ MAX_LOG = 10_000
 MAX_BODY = 10 * 1024 * 1024
 #: Query parameters that carry credentials on some platforms (Trello key/token, Google access_token).
 SECRET_QUERY_KEYS = frozenset({"key", "token", "access_token"})
+
+
+@functools.cache
+def emulator_classes() -> dict[str, type[Emulator]]:
+    """platform -> emulator class, for the modules of this package; in the registry's order of platforms."""
+    rank = {platform: i for i, platform in enumerate(PLATFORMS)}
+    found = discover(package, Emulator)
+    return dict(sorted(found.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0])))
 
 
 def _copy(value: Any) -> Any:
@@ -114,10 +121,7 @@ class Sandbox:
         # Requests held by latency or timeout faults wait on this; reset and stop set it to let them go.
         self._release = threading.Event()
         self._stopped = False
-        self.emulators: dict[str, Emulator] = {
-            e.platform: e for e in (SlackEmulator(), NotionEmulator(), TrelloEmulator(), GDriveEmulator(),
-                                    GSheetsEmulator(), WebhookEmulator())
-        }
+        self.emulators: dict[str, Emulator] = {platform: cls() for platform, cls in emulator_classes().items()}
         self._log: list[dict[str, Any]] = []
         self._seq = 0
         self._faults: dict[str, Fault] = {}

@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
 from executors.errors import ExecutorError
+from executors.registry import EXECUTORS, TOKEN_PLATFORMS
 from workers.celery_app import app as celery_app
 from workers.executor_pool import executor
 from workers.guards import breaker
@@ -138,14 +139,17 @@ def validate_env() -> list[Check]:
     out = []
     for name in type(settings).model_fields:
         out.append(Check(f"OPSQ_{name.upper()}", OK, mask(getattr(settings, name))))
-    for platform in ("slack", "notion", "trello", "gdrive", "gsheets"):
-        base = settings.base_url(platform)
-        if not base.startswith(("http://", "https://")):
-            out.append(Check(f"{platform} base URL", FAIL, f"{base!r} is not an http(s) URL"))
-        if settings.token(platform) is None:
+    for platform in TOKEN_PLATFORMS:
+        own = settings.platform(platform)
+        if not own.base_url.startswith(("http://", "https://")):
+            out.append(Check(f"{platform} base URL", FAIL, f"{own.base_url!r} is not an http(s) URL"))
+        if own.token is None:
             out.append(Check(f"OPSQ_{platform.upper()}_TOKEN", WARN, f"not set: {platform} actions will fail as auth"))
-    if settings.trello_api_key is None and settings.token("trello"):
-        out.append(Check("OPSQ_TRELLO_API_KEY", WARN, "not set: Trello needs the API key with the token"))
+        for key, setting in EXECUTORS[platform].extra_settings.items():
+            if setting.required_with_token and own.token and key not in own.extra:
+                what = setting.description or key
+                out.append(Check(f"OPSQ_{platform.upper()}_{key.upper()}", WARN,
+                                 f"not set: {platform} needs {what} with the token"))
     if settings.visibility_timeout_s <= max(settings.retry_cap_s, settings.breaker.open_s):
         out.append(Check("OPSQ_VISIBILITY_TIMEOUT_S", WARN,
                          "not longer than the longest wait (retry cap / breaker open_s): waiting messages can be "
@@ -157,10 +161,11 @@ def validate_env() -> list[Check]:
     return out
 
 
-def test_auth(platforms: list[str]) -> list[Check]:
+def test_auth(platforms: list[str] | None = None) -> list[Check]:
+    """Each platform's check_auth; by default every platform that needs a token."""
     out = []
-    for platform in platforms:
-        if platform not in PLATFORM_QUEUES or platform == "noop":
+    for platform in TOKEN_PLATFORMS if platforms is None else platforms:
+        if platform not in EXECUTORS or not EXECUTORS[platform].remote:
             raise ValueError(f"unknown platform {platform!r}")
         try:
             result = executor(platform).check_auth()
