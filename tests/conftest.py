@@ -9,9 +9,15 @@ from pathlib import Path
 
 import pytest
 import redis
+from sqlalchemy import inspect, text
 
+from executors.sandbox.server import SandboxClient, SandboxServer
 from tests.support.services import PostgresService, RedisService, find_postgres, find_redis
 from tests.support.worker import WorkerProcess
+from workers import executor_pool
+from workers.settings import reload_settings
+from workers.store import db
+from workers.store.db import make_engine
 
 _TMP = Path(tempfile.mkdtemp(prefix="opsq-tests-"))
 _REDIS: RedisService | None = None
@@ -20,7 +26,7 @@ PLATFORMS_WITH_TOKENS = ("slack", "notion", "trello", "gdrive", "gsheets")
 
 def pytest_configure(config: pytest.Config) -> None:
     global _REDIS
-    # The in-process client and the Celery app read these at import; set them before anything imports.
+    # Read on first use (settings, the Celery app), never at import: set before any test runs.
     os.environ["OPSQ_HOME"] = str(_TMP / "home")
     _REDIS = find_redis(_TMP / "embedded")
     os.environ["OPSQ_REDIS_URL"] = _REDIS.url
@@ -77,10 +83,6 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 def _truncate_pg(url: str) -> None:
-    from sqlalchemy import inspect, text
-
-    from workers.store.db import make_engine
-
     engine = make_engine(url)
     tables = [t for t in inspect(engine).get_table_names() if t != "alembic_version"]
     if tables:
@@ -93,8 +95,6 @@ def _truncate_pg(url: str) -> None:
 
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[object]:
-    from executors.sandbox.server import SandboxServer
-
     server = SandboxServer().start()
     yield server
     server.stop()
@@ -102,8 +102,6 @@ def sandbox() -> Iterator[object]:
 
 @pytest.fixture
 def sandbox_client(sandbox: object) -> object:
-    from executors.sandbox.server import SandboxClient
-
     client = SandboxClient(sandbox.url)  # type: ignore[attr-defined]
     client.reset()
     client.clear_requests()
@@ -151,10 +149,6 @@ def opsq_env_pg(redis_client: redis.Redis, redis_url: str, pg_database_url: str,
 
 def _configure(redis_url: str, database_url: str, sandbox: object,
                monkeypatch: pytest.MonkeyPatch) -> Callable[..., dict[str, str]]:
-    from workers import executor_pool
-    from workers.settings import reload_settings
-    from workers.store import db
-
     base = make_env(redis_url, database_url, sandbox.url)  # type: ignore[attr-defined]
     for key in [k for k in os.environ if k.startswith("OPSQ_")]:
         monkeypatch.delenv(key)
@@ -190,10 +184,6 @@ def workers_started(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
 @pytest.fixture(autouse=True)
 def _reset_process_state() -> Iterator[None]:
     yield
-    from workers import executor_pool
-    from workers.settings import reload_settings
-    from workers.store import db
-
     db.reset_engine()
     executor_pool.reset()
     reload_settings()

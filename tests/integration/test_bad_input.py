@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -73,8 +74,6 @@ def test_cli_bad_input_is_one_clear_line(opsq_env_sqlite, redis_client, args, me
 
 
 def test_cli_without_any_broker_says_how_to_get_one(tmp_path):
-    import os
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPSQ_")}
     env["OPSQ_HOME"] = str(tmp_path)
     result = _opsq(env, "submit", "noop", "noop")

@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import redis
 from sqlalchemy import func, select
 
 from tests.support.wait import wait_for
@@ -146,8 +147,6 @@ def test_rate_limit_holds_across_worker_processes(opsq_env_sqlite, workers_start
 
 
 def test_guard_round_trips_seen_by_redis_monitor(opsq_env_sqlite, workers_started, redis_client, redis_url):
-    import redis
-
     workers_started(opsq_env_sqlite(), queues="noop", concurrency=1)
     assert submit_action("noop", "noop", {}).wait(20).status == "succeeded"  # scripts loaded, pools warm
     seen: list[dict] = []

@@ -9,12 +9,16 @@ import time
 
 import pytest
 from sqlalchemy import event, func, select, text
+from sqlalchemy.engine import Engine
 
-from tests.integration.test_operations import opsq
+from tests.integration.opsq_cli import opsq
 from tests.support.wait import wait_for
 from workers.client import submit_action, wait_all
-from workers.store.db import get_engine
+from workers.guards.execution import live_state
+from workers.store import audit
+from workers.store.db import get_engine, submit_engine
 from workers.store.models import ActionRun, AuditEntry, AuditPending
+from workers.store.outcomes import BATCH
 
 pytestmark = pytest.mark.integration
 
@@ -30,14 +34,10 @@ def statuses(ids: list[str]) -> dict[str, str]:
 
 
 def redis_states(ids: list[str]) -> list[str | None]:
-    from workers.guards.execution import live_state
-
     return [(live_state(i) or {}).get("state") for i in ids]
 
 
 def test_submits_are_audited_in_batches_and_chained_in_commit_order(opsq_env):
-    from workers.store import audit
-
     env = opsq_env()
     first = [submit_action("noop", "noop", {"echo": i}).id for i in range(3)]
     # Written with the record, not yet chained: no lock on the chain's head per submit.
@@ -58,8 +58,6 @@ def test_submits_are_audited_in_batches_and_chained_in_commit_order(opsq_env):
 
 
 def test_concurrent_submitters_and_operators_form_one_verifiable_chain(opsq_env):
-    from workers.store import audit
-
     opsq_env()
     errors: list[BaseException] = []
 
@@ -112,8 +110,6 @@ def test_buffered_success_records_are_written_on_warm_shutdown(opsq_env, workers
 
 
 def test_a_full_batch_is_written_without_waiting_for_the_interval(opsq_env, workers_started):
-    from workers.store.outcomes import BATCH
-
     env = opsq_env(OPSQ_OUTCOME_FLUSH_MS="60000")
     workers_started(env, queues="noop")
     n = 2 * BATCH + 8  # over two processes, at least one of them fills a batch
@@ -153,8 +149,6 @@ def test_wait_all_waits_for_every_action_and_names_what_is_still_open(opsq_env, 
 
 
 def test_submit_survives_a_connection_the_server_dropped(opsq_env_pg):
-    from workers.store.db import submit_engine
-
     opsq_env_pg()
     submit_action("noop", "noop", {"echo": 0})  # the submit engine now holds a pooled connection
     engine = submit_engine()
@@ -181,10 +175,6 @@ def test_a_submit_committed_during_a_seal_is_chained_by_the_next_one(opsq_env_pg
     """PostgreSQL: a submit takes a lower pending id than one that commits first, and commits itself
     while a seal is between reading the pending rows and deleting them. It must be chained, not deleted
     unchained."""
-    from sqlalchemy.engine import Engine
-
-    from workers.store import audit
-
     opsq_env_pg()
     slow = get_engine().connect()
     slow_tx = slow.begin()

@@ -1,40 +1,36 @@
 """Operations on real Redis, PostgreSQL and worker processes: each beat job does its job, one beat runs
-the schedule, queues pause and resume, the audit trail catches tampering, backups restore."""
+the schedule, lost actions are found, alerts fire and clear, queues pause and resume, health checks.
+(The audit trail and backups have their own files: test_audit.py, test_backup.py.)"""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 
+from beat import alerts
 from beat.models import MaintenanceRun
+from tests.integration.opsq_cli import ROOT, opsq
 from workers.client import ActionHandle, submit_action
-from workers.store.db import get_engine, session
+from workers.guards import breaker
+from workers.ops.queue_ops import priority_lists
+from workers.store import audit
+from workers.store.db import session
 from workers.store.models import ActionRun, utcnow
+from workflows.client import submit_workflow
 
 pytestmark = pytest.mark.integration
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def opsq(env, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "workers.cli.main", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT)
 
 
 def queued_lists(redis_client, queue: str) -> int:
-    from workers.ops.queue_ops import priority_lists
-
     return sum(redis_client.llen(k) for k in priority_lists(queue).values())
 
 
 def test_a_lost_action_is_requeued_and_completes_once(opsq_env, workers_started, sandbox_client, redis_client):
-    from workers.ops.queue_ops import priority_lists
-
     env = opsq_env(OPSQ_STUCK_AFTER_S="1")
     handle = submit_action("trello", "create_card", {"list_id": "l1", "name": "lost"})
     for key in priority_lists("trello").values():  # the broker lost the message
@@ -68,8 +64,6 @@ def test_an_outcome_only_in_redis_is_reconciled(opsq_env, workers_started, sandb
 
 
 def test_expired_approval_is_rolled_back_by_the_maintenance_job(opsq_env, workers_started, sandbox_client):
-    from workflows.client import submit_workflow
-
     env = opsq_env()
     workers_started(env)
     spec = {"name": "gate", "approval_expires_s": 1, "steps": [
@@ -86,9 +80,6 @@ def test_expired_approval_is_rolled_back_by_the_maintenance_job(opsq_env, worker
 
 
 def test_an_alert_fires_once_and_clears_once(opsq_env, workers_started, sandbox_client):
-    from beat import alerts
-    from workers.guards import breaker
-
     env = opsq_env(OPSQ_ALERT_BREAKER_OPEN_FOR_S="0", OPSQ_ALERT_MIN_SAMPLE="3")
     workers_started(env, queues="notion")
     sandbox_client.fault("notion", "error", status=400)
@@ -108,60 +99,6 @@ def test_an_alert_fires_once_and_clears_once(opsq_env, workers_started, sandbox_
     assert len(rows) == 1 and rows[0]["state"] == "cleared"  # one alert: fired once, cleared once
     listed = opsq(env, "alerts", "list")
     assert "success rate" in listed.stdout
-
-
-def test_backup_restores_into_an_empty_database_with_identical_contents(opsq_env, workers_started, tmp_path,
-                                                                        database_url):
-    from beat import backup
-    from workers.store.db import make_engine
-
-    env = opsq_env(OPSQ_BACKUP_DIR=str(tmp_path / "backups"))
-    workers_started(env, queues="noop,control")
-    for i in range(5):
-        submit_action("noop", "noop", {"echo": i}).wait(30)
-    out = opsq(env, "maintenance", "run", "backup_state")
-    assert out.returncode == 0, out.stderr
-    (item,) = backup.list_backups(tmp_path / "backups")
-    empty = f"sqlite:///{tmp_path / 'restored.db'}"
-    out = opsq({**env, "OPSQ_DATABASE_URL": empty}, "backup", "restore", item["path"], "--yes")
-    assert out.returncode == 0 and "restored" in out.stdout, out.stderr
-    original = backup.load(__import__("pathlib").Path(item["path"]))["tables"]
-    restored_engine = make_engine(empty)
-    restored = backup.dump(restored_engine)["tables"]
-    restored_engine.dispose()
-    for table, rows in original.items():
-        if table in ("audit_log", "audit_head"):
-            # the restore itself is audited, on top of the restored chain
-            assert restored[table][: len(rows) - (table == "audit_head")] == rows[: len(rows) - (table == "audit_head")]
-            continue
-        assert restored[table] == rows, table
-    assert len(original["action_runs"]) == 5
-    again = opsq({**env, "OPSQ_DATABASE_URL": empty}, "backup", "restore", item["path"], "--yes")
-    assert again.returncode != 0 and "not empty" in again.stderr
-
-
-def test_a_tampered_audit_row_is_found(opsq_env, workers_started):
-    from workers.store import audit
-
-    env = opsq_env()
-    for i in range(3):
-        submit_action("noop", "noop", {"echo": i})
-    out = opsq(env, "circuit", "reset", "slack", "--reason", "test", "--actor", "alice")
-    assert out.returncode == 0
-    ok = opsq(env, "audit", "verify")
-    assert ok.returncode == 0 and "chain intact" in ok.stdout
-    entries = audit.entries()
-    assert [e["action"] for e in entries] == ["submit", "submit", "submit", "circuit_reset"]
-    assert entries[-1]["actor"] == "alice"
-    with get_engine().begin() as conn:  # someone rewrites history
-        conn.execute(text("UPDATE audit_log SET actor = 'mallory' WHERE id = 2"))
-    bad = opsq(env, "audit", "verify")
-    assert bad.returncode == 1 and "first bad entry: id 2" in bad.stdout
-    job = opsq(env, "maintenance", "run", "verify_audit")
-    assert '"first_bad_id": 2' in job.stdout
-    from beat.alerts import alerts
-
-    assert any(a["key"] == "audit_chain" and a["state"] == "firing" for a in alerts())
 
 
 def test_two_beats_run_each_scheduled_job_once_per_interval(opsq_env_sqlite, workers_started, tmp_path):
@@ -213,8 +150,6 @@ def test_queue_pause_resume_and_a_worker_started_while_paused(opsq_env_sqlite, w
     assert out.returncode == 0, out.stderr
     assert held.wait(20).status == "succeeded"
     assert [r["body"]["text"] for r in sandbox_client.requests(platform="slack")] == ["before", "held"]
-    from workers.store import audit
-
     assert [e["action"] for e in audit.entries() if e["action"].startswith("queue_")] == ["queue_pause",
                                                                                          "queue_resume"]
 
@@ -228,8 +163,6 @@ def test_queue_clear_drops_and_records(opsq_env_sqlite, redis_client):
     assert out.returncode == 0 and "dropped 3" in out.stdout
     assert queued_lists(redis_client, "webhook") == 0
     assert all(ActionHandle(h.id).status().status == "failed" for h in handles)
-    from workers.store import audit
-
     (entry,) = audit.entries(action="queue_clear")
     assert entry["detail"]["dropped"] == 3 and {m["id"] for m in entry["detail"]["messages"]} == {h.id for h in handles}
 

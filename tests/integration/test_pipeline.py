@@ -121,36 +121,6 @@ def test_slack_invalid_auth_is_an_auth_error(opsq_env_sqlite, workers_started, s
     assert "invalid" not in str(view.result)
 
 
-def test_exhausted_retries_land_in_dead_letters_and_replay_runs_again(opsq_env, workers_started,
-                                                                      sandbox_client):
-    from click.testing import CliRunner
-
-    from workers.cli.main import cli, register
-
-    workers_started(opsq_env())
-    sandbox_client.fault("gsheets", "error", status=502, times=3)
-    view = submit_action("gsheets", "append_row", {"sheet": "s", "values": [1]}, max_attempts=3).wait(30)
-    assert view.status == "failed" and view.attempts == 3 and view.error_kind == "retryable"
-    (dead,) = store.dead_letters()
-    assert dead.action_id == view.id and dead.attempts == 3
-
-    register()
-    out = CliRunner().invoke(cli, ["dlq", "list", "--json"])
-    assert out.exit_code == 0 and view.id in out.output
-    out = CliRunner().invoke(cli, ["dlq", "replay", str(dead.id)])
-    assert out.exit_code == 0, out.output
-    new_id = out.output.strip().split()[-1]
-    replayed = store.get(new_id)
-    from workers.client import ActionHandle
-
-    final = ActionHandle(new_id).wait(30)
-    assert final.status == "succeeded" and replayed.replay_of == view.id
-    assert [r["status"] for r in sandbox_client.requests(platform="gsheets")] == [502, 502, 502, 200]
-    assert store.dead_letters() == []  # replayed ones are hidden unless --all
-    again = CliRunner().invoke(cli, ["dlq", "replay", str(dead.id)])
-    assert again.exit_code != 0 and "already replayed" in again.output
-
-
 def test_worker_killed_mid_action_loses_no_message(opsq_env_sqlite, workers_started, sandbox_client):
     env = opsq_env_sqlite(OPSQ_VISIBILITY_TIMEOUT_S="3", OPSQ_IDEMPOTENCY_LEASE_S="3")
     first = workers_started(env, queues="gdrive", concurrency=1)

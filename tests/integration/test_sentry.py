@@ -38,7 +38,7 @@ class FakeSentry:
                 elif encoding == "deflate":
                     raw = zlib.decompress(raw)
                 elif encoding == "br":
-                    import brotli  # only if the SDK found it installed
+                    import brotli  # noqa: PLC0415 - optional: only if the SDK found it installed
 
                     raw = brotli.decompress(raw)
                 with outer.lock:

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.support.wait import wait_for
+from workers.ops.queue_ops import priority_lists
 from workers.store.db import session
 from workflows import state
 from workflows.client import WorkflowHandle, approve, submit_workflow
@@ -327,8 +328,6 @@ def test_approve_resumes_in_process(opsq_env_sqlite, workers_started, sandbox_cl
 
 def test_a_workflow_whose_messages_were_lost_resumes_without_redoing_steps(opsq_env_sqlite, workers_started,
                                                                           sandbox_client, redis_client):
-    from workers.ops.queue_ops import priority_lists
-
     env = opsq_env_sqlite()
     worker = workers_started(env, queues="gdrive,gsheets,trello,control")  # step 3 (slack) waits in Redis
     handle = submit_workflow(chain_spec())

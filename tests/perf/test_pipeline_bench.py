@@ -17,8 +17,15 @@ from collections import Counter
 
 import pytest
 from celery.result import ResultSet
+from sqlalchemy import func, select
 
+from tests.conftest import _configure
 from tests.perf import cpu
+from tests.perf.baseline_app import app
+from tests.support.worker import WorkerProcess
+from workers.client import submit_action, wait_all
+from workers.store.db import get_engine
+from workers.store.models import ActionRun
 
 pytestmark = pytest.mark.perf
 
@@ -48,23 +55,14 @@ class Opsq:
 
     @staticmethod
     def submit(app, n: int) -> list:
-        from workers.client import submit_action
-
         return [submit_action("noop", "noop", {"echo": i}) for i in range(n)]
 
     @staticmethod
     def wait(app, handles: list) -> None:
-        from workers.client import wait_all
-
         wait_all(handles, timeout=300)
 
     @staticmethod
     def check(handles: list) -> None:
-        from sqlalchemy import func, select
-
-        from workers.store.db import get_engine
-        from workers.store.models import ActionRun
-
         ids = [h.id for h in handles]
         with get_engine().connect() as conn:
             done = sum(conn.execute(select(func.count()).where(ActionRun.id.in_(ids[i:i + 500]),
@@ -122,9 +120,6 @@ def _drain(app, side, n: int, worker_name: str, meter: Meter) -> float:
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])
 def test_noop_throughput_against_plain_celery(db, request, redis_client, redis_url, sandbox, sandbox_client,
                                               monkeypatch, tmp_path):
-    from tests.conftest import _configure
-    from tests.support.worker import WorkerProcess
-
     if db == "sqlite":
         database_url = f"sqlite:///{tmp_path / 'bench.db'}"
     else:
@@ -136,8 +131,6 @@ def test_noop_throughput_against_plain_celery(db, request, redis_client, redis_u
     worker = WorkerProcess(env, "noop", concurrency=2, log_dir=tmp_path, app="tests.perf.baseline_app")
     worker.start()
     try:
-        from tests.perf.baseline_app import app
-
         pgid = os.getpgid(worker.proc.pid)
         _end_to_end(app, Plain, 50, Meter(pgid)), _end_to_end(app, Opsq, 50, Meter(pgid))  # warm up both
         for mode in ("end-to-end", "drain"):

@@ -15,6 +15,8 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from workers.dev import embedded_redis
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 DEFAULT_REDIS = "redis://127.0.0.1:6379/11"
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -35,8 +37,6 @@ def find_redis(home: Path) -> RedisService:
     except redis.RedisError as exc:
         if IN_CI:
             raise RuntimeError(f"CI needs Redis at {url} and it is not reachable: {exc}") from None
-        from workers.dev import embedded_redis
-
         server = embedded_redis.start(home)
         return RedisService(url=server.url, embedded=server,
                             note=f"Redis not reachable at {url} ({exc}); using embedded redis-server {server.url}")
