@@ -1,0 +1,217 @@
+"""workers.attempt: the one guarded attempt (admit -> call -> classify -> settle -> retry decision) and
+the one dead-letter policy. The guard is a recording fake (the Redis guard has its own tests in
+tests/integration/test_guard_scripts.py): what is tested here is the sequence and the verdicts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from executors.errors import (
+    AuthError,
+    ExecutorError,
+    InvalidParams,
+    PermanentError,
+    RateLimitedError,
+    RetryableError,
+)
+from workers import attempt as attempt_mod
+from workers.attempt import AttemptEnd, Ending, dead_letters, run_attempt
+from workers.guards import Admission, Attempt, Outcome
+from workers.redaction import REDACTED
+from workers.settings import reload_settings
+from workers.status import ErrorKind, Verdict
+
+
+@dataclass
+class FakeGuard:
+    admission: Admission = field(default_factory=Admission)
+    settle_errors: list[Exception] = field(default_factory=list)  # raised by the next settles, in order
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+
+    def admit(self, ctx: Attempt) -> Admission:
+        self.calls.append(("admit", ctx))
+        return self.admission
+
+    def settle(self, ctx: Attempt, admission: Admission, outcome: Outcome) -> str:
+        self.calls.append(("settle", outcome))
+        assert admission is self.admission  # settled with what admitted it (its probe slot, its lease)
+        if self.settle_errors:
+            raise self.settle_errors.pop(0)
+        return "closed"
+
+    @property
+    def settled(self) -> list[Outcome]:
+        return [o for name, o in self.calls if name == "settle"]
+
+
+@pytest.fixture
+def guard(monkeypatch: pytest.MonkeyPatch) -> FakeGuard:
+    fake = FakeGuard()
+    monkeypatch.setattr(attempt_mod, "get_guard", lambda: fake)
+    monkeypatch.setenv("OPSQ_RETRY_BASE_S", "0.5")
+    monkeypatch.setenv("OPSQ_RETRY_CAP_S", "30")
+    reload_settings()
+    return fake
+
+
+def ctx(n: int = 1, **kw: Any) -> Attempt:
+    return Attempt(action_id="a1", platform="trello", action="create_card", attempt=n, **kw)
+
+
+class Call:
+    """The platform call: returns `result` or raises `error`, and counts how often it ran."""
+
+    def __init__(self, result: dict[str, Any] | None = None, error: BaseException | None = None) -> None:
+        self.result, self.error, self.count = result or {"ok": True}, error, 0
+
+    def __call__(self) -> dict[str, Any]:
+        self.count += 1
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+# -- admitted: the call runs and its outcome is settled ---------------------------------------------------
+
+
+def test_success_is_settled_ok_with_the_redacted_result(guard):
+    call = Call({"card_id": "c1", "token": "t0ps3cret"})
+    end = run_attempt(ctx(), call, max_attempts=3)
+    assert (end.ending, end.result, end.kind, end.already) == (Ending.SUCCEEDED, {"card_id": "c1", "token": REDACTED},
+                                                              None, False)
+    assert end.started_at is not None and end.started_at.tzinfo is not None and end.verdict == Verdict.RUN
+    assert call.count == 1
+    assert [name for name, _ in guard.calls] == ["admit", "settle"]
+    assert guard.settled == [Outcome(ok=True, result={"card_id": "c1", "token": REDACTED})]
+
+
+def test_a_success_whose_settle_meets_a_redis_blip_is_settled_again(guard):
+    guard.settle_errors = [ConnectionError("blip"), ConnectionError("blip")]
+    end = run_attempt(ctx(), Call({"ok": 1}), max_attempts=3)
+    assert end.ending == Ending.SUCCEEDED
+    assert len(guard.settled) == 3  # two failed settles, then the one that stuck
+
+
+def test_a_retryable_failure_asks_for_a_retry_after_a_backoff(guard):
+    end = run_attempt(ctx(1), Call(error=RetryableError("502 from trello", status=502)), max_attempts=3)
+    assert (end.ending, end.kind, end.message) == (Ending.RETRY, "retryable", "502 from trello")
+    assert 0 <= end.delay_s <= 0.5  # attempt 1: full jitter up to the base
+    assert guard.settled == [Outcome(ok=False, error_kind="retryable", error="502 from trello", health_failure=True,
+                                     final=False)]
+
+
+def test_retry_after_is_honoured_in_the_delay(guard):
+    end = run_attempt(ctx(2), Call(error=RateLimitedError("429", status=429, retry_after=7)), max_attempts=5)
+    assert (end.ending, end.kind, end.delay_s) == (Ending.RETRY, "rate_limited", 7.0)
+    (outcome,) = guard.settled
+    assert outcome.health_failure is False and outcome.final is False  # the platform is healthy, only busy
+
+
+def test_a_retryable_failure_at_the_last_attempt_fails_and_is_settled_final(guard):
+    ends = [run_attempt(ctx(n), Call(error=RetryableError("timeout")), max_attempts=3) for n in (1, 2, 3)]
+    assert [e.ending for e in ends] == [Ending.RETRY, Ending.RETRY, Ending.FAILED]
+    assert (ends[-1].kind, ends[-1].message, ends[-1].delay_s) == ("retryable", "timeout", 0.0)
+    assert [o.final for o in guard.settled] == [False, False, True]
+
+
+@pytest.mark.parametrize(("error", "kind", "health_failure"), [
+    (PermanentError("404 no such list", status=404), "permanent", False),
+    (InvalidParams("name: Field required"), "invalid_params", False),
+    (AuthError("401 invalid token", status=401), "auth", False),
+    (ExecutorError("odd"), "error", False),
+])
+def test_other_executor_errors_fail_at_once_and_are_settled_final(guard, error, kind, health_failure):
+    call = Call(error=error)
+    end = run_attempt(ctx(1), call, max_attempts=5)
+    assert (end.ending, end.kind, end.message, end.delay_s) == (Ending.FAILED, kind, error.message, 0.0)
+    assert end.started_at is not None and call.count == 1
+    assert guard.settled == [Outcome(ok=False, error_kind=kind, error=error.message, health_failure=health_failure,
+                                     final=True)]
+
+
+def test_an_executor_bug_fails_as_internal_and_is_still_settled(guard, caplog):
+    end = run_attempt(ctx(1), Call(error=KeyError("card")), max_attempts=5)
+    assert (end.ending, end.kind, end.message) == (Ending.FAILED, ErrorKind.INTERNAL, "KeyError: 'card'")
+    # Settled anyway: no probe slot or lease is left behind.
+    assert guard.settled == [Outcome(ok=False, error_kind="internal", error="KeyError: 'card'", final=True)]
+    (record,) = [r for r in caplog.records if r.name == "opsq.action"]
+    assert record.message == "action crashed" and record.exc_info is not None and record.action_id == "a1"
+
+
+def test_run_attempt_never_raises_for_a_failure(guard):
+    for error in (RetryableError("x"), PermanentError("x"), RuntimeError("x"), ZeroDivisionError()):
+        assert isinstance(run_attempt(ctx(1), Call(error=error), max_attempts=2), AttemptEnd)
+
+
+# -- not admitted: nothing is called, nothing is settled ---------------------------------------------------
+
+
+def test_done_returns_the_stored_result_without_calling(guard):
+    guard.admission = Admission(verdict="done", result={"card_id": "c1"})
+    call = Call()
+    end = run_attempt(ctx(2), call, max_attempts=3)
+    assert end == AttemptEnd(Ending.DONE, result={"card_id": "c1"}, already=True, verdict=Verdict.DONE)
+    assert call.count == 0 and guard.settled == []
+
+
+def test_failed_before_returns_the_stored_error_without_calling(guard):
+    guard.admission = Admission(verdict="failed", error={"kind": "auth", "message": "401 invalid token"})
+    call = Call()
+    end = run_attempt(ctx(2), call, max_attempts=3)
+    assert end == AttemptEnd(Ending.FAILED, kind="auth", message="401 invalid token", already=True,
+                             verdict=Verdict.FAILED)
+    assert call.count == 0 and guard.settled == []
+
+
+def test_fail_fast_on_an_open_breaker_fails_as_circuit_open(guard):
+    guard.admission = Admission(verdict="open_fail", wait_s=12)
+    call = Call()
+    end = run_attempt(ctx(1, fail_fast=True), call, max_attempts=3)
+    assert (end.ending, end.kind, end.already, end.verdict) == (Ending.FAILED, "circuit_open", False, "open_fail")
+    assert end.message == "circuit breaker for trello is open (fail-fast action)"
+    assert call.count == 0 and guard.settled == []
+
+
+@pytest.mark.parametrize("verdict", ["busy", "open", "half_open_busy", "rate_limited"])
+def test_a_wait_is_rescheduled_after_the_guards_wait_with_some_jitter(guard, verdict):
+    guard.admission = Admission(verdict=verdict, wait_s=4.0)
+    call = Call()
+    delays = []
+    for _ in range(50):
+        end = run_attempt(ctx(1), call, max_attempts=3)
+        assert (end.ending, end.verdict, end.kind, end.started_at) == (Ending.WAIT, verdict, None, None)
+        delays.append(end.delay_s)
+    assert all(4.0 <= d <= 4.0 + 0.25 * 4.0 + 0.05 for d in delays)
+    assert len(set(delays)) > 1  # jittered: the waiting actions do not all come back at once
+    assert call.count == 0 and guard.settled == []
+
+
+# -- the dead-letter policy ---------------------------------------------------------------------------------
+
+
+DEAD_LETTER_POLICY = [
+    ("retryable", True),  # retries ran out: later may work
+    ("rate_limited", True),
+    ("auth", True),  # replay once the credentials are fixed
+    ("internal", True),  # replay after the fix
+    ("circuit_open", True),
+    ("stuck", True),
+    (None, True),
+    ("permanent", False),  # the same params would fail the same way
+    ("invalid_params", False),
+    ("template", False),
+]
+
+
+@pytest.mark.parametrize(("kind", "dead"), DEAD_LETTER_POLICY)
+def test_what_goes_to_the_dead_letters(kind, dead):
+    assert dead_letters(kind, step=False) is dead
+    assert dead_letters(kind, step=True) is False  # a workflow's step: its workflow rolls back instead
+
+
+def test_the_policy_above_decides_every_error_kind():
+    # A new kind of failure needs a line in DEAD_LETTER_POLICY: whether an operator can replay it.
+    assert {kind for kind, _ in DEAD_LETTER_POLICY} - {None} == set(ErrorKind)

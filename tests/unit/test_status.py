@@ -1,0 +1,65 @@
+"""workers.status and workflows.status: StrEnums whose members equal the strings stored in the database,
+written in JSON and typed in the CLI — so the vocabularies below must not change without a migration."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+
+import pytest
+
+from executors import errors as executor_errors
+from workers.guards import Admission
+from workers.status import (
+    FINAL_ACTION_STATUSES,
+    OPEN_ACTION_STATUSES,
+    ActionStatus,
+    ErrorKind,
+    Verdict,
+)
+from workflows.status import ApprovalStatus, CompensationStatus, StepStatus, WorkflowStatus
+
+VOCABULARIES: list[tuple[type[StrEnum], list[str]]] = [
+    (ActionStatus, ["queued", "running", "retrying", "succeeded", "failed", "skipped"]),
+    (Verdict, ["run", "done", "failed", "busy", "open", "half_open_busy", "rate_limited", "open_fail"]),
+    (ErrorKind, ["retryable", "permanent", "auth", "invalid_params", "template", "internal", "rate_limited",
+                 "circuit_open", "stuck"]),
+    (WorkflowStatus, ["pending", "running", "awaiting_approval", "succeeded", "failed", "rolling_back",
+                      "rolled_back", "rollback_failed", "resolved"]),
+    (StepStatus, ["pending", "queued", "running", "succeeded", "failed", "skipped"]),
+    (CompensationStatus, ["pending", "running", "done", "failed", "skipped"]),
+    (ApprovalStatus, ["pending", "approved", "denied", "expired"]),
+]
+
+
+@pytest.mark.parametrize(("enum", "values"), VOCABULARIES, ids=[v[0].__name__ for v in VOCABULARIES])
+def test_each_member_is_its_stored_string(enum, values):
+    assert [m.value for m in enum] == values
+    for member in enum:
+        assert member == member.value and str(member) == member.value and f"{member}" == member.value
+        assert enum(member.value) is member and member.name == member.value.upper()
+        assert hash(member) == hash(member.value)  # usable as a dict key in place of the string
+    assert json.dumps(list(enum)) == json.dumps(values)
+    with pytest.raises(ValueError, match="is not a valid"):
+        enum("no-such-status")
+
+
+def test_final_and_open_action_statuses_split_what_is_stored():
+    assert {"succeeded", "failed", "skipped"} == FINAL_ACTION_STATUSES
+    assert {"queued", "retrying"} == OPEN_ACTION_STATUSES
+    # `running` is never stored (it is read from the live lease in Redis).
+    assert set(ActionStatus) - FINAL_ACTION_STATUSES - OPEN_ACTION_STATUSES == {ActionStatus.RUNNING}
+    assert "succeeded" in FINAL_ACTION_STATUSES and "queued" not in FINAL_ACTION_STATUSES  # plain strings work
+
+
+def test_every_executor_error_kind_is_an_error_kind():
+    kinds = {cls.kind for cls in vars(executor_errors).values()
+             if isinstance(cls, type) and issubclass(cls, executor_errors.ExecutorError)
+             and cls is not executor_errors.ExecutorError}
+    assert kinds == {"retryable", "rate_limited", "permanent", "invalid_params", "auth"}
+    assert kinds <= set(ErrorKind)
+
+
+def test_an_admission_runs_only_on_the_run_verdict():
+    assert Admission().verdict == Verdict.RUN and Admission().run
+    assert [v for v in Verdict if Admission(verdict=v).run] == [Verdict.RUN]

@@ -1,0 +1,196 @@
+"""workflows.spec: loading a spec (dict, YAML text, file), validating it whole — every problem reported
+at once, each with its step id — and its levels and upstream steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from workflows.spec import WorkflowInvalid, WorkflowSpec, levels, load, upstream_of, validate
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
+
+
+def slack(step_id: str, *deps: str, text: str = "t", **extra: object) -> dict:
+    return {"id": step_id, "platform": "slack", "action": "send_message", "params": {"channel": "#c", "text": text},
+            "depends_on": list(deps), **extra}
+
+
+def spec(*steps: dict, **fields: object) -> WorkflowSpec:
+    return load({"name": "w", "steps": list(steps), **fields})
+
+
+def problems(s: WorkflowSpec, input_override: dict | None = None) -> list[str]:
+    with pytest.raises(WorkflowInvalid) as info:
+        validate(s, input_override)
+    assert str(info.value) == "invalid workflow: " + "; ".join(info.value.errors)
+    return info.value.errors
+
+
+# -- load ------------------------------------------------------------------------------------------------
+
+
+def test_load_takes_a_dict_yaml_text_or_a_file(tmp_path):
+    from_dict = load({"name": "w", "steps": [slack("a")]})
+    text = "name: w\nsteps:\n  - id: a\n    platform: slack\n    action: send_message\n" \
+           "    params: {channel: '#c', text: t}\n"
+    path = tmp_path / "w.yaml"
+    path.write_text(text)
+    assert load(text) == load(path) == load(str(path)) == from_dict
+    assert load(from_dict) is from_dict
+    assert from_dict.priority == "normal" and from_dict.approval_expires_s == 86400.0
+    assert from_dict.step("a").compensation is None and from_dict.step("a").max_attempts is None
+
+
+@pytest.mark.parametrize(("source", "error"), [
+    ("/nonexistent/w.yaml", "no such workflow file: /nonexistent/w.yaml"),
+    ("name: w\nsteps: [unclosed\n", "not valid YAML: "),
+    ("- just\n- a list\n", "a workflow is a mapping with `name` and `steps`"),
+    ({"steps": [slack("a")]}, "name: Field required"),
+    ({"name": "w", "steps": []}, "steps: List should have at least 1 item"),
+    ({"name": "w", "steps": [slack("a", colour="red")]}, "step a: colour: Extra inputs are not permitted"),
+    ({"name": "w", "steps": [slack("a"), {"id": "b", "platform": "slack"}]}, "step b: action: Field required"),
+    ({"name": "w", "steps": [slack("a"), {"platform": "slack", "action": "x"}]}, "step #2: id: Field required"),
+    ({"name": "w", "steps": [slack("bad id!")]}, "step bad id!: id: String should match pattern"),
+    ({"name": "w", "steps": [slack("a", max_attempts=0)]}, "step a: max_attempts: Input should be greater than"),
+])
+def test_structural_errors_are_refused_with_where_they_are(source, error):
+    with pytest.raises(WorkflowInvalid) as info:
+        load(source)
+    assert any(e.startswith(error) for e in info.value.errors), info.value.errors
+
+
+def test_the_examples_load_and_validate():
+    examples = sorted(EXAMPLES.glob("*.yaml"))
+    assert examples
+    for path in examples:
+        s = validate(load(path))
+        assert s.steps and levels(s)
+
+
+# -- validate ----------------------------------------------------------------------------------------------
+
+
+def test_a_valid_spec_is_returned_as_it_is():
+    s = spec(slack("a"), slack("b", "a", text="after {{ steps.a.output.ts }} for {{ input.who }}"),
+             input={"who": "ops"})
+    assert validate(s) is s
+
+
+def test_every_problem_is_reported_at_once_each_with_its_step():
+    s = spec(
+        {"id": "a", "platform": "jira", "action": "x"},
+        {"id": "b", "platform": "slack", "action": "fax"},
+        {"id": "c", "platform": "slack", "action": "send_message", "params": {"channel": "#c"}, "depends_on": ["zz"]},
+        slack("d", "d"),
+        slack("e", text="{{ steps.f.output.ts }}"),
+        slack("f"),
+        priority="urgent",
+    )
+    assert problems(s) == [
+        "priority: unknown priority 'urgent' (use one of: critical, high, normal, low)",
+        "step c: depends_on names unknown step 'zz'",
+        "step d: depends on itself",
+        "step d: dependency cycle d -> d",
+        "step a: unknown platform 'jira' (known: slack, notion, trello, gdrive, gsheets, webhook, noop)",
+        "step b: unknown action slack.fax (known: request_approval, send_message)",
+        "step c: text: Field required",
+        "step e: template {{ steps.f.output.ts }} names step 'f', which is not upstream of this step",
+    ]
+
+
+def test_a_cycle_is_named_with_its_path():
+    errors = problems(spec(slack("a", "c"), slack("b", "a"), slack("c", "b"), slack("d")))
+    assert errors == ["step a: dependency cycle a -> c -> b -> a"]
+
+
+def test_a_duplicate_id_is_reported_once():
+    assert "step a: the id is used more than once" in problems(spec(slack("a"), slack("a"), slack("a")))
+    assert problems(spec(slack("a"), slack("a"))).count("step a: the id is used more than once") == 1
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("{{ __import__('os') }}", "template {{ __import__('os') }} is not a plain path"),
+    ("{{ env.HOME }}", "must start with input. or steps."),
+    ("{{ steps.a.result }}", "must read steps.<id>.output"),
+    ("{{ input }}", "must name a key"),
+    ("{{ input.missing }}", "template {{ input.missing }} names input 'missing', which the workflow has no value for"),
+    ("{{ steps.c.output.ts }}", "names step 'c', which is not upstream of this step"),  # a sibling, not upstream
+])
+def test_bad_templates_are_reported_with_their_step(text, problem):
+    errors = problems(spec(slack("a"), slack("b", "a", text=text), slack("c", "a"), input={"who": "x"}))
+    assert len(errors) == 1 and errors[0].startswith("step b: ") and problem in errors[0], errors
+
+
+def test_templates_may_name_any_step_upstream_not_only_direct_dependencies():
+    s = spec(slack("a"), slack("b", "a"), slack("c", "b", text="{{ steps.a.output.ts }}"))
+    assert validate(s) is s
+
+
+def test_an_input_given_at_submit_satisfies_a_template_and_is_checked_for_secrets():
+    s = spec(slack("a", text="{{ input.who }}"))
+    assert "names input 'who'" in problems(s)[0]
+    assert validate(s, {"who": "ops"}) is s
+    assert problems(s, {"who": "ops", "password": "hunter2"}) == [
+        "input.password looks like a secret: " + _hint()]
+
+
+def test_params_are_schema_checked_with_input_filled_in_and_step_templates_left_for_run_time():
+    gdrive = {"id": "g", "platform": "gdrive", "action": "create_file", "depends_on": ["a"]}
+    ok = spec(slack("a"), {**gdrive, "params": {"name": "{{ steps.a.output.ts }}"}})
+    assert validate(ok) is ok
+    empty_name = spec(slack("a"), {**gdrive, "params": {"name": "{{ input.name }}"}}, input={"name": ""})
+    assert problems(empty_name) == ["step g: name: String should have at least 1 character"]
+
+
+@pytest.mark.parametrize(("where", "step"), [
+    ({"params": {"channel": "#c", "text": "t", "token": "xoxb-1"}}, "step a: params.token"),  # (and not in the schema)
+    ({"params": {"channel": "#c", "text": "t", "blocks": [{"api_key": "k"}]}}, "step a: params.blocks[0].api_key"),
+])
+def test_secrets_in_params_are_refused_with_their_path(where, step):
+    errors = problems(spec({**slack("a"), **where}))
+    assert errors[0] == f"{step} looks like a secret: " + _hint()
+
+
+def test_empty_secret_named_fields_are_not_secrets():
+    s = spec(slack("a"), input={"token": "", "password": None})
+    assert validate(s) is s
+
+
+def test_compensations_are_checked_like_steps():
+    undo = {"platform": "slack", "action": "send_message",
+            "params": {"channel": "#c", "text": "undo {{ steps.a.output.ts }} {{ steps.b.output.ts }}"}}
+    ok = spec(slack("a", compensation=undo), slack("b", "a", compensation=undo))
+    assert problems(ok) == ["step a: compensation template {{ steps.b.output.ts }} names step 'b', which is not "
+                            "upstream of this step"]  # b's own output and a's are fine for b's undo
+    assert problems(spec(slack("a", compensation={"platform": "slack", "action": "unsend"}))) == [
+        "step a: compensation names unknown action slack.unsend"]
+    assert problems(spec(slack("a", compensation=True))) == [
+        "step a: compensation is an action spec, false, or left out"]
+    assert validate(spec(slack("a", compensation=False))).step("a").compensation is False
+
+
+# -- levels and upstream_of ---------------------------------------------------------------------------------
+
+
+def test_levels_group_steps_by_depth_keeping_the_file_order():
+    diamond = spec(slack("scan"), slack("review", "scan"), slack("compliance", "scan"),
+                   slack("notify", "compliance", "review"), slack("solo"))
+    assert levels(diamond) == [["scan", "solo"], ["review", "compliance"], ["notify"]]
+    chain = spec(slack("c", "b"), slack("b", "a"), slack("a"))
+    assert levels(chain) == [["a"], ["b"], ["c"]]
+    uneven = spec(slack("a"), slack("b", "a"), slack("c", "a", "b"))  # c waits for the deeper one
+    assert levels(uneven) == [["a"], ["b"], ["c"]]
+
+
+def test_upstream_of_is_every_step_depended_on_directly_or_not():
+    s = spec(slack("a"), slack("b", "a"), slack("c", "b"), slack("d"), slack("e", "c", "d", "ghost"))
+    assert upstream_of(s, "e") == {"a", "b", "c", "d"}
+    assert upstream_of(s, "b") == {"a"} and upstream_of(s, "a") == set()
+
+
+def _hint() -> str:
+    return ("workflows are stored, and stored secrets are redacted, so a secret there would reach the platform "
+            "as '[redacted]': give credentials through the platform's token setting (OPSQ_<PLATFORM>_TOKEN; "
+            "webhooks: OPSQ_WEBHOOK_TOKEN)")
