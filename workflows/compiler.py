@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from celery import chain, group
 from celery.canvas import Signature
 
-from workers.queues import CONTROL_QUEUE, priority_value
-from workers.redaction import kwargs_repr
-from workers.tasks import execute_action
+from workers.enqueue import action_signature
+from workers.queues import CONTROL_QUEUE
 from workflows.spec import WorkflowSpec, levels
 from workflows.tasks import workflow_complete, workflow_pause, workflow_step_failed
 
@@ -25,12 +24,9 @@ from workflows.tasks import workflow_complete, workflow_pause, workflow_step_fai
 def step_signature(workflow_id: str, spec: WorkflowSpec, step_id: str, action_id: str, priority: str,
                    max_attempts: int) -> Signature:
     step = spec.step(step_id)
-    kwargs = {"action_id": action_id, "platform": step.platform, "action": step.action, "params": step.params,
-              "max_attempts": step.max_attempts or max_attempts,
-              "step": {"workflow_id": workflow_id, "step_id": step_id}}
-    sig = execute_action.si(**kwargs).set(queue=step.platform, routing_key=step.platform,
-                                          priority=priority_value(priority), task_id=action_id,
-                                          kwargsrepr=kwargs_repr(kwargs))
+    sig = action_signature(action_id=action_id, platform=step.platform, action=step.action, params=step.params,
+                           queue=step.platform, priority=priority, max_attempts=step.max_attempts or max_attempts,
+                           step={"workflow_id": workflow_id, "step_id": step_id})
     sig.link_error(workflow_step_failed.s(workflow_id=workflow_id, step_id=step_id))
     return sig
 
