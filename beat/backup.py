@@ -14,6 +14,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, event, func, insert, select, text
 
+# Every layer declares its tables on the one Base when its models are imported: a backup must know them all,
+# whichever modules the process that runs it (the CLI, a beat worker) happened to load before.
+import beat.models  # noqa: F401
+import workflows.models  # noqa: F401
 from workers.settings import get_settings
 from workers.store import audit
 from workers.store.db import get_engine, make_engine, upgrade
@@ -130,7 +134,7 @@ def prune(retention_days: float, directory: Path | None = None) -> list[str]:
 def load(path: Path) -> dict[str, Any]:
     try:
         with gzip.open(path, "rt", encoding="utf-8") as fh:
-            data = json.load(fh)
+            data: dict[str, Any] = json.load(fh)
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path} is not an opsqueue backup: {exc}") from None
     if data.get("format") != FORMAT:

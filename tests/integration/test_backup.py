@@ -10,8 +10,6 @@ from sqlalchemy import Engine, event
 
 # Their tables on the shared Base: `backup.dump` in this process reads only the tables it has imported
 # (beat.backup does not import them itself: see the xfail in tests/unit/test_backup.py).
-import beat.models  # noqa: F401
-import workflows.models  # noqa: F401
 from beat import backup
 from tests.integration.opsq_cli import opsq
 from workers.client import submit_action

@@ -114,9 +114,6 @@ def test_backups_are_listed_oldest_first_and_pruned_by_age(tmp_path):
                                                           "opsq-backup-20240129T000000Z.json.gz", "unrelated.json.gz"]
 
 
-@pytest.mark.xfail(strict=True, reason="beat.backup dumps only the tables registered on Base by the modules "
-                   "this process happened to import: `opsq backup create/restore` (the CLI process) leaves out "
-                   "the workflow, approval, alert and maintenance tables since the models moved to their layer")
 def test_a_process_that_imports_only_beat_backup_dumps_every_table(tmp_path):
     url = f"sqlite:///{tmp_path / 'all.db'}"
     engine = make_engine(url)

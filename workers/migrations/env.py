@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
+
 from alembic import context
 
 from workers.store.models import Base
+
+# Autogenerate compares against every layer's tables. They are named, not imported: workers sits below
+# workflows and beat (import-linter), and this file only ever runs inside Alembic.
+for _models in ("workflows.models", "beat.models"):
+    importlib.import_module(_models)
 
 engine = context.config.attributes["engine"]
 
