@@ -11,17 +11,19 @@ import pytest
 import redis
 from sqlalchemy import inspect, text
 
+from executors.registry import TOKEN_PLATFORMS
 from executors.sandbox.server import SandboxClient, SandboxServer
 from tests.support.services import PostgresService, RedisService, find_postgres, find_redis
 from tests.support.worker import WorkerProcess
 from workers import executor_pool
+from workers.queues import CONTROL_QUEUE, PLATFORM_QUEUES
 from workers.settings import reload_settings
 from workers.store import db
 from workers.store.db import make_engine
 
 _TMP = Path(tempfile.mkdtemp(prefix="opsq-tests-"))
 _REDIS: RedisService | None = None
-PLATFORMS_WITH_TOKENS = ("slack", "notion", "trello", "gdrive", "gsheets")
+PLATFORMS_WITH_TOKENS = TOKEN_PLATFORMS
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -170,7 +172,7 @@ def _configure(redis_url: str, database_url: str, sandbox: object,
 def workers_started(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
-    def start(env: dict[str, str], queues: str = "slack,notion,trello,gdrive,gsheets,webhook,noop,control",
+    def start(env: dict[str, str], queues: str = ",".join((*PLATFORM_QUEUES, CONTROL_QUEUE)),
               concurrency: int = 2, **kw: object) -> WorkerProcess:
         worker = WorkerProcess(env, queues, concurrency, log_dir=tmp_path, **kw)  # type: ignore[arg-type]
         started.append(worker)

@@ -31,7 +31,7 @@ from executors.webhook import WebhookExecutor
 TOKEN = "xoxb-s3cr3t-T0K3N-9f8e"
 API_KEY = "trello-k3y-7d6c"
 EXTRA: dict[str, dict[str, str]] = {
-    "notion": {"notion_version": "2022-06-28"},
+    "notion": {"version": "2022-06-28"},
     "trello": {"api_key": API_KEY},
     "gsheets": {"spreadsheet_id": "book1"},
 }

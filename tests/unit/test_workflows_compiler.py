@@ -55,7 +55,8 @@ def test_a_step_is_one_immutable_execute_action_on_its_platform_queue():
     assert sig.task == "opsq.execute_action" and sig.immutable and sig.args == ()
     assert sig.kwargs == {"action_id": "act-hook", "platform": "webhook", "action": "post",
                           "params": {"url": HOOK, "json": {"n": 1}},  # the real URL: the call needs it
-                          "max_attempts": 9, "step": {"workflow_id": WF, "step_id": "hook"}}
+                          "max_attempts": 9, "idempotency_key": None, "fail_fast": False,
+                          "step": {"workflow_id": WF, "step_id": "hook"}}
     assert sig.options["task_id"] == "act-hook"  # the action id is the Celery task id
     assert (sig.options["queue"], sig.options["routing_key"]) == ("webhook", "webhook")
     assert sig.options["priority"] == priority_value("critical") == 0

@@ -21,6 +21,7 @@ from typing import Any
 
 import click
 
+from executors.registry import TOKEN_PLATFORMS
 from workers.queues import CONTROL_QUEUE, PLATFORM_QUEUES
 
 DEMO_QUEUES = (*PLATFORM_QUEUES, CONTROL_QUEUE)
@@ -87,7 +88,7 @@ class DemoEnvironment:
             os.environ["OPSQ_HOME"] = str(self.tmp)
         self.sandbox = SandboxServer().start()
         os.environ["OPSQ_PLATFORM_BASE_URL"] = self.sandbox.url
-        for platform in ("slack", "notion", "trello", "gdrive", "gsheets"):
+        for platform in TOKEN_PLATFORMS:
             os.environ.pop(f"OPSQ_{platform.upper()}_BASE_URL", None)
             os.environ.setdefault(f"OPSQ_{platform.upper()}_TOKEN", "demo-token")
         os.environ.setdefault("OPSQ_TRELLO_API_KEY", "demo-key")
@@ -156,7 +157,7 @@ def scenario_routing(run: DemoRun) -> None:
     from workers.client import submit_action
 
     heading(1, "routing: one action to each platform, each on its own queue")
-    actions = [
+    actions: list[tuple[str, str, dict[str, Any]]] = [
         ("slack", "send_message", {"channel": "#ops", "text": "opsqueue demo says hello"}),
         ("notion", "create_task", {"database_id": "demo-db", "title": "Review the demo"}),
         ("trello", "create_card", {"list_id": "5f1e0a9c3b2d4e6f7a8b9c0d", "name": "Ship opsqueue"}),
