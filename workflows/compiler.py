@@ -3,8 +3,9 @@
 Steps are layered by depth (level n depends on something at level n-1). Each level is one signature
 or a `group`; the levels are `chain`ed, and Celery turns "group followed by a signature" into a
 `chord`. So `scan -> (compliance, review) -> notify` is built as chain(scan, group(compliance, review),
-notify, complete), which Celery turns into chain(scan, chord([compliance, review], chain(notify, complete))). A level that holds a step needing
-approval ends the canvas with a pause; approving it compiles the rest from the stored spec.
+notify, complete), which Celery turns into chain(scan, chord([compliance, review], chain(notify, complete))).
+A level that holds a step needing approval ends the canvas with a pause; approving it compiles the rest
+from the stored spec.
 Every step signature carries its own `link_error`, which starts the rollback.
 """
 

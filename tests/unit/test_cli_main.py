@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import pytest
 
-from workers.cli.main import parse_params
+from workers.cli.options import parse_params
 
 
 def test_cli_params_parse_json_values_and_refuse_bad_pairs():

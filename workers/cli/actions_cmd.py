@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from workers.cli.main import json_option, parse_params, priority_option
+from workers.cli.options import json_option, parse_params, priority_option
 from workers.cli.output import emit_json, status_text, table
 
 

@@ -402,7 +402,7 @@ def scenario_approvals(run: DemoRun) -> None:
 def scenario_dashboard(run: DemoRun) -> None:
     from datetime import UTC, datetime
 
-    from workers.cli.ops_cmd import print_metrics
+    from workers.cli.reports_cmd import print_metrics
     from workers.guards import breaker
     from workers.ops.reports import metrics
     from workflows import state

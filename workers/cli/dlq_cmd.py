@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from workers.cli.guards_cmd import actor_option
-from workers.cli.main import json_option, parse_params
+from workers.cli.options import actor_option, json_option, parse_params
 from workers.cli.output import emit_json, table
 
 

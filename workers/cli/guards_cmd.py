@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import click
 
-from workers.cli.main import json_option
+from workers.cli.options import actor_option, json_option
 from workers.cli.output import emit_json, table
 from workers.queues import PLATFORM_QUEUES
-from workers.store import audit
 
 STATE_COLOURS = {"closed": "green", "half_open": "yellow", "open": "red"}
-actor_option = click.option("--actor", default=audit.default_actor,
-                            show_default="OPSQ_ACTOR or the OS user",
-                            help="Who is doing this (recorded in the history).")
 
 
 def _state(state: str) -> str:

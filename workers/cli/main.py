@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Any
@@ -13,7 +12,6 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from sqlalchemy.exc import SQLAlchemyError
 
 from workers.errors import ConfigError, NotFound, OpsqError
-from workers.queues import PRIORITY_NAMES
 
 
 class OpsqGroup(click.Group):
@@ -55,40 +53,33 @@ def cli() -> None:
     """opsqueue: reliable actions on Slack, Notion, Trello, Google Drive/Sheets and webhooks."""
 
 
-def parse_params(pairs: tuple[str, ...], params_json: str | None, hint: str = "--param") -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    if params_json:
-        try:
-            loaded = json.loads(params_json)
-        except json.JSONDecodeError as exc:
-            raise click.BadParameter(f"not valid JSON: {exc.msg} at column {exc.colno}",
-                                     param_hint="--params-json") from None
-        if not isinstance(loaded, dict):
-            raise click.BadParameter("must be a JSON object", param_hint="--params-json")
-        params.update(loaded)
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{pair!r} is not key=value", param_hint=hint)
-        # A value that parses as JSON (numbers, lists, true) is taken as such; anything else is text.
-        try:
-            params[key] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key] = value
-    return params
-
-
-priority_option = click.option("--priority", type=click.Choice(PRIORITY_NAMES), default="normal",
-                               show_default=True)
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
 def register() -> None:
-    import importlib
+    """Each layer's commands, assembled here (the way `celery` adds its subcommands): the runtime's, the
+    workflows' (workflows.cli) and beat's (beat.cli). Each module's `register(cli)` adds its commands."""
+    from beat import cli as beat_cli
+    from workers.cli import (
+        actions_cmd,
+        audit_cmd,
+        db_cmd,
+        demo_cmd,
+        dlq_cmd,
+        flower_cmd,
+        guards_cmd,
+        health_cmd,
+        queue_cmd,
+        reports_cmd,
+        sandbox_cmd,
+        worker_cmd,
+    )
+    from workflows import cli as workflows_cli
 
-    for name in ("actions_cmd", "db_cmd", "demo_cmd", "dlq_cmd", "guards_cmd", "sandbox_cmd", "worker_cmd",
-                 "workflow_cmd", "ops_cmd", "flower_cmd"):
-        importlib.import_module(f"workers.cli.{name}").register(cli)
+    if cli.commands:
+        return
+    for module in (actions_cmd, db_cmd, demo_cmd, dlq_cmd, guards_cmd, sandbox_cmd, worker_cmd, workflows_cli,
+                   audit_cmd, queue_cmd, health_cmd, reports_cmd, beat_cli, flower_cmd):
+        module.register(cli)
 
 
 def main() -> None:

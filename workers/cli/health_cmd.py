@@ -1,0 +1,58 @@
+"""opsq health, validate-env, test-auth: is everything there and configured right?"""
+
+from __future__ import annotations
+
+import click
+
+from workers.cli.options import json_option, print_checks
+
+
+@click.command()
+@click.option("--strict", is_flag=True, help="Warnings count as unhealthy too.")
+@json_option
+def health(strict: bool, as_json: bool) -> None:
+    """Redis, database, workers and their queues, beat, breakers, Flower. Exit 1 when unhealthy."""
+    from beat import health as beat_health
+    from workers.ops.health import health as run_checks
+
+    checks = run_checks(more=beat_health.checks)
+    print_checks(checks, as_json)
+    bad = {"fail", "warn"} if strict else {"fail"}
+    if any(c.status in bad for c in checks):
+        raise SystemExit(1)
+
+@click.command("validate-env")
+@json_option
+def validate_env(as_json: bool) -> None:
+    """Every OPSQ_ setting (secrets masked) and what is wrong with them. Exit 1 on errors."""
+    from beat.schedule import build
+    from workers.ops.health import FAIL, Check
+    from workers.ops.health import validate_env as run_checks
+    from workers.settings import get_settings
+
+    checks = run_checks()
+    try:
+        build(get_settings())
+    except ValueError as exc:
+        checks.append(Check("OPSQ_BEAT_INTERVALS", FAIL, str(exc)))
+    print_checks(checks, as_json)
+    if any(c.status == "fail" for c in checks):
+        raise SystemExit(1)
+
+@click.command("test-auth")
+@click.argument("platform", required=False)
+@json_option
+def test_auth(platform: str | None, as_json: bool) -> None:
+    """Each platform's credentials against its configured base URL. Exit 1 if any fails."""
+    from workers.ops.health import test_auth as run_checks
+
+    checks = run_checks([platform] if platform else None)  # None: every platform that needs a token
+    print_checks(checks, as_json)
+    if any(c.status == "fail" for c in checks):
+        raise SystemExit(1)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(health)
+    cli.add_command(validate_env)
+    cli.add_command(test_auth)

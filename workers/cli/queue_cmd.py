@@ -1,0 +1,93 @@
+"""opsq queue: depth, stuck actions, pause, resume, clear."""
+
+from __future__ import annotations
+
+import click
+
+from workers.cli.options import actor_option, json_option
+from workers.cli.output import emit_json, table
+
+
+@click.group()
+def queue() -> None:
+    """Queues: depth, stuck actions, pause, resume, clear."""
+
+@queue.command("status")
+@json_option
+def queue_status(as_json: bool) -> None:
+    """Depth per queue and priority, oldest message, consumers, paused."""
+    from workers.celery_app import app
+    from workers.ops import queue_ops
+
+    rows = queue_ops.status(app)
+    if as_json:
+        emit_json(rows)
+        return
+    table(["QUEUE", "DEPTH", "CRITICAL", "HIGH", "NORMAL", "LOW", "OLDEST (UTC)", "CONSUMERS", "PAUSED"],
+          [[r["queue"], r["depth"], *r["by_priority"].values(), (r["oldest_enqueued_at"] or "-")[:19],
+            ", ".join(r["consumers"]) or click.style("none", fg="yellow"),
+            click.style("PAUSED", fg="yellow", bold=True) if r["paused"] else ""] for r in rows])
+
+@queue.command("stuck")
+@json_option
+def queue_stuck(as_json: bool) -> None:
+    """What detect_stuck would act on (changes nothing)."""
+    from workers.ops.stuck import detect
+
+    report = detect(act=False)
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    for label, ids in (("would requeue", report.requeued), ("would reconcile", report.reconciled),
+                       ("would fail", report.failed), ("old but queued", report.waiting),
+                       ("old but running", report.running)):
+        for action_id in ids:
+            click.echo(f"{label:<16} {action_id}  {report.details.get(action_id, '')}")
+    for wid in report.workflows:
+        click.echo(f"{'workflow':<16} {wid}  an old step has no message of its own (normal while an earlier "
+                   f"step runs); detect_stuck resumes it only if nothing of it is in flight")
+    if not any((report.requeued, report.reconciled, report.failed, report.waiting, report.running,
+                report.workflows)):
+        click.echo("nothing stuck")
+
+@queue.command("pause")
+@click.argument("name")
+@actor_option
+def queue_pause(name: str, actor: str) -> None:
+    """Workers stop consuming QUEUE (remembered for workers started later)."""
+    from workers.celery_app import app
+    from workers.ops import queue_ops
+
+    stopped = queue_ops.pause(app, name, actor)
+    click.echo(f"paused {name}" + (f": {', '.join(stopped)} stopped consuming it" if stopped
+                                   else " (no worker was consuming it)"))
+
+@queue.command("resume")
+@click.argument("name")
+@actor_option
+def queue_resume(name: str, actor: str) -> None:
+    """Workers consume QUEUE again."""
+    from workers.celery_app import app
+    from workers.ops import queue_ops
+
+    started = queue_ops.resume(app, name, actor)
+    click.echo(f"resumed {name}" + (f": {', '.join(started)} consume it again" if started
+                                    else " (no worker to restart; new workers will consume it)"))
+
+@queue.command("clear")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Really drop every message in it.")
+@actor_option
+def queue_clear(name: str, yes: bool, actor: str) -> None:
+    """Drop every message waiting in QUEUE (recorded in the audit trail)."""
+    from workers.ops import queue_ops
+
+    if not yes:
+        raise click.UsageError(f"this drops every message in {name}; add --yes to do it")
+    result = queue_ops.clear(name, actor)
+    click.echo(f"cleared {name}: dropped {result['dropped']} message(s); the list is in `opsq audit list "
+               "--action queue_clear`")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(queue)

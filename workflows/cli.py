@@ -1,0 +1,242 @@
+"""opsq workflow ... and opsq approvals ..."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import click
+
+from workers.cli.options import actor_option, json_option, parse_params
+from workers.cli.output import emit_json, status_text, table
+from workflows.status import WorkflowStatus
+
+WF_COLOURS = {"succeeded": "green", "running": "blue", "awaiting_approval": "yellow", "rolling_back": "yellow",
+              "rolled_back": "magenta", "rollback_failed": "red", "failed": "red", "resolved": "cyan",
+              "pending": "white", "skipped": "white", "done": "green", "queued": "cyan"}
+WF_STATUSES = [s.value for s in WorkflowStatus]
+
+
+def wf_status(status: str) -> str:
+    return click.style(status, fg=WF_COLOURS.get(status, "white"), bold=status in ("rollback_failed", "failed"))
+
+
+def _ts(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _duration(step: dict[str, Any]) -> str:
+    if step.get("started_at") and step.get("finished_at"):
+        return f"{(step['finished_at'] - step['started_at']).total_seconds():.2f}s"
+    return "-"
+
+
+def parse_inputs(pairs: tuple[str, ...]) -> dict[str, Any]:
+    return parse_params(pairs, None, hint="--input")
+
+
+def print_status(wid: str) -> None:
+    from workflows import state
+
+    run = state.get_run_row(wid)
+    click.echo(f"workflow {wid}  {run['name']}  {wf_status(run['status'])}  priority {run['priority']}")
+    if run["error"]:
+        click.echo(f"reason   {run['error']}")
+    table(["STEP", "STATUS", "PLATFORM", "ACTION", "ATTEMPTS", "DURATION", "ERROR"],
+          [[s["step_id"], wf_status(s["status"]), s["platform"], s["action"], s["attempts"], _duration(s),
+            (s["error"] or "")[:80]] for s in state.steps(wid)])
+    comps = state.compensations(wid)
+    if comps:
+        click.echo("rollback (in order):")
+        table(["#", "STEP", "UNDO", "STATUS", "ERROR"],
+              [[c["position"], c["step_id"], f"{c['platform']}.{c['action']}", wf_status(c["status"]),
+                (c["error"] or "")[:80]] for c in comps])
+
+
+@click.group()
+def workflow() -> None:
+    """Multi-step workflows: run, inspect, roll back, resolve."""
+
+@workflow.command("run")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--input", "-i", "inputs", multiple=True, metavar="K=V", help="Override an input (repeatable).")
+@click.option("--priority", type=click.Choice(["critical", "high", "normal", "low"]))
+@click.option("--idempotency-key", help="Submitting the same key again returns the first workflow.")
+@click.option("--wait", is_flag=True, help="Wait until it finishes or waits for an approval.")
+@click.option("--timeout", type=float, default=300.0, show_default=True)
+@json_option
+def workflow_run(file: str, inputs: tuple[str, ...], priority: str | None, idempotency_key: str | None,
+                 wait: bool, timeout: float, as_json: bool) -> None:
+    """Validate and start a workflow from a YAML file; prints its id."""
+    from workflows.client import submit_workflow
+
+    handle = submit_workflow(file, parse_inputs(inputs), priority=priority, idempotency_key=idempotency_key)
+    status = handle.wait(timeout) if wait else handle.status()
+    if as_json:
+        emit_json({"id": handle.id, "status": status, "deduplicated": handle.deduplicated})
+    elif wait:
+        print_status(handle.id)
+    else:
+        click.echo(handle.id)
+    if wait and status not in ("succeeded", "awaiting_approval"):
+        raise SystemExit(1)
+
+@workflow.command("validate")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--input", "-i", "inputs", multiple=True, metavar="K=V")
+def workflow_validate(file: str, inputs: tuple[str, ...]) -> None:
+    """Check a workflow file: every problem is listed, nothing runs."""
+    from workflows.spec import WorkflowInvalid, levels, load, validate
+
+    try:
+        spec = validate(load(file), parse_inputs(inputs))
+    except WorkflowInvalid as exc:
+        for err in exc.errors:
+            click.echo(click.style("invalid: ", fg="red", bold=True) + err, err=True)
+        raise SystemExit(1) from None
+    shape = " -> ".join("(" + ", ".join(lv) + ")" if len(lv) > 1 else lv[0] for lv in levels(spec))
+    click.echo(f"{spec.name}: valid, {len(spec.steps)} steps: {shape}")
+
+@workflow.command("list")
+@click.option("--status", type=click.Choice(WF_STATUSES))
+@click.option("--limit", type=click.IntRange(1, 10000), default=20, show_default=True)
+@json_option
+def workflow_list(status: str | None, limit: int, as_json: bool) -> None:
+    """The newest workflows."""
+    from workflows import state
+
+    runs = state.list_runs(status=status, limit=limit)
+    if as_json:
+        emit_json([{k: v for k, v in r.items() if k != "spec"} for r in runs])
+        return
+    table(["ID", "NAME", "STATUS", "PRIORITY", "CREATED", "FAILED STEP"],
+          [[r["id"], r["name"], wf_status(r["status"]), r["priority"], _ts(r["created_at"]),
+            r["failed_step"] or ""] for r in runs])
+
+@workflow.command("status")
+@click.argument("workflow_id")
+@json_option
+def workflow_status(workflow_id: str, as_json: bool) -> None:
+    """One line a step: status, platform, duration, error."""
+    from workflows import state
+
+    if as_json:
+        run = state.get_run_row(workflow_id)
+        emit_json({"id": workflow_id, "status": run["status"], "error": run["error"],
+                   "steps": [{k: s[k] for k in ("step_id", "status", "platform", "action", "attempts",
+                                                 "error")} | {"duration": _duration(s)}
+                             for s in state.steps(workflow_id)],
+                   "compensations": state.compensations(workflow_id)})
+        return
+    print_status(workflow_id)
+
+@workflow.command("state")
+@click.argument("workflow_id")
+@json_option
+def workflow_state(workflow_id: str, as_json: bool) -> None:
+    """The whole record: spec, input, step outputs, compensations, approvals, timeline."""
+    from workflows import state
+
+    whole = state.whole(workflow_id)
+    if as_json:
+        emit_json(whole)
+        return
+    print_status(workflow_id)
+    click.echo("input:   " + json.dumps(whole["input"], sort_keys=True))
+    for s in whole["steps"]:
+        if s["output"] is not None:
+            click.echo(f"output  {s['step_id']}: {json.dumps(s['output'], sort_keys=True)}")
+    for a in whole["approvals"]:
+        click.echo(f"approval {a['id']}: {a['status']} (steps {', '.join(a['step_ids'])}, expires "
+                   f"{_ts(a['expires_at'])}, decided by {a['decided_by'] or '-'})")
+    click.echo("timeline:")
+    for e in whole["timeline"]:
+        step = f" [{e['step_id']}]" if e["step_id"] else ""
+        click.echo(f"  {_ts(e['at'])}  {e['kind']}{step}  {e['detail'] or ''}")
+
+@workflow.command("rollback")
+@click.argument("workflow_id")
+@actor_option
+def workflow_rollback(workflow_id: str, actor: str) -> None:
+    """Roll back now, or retry a failed rollback."""
+    from workflows.client import rollback
+
+    click.echo(f"workflow {workflow_id}: {rollback(workflow_id, actor)}")
+
+@workflow.command("resume")
+@click.argument("workflow_id")
+@actor_option
+def workflow_resume(workflow_id: str, actor: str) -> None:
+    """Send the rest of a running workflow again (its messages were lost); done steps are not redone."""
+    from workflows.client import resume
+
+    click.echo(f"workflow {workflow_id}: {resume(workflow_id, actor)}")
+
+@workflow.command("mark-resolved")
+@click.argument("workflow_id")
+@click.option("--note", required=True, help="What was done by hand.")
+@actor_option
+def workflow_mark_resolved(workflow_id: str, note: str, actor: str) -> None:
+    """Record that a person fixed the workflow by hand."""
+    from workflows.client import mark_resolved
+
+    mark_resolved(workflow_id, note, actor)
+    click.echo(f"workflow {workflow_id} marked resolved by {actor}")
+
+@click.group()
+def approvals() -> None:
+    """Approval gates of workflows."""
+
+@approvals.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Also decided and expired ones.")
+@json_option
+def approvals_list(show_all: bool, as_json: bool) -> None:
+    """Pending approvals (oldest first)."""
+    from workflows import state
+
+    items = state.approvals(status=None if show_all else "pending")
+    if as_json:
+        emit_json(items)
+        return
+    if not items:
+        click.echo("no pending approvals" if not show_all else "no approvals")
+        return
+    table(["ID", "WORKFLOW", "STEPS", "STATUS", "EXPIRES (UTC)", "REQUESTED BY"],
+          [[a["id"], a["workflow_id"], ", ".join(a["step_ids"]), status_text(a["status"]), _ts(a["expires_at"]),
+            a["requested_by"] or "-"] for a in items])
+
+@approvals.command("approve")
+@click.argument("approval_id")
+@click.option("--comment")
+@actor_option
+def approvals_approve(approval_id: str, comment: str | None, actor: str) -> None:
+    """Approve: the workflow resumes from the gated steps."""
+    from workflows.client import approve
+
+    handle = approve(approval_id, actor, comment)
+    click.echo(f"approved {approval_id}: workflow {handle.id} resumes")
+
+@approvals.command("deny")
+@click.argument("approval_id")
+@click.option("--reason", required=True)
+@actor_option
+def approvals_deny(approval_id: str, reason: str, actor: str) -> None:
+    """Deny: what the workflow completed is rolled back."""
+    from workflows.client import deny
+
+    handle = deny(approval_id, reason, actor)
+    click.echo(f"denied {approval_id}: workflow {handle.id} rolls back")
+
+@approvals.command("expire")
+def approvals_expire() -> None:
+    """Expire the approvals past their deadline now (beat does this every minute)."""
+    from workflows.client import expire_due
+
+    expired = expire_due()
+    click.echo(f"expired {len(expired)} approval(s)" + (f": {', '.join(expired)}" if expired else ""))
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(workflow)
+    cli.add_command(approvals)
