@@ -28,7 +28,8 @@ def upgrade() -> None:
     op.execute("UPDATE action_runs SET workflow_id = (SELECT s.workflow_id FROM workflow_steps s "
                "WHERE s.action_id = action_runs.id) "
                "WHERE id IN (SELECT action_id FROM workflow_steps)")
-    op.execute("UPDATE action_runs SET status = 'skipped' WHERE status = 'failed' AND error_kind = 'skipped'")
+    op.execute("UPDATE action_runs SET status = 'skipped', error_kind = NULL "
+               "WHERE status = 'failed' AND error_kind = 'skipped'")
 
 
 def downgrade() -> None:
