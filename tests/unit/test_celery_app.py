@@ -1,0 +1,68 @@
+"""workers.celery_app: importing any task module touches no broker; the app configures itself on first use,
+and says plainly when there is no Redis to use."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from workers.celery_app import OpsqCelery, celery_config
+from workers.settings import Settings, reload_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _python(code: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPSQ_")}
+    env["OPSQ_HOME"] = str(home)  # empty: no embedded Redis to be found there
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_every_task_module_imports_with_no_redis_configured(tmp_path):
+    result = _python("import workers.tasks, workflows.tasks, beat.tasks\n"
+                     "from workers.celery_app import app\n"
+                     "assert not app.configured, 'importing configured the app'\n"
+                     "print('imported')", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "imported"
+
+
+def test_first_use_without_redis_names_the_setting(tmp_path):
+    result = _python("from workers.celery_app import app\n"
+                     "from workers.errors import ConfigError\n"
+                     "try:\n"
+                     "    app.conf.broker_url\n"
+                     "except ConfigError as exc:\n"
+                     "    print('ConfigError:', exc)\n", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "ConfigError: no Redis: set OPSQ_REDIS_URL" in result.stdout
+
+
+@pytest.fixture
+def probe_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("OPSQ_REDIS_URL", "redis://127.0.0.1:1/0")
+    reload_settings()
+    yield
+    monkeypatch.undo()
+    reload_settings()
+
+
+def test_configured_from_the_settings_on_first_use(probe_settings):
+    app = OpsqCelery("probe")
+    assert not app.configured
+    assert app.conf.broker_url == "redis://127.0.0.1:1/0"  # nothing is connected to: only read
+    assert app.configured
+    assert app.conf.task_serializer == "json" and app.conf.accept_content == ["json"]
+    assert celery_config(Settings())["include"] == ["workers.tasks", "workflows.tasks", "beat.tasks"]
+
+
+@pytest.mark.parametrize("module", ["workers.client", "workers.enqueue", "workflows.client", "beat.maintenance"])
+def test_the_client_side_modules_import_with_no_redis_configured(tmp_path, module):
+    result = _python(f"import {module}", tmp_path)
+    assert result.returncode == 0, result.stderr
