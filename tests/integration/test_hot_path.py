@@ -157,8 +157,14 @@ def test_submit_survives_a_connection_the_server_dropped(opsq_env_pg):
     raw.close()  # back to the pool
     with get_engine().connect() as conn:  # a server restart, as far as that connection can tell
         assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
-        wait_for(lambda: not conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
-                                          {"pid": pid}).scalar(), what="the backend gone")
+
+    def backend_gone() -> bool:
+        # A transaction of its own each time: pg_stat_activity is a snapshot taken once per transaction.
+        with get_engine().connect() as conn:
+            return not conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
+                                    {"pid": pid}).scalar()
+
+    wait_for(backend_gone, what="the backend gone")
     disconnects: list[bool] = []
     listener = lambda ctx: disconnects.append(ctx.is_disconnect)  # noqa: E731
     event.listen(engine, "handle_error", listener)
