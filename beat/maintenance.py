@@ -18,12 +18,12 @@ from workers.ops.stuck import detect
 from workers.settings import get_settings
 from workers.store import audit
 from workers.store.db import get_engine
-from workers.store.models import ActionRun, DeadLetter, utcnow
+from workers.store.models import ActionRun, DeadLetter, table_of, utcnow
 from workflows.client import expire_due, resume_stuck
 from workflows.models import WorkflowStep
 
 log = logging.getLogger("opsq.maintenance")
-_RUNS = MaintenanceRun.__table__
+_RUNS = table_of(MaintenanceRun)
 
 
 def detect_stuck() -> dict[str, Any]:
@@ -111,8 +111,9 @@ def run(name: str, origin: str = "manual") -> dict[str, Any]:
 def _run_locked(name: str, job: Callable[[], dict[str, Any]], origin: str) -> dict[str, Any]:
     started = utcnow()
     with get_engine().begin() as conn:
-        row = conn.execute(insert(_RUNS).values(name=name, started_at=started, origin=origin))
-        run_id = row.inserted_primary_key[0]
+        key = conn.execute(insert(_RUNS).values(name=name, started_at=started, origin=origin)).inserted_primary_key
+        assert key is not None  # a single-row INSERT always has one
+        run_id: int = key[0]
     try:
         summary = job()
     except Exception as exc:

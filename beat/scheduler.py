@@ -66,7 +66,8 @@ class LeaderScheduler(Scheduler):
         if not self._hold_lock():
             return 1.0
         self.redis.set(HEARTBEAT_KEY, json.dumps({"beat": self.token, "at": time.time()}), ex=int(LOCK_TTL_S * 6))
-        return min(super().tick(*args, **kwargs), LOCK_TTL_S / 3)
+        next_tick: float = super().tick(*args, **kwargs)
+        return min(next_tick, LOCK_TTL_S / 3)
 
     def close(self) -> None:
         try:

@@ -41,8 +41,10 @@ def _message(response: httpx.Response) -> str:
             val = body.get(key)
             if isinstance(val, str):
                 return val[:200]
-            if isinstance(val, dict) and isinstance(val.get("message"), str):
-                return val["message"][:200]
+            if isinstance(val, dict):
+                message = val.get("message")
+                if isinstance(message, str):
+                    return message[:200]
     return str(body)[:200]
 
 

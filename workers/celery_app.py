@@ -97,7 +97,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 
 class OpsqCelery(Celery):
-    def on_configure(self) -> None:  # type: ignore[override]
+    def on_configure(self) -> None:
         # A method, not a receiver of Celery's on_configure signal: Celery calls a method of that name
         # directly, so "no Redis configured" (ConfigError) reaches whoever first used the app, where a
         # signal would log it and carry on with Celery's defaults (amqp://localhost).

@@ -15,9 +15,9 @@ def backoff_delay(attempt: int, *, base_s: float, cap_s: float, retry_after: flo
     (and answers with a fresh Retry-After). The cap is what keeps a delayed message inside Redis'
     visibility timeout (OPSQ_VISIBILITY_TIMEOUT_S, which Settings requires to be longer): a countdown
     beyond it would have the message redelivered again and again while it waits."""
-    rng = rng or random
+    uniform = rng.uniform if rng is not None else random.uniform
     ceiling = min(cap_s, base_s * (2 ** max(0, attempt - 1)))
-    delay = rng.uniform(0, ceiling)
+    delay = uniform(0, ceiling)
     if retry_after is not None:
         delay = max(delay, min(retry_after, cap_s))
     return delay

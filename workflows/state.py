@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import CursorResult, Result, delete, func, insert, select, update
 
 from workers.redaction import redact
 from workers.status import ActionStatus
@@ -22,6 +22,13 @@ from workflows.models import Approval, Compensation, WorkflowEvent, WorkflowRun,
 from workflows.spec import WorkflowSpec, levels
 
 FINAL = ("succeeded", "rolled_back", "rollback_failed", "failed", "resolved")
+
+
+def _rowcount(res: Result[Any]) -> int:
+    """The rows an UPDATE matched. Session.execute is typed as returning any Result; for an UPDATE or a
+    DELETE it returns a CursorResult, which carries the count."""
+    assert isinstance(res, CursorResult)
+    return res.rowcount
 
 
 def _row(obj: Any) -> dict[str, Any]:
@@ -103,7 +110,7 @@ def transition(workflow_id: str, to: str, *, allowed_from: Iterable[str], error:
     with session() as s:
         res = s.execute(update(WorkflowRun).where(WorkflowRun.id == workflow_id,
                                                   WorkflowRun.status.in_(list(allowed_from))).values(**values))
-        won = res.rowcount == 1
+        won = _rowcount(res) == 1
         if won:
             s.add(WorkflowEvent(workflow_id=workflow_id, at=now, kind=event or to, step_id=failed_step,
                                 detail=detail or error))
@@ -133,7 +140,7 @@ def step_started(workflow_id: str, step_id: str, attempt: int) -> bool:
                                                    running.exists())
                         .values(status="running", attempts=attempt,
                                 started_at=func.coalesce(WorkflowStep.started_at, now)))
-        if res.rowcount:
+        if _rowcount(res):
             if attempt == 1:
                 s.add(WorkflowEvent(workflow_id=workflow_id, at=now, kind="step_started", step_id=step_id))
             return True
@@ -158,9 +165,9 @@ def step_succeeded(workflow_id: str, step_id: str, params: dict[str, Any], outpu
                         .values(status="succeeded", params=redact(params), output=redact(output), error=None,
                                 completed_seq=seq, finished_at=now,
                                 started_at=func.coalesce(WorkflowStep.started_at, now)))
-        if res.rowcount:
+        if _rowcount(res):
             s.add(WorkflowEvent(workflow_id=workflow_id, at=now, kind="step_succeeded", step_id=step_id))
-        return bool(res.rowcount)
+        return bool(_rowcount(res))
 
 
 def step_failed(workflow_id: str, step_id: str, error: str) -> None:
@@ -180,7 +187,7 @@ def _end_step(workflow_id: str, step_id: str, from_statuses: list[str], status: 
                                                    WorkflowStep.step_id == step_id,
                                                    WorkflowStep.status.in_(from_statuses))
                         .values(status=status, error=why, finished_at=now))
-        if res.rowcount:
+        if _rowcount(res):
             s.add(WorkflowEvent(workflow_id=workflow_id, at=now, kind=f"step_{status}", step_id=step_id, detail=why))
 
 
@@ -286,7 +293,7 @@ def decide_approval(approval_id: str, to: str, actor: str, comment: str | None) 
     with session() as s:
         res = s.execute(update(Approval).where(Approval.id == approval_id, Approval.status == "pending")
                         .values(status=to, decided_by=actor, decided_at=utcnow(), comment=comment))
-        return res.rowcount == 1
+        return _rowcount(res) == 1
 
 
 def approvals(*, status: str | None = "pending", workflow_id: str | None = None) -> list[dict[str, Any]]:

@@ -47,7 +47,7 @@ class WorkflowStepHooks:
             state.step_skipped(wid, sid, f"workflow is {run['status']}")
             return None
         context = {"input": {**spec.input, **run["input"]}, "steps": state.outputs(wid)}
-        rendered = templates.render(params, context)
+        rendered: dict[str, Any] = templates.render(params, context)
         if contains_redacted(rendered):
             raise templates.TemplateError("a template rendered a stored secret ('[redacted]'); secrets cannot "
                                           "flow through workflow templates")

@@ -12,6 +12,12 @@ from workers.settings import Settings, get_settings
 _client: tuple[int, str, redis.Redis] | None = None
 
 
+def as_text(value: bytes | str) -> str:
+    """A reply from the guards' client (bytes: it does not decode responses) as text. redis-py types
+    replies as bytes or str, whichever the client was built with."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def server_time(client: redis.Redis) -> float:
     """Redis' clock, the one the guards' scripts use: comparing against it, not a worker's clock,
     keeps leases and breaker timings consistent across hosts."""

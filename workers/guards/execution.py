@@ -8,14 +8,14 @@ from typing import Any
 import redis
 
 from workers.guards import keys
-from workers.guards.connection import guard_redis
+from workers.guards.connection import as_text, guard_redis
 
 
 def live_state(action_id: str, client: redis.Redis | None = None) -> dict[str, Any] | None:
     raw = (client or guard_redis()).hgetall(keys.run(action_id))
     if not raw:
         return None
-    record: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+    record: dict[str, Any] = {as_text(k): as_text(v) for k, v in raw.items()}
     for field in ("started", "finished", "lease_until"):
         if field in record:
             record[field] = datetime.fromtimestamp(float(record[field]), UTC)

@@ -12,7 +12,7 @@ from typing import Any
 import redis
 
 from workers.guards import keys, scripts
-from workers.guards.connection import guard_redis
+from workers.guards.connection import as_text, guard_redis
 from workers.guards.execution import live_state
 from workers.store import audit
 
@@ -42,7 +42,7 @@ def show(key: str, client: redis.Redis | None = None) -> dict[str, Any] | None:
     action_id = r.get(keys.idempotency(key))
     if action_id is None:
         return None
-    aid = action_id.decode()
+    aid = as_text(action_id)
     record = live_state(aid, r)
     return {"key": key, "action_id": aid, "ttl_s": r.ttl(keys.idempotency(key)), "execution": record}
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import sentry_sdk
 from sentry_sdk.integrations.celery import CeleryIntegration
+from sentry_sdk.types import Event, Hint
 
 from workers.observability.config import ObservabilitySettings, observability_settings
 from workers.redaction import configured_secrets, scrub_text, scrub_value
@@ -21,16 +22,16 @@ log = logging.getLogger("opsq.observability")
 SENTRY_TAGS = ("platform", "action", "action_id", "workflow_id", "step_id")
 
 
-def scrub(event: dict[str, Any], hint: dict[str, Any] | None = None) -> dict[str, Any]:
+def scrub(event: Event, hint: Hint | None = None) -> Event:
     """Sentry's before_send / before_send_transaction: every part of the event (request, extra, contexts,
     breadcrumbs, exception values and frame variables, the Celery job's args/kwargs, tags, spans) loses
     its secrets. Values under secret-looking keys become "[redacted]"; strings lose configured tokens,
     bearer tokens and `password=...`-style pairs."""
-    scrubbed: dict[str, Any] = scrub_value(event, configured_secrets())
+    scrubbed: Event = scrub_value(event, configured_secrets())
     return scrubbed
 
 
-def before_send(event: dict[str, Any], hint: dict[str, Any] | None) -> dict[str, Any] | None:
+def before_send(event: Event, hint: Hint | None) -> Event | None:
     record = (hint or {}).get("log_record")
     # execute_action logs "action failed for good" and then raises ActionFailed, which the Celery
     # integration reports with the traceback and the task: the log line would be the same error twice.

@@ -13,7 +13,7 @@ from typing import Any
 import redis
 from kombu.transport.redis import Channel
 
-from workers.guards.connection import guard_redis
+from workers.guards.connection import as_text, guard_redis
 from workers.queues import ALL_QUEUES, PRIORITY_NAMES, PRIORITY_STEPS
 from workers.store import actions as store
 from workers.store import audit
@@ -59,7 +59,7 @@ def consumers(app: Any, timeout: float = 1.0) -> dict[str, list[str]]:
 def status(app: Any, client: redis.Redis | None = None, with_consumers: bool = True) -> list[dict[str, Any]]:
     r = client or guard_redis()
     cons = consumers(app) if with_consumers else {}
-    paused = {k.decode(): json.loads(v) for k, v in r.hgetall(PAUSED).items()}
+    paused = {as_text(k): json.loads(v) for k, v in r.hgetall(PAUSED).items()}
     pipe = r.pipeline(transaction=False)
     for q in ALL_QUEUES:
         for key in priority_lists(q).values():
@@ -113,7 +113,7 @@ def resume(app: Any, queue: str, actor: str | None = None, client: redis.Redis |
 
 def paused_queues(client: redis.Redis | None = None) -> dict[str, list[str]]:
     r = client or guard_redis()
-    return {k.decode(): json.loads(v) for k, v in r.hgetall(PAUSED).items()}
+    return {as_text(k): json.loads(v) for k, v in r.hgetall(PAUSED).items()}
 
 
 def skip_paused_queues(hostname: str, selected: list[str], client: redis.Redis | None = None) -> list[str]:

@@ -59,11 +59,10 @@ def failures(since: datetime, top: int = 3) -> list[dict[str, Any]]:
     groups: dict[tuple[str, str, str], Counter[str]] = defaultdict(Counter)
     for r in rows:
         groups[(r.platform, r.action, r.error_kind or "unknown")][_normalise(r.error)] += 1
-    out = [{"platform": p, "action": a, "error_kind": k, "count": sum(c.values()),
-            "top_messages": [{"message": m, "count": n} for m, n in c.most_common(top)]}
-           for (p, a, k), c in groups.items()]
-    out.sort(key=lambda g: g["count"], reverse=True)
-    return out
+    ranked = sorted(groups.items(), key=lambda group: sum(group[1].values()), reverse=True)
+    return [{"platform": p, "action": a, "error_kind": k, "count": sum(c.values()),
+             "top_messages": [{"message": m, "count": n} for m, n in c.most_common(top)]}
+            for (p, a, k), c in ranked]
 
 
 def _normalise(message: str | None) -> str:

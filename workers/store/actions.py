@@ -15,7 +15,7 @@ from workers.redaction import redact
 from workers.status import FINAL_ACTION_STATUSES, OPEN_ACTION_STATUSES, ActionStatus
 from workers.store import audit
 from workers.store.db import get_engine, outcome_engine, require, session, submit_engine
-from workers.store.models import ActionRun, AuditPending, DeadLetter, as_utc, utcnow
+from workers.store.models import ActionRun, AuditPending, DeadLetter, as_utc, table_of, utcnow
 
 
 @dataclass(frozen=True)
@@ -65,13 +65,14 @@ def _view(row: ActionRun) -> ActionView:
 
 # Statements on the hot path are built once: building a statement per call cost more CPU than the
 # database round trip itself (see docs/PERFORMANCE.md).
-_T = ActionRun.__table__
+_T = table_of(ActionRun)
+_AUDIT_PENDING = table_of(AuditPending)
 _INSERT = insert(_T)
 # PostgreSQL: the record and its pending audit entry in one statement (one round trip, atomic).
 # Every parameter is prefixed: one named like a column ("id", "action") would be added to the other INSERT.
 _INSERT_WITH_AUDIT = insert(_T).values({c.name: bindparam(f"run_{c.name}", type_=c.type) for c in _T.c}).add_cte(
-    insert(AuditPending.__table__).values(
-        {c.name: bindparam(f"audit_{c.name}", type_=c.type) for c in AuditPending.__table__.c if c.name != "id"}
+    insert(_AUDIT_PENDING).values(
+        {c.name: bindparam(f"audit_{c.name}", type_=c.type) for c in _AUDIT_PENDING.c if c.name != "id"}
     ).cte("submit_audit"))
 _BY_ID = _T.c.id == bindparam("aid")
 _STARTED = func.coalesce(_T.c.started_at, bindparam("started_at", type_=_T.c.started_at.type))
@@ -174,7 +175,7 @@ def mark_failed(action_id: str, attempt: int, error: str, error_kind: str, *, de
             run = conn.execute(select(_T.c.platform, _T.c.action, _T.c.params, _T.c.priority)
                                .where(_T.c.id == action_id)).first()
             if run is not None:
-                conn.execute(insert(DeadLetter.__table__).values(
+                conn.execute(insert(table_of(DeadLetter)).values(
                     action_id=action_id, platform=run.platform, action=run.action, params=run.params,
                     priority=run.priority, attempts=attempt, error=error, error_kind=error_kind, created_at=now))
 

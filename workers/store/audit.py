@@ -30,12 +30,12 @@ from sqlalchemy import Connection, delete, func, insert, select, text, update
 
 from workers.redaction import redact
 from workers.store.db import get_engine
-from workers.store.models import AuditEntry, AuditHead, AuditPending, as_utc, utcnow
+from workers.store.models import AuditEntry, AuditHead, AuditPending, as_utc, table_of, utcnow
 
 GENESIS = "0" * 64
-_LOG = AuditEntry.__table__
-_HEAD = AuditHead.__table__
-_PENDING = AuditPending.__table__
+_LOG = table_of(AuditEntry)
+_HEAD = table_of(AuditHead)
+_PENDING = table_of(AuditPending)
 _DEFER = insert(_PENDING)  # built once: it is on the submit path
 SEAL_BATCH = 5000
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Table, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -31,6 +31,15 @@ def as_utc(value: Any) -> Any:
 
 class Base(DeclarativeBase):
     pass
+
+
+def table_of(model: type[Base]) -> Table:
+    """A model's Table, for Core statements (insert/update/delete). SQLAlchemy types `__table__` as any
+    FromClause (a model may be mapped to a join or a select); every model here declares a __tablename__,
+    so it is a Table."""
+    table = model.__table__
+    assert isinstance(table, Table), f"{model.__name__} is not mapped to a table"
+    return table
 
 
 class ActionRun(Base):
