@@ -83,7 +83,9 @@ class WebhookExecutor(Executor):
     needs_token = False
     order = 900
 
-    def _headers(self, url: str, given: dict[str, str]) -> dict[str, str]:
+    def _headers_for(self, url: str, given: dict[str, str]) -> dict[str, str]:
+        """The action's headers, plus the token only when `url` is under the webhook base URL. (Not an
+        override of Executor._headers: a webhook's credentials depend on the URL it is sent to.)"""
         headers = dict(given)
         if self.config.token and not any(k.lower() == "authorization" for k in headers) \
                 and token_allowed(url, self.config.base_url):
@@ -93,7 +95,7 @@ class WebhookExecutor(Executor):
     def _send(self, method: str, url: str, body: Any, headers: dict[str, str]) -> Result:
         try:
             response = self.http.request(method, url, platform=self.platform, json=body,
-                                         headers=self._headers(url, headers))
+                                         headers=self._headers_for(url, headers))
         except ExecutorError as exc:
             raise _redact(exc, url) from None
         try:
