@@ -21,10 +21,10 @@ from workers.queues import ALL_QUEUES, PLATFORM_QUEUES
 from workers.settings import get_settings
 from workers.status import ActionStatus
 from workers.store.db import get_engine
-from workers.store.models import ActionRun, DeadLetter, utcnow
+from workers.store.models import ActionRun, DeadLetter, table_of, utcnow
 
 log = logging.getLogger("opsq.alerts")
-_A = Alert.__table__
+_A = table_of(Alert)
 
 
 @dataclass(frozen=True)

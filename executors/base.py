@@ -107,7 +107,8 @@ class Executor(ABC):
         handler = getattr(self, f"undo_{action}", None)
         if handler is None:
             return None
-        return handler(model, dict(result))
+        undone: Result = handler(model, dict(result))
+        return undone
 
     @abstractmethod
     def check_auth(self) -> Result:

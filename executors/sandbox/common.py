@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
+
+
+class Headers(Protocol):
+    """A request's headers, read by name: http.server's (an email.message.Message: any case) or a dict."""
+
+    def get(self, name: str, /) -> str | None: ...
 
 
 @dataclass
@@ -17,7 +22,7 @@ class Call:
     segments: list[str]
     query: dict[str, str]
     body: Any
-    headers: Mapping[str, str]
+    headers: Headers
     token: str | None
 
 

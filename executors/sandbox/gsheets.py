@@ -294,9 +294,10 @@ class GSheetsEmulator(GoogleEmulator):
         if kind not in ("deleteDimension", "insertDimension"):
             raise self.fail(400, "badRequest", f"{where}: not supported by the sandbox.")
         dim = (spec or {}).get("range") or {}
-        tab = book.tab_by_id(dim.get("sheetId"))
-        if tab is None:
+        found = book.tab_by_id(dim.get("sheetId"))
+        if found is None:
             raise self.fail(400, "badRequest", f"{where}: No grid with id: {dim.get('sheetId')}")
+        tab = found
         start, end = dim.get("startIndex"), dim.get("endIndex")
         if not isinstance(start, int) or not isinstance(end, int) or not 0 <= start < end:
             raise self.fail(400, "badRequest", f"{where}: startIndex must be less than endIndex.")

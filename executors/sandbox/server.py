@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import executors.sandbox as package
 from executors.registry import PLATFORMS, discover
 from executors.sandbox.client import SandboxClient
-from executors.sandbox.common import ApiError, Call, Emulator, Reply, token_from_header
+from executors.sandbox.common import ApiError, Call, Emulator, Headers, Reply, token_from_header
 
 __all__ = ["FAULT_MODES", "Sandbox", "SandboxClient", "SandboxServer", "emulator_classes", "serve_forever"]
 
@@ -129,7 +129,7 @@ class Sandbox:
 
     # -- the platforms ------------------------------------------------------------------------------
 
-    def handle(self, method: str, target: str, headers: Mapping[str, str], raw: bytes) -> Reply:
+    def handle(self, method: str, target: str, headers: Headers, raw: bytes) -> Reply:
         parts = urlsplit(target)
         raw_path = parts.path or "/"
         query = parse_qs(parts.query, keep_blank_values=True)
@@ -175,7 +175,7 @@ class Sandbox:
             entry["finished"] = time.time()
 
     def _dispatch(self, entry: dict[str, Any], method: str, raw_segments: list[str],
-                  query: dict[str, list[str]], headers: Mapping[str, str], body: Any,
+                  query: dict[str, list[str]], headers: Headers, body: Any,
                   understood: bool) -> Reply:
         platform = entry["platform"]
         emulator = self.emulators.get(platform)
@@ -276,7 +276,8 @@ class Sandbox:
 
     def requests(self, platform: str | None = None) -> list[dict[str, Any]]:
         with self.lock:
-            return _copy([e for e in self._log if platform is None or e["platform"] == platform])
+            log: list[dict[str, Any]] = _copy([e for e in self._log if platform is None or e["platform"] == platform])
+        return log
 
     def clear_requests(self) -> None:
         with self.lock:
@@ -284,8 +285,9 @@ class Sandbox:
 
     def state(self, platform: str | None = None) -> dict[str, Any]:
         with self.lock:
-            return _copy({name: e.snapshot() for name, e in self.emulators.items()
-                          if platform is None or name == platform})
+            state: dict[str, Any] = _copy({name: e.snapshot() for name, e in self.emulators.items()
+                                           if platform is None or name == platform})
+        return state
 
     def reset(self) -> None:
         with self.lock:

@@ -80,12 +80,13 @@ class TrelloEmulator(Emulator):
         name = str(body.get("name") or "")
         self._short += 1
         short_link = secrets.token_hex(4)
-        card = {"id": secrets.token_hex(12), "name": name, "desc": str(body.get("desc") or ""),
+        card_id = secrets.token_hex(12)
+        card = {"id": card_id, "name": name, "desc": str(body.get("desc") or ""),
                 "idList": list_id, "idLabels": list(dict.fromkeys(labels)), "closed": False,
                 "idShort": self._short, "shortLink": short_link,
                 "shortUrl": f"https://trello.com/c/{short_link}",
                 "url": f"https://trello.com/c/{short_link}/{self._short}-{_slug(name)}"}
-        self.cards[card["id"]] = card
+        self.cards[card_id] = card
         return card
 
     def _update(self, card_id: str, body: dict[str, Any]) -> dict[str, Any]:
