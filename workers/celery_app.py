@@ -100,8 +100,11 @@ class OpsqCelery(Celery):
     def on_configure(self) -> None:
         # A method, not a receiver of Celery's on_configure signal: Celery calls a method of that name
         # directly, so "no Redis configured" (ConfigError) reaches whoever first used the app, where a
-        # signal would log it and carry on with Celery's defaults (amqp://localhost).
-        self.conf.update(celery_config(get_settings()))
+        # signal would log it and carry on with Celery's defaults (amqp://localhost). The configuration
+        # is handed over as the config source Celery reads right after this, not by `conf.update`: an
+        # update would call back into the router (when the first use was `send_task`), which reads the
+        # configuration being made, and so on forever.
+        self.config_from_object(celery_config(get_settings()))
 
 
 def create_app() -> Celery:

@@ -62,6 +62,21 @@ def test_configured_from_the_settings_on_first_use(probe_settings):
     assert celery_config(Settings())["include"] == ["workers.tasks", "workflows.tasks", "beat.tasks"]
 
 
+@pytest.mark.parametrize("first_use", ["router", "send_task_options", "conf"])
+def test_any_first_use_configures_the_app_once(probe_settings, first_use):
+    """`send_task` by name (documented for services that do not import opsqueue) reaches the router first;
+    configuring must not call back into it."""
+    app = OpsqCelery("probe")
+    if first_use == "router":
+        router = app.amqp.router
+        assert router.route({}, "opsq.execute_action", kwargs={"platform": "slack"})["queue"].name == "slack"
+    elif first_use == "send_task_options":
+        assert app.amqp.queues["noop"].name == "noop"
+    else:
+        assert app.conf.task_default_queue == "control"
+    assert app.configured and app.conf.broker_url == "redis://127.0.0.1:1/0"
+
+
 @pytest.mark.parametrize("module", ["workers.client", "workers.enqueue", "workflows.client", "beat.maintenance"])
 def test_the_client_side_modules_import_with_no_redis_configured(tmp_path, module):
     result = _python(f"import {module}", tmp_path)
