@@ -12,9 +12,10 @@ from typing import Any
 import sentry_sdk
 from sqlalchemy import func, insert, select, update
 
-from beat.models import Alert
+from beat.models import Alert, AlertState
 from workers.client import submit_action
 from workers.guards import breaker
+from workers.guards.base import BreakerState
 from workers.guards.connection import guard_redis, server_time
 from workers.ops.queue_ops import priority_lists
 from workers.queues import ALL_QUEUES, PLATFORM_QUEUES
@@ -47,8 +48,8 @@ def success_rate_conditions() -> list[Condition]:
             counts.setdefault(platform, {})[status] = n
     out = []
     for platform, c in counts.items():
-        total = c.get("succeeded", 0) + c.get("failed", 0)
-        rate = c.get("succeeded", 0) / total if total else 1.0
+        total = c.get(ActionStatus.SUCCEEDED, 0) + c.get(ActionStatus.FAILED, 0)
+        rate = c.get(ActionStatus.SUCCEEDED, 0) / total if total else 1.0
         if total >= s.alert_min_sample and rate < s.alert_success_rate:
             out.append(Condition(f"success_rate:{platform}", "success_rate", "high",
                                  f"{platform}: success rate {rate:.0%} over the last "
@@ -89,7 +90,7 @@ def breaker_conditions() -> list[Condition]:
     out = []
     for platform in PLATFORM_QUEUES:
         st = breaker.status(platform, r)
-        if st.state == "closed" or st.opened_at is None:
+        if st.state == BreakerState.CLOSED or st.opened_at is None:
             continue
         # half_open counts too: a breaker that never manages to close is an outage as well.
         if now - st.opened_at >= s.alert_breaker_open_for_s:
@@ -130,16 +131,16 @@ def sync(conditions: list[Condition], owned_prefixes: tuple[str, ...]) -> dict[s
     current = {c.key: c for c in conditions}
     fired, cleared = [], []
     with get_engine().begin() as conn:
-        open_rows = conn.execute(select(_A.c.id, _A.c.key, _A.c.message).where(_A.c.state == "firing")).all()
+        open_rows = conn.execute(select(_A.c.id, _A.c.key, _A.c.message).where(_A.c.state == AlertState.FIRING)).all()
         open_keys = {row.key: row for row in open_rows}
         for key, cond in current.items():
             if key not in open_keys:
-                conn.execute(insert(_A).values(key=key, kind=cond.kind, severity=cond.severity, state="firing",
+                conn.execute(insert(_A).values(key=key, kind=cond.kind, severity=cond.severity, state=AlertState.FIRING,
                                                message=cond.message, fired_at=now))
                 fired.append(key)
         for key, row in open_keys.items():
             if key not in current and key.startswith(owned_prefixes):
-                conn.execute(update(_A).where(_A.c.id == row.id).values(state="cleared", cleared_at=now))
+                conn.execute(update(_A).where(_A.c.id == row.id).values(state=AlertState.CLEARED, cleared_at=now))
                 cleared.append(key)
     for key in fired:
         _notify("FIRING", current[key].severity, current[key].message, key, now.isoformat())

@@ -12,10 +12,11 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 
 from beat import alerts, backup
-from beat.models import Alert, MaintenanceRun
+from beat.models import Alert, AlertState, MaintenanceRun
 from workers.guards.connection import guard_redis
 from workers.ops.stuck import detect
 from workers.settings import get_settings
+from workers.status import ActionStatus
 from workers.store import audit
 from workers.store.db import get_engine
 from workers.store.models import ActionRun, DeadLetter, table_of, utcnow
@@ -51,10 +52,11 @@ def cleanup() -> dict[str, Any]:
     with get_engine().begin() as conn:
         keep = select(DeadLetter.action_id).union(select(WorkflowStep.action_id))
         actions = conn.execute(delete(ActionRun).where(
-            ActionRun.status.in_(["succeeded", "failed"]), ActionRun.finished_at < cutoff,
+            ActionRun.status.in_([ActionStatus.SUCCEEDED, ActionStatus.FAILED]), ActionRun.finished_at < cutoff,
             ActionRun.id.not_in(keep))).rowcount
         runs = conn.execute(delete(MaintenanceRun).where(MaintenanceRun.started_at < cutoff)).rowcount
-        cleared = conn.execute(delete(Alert).where(Alert.state == "cleared", Alert.cleared_at < cutoff)).rowcount
+        cleared = conn.execute(delete(Alert).where(Alert.state == AlertState.CLEARED,
+                                                   Alert.cleared_at < cutoff)).rowcount
     return {"action_records_deleted": actions, "maintenance_runs_deleted": runs, "alerts_deleted": cleared,
             "older_than_days": settings.retention_days}
 

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import DateTime, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from workers.store.models import Base, JSONType
+
+
+class AlertState(StrEnum):
+    """An alert fires once when its condition starts and clears once when it ends (beat.alerts)."""
+
+    FIRING = "firing"
+    CLEARED = "cleared"
 
 
 class Alert(Base):
@@ -18,7 +26,7 @@ class Alert(Base):
     key: Mapped[str] = mapped_column(String(200), index=True)
     kind: Mapped[str] = mapped_column(String(40))
     severity: Mapped[str] = mapped_column(String(16))
-    state: Mapped[str] = mapped_column(String(16), index=True)  # firing | cleared
+    state: Mapped[str] = mapped_column(String(16), index=True)  # AlertState: firing | cleared
     message: Mapped[str] = mapped_column(Text)
     fired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     cleared_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

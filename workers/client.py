@@ -13,6 +13,7 @@ from executors.errors import InvalidParams
 from executors.registry import validate_action
 from workers.enqueue import send_action
 from workers.errors import ConfigError, EnqueueError, SubmitError
+from workers.guards.base import RunState
 from workers.guards.execution import live_state
 from workers.guards.idempotency import claim, derive_key, release
 from workers.queues import PRIORITY_NAMES, queue_for
@@ -78,7 +79,7 @@ def current_status(action_id: str) -> ActionView:
     view = store.get(action_id)
     if view.status in OPEN_ACTION_STATUSES and get_settings().guards_enabled:
         live = live_state(action_id)
-        if live and live.get("state") == "running":
+        if live and live.get("state") == RunState.RUNNING:
             return dataclasses.replace(view, status=ActionStatus.RUNNING,
                                        attempts=int(live.get("attempt", view.attempts)),
                                        started_at=view.started_at or live.get("started"))

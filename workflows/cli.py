@@ -10,16 +10,20 @@ import click
 
 from workers.cli.options import actor_option, json_option, parse_params
 from workers.cli.output import emit_json, status_text, table
-from workflows.status import WorkflowStatus
+from workflows.status import ApprovalStatus, CompensationStatus, StepStatus, WorkflowStatus
 
-WF_COLOURS = {"succeeded": "green", "running": "blue", "awaiting_approval": "yellow", "rolling_back": "yellow",
-              "rolled_back": "magenta", "rollback_failed": "red", "failed": "red", "resolved": "cyan",
-              "pending": "white", "skipped": "white", "done": "green", "queued": "cyan"}
+# Workflows', steps' and compensations' statuses (the members of the three enums compare and hash as their text).
+WF_COLOURS: dict[str, str] = {
+    WorkflowStatus.SUCCEEDED: "green", WorkflowStatus.RUNNING: "blue", WorkflowStatus.AWAITING_APPROVAL: "yellow",
+    WorkflowStatus.ROLLING_BACK: "yellow", WorkflowStatus.ROLLED_BACK: "magenta", WorkflowStatus.ROLLBACK_FAILED: "red",
+    WorkflowStatus.FAILED: "red", WorkflowStatus.RESOLVED: "cyan", WorkflowStatus.PENDING: "white",
+    StepStatus.SKIPPED: "white", CompensationStatus.DONE: "green", StepStatus.QUEUED: "cyan"}
 WF_STATUSES = [s.value for s in WorkflowStatus]
 
 
 def wf_status(status: str) -> str:
-    return click.style(status, fg=WF_COLOURS.get(status, "white"), bold=status in ("rollback_failed", "failed"))
+    return click.style(status, fg=WF_COLOURS.get(status, "white"),
+                       bold=status in (WorkflowStatus.ROLLBACK_FAILED, WorkflowStatus.FAILED))
 
 
 def _ts(value: datetime | None) -> str:
@@ -79,7 +83,7 @@ def workflow_run(file: str, inputs: tuple[str, ...], priority: str | None, idemp
         print_status(handle.id)
     else:
         click.echo(handle.id)
-    if wait and status not in ("succeeded", "awaiting_approval"):
+    if wait and status not in (WorkflowStatus.SUCCEEDED, WorkflowStatus.AWAITING_APPROVAL):
         raise SystemExit(1)
 
 @workflow.command("validate")
@@ -195,7 +199,7 @@ def approvals_list(show_all: bool, as_json: bool) -> None:
     """Pending approvals (oldest first)."""
     from workflows import state
 
-    items = state.approvals(status=None if show_all else "pending")
+    items = state.approvals(status=None if show_all else ApprovalStatus.PENDING)
     if as_json:
         emit_json(items)
         return

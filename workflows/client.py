@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import update
 
 from workers.errors import OpsqError, SubmitError
+from workers.guards.base import RunState
 from workers.guards.execution import live_state
 from workers.guards.idempotency import claim, release
 from workers.ops.queue_ops import message_ids_in_flight
@@ -26,9 +27,10 @@ from workflows import state
 from workflows.compiler import compile_segment, plan_segment
 from workflows.models import WorkflowRun
 from workflows.spec import WorkflowSpec, levels, load, validate
+from workflows.status import ApprovalStatus, StepStatus, WorkflowStatus
 from workflows.tasks import forget_failed_undos, start_rollback, workflow_rollback
 
-SETTLED = (*state.FINAL, "awaiting_approval")
+SETTLED = (*state.FINAL, WorkflowStatus.AWAITING_APPROVAL)
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,8 @@ def submit_workflow(spec_or_path: str | Path | Mapping[str, Any] | WorkflowSpec,
         state.create_run(spec, input_, prio, workflow_id=workflow_id, idempotency_key=idempotency_key,
                          created_by=created_by or default_actor())
         try:
-            state.transition(workflow_id, "running", allowed_from=("pending",), event="started")
+            state.transition(workflow_id, WorkflowStatus.RUNNING, allowed_from=(WorkflowStatus.PENDING,),
+                             event="started")
             launch(workflow_id, spec, from_level=0, approved=False)
         except Exception:
             state.delete_run(workflow_id)
@@ -111,23 +114,24 @@ def resume(workflow_id: str, actor: str | None = None, *, only_if_idle: bool = F
     `only_if_idle`: do nothing while any of its steps has a message or a live lease (beat uses this)."""
 
     run = state.get_run_row(workflow_id)
-    if run["status"] != "running":
+    if run["status"] != WorkflowStatus.RUNNING:
         raise OpsqError(f"workflow {workflow_id} is {run['status']}; only a running workflow can be resumed "
                         "(awaiting_approval: approve or deny it; failed rollbacks: opsq workflow rollback)")
     steps = state.steps(workflow_id)
     in_flight, too_long = message_ids_in_flight()
     busy = [s["step_id"] for s in steps
             if s["action_id"] in in_flight or s["platform"] in too_long
-            or (s["status"] == "running" and (live_state(s["action_id"]) or {}).get("state") == "running")]
+            or (s["status"] == StepStatus.RUNNING
+                and (live_state(s["action_id"]) or {}).get("state") == RunState.RUNNING)]
     if busy:
         if only_if_idle:
             return f"not resumed: step(s) {', '.join(busy)} still have a message or a running worker"
         raise OpsqError(f"step(s) {', '.join(busy)} still have a message or a running worker; nothing is lost")
     spec = WorkflowSpec.model_validate(run["spec"])
-    done = frozenset(s["step_id"] for s in steps if s["status"] == "succeeded")
+    done = frozenset(s["step_id"] for s in steps if s["status"] == StepStatus.SUCCEEDED)
     layers = levels(spec)
     first = next((n for n, level in enumerate(layers) if any(sid not in done for sid in level)), len(layers))
-    approved = any(a["level"] == first and a["status"] == "approved"
+    approved = any(a["level"] == first and a["status"] == ApprovalStatus.APPROVED
                    for a in state.approvals(status=None, workflow_id=workflow_id))
     audit.append("workflow_resume", f"workflow:{workflow_id}", {"from_level": first}, actor=actor)
     state.record(workflow_id, "resumed", detail=f"from level {first} by {actor or default_actor()}")
@@ -141,7 +145,7 @@ def resume_stuck(older_than_s: float) -> list[str]:
 
     cutoff = utcnow() - timedelta(seconds=older_than_s)
     out = []
-    for run in state.list_runs(status="running", limit=500):
+    for run in state.list_runs(status=WorkflowStatus.RUNNING, limit=500):
         if run["updated_at"] < cutoff:
             result = resume(run["id"], "opsqueue-beat", only_if_idle=True)
             if result.startswith("resumed"):
@@ -155,11 +159,12 @@ def approve(approval_id: str, actor: str | None = None, comment: str | None = No
     approval = state.get_approval(approval_id)
     wid = approval["workflow_id"]
     status = state.get_run_row(wid)["status"]
-    if status != "awaiting_approval" and approval["status"] == "pending":
+    if status != WorkflowStatus.AWAITING_APPROVAL and approval["status"] == ApprovalStatus.PENDING:
         raise OpsqError(f"workflow {wid} is {status}, not awaiting approval; the approval cannot be used")
-    _decide(approval, "approved", actor, comment)
+    _decide(approval, ApprovalStatus.APPROVED, actor, comment)
     detail = f"approval {approval_id} by {actor or default_actor()}" + (f": {comment}" if comment else "")
-    if not state.transition(wid, "running", allowed_from=("awaiting_approval",), event="approved", detail=detail):
+    if not state.transition(wid, WorkflowStatus.RUNNING, allowed_from=(WorkflowStatus.AWAITING_APPROVAL,),
+                            event="approved", detail=detail):
         state.undecide_approval(approval_id)
         raise OpsqError(f"workflow {wid} is {state.get_run_row(wid)['status']}, not awaiting approval")
     audit.append("approve", f"approval:{approval_id}", {"workflow_id": wid, "comment": comment}, actor=actor)
@@ -168,7 +173,8 @@ def approve(approval_id: str, actor: str | None = None, comment: str | None = No
         launch(wid, spec, from_level=approval["level"], approved=True)
     except Exception:
         # Nothing was sent: put the workflow back where it waited, so the approval can be given again.
-        state.transition(wid, "awaiting_approval", allowed_from=("running",), event="approve_failed")
+        state.transition(wid, WorkflowStatus.AWAITING_APPROVAL, allowed_from=(WorkflowStatus.RUNNING,),
+                         event="approve_failed")
         state.undecide_approval(approval_id)
         raise
     return WorkflowHandle(wid)
@@ -176,7 +182,7 @@ def approve(approval_id: str, actor: str | None = None, comment: str | None = No
 
 def deny(approval_id: str, reason: str, actor: str | None = None) -> WorkflowHandle:
     approval = state.get_approval(approval_id)
-    _decide(approval, "denied", actor, reason)
+    _decide(approval, ApprovalStatus.DENIED, actor, reason)
     audit.append("deny", f"approval:{approval_id}", {"workflow_id": approval["workflow_id"], "reason": reason},
                  actor=actor)
     start_rollback(approval["workflow_id"], f"approval {approval_id} denied by {actor or default_actor()}: {reason}")
@@ -188,7 +194,7 @@ def expire_due() -> list[str]:
 
     expired = []
     for approval in state.due_approvals(utcnow()):
-        if state.decide_approval(approval["id"], "expired", "opsqueue", "approval expired"):
+        if state.decide_approval(approval["id"], ApprovalStatus.EXPIRED, "opsqueue", "approval expired"):
             audit.append("approval_expired", f"approval:{approval['id']}",
                          {"workflow_id": approval["workflow_id"]}, actor="opsqueue")
             start_rollback(approval["workflow_id"], f"approval {approval['id']} expired")
@@ -197,7 +203,7 @@ def expire_due() -> list[str]:
 
 
 def _decide(approval: dict[str, Any], to: str, actor: str | None, comment: str | None) -> None:
-    if approval["expires_at"] <= utcnow() and approval["status"] == "pending":
+    if approval["expires_at"] <= utcnow() and approval["status"] == ApprovalStatus.PENDING:
         expire_due()
         raise OpsqError(f"approval {approval['id']} expired at {approval['expires_at']:%Y-%m-%d %H:%M:%S} UTC; "
                         "its workflow is rolled back")
@@ -212,26 +218,27 @@ def rollback(workflow_id: str, actor: str | None = None) -> str:
     run = state.get_run_row(workflow_id)
     who = actor or default_actor()
     audit.append("workflow_rollback", f"workflow:{workflow_id}", {"status": run["status"]}, actor=who)
-    if run["status"] == "rollback_failed":
+    if run["status"] == WorkflowStatus.ROLLBACK_FAILED:
         forget_failed_undos(workflow_id)
         state.reset_failed_compensations(workflow_id)
-        if not state.transition(workflow_id, "rolling_back", allowed_from=("rollback_failed",),
-                                event="rollback_retried", detail=f"by {who}"):
+        if not state.transition(workflow_id, WorkflowStatus.ROLLING_BACK,
+                                allowed_from=(WorkflowStatus.ROLLBACK_FAILED,), event="rollback_retried",
+                                detail=f"by {who}"):
             raise OpsqError(f"workflow {workflow_id} changed state meanwhile; check `opsq workflow status`")
 
         workflow_rollback.apply_async(args=[workflow_id], queue=CONTROL_QUEUE, routing_key=CONTROL_QUEUE)
         return "retrying the compensations that did not finish"
-    if run["status"] == "rolling_back":
+    if run["status"] == WorkflowStatus.ROLLING_BACK:
         # Its rollback task was lost or is slow: send it again. It continues from the stored plan, and
         # a compensation already done (or running) is not done twice.
 
         workflow_rollback.apply_async(args=[workflow_id], queue=CONTROL_QUEUE, routing_key=CONTROL_QUEUE)
         state.record(workflow_id, "rollback_resent", detail=f"by {who}")
         return "rollback sent again (it continues from its plan)"
-    if run["status"] in ("running", "awaiting_approval", "failed"):
-        if run["status"] == "awaiting_approval":
+    if run["status"] in (WorkflowStatus.RUNNING, WorkflowStatus.AWAITING_APPROVAL, WorkflowStatus.FAILED):
+        if run["status"] == WorkflowStatus.AWAITING_APPROVAL:
             for a in state.approvals(workflow_id=workflow_id):
-                state.decide_approval(a["id"], "denied", who, "workflow rolled back by hand")
+                state.decide_approval(a["id"], ApprovalStatus.DENIED, who, "workflow rolled back by hand")
         start_rollback(workflow_id, f"rolled back by hand by {who}")
         return "rollback started"
     raise OpsqError(f"workflow {workflow_id} is {run['status']}: nothing to roll back")
@@ -244,14 +251,15 @@ def mark_resolved(workflow_id: str, note: str, actor: str | None = None) -> None
     who = actor or default_actor()
 
 
-    if not state.transition(workflow_id, "resolved",
-                            allowed_from=("rollback_failed", "failed", "rolling_back", "awaiting_approval",
-                                          "running"),
+    if not state.transition(workflow_id, WorkflowStatus.RESOLVED,
+                            allowed_from=(WorkflowStatus.ROLLBACK_FAILED, WorkflowStatus.FAILED,
+                                          WorkflowStatus.ROLLING_BACK, WorkflowStatus.AWAITING_APPROVAL,
+                                          WorkflowStatus.RUNNING),
                             event="resolved", detail=f"by {who}: {note}"):
         raise OpsqError(f"workflow {workflow_id} is {state.get_run_row(workflow_id)['status']}; it is finished "
                         "already and cannot be marked resolved")
     for approval in state.approvals(workflow_id=workflow_id):
-        state.decide_approval(approval["id"], "denied", who, "workflow marked resolved by hand")
+        state.decide_approval(approval["id"], ApprovalStatus.DENIED, who, "workflow marked resolved by hand")
     state.skip_unfinished(workflow_id, "workflow marked resolved by hand")
     with session() as s:
         s.execute(update(WorkflowRun).where(WorkflowRun.id == workflow_id).values(resolution_note=f"{who}: {note}"))

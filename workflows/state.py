@@ -20,8 +20,10 @@ from workers.store.db import require, session
 from workers.store.models import ActionRun, as_utc, utcnow
 from workflows.models import Approval, Compensation, WorkflowEvent, WorkflowRun, WorkflowStep
 from workflows.spec import WorkflowSpec, levels
+from workflows.status import ApprovalStatus, CompensationStatus, StepStatus, WorkflowStatus
 
-FINAL = ("succeeded", "rolled_back", "rollback_failed", "failed", "resolved")
+FINAL = (WorkflowStatus.SUCCEEDED, WorkflowStatus.ROLLED_BACK, WorkflowStatus.ROLLBACK_FAILED, WorkflowStatus.FAILED,
+         WorkflowStatus.RESOLVED)
 
 
 def _rowcount(res: Result[Any]) -> int:
@@ -41,13 +43,13 @@ def create_run(spec: WorkflowSpec, input_: dict[str, Any], priority: str, *, wor
     depth = {sid: n for n, level in enumerate(levels(spec)) for sid in level}
     with session() as s:
         s.add(WorkflowRun(id=workflow_id, name=spec.name, spec=spec.model_dump(mode="json"), input=redact(input_),
-                          priority=priority, status="pending", idempotency_key=idempotency_key, resume_level=0,
-                          created_by=created_by, created_at=now, updated_at=now))
+                          priority=priority, status=WorkflowStatus.PENDING, idempotency_key=idempotency_key,
+                          resume_level=0, created_by=created_by, created_at=now, updated_at=now))
         s.flush()
         for step in spec.steps:
             s.add(WorkflowStep(workflow_id=workflow_id, step_id=step.id, action_id=uuid.uuid4().hex,
-                               platform=step.platform, action=step.action, level=depth[step.id], status="pending",
-                               attempts=0))
+                               platform=step.platform, action=step.action, level=depth[step.id],
+                               status=StepStatus.PENDING, attempts=0))
         s.add(WorkflowEvent(workflow_id=workflow_id, at=now, kind="submitted",
                             detail=f"{spec.name}: {len(spec.steps)} steps, priority {priority}"))
         s.flush()
@@ -87,7 +89,7 @@ def queue_steps(workflow_id: str, step_ids: Iterable[str], spec: WorkflowSpec, m
                     priority=run["priority"], queue=row.platform, status=ActionStatus.QUEUED, attempts=0,
                     max_attempts=step.max_attempts or max_attempts, workflow_id=workflow_id, created_at=now,
                     updated_at=now))
-            row.status = "queued"
+            row.status = StepStatus.QUEUED
     return out
 
 
@@ -132,13 +134,13 @@ def step_started(workflow_id: str, step_id: str, attempt: int) -> bool:
     rollback that skipped it can never race this. True also for a step already succeeded (a redelivered
     message, which the guards answer with the stored result)."""
     now = utcnow()
-    running = select(WorkflowRun.id).where(WorkflowRun.id == workflow_id, WorkflowRun.status == "running")
+    running = select(WorkflowRun.id).where(WorkflowRun.id == workflow_id, WorkflowRun.status == WorkflowStatus.RUNNING)
     with session() as s:
         res = s.execute(update(WorkflowStep).where(WorkflowStep.workflow_id == workflow_id,
                                                    WorkflowStep.step_id == step_id,
-                                                   WorkflowStep.status.in_(["queued", "running"]),
+                                                   WorkflowStep.status.in_([StepStatus.QUEUED, StepStatus.RUNNING]),
                                                    running.exists())
-                        .values(status="running", attempts=attempt,
+                        .values(status=StepStatus.RUNNING, attempts=attempt,
                                 started_at=func.coalesce(WorkflowStep.started_at, now)))
         if _rowcount(res):
             if attempt == 1:
@@ -146,7 +148,7 @@ def step_started(workflow_id: str, step_id: str, attempt: int) -> bool:
             return True
         status = s.scalar(select(WorkflowStep.status).where(WorkflowStep.workflow_id == workflow_id,
                                                             WorkflowStep.step_id == step_id))
-        return status == "succeeded"
+        return status == StepStatus.SUCCEEDED
 
 
 def step_succeeded(workflow_id: str, step_id: str, params: dict[str, Any], output: dict[str, Any]) -> bool:
@@ -161,8 +163,9 @@ def step_succeeded(workflow_id: str, step_id: str, params: dict[str, Any], outpu
                or 0) + 1
         res = s.execute(update(WorkflowStep).where(WorkflowStep.workflow_id == workflow_id,
                                                    WorkflowStep.step_id == step_id,
-                                                   WorkflowStep.status.not_in(["succeeded", "skipped"]))
-                        .values(status="succeeded", params=redact(params), output=redact(output), error=None,
+                                                   WorkflowStep.status.not_in([StepStatus.SUCCEEDED,
+                                                                               StepStatus.SKIPPED]))
+                        .values(status=StepStatus.SUCCEEDED, params=redact(params), output=redact(output), error=None,
                                 completed_seq=seq, finished_at=now,
                                 started_at=func.coalesce(WorkflowStep.started_at, now)))
         if _rowcount(res):
@@ -171,14 +174,14 @@ def step_succeeded(workflow_id: str, step_id: str, params: dict[str, Any], outpu
 
 
 def step_failed(workflow_id: str, step_id: str, error: str) -> None:
-    _end_step(workflow_id, step_id, ["queued", "running"], "failed", error)
+    _end_step(workflow_id, step_id, [StepStatus.QUEUED, StepStatus.RUNNING], StepStatus.FAILED, error)
 
 
 def step_skipped(workflow_id: str, step_id: str, reason: str) -> None:
-    _end_step(workflow_id, step_id, ["pending", "queued"], "skipped", reason)
+    _end_step(workflow_id, step_id, [StepStatus.PENDING, StepStatus.QUEUED], StepStatus.SKIPPED, reason)
 
 
-def _end_step(workflow_id: str, step_id: str, from_statuses: list[str], status: str, why: str) -> None:
+def _end_step(workflow_id: str, step_id: str, from_statuses: list[StepStatus], status: StepStatus, why: str) -> None:
     """Moves the step to `status` only from one of `from_statuses` (a conditional UPDATE: of concurrent
     callers one wins), with its timeline event."""
     now = utcnow()
@@ -207,13 +210,14 @@ def steps(workflow_id: str) -> list[dict[str, Any]]:
 def outputs(workflow_id: str) -> dict[str, Any]:
     with session() as s:
         rows = s.execute(select(WorkflowStep.step_id, WorkflowStep.output)
-                         .where(WorkflowStep.workflow_id == workflow_id, WorkflowStep.status == "succeeded")).all()
+                         .where(WorkflowStep.workflow_id == workflow_id,
+                                 WorkflowStep.status == StepStatus.SUCCEEDED)).all()
     return {sid: {"output": out or {}} for sid, out in rows}
 
 
 def skip_unfinished(workflow_id: str, reason: str) -> None:
     for st in steps(workflow_id):
-        if st["status"] in ("pending", "queued"):
+        if st["status"] in (StepStatus.PENDING, StepStatus.QUEUED):
             step_skipped(workflow_id, st["step_id"], reason)
 
 
@@ -251,14 +255,16 @@ def compensation_update(comp_id: int, **values: Any) -> None:
 def compensation_started(comp_id: int, attempt: int) -> None:
     with session() as s:
         s.execute(update(Compensation).where(Compensation.id == comp_id).values(
-            status="running", attempts=attempt, started_at=func.coalesce(Compensation.started_at, utcnow())))
+            status=CompensationStatus.RUNNING, attempts=attempt,
+            started_at=func.coalesce(Compensation.started_at, utcnow())))
 
 
 def reset_failed_compensations(workflow_id: str) -> None:
     with session() as s:
         s.execute(update(Compensation).where(Compensation.workflow_id == workflow_id,
-                                             Compensation.status.in_(["failed", "running"]))
-                  .values(status="pending", error=None))
+                                             Compensation.status.in_([CompensationStatus.FAILED,
+                                                                      CompensationStatus.RUNNING]))
+                  .values(status=CompensationStatus.PENDING, error=None))
 
 
 # Approvals ---------------------------------------------------------------------------------------
@@ -272,7 +278,7 @@ def create_approval(workflow_id: str, level: int, step_ids: list[str], details: 
         if pending:  # a redelivered pause message: one approval per gate
             return pending
         s.add(Approval(id=approval_id, workflow_id=workflow_id, step_ids=step_ids, level=level,
-                       requested_by=requested_by, details=redact(details), status="pending",
+                       requested_by=requested_by, details=redact(details), status=ApprovalStatus.PENDING,
                        expires_at=now + timedelta(seconds=expires_s), created_at=now))
     return approval_id
 
@@ -286,17 +292,18 @@ def undecide_approval(approval_id: str) -> None:
     """Back to pending (an approval whose resume could not be sent)."""
     with session() as s:
         s.execute(update(Approval).where(Approval.id == approval_id)
-                  .values(status="pending", decided_by=None, decided_at=None, comment=None))
+                  .values(status=ApprovalStatus.PENDING, decided_by=None, decided_at=None, comment=None))
 
 
 def decide_approval(approval_id: str, to: str, actor: str, comment: str | None) -> bool:
     with session() as s:
-        res = s.execute(update(Approval).where(Approval.id == approval_id, Approval.status == "pending")
+        res = s.execute(update(Approval).where(Approval.id == approval_id,
+                                                 Approval.status == ApprovalStatus.PENDING)
                         .values(status=to, decided_by=actor, decided_at=utcnow(), comment=comment))
         return _rowcount(res) == 1
 
 
-def approvals(*, status: str | None = "pending", workflow_id: str | None = None) -> list[dict[str, Any]]:
+def approvals(*, status: str | None = ApprovalStatus.PENDING, workflow_id: str | None = None) -> list[dict[str, Any]]:
     q = select(Approval).order_by(Approval.created_at)
     if status:
         q = q.where(Approval.status == status)
@@ -308,7 +315,8 @@ def approvals(*, status: str | None = "pending", workflow_id: str | None = None)
 
 def due_approvals(now: datetime) -> list[dict[str, Any]]:
     with session() as s:
-        rows = s.scalars(select(Approval).where(Approval.status == "pending", Approval.expires_at <= now)).all()
+        rows = s.scalars(select(Approval).where(Approval.status == ApprovalStatus.PENDING,
+                                              Approval.expires_at <= now)).all()
         return [_row(a) for a in rows]
 
 

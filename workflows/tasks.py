@@ -24,7 +24,7 @@ from workers.status import ErrorKind
 from workers.store.models import utcnow
 from workflows import state, templates
 from workflows.spec import CompensationSpec, WorkflowSpec, levels
-from workflows.status import CompensationStatus, WorkflowStatus
+from workflows.status import CompensationStatus, StepStatus, WorkflowStatus
 
 log = logging.getLogger("opsq.workflow")
 
@@ -68,7 +68,7 @@ step_hooks.register(WorkflowStepHooks())
 
 def start_rollback(workflow_id: str, reason: str, failed_step: str | None = None) -> bool:
     """Starts the rollback once, however many errbacks (or operators) ask for it."""
-    if not state.transition(workflow_id, "rolling_back", allowed_from=ROLLBACK_FROM, error=reason,
+    if not state.transition(workflow_id, WorkflowStatus.ROLLING_BACK, allowed_from=ROLLBACK_FROM, error=reason,
                             failed_step=failed_step, event="rollback_started", detail=reason):
         return False
     workflow_rollback.apply_async(args=[workflow_id], queue=CONTROL_QUEUE, routing_key=CONTROL_QUEUE)
@@ -99,7 +99,7 @@ def workflow_step_failed(request: Any, exc: Any, traceback: Any, workflow_id: st
 @app.task(name="opsq.workflow.pause", acks_late=True)
 def workflow_pause(workflow_id: str, level: int) -> str | None:
     spec, run = spec_of(workflow_id)
-    if run["status"] != "running":  # rolled back or resolved meanwhile: no approval for a dead workflow
+    if run["status"] != WorkflowStatus.RUNNING:  # rolled back or resolved meanwhile: no approval for a dead workflow
         return None
     gated = [s for s in levels(spec)[level] if spec.step(s).requires_approval]
     context = {"input": {**spec.input, **run["input"]}, "steps": state.outputs(workflow_id)}
@@ -113,15 +113,16 @@ def workflow_pause(workflow_id: str, level: int) -> str | None:
     approval_id = state.create_approval(workflow_id, level, gated, details, spec.approval_expires_s,
                                         run["created_by"])
     state.set_resume_level(workflow_id, level)
-    if state.transition(workflow_id, "awaiting_approval", allowed_from=("running",), event="awaiting_approval",
-                        detail=f"approval {approval_id} for step(s) {', '.join(gated)}"):
+    if state.transition(workflow_id, WorkflowStatus.AWAITING_APPROVAL, allowed_from=(WorkflowStatus.RUNNING,),
+                        event="awaiting_approval", detail=f"approval {approval_id} for step(s) {', '.join(gated)}"):
         log.info("workflow %s waits for approval %s", workflow_id, approval_id)
     return approval_id
 
 
 @app.task(name="opsq.workflow.complete", acks_late=True)
 def workflow_complete(workflow_id: str) -> bool:
-    return state.transition(workflow_id, "succeeded", allowed_from=("running",), event="succeeded")
+    return state.transition(workflow_id, WorkflowStatus.SUCCEEDED, allowed_from=(WorkflowStatus.RUNNING,),
+                            event="succeeded")
 
 
 @app.task(bind=True, name="opsq.workflow.rollback", acks_late=True, max_retries=None)
@@ -129,20 +130,20 @@ def workflow_rollback(self: Task, workflow_id: str, waited: int = 0) -> list[str
     """Undo what completed, newest first. Waits for steps still running (a sibling branch), so what
     they complete is undone too; steps not yet started are skipped."""
     steps = state.steps(workflow_id)
-    if any(s["status"] == "running" for s in steps) and waited < 600:
+    if any(s["status"] == StepStatus.RUNNING for s in steps) and waited < 600:
         raise self.retry(args=[workflow_id], kwargs={"waited": waited + 1}, countdown=1.0)
     state.skip_unfinished(workflow_id, "workflow rolled back")
     spec, _ = spec_of(workflow_id)
-    done = sorted((s for s in state.steps(workflow_id) if s["status"] == "succeeded"),
+    done = sorted((s for s in state.steps(workflow_id) if s["status"] == StepStatus.SUCCEEDED),
                   key=lambda s: s["completed_seq"] or 0, reverse=True)
     plan = []
     for s in done:
         comp = spec.step(s["step_id"]).compensation
         target = (comp.platform, comp.action) if isinstance(comp, CompensationSpec) else (s["platform"], s["action"])
         plan.append({"step_id": s["step_id"], "platform": target[0], "action": target[1],
-                     "status": "skipped" if comp is False else "pending"})
+                     "status": CompensationStatus.SKIPPED if comp is False else CompensationStatus.PENDING})
     comps = state.plan_compensations(workflow_id, plan)
-    todo = [c for c in comps if c["status"] == "pending"]
+    todo = [c for c in comps if c["status"] == CompensationStatus.PENDING]
     state.record(workflow_id, "rollback_planned",
                  detail=" -> ".join(c["step_id"] for c in comps) or "nothing completed")
     sigs = []
@@ -212,7 +213,8 @@ def forget_failed_undos(workflow_id: str) -> None:
     """Before a rollback is retried by hand: drop the execution records of the compensations that
     failed for good, so the guards let them run again (the ones that are done stay done)."""
     by_step = {s["step_id"]: s["action_id"] for s in state.steps(workflow_id)}
-    failed = [c for c in state.compensations(workflow_id) if c["status"] in ("failed", "running")]
+    failed = [c for c in state.compensations(workflow_id)
+              if c["status"] in (CompensationStatus.FAILED, CompensationStatus.RUNNING)]
     if failed:
         guard_redis().delete(*(keys.run(undo_action_id(by_step[c["step_id"]], c["id"])) for c in failed))
 
@@ -226,10 +228,11 @@ def _compensation_failed(workflow_id: str, comp: dict[str, Any], kind: str, mess
 
 @app.task(name="opsq.workflow.compensation_failed")
 def compensation_failed(request: Any, exc: Any, traceback: Any, workflow_id: str, comp_id: int) -> None:
-    state.transition(workflow_id, "rollback_failed", allowed_from=("rolling_back",), event="rollback_failed",
-                     detail=f"compensation {comp_id} failed: {exc}")
+    state.transition(workflow_id, WorkflowStatus.ROLLBACK_FAILED, allowed_from=(WorkflowStatus.ROLLING_BACK,),
+                     event="rollback_failed", detail=f"compensation {comp_id} failed: {exc}")
 
 
 @app.task(name="opsq.workflow.rollback_finished", acks_late=True)
 def rollback_finished(workflow_id: str) -> bool:
-    return state.transition(workflow_id, "rolled_back", allowed_from=("rolling_back",), event="rolled_back")
+    return state.transition(workflow_id, WorkflowStatus.ROLLED_BACK, allowed_from=(WorkflowStatus.ROLLING_BACK,),
+                            event="rolled_back")

@@ -6,6 +6,10 @@ import click
 
 from workers.cli.options import json_option, parse_params, priority_option
 from workers.cli.output import emit_json, status_text, table
+from workers.status import ActionStatus
+
+# `opsq action list --status`: every action status but skipped (a workflow's step that never ran).
+LIST_STATUSES = [s.value for s in ActionStatus if s is not ActionStatus.SKIPPED]
 
 
 def _show(view, as_json: bool) -> None:  # type: ignore[no-untyped-def]
@@ -62,7 +66,7 @@ def register(cli: click.Group) -> None:
             return
         view = handle.wait(timeout)
         _show(view, as_json)
-        if view.status != "succeeded":
+        if view.status != ActionStatus.SUCCEEDED:
             raise SystemExit(1)
 
     @cli.group()
@@ -79,7 +83,7 @@ def register(cli: click.Group) -> None:
         _show(current_status(action_id), as_json)
 
     @action.command("list")
-    @click.option("--status", type=click.Choice(["queued", "running", "retrying", "succeeded", "failed"]))
+    @click.option("--status", type=click.Choice(LIST_STATUSES))
     @click.option("--platform")
     @click.option("--limit", type=click.IntRange(1, 10000), default=20, show_default=True)
     @json_option
@@ -88,11 +92,11 @@ def register(cli: click.Group) -> None:
         from workers.client import current_status
         from workers.store import actions as store
 
-        if status == "running":
+        if status == ActionStatus.RUNNING:
             # Running is live state in Redis (the worker writes no running row): look at what is not final.
-            candidates = [*store.list_recent(limit=limit * 5, status="queued", platform=platform),
-                          *store.list_recent(limit=limit * 5, status="retrying", platform=platform)]
-            views = [v for v in (current_status(c.id) for c in candidates) if v.status == "running"][:limit]
+            candidates = [*store.list_recent(limit=limit * 5, status=ActionStatus.QUEUED, platform=platform),
+                          *store.list_recent(limit=limit * 5, status=ActionStatus.RETRYING, platform=platform)]
+            views = [v for v in (current_status(c.id) for c in candidates) if v.status == ActionStatus.RUNNING][:limit]
         else:
             views = store.list_recent(limit=limit, status=status, platform=platform)
         if as_json:

@@ -23,6 +23,8 @@ import click
 
 from executors.registry import TOKEN_PLATFORMS
 from workers.queues import CONTROL_QUEUE, PLATFORM_QUEUES
+from workers.status import ActionStatus
+from workflows.status import ApprovalStatus, CompensationStatus, StepStatus, WorkflowStatus
 
 DEMO_QUEUES = (*PLATFORM_QUEUES, CONTROL_QUEUE)
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
@@ -171,7 +173,7 @@ def scenario_routing(run: DemoRun) -> None:
         result = json.dumps(view.result, sort_keys=True) if view.result else view.error
         what = f"{platform}.{action}"
         line = f"{what:<20} queue={click.style(f'{view.queue:<8}', bold=True)} {view.status}  {result}"
-        if view.status == "succeeded":
+        if view.status == ActionStatus.SUCCEEDED:
             passed += 1
             click.echo(ok(line))
         else:
@@ -229,7 +231,7 @@ def scenario_retry(run: DemoRun) -> None:
         colour = "green" if call["status"] == 200 else "red"
         click.echo(f"  attempt {n}: HTTP {click.style(str(call['status']), fg=colour, bold=True)}{gap}")
         previous = call["finished"]
-    passed = view.status == "succeeded" and view.attempts == 3
+    passed = view.status == ActionStatus.SUCCEEDED and view.attempts == 3
     click.echo((ok if passed else bad)(f"action {view.status} after {view.attempts} attempts"))
     run.scenarios.append({"scenario": "4", "name": "retry", "passed": passed, "attempts": view.attempts})
 
@@ -238,6 +240,7 @@ def scenario_breaker(run: DemoRun) -> None:
     from executors.sandbox.server import SandboxClient
     from workers.client import submit_action
     from workers.guards import breaker
+    from workers.guards.base import BreakerState
 
     heading("4b", "circuit breaker: a platform goes down, the breaker stops the hammering")
     sandbox = SandboxClient(run.sandbox_url)
@@ -255,24 +258,27 @@ def scenario_breaker(run: DemoRun) -> None:
         time.sleep(0.1)
         shown = _print_transitions(breaker, started, shown)
     during = len(sandbox.requests(platform="gdrive"))
-    cycles = sum(1 for e in breaker.history("gdrive", limit=200) if e["at"] >= started and e["to"] == "half_open")
+    cycles = sum(1 for e in breaker.history("gdrive", limit=200)
+                 if e["at"] >= started and e["to"] == BreakerState.HALF_OPEN)
     click.echo(f"  {n} actions waited; {during} calls reached the failing platform in {outage_s:g}s "
                f"({cfg.failure_threshold} to open it, then one probe per cool-down). Bringing gdrive back.")
     sandbox.clear_faults("gdrive")
     views = [h.wait(90) for h in handles]
     _print_transitions(breaker, started, shown)
-    succeeded = sum(v.status == "succeeded" for v in views)
+    succeeded = sum(v.status == ActionStatus.SUCCEEDED for v in views)
     # At most: the threshold, one probe per half-open, and what was in flight when it opened (2 processes).
     bound = cfg.failure_threshold + cycles * cfg.half_open_max + 2
-    passed = succeeded == n and breaker.status("gdrive").state == "closed" and during <= bound
+    passed = succeeded == n and breaker.status("gdrive").state == BreakerState.CLOSED and during <= bound
     click.echo((ok if passed else bad)(f"{succeeded}/{n} actions completed after a probe closed the breaker"))
     run.scenarios.append({"scenario": "4b", "name": "circuit breaker", "passed": passed,
                           "calls_during_outage": during, "bound": bound, "actions": n})
 
 
 def _print_transitions(breaker: Any, since: float, shown: int) -> int:
+    from workers.guards.base import BreakerState
+
     entries = [e for e in reversed(breaker.history("gdrive", limit=200)) if e["at"] >= since]
-    colours = {"open": "red", "half_open": "yellow", "closed": "green"}
+    colours = {BreakerState.OPEN: "red", BreakerState.HALF_OPEN: "yellow", BreakerState.CLOSED: "green"}
     for e in entries[shown:]:
         to = click.style(f"{e['to'].upper():<9}", fg=colours.get(e["to"], "white"), bold=True)
         click.echo(f"  +{e['at'] - since:5.2f}s  breaker {to} {e['reason']}")
@@ -309,14 +315,15 @@ def _example(name: str) -> Path:
 def _track_workflow(run: DemoRun, handle: Any) -> None:
     from workflows import state
 
-    run.action_ids.extend(s["action_id"] for s in state.steps(handle.id) if s["status"] in ("succeeded", "failed"))
+    run.action_ids.extend(s["action_id"] for s in state.steps(handle.id)
+                          if s["status"] in (StepStatus.SUCCEEDED, StepStatus.FAILED))
 
 
 def _print_steps(handle: Any) -> None:
     from workflows import state
 
     for st in sorted(state.steps(handle.id), key=lambda x: (x["completed_seq"] or 99, x["level"])):
-        mark = {"succeeded": ok, "failed": bad}.get(st["status"], lambda t: "  " + t)
+        mark = {StepStatus.SUCCEEDED: ok, StepStatus.FAILED: bad}.get(st["status"], lambda t: "  " + t)
         took = ""
         if st["started_at"] and st["finished_at"]:
             took = f" {(st['finished_at'] - st['started_at']).total_seconds() * 1000:.0f} ms"
@@ -335,7 +342,7 @@ def scenario_workflow(run: DemoRun) -> None:
     status = handle.wait(120)
     _track_workflow(run, handle)
     _print_steps(handle)
-    passed = status == "succeeded"
+    passed = status == WorkflowStatus.SUCCEEDED
     click.echo((ok if passed else bad)(f"workflow {handle.id} {status}"))
     run.scenarios.append({"scenario": "3", "name": "workflow", "passed": passed, "workflow_id": handle.id})
 
@@ -351,20 +358,22 @@ def scenario_rollback(run: DemoRun) -> None:
     before = sandbox.state()
     handle = submit_workflow(_example("order-rollback.yaml"),
                              {"payment_url": f"{run.sandbox_url}/webhook/payments/charge"})
-    status = handle.wait(120, until=("rolled_back", "rollback_failed", "succeeded"))
+    status = handle.wait(120, until=(WorkflowStatus.ROLLED_BACK, WorkflowStatus.ROLLBACK_FAILED,
+                                       WorkflowStatus.SUCCEEDED))
     sandbox.clear_faults("webhook")
     _track_workflow(run, handle)
     _print_steps(handle)
     click.echo("  rollback, in order:")
     for c in state.compensations(handle.id):
-        mark = ok if c["status"] in ("done", "skipped") else bad
+        mark = ok if c["status"] in (CompensationStatus.DONE, CompensationStatus.SKIPPED) else bad
         what = f"{c['position']}. undo {c['step_id']:<15} ({c['platform']}.{c['action']})"
         click.echo("  " + mark(f"{what} {c['status']}"))
     after = sandbox.state()
     clean = all(len(after[p][k]) == len(before[p][k]) for p, k in
                 (("trello", "cards"), ("gdrive", "files"), ("slack", "messages")))
     order = [c["step_id"] for c in state.compensations(handle.id)]
-    passed = status == "rolled_back" and clean and order == ["notify", "log_row", "create_invoice", "reserve_stock"]
+    passed = (status == WorkflowStatus.ROLLED_BACK and clean
+              and order == ["notify", "log_row", "create_invoice", "reserve_stock"])
     click.echo((ok if passed else bad)(f"workflow {status}; the sandbox holds nothing the workflow created: {clean}"))
     run.scenarios.append({"scenario": "5", "name": "rollback", "passed": passed, "compensation_order": order})
 
@@ -377,23 +386,24 @@ def scenario_approvals(run: DemoRun) -> None:
     heading(6, "approval gates: one approved, one denied")
     sandbox = SandboxClient(run.sandbox_url)
     results = {}
-    for person, decision in (("Sam Doe", "approved"), ("Alex Roe", "denied")):
+    for person, decision in (("Sam Doe", ApprovalStatus.APPROVED), ("Alex Roe", ApprovalStatus.DENIED)):
         handle = submit_workflow(_example("approval-gates.yaml"), {"person": person})
         waiting = handle.wait(60)
         (approval,) = state.approvals(workflow_id=handle.id)
         click.echo(f"  {person}: workflow {waiting}, approval {approval['id']} for step(s) "
                    f"{', '.join(approval['step_ids'])}")
-        if decision == "approved":
+        if decision == ApprovalStatus.APPROVED:
             approve(approval["id"], "demo-manager", "checked with HR")
             final = handle.wait(60)
         else:
             deny(approval["id"], "announcement not agreed yet", "demo-manager")
-            final = handle.wait(60, until=("rolled_back", "rollback_failed"))
+            final = handle.wait(60, until=(WorkflowStatus.ROLLED_BACK, WorkflowStatus.ROLLBACK_FAILED))
         _track_workflow(run, handle)
         results[person] = final
-        click.echo(f"    {decision} -> " + (ok if final in ("succeeded", "rolled_back") else bad)(final))
+        mark = ok if final in (WorkflowStatus.SUCCEEDED, WorkflowStatus.ROLLED_BACK) else bad
+        click.echo(f"    {decision} -> " + mark(final))
     announced = [r["body"]["text"] for r in sandbox.requests(platform="slack") if "leaving" in str(r["body"])]
-    passed = (results == {"Sam Doe": "succeeded", "Alex Roe": "rolled_back"}
+    passed = (results == {"Sam Doe": WorkflowStatus.SUCCEEDED, "Alex Roe": WorkflowStatus.ROLLED_BACK}
               and announced == ["Sam Doe is leaving the company"])
     click.echo((ok if passed else bad)("only the approved announcement was sent; the denied one was rolled back"))
     run.scenarios.append({"scenario": "6", "name": "approvals", "passed": passed, "outcomes": results})
@@ -404,6 +414,7 @@ def scenario_dashboard(run: DemoRun) -> None:
 
     from workers.cli.reports_cmd import print_metrics
     from workers.guards import breaker
+    from workers.guards.base import BreakerState
     from workers.ops.reports import metrics
     from workflows import state
 
@@ -411,7 +422,7 @@ def scenario_dashboard(run: DemoRun) -> None:
     data = metrics(datetime.fromtimestamp(run.started_wall, UTC))
     print_metrics(data)
     states = {p: breaker.status(p).state for p in PLATFORM_QUEUES if p != "noop"}
-    click.echo("breakers:    " + "  ".join(f"{p}={click.style(s, fg='green' if s == 'closed' else 'red')}"
+    click.echo("breakers:    " + "  ".join(f"{p}={click.style(s, fg='green' if s == BreakerState.CLOSED else 'red')}"
                                             for p, s in states.items()))
     runs = [r for r in state.list_runs(limit=50) if r["created_at"].timestamp() >= run.started_wall]
     by_status: dict[str, int] = {}
@@ -419,10 +430,10 @@ def scenario_dashboard(run: DemoRun) -> None:
         by_status[r["status"]] = by_status.get(r["status"], 0) + 1
     retries = sum(m["retries"] for m in data["platforms"].values())
     click.echo(f"workflows:   {len(runs)} ({', '.join(f'{k}={v}' for k, v in sorted(by_status.items()))}); "
-               f"retries {retries}; rollbacks {by_status.get('rolled_back', 0)}")
+               f"retries {retries}; rollbacks {by_status.get(WorkflowStatus.ROLLED_BACK, 0)}")
     if run.flower_url:
         click.echo(f"Flower:      {run.flower_url} (live workers, tasks and queues)")
-    passed = bool(data["platforms"]) and all(s == "closed" for s in states.values())
+    passed = bool(data["platforms"]) and all(s == BreakerState.CLOSED for s in states.values())
     run.scenarios.append({"scenario": "7", "name": "metrics dashboard", "passed": passed,
                           "platforms": data["platforms"], "breakers": states, "workflows": by_status})
 
@@ -443,11 +454,11 @@ def summarise(run: DemoRun, started: float) -> dict[str, Any]:
         by_platform[v.platform][v.status] += 1
         by_priority[v.priority][v.status] += 1
     durations = [v.duration_s for v in views if v.duration_s is not None]
-    succeeded = sum(1 for v in views if v.status == "succeeded")
+    succeeded = sum(1 for v in views if v.status == ActionStatus.SUCCEEDED)
     return {
         "total_actions": len(views),
         "succeeded": succeeded,
-        "failed": sum(1 for v in views if v.status == "failed"),
+        "failed": sum(1 for v in views if v.status == ActionStatus.FAILED),
         "success_rate": round(succeeded / len(views), 4) if views else 0.0,
         "by_platform": {k: dict(c) for k, c in sorted(by_platform.items())},
         "by_priority": {k: dict(c) for k, c in sorted(by_priority.items())},

@@ -8,8 +8,11 @@ from typing import Any
 
 import click
 
-STATUS_COLOURS = {
-    "succeeded": "green", "queued": "cyan", "running": "blue", "retrying": "yellow", "failed": "red",
+from workers.status import ActionStatus
+
+STATUS_COLOURS: dict[str, str] = {
+    ActionStatus.SUCCEEDED: "green", ActionStatus.QUEUED: "cyan", ActionStatus.RUNNING: "blue",
+    ActionStatus.RETRYING: "yellow", ActionStatus.FAILED: "red",
 }
 
 
@@ -18,7 +21,7 @@ def emit_json(data: Any) -> None:
 
 
 def status_text(status: str) -> str:
-    return click.style(status, fg=STATUS_COLOURS.get(status, "white"), bold=status == "failed")
+    return click.style(status, fg=STATUS_COLOURS.get(status, "white"), bold=status == ActionStatus.FAILED)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

@@ -6,7 +6,27 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
+
+from workers.status import Verdict
+
+
+class RunState(StrEnum):
+    """The `state` of an action's execution record in Redis (keys.run; written by the Lua scripts in
+    workers.guards.scripts): a live lease, or the outcome the guards answer a redelivery with."""
+
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class BreakerState(StrEnum):
+    """A platform's circuit breaker (keys.breaker; its transitions live in the Lua scripts)."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
 
 
 def new_token() -> str:
@@ -26,12 +46,12 @@ class Attempt:
 
 @dataclass(frozen=True)
 class Admission:
-    """`verdict` is one of: run (call the platform), done (return `result`, the platform was already
-    called), failed (the action already failed for good: `error`), or a wait — busy (running
-    elsewhere), open / half_open_busy (breaker), rate_limited — to be re-scheduled after `wait_s`
+    """`verdict` (workers.status.Verdict) is one of: run (call the platform), done (return `result`, the
+    platform was already called), failed (the action already failed for good: `error`), or a wait — busy
+    (running elsewhere), open / half_open_busy (breaker), rate_limited — to be re-scheduled after `wait_s`
     without using up an attempt; open_fail when the action chose to fail fast on an open breaker."""
 
-    verdict: str = "run"
+    verdict: str = Verdict.RUN
     wait_s: float = 0.0
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
@@ -39,7 +59,7 @@ class Admission:
 
     @property
     def run(self) -> bool:
-        return self.verdict == "run"
+        return self.verdict == Verdict.RUN
 
 
 @dataclass(frozen=True)
@@ -63,4 +83,4 @@ class PassThrough:
         return Admission()
 
     def settle(self, attempt: Attempt, admission: Admission, outcome: Outcome) -> str:
-        return "closed"
+        return BreakerState.CLOSED

@@ -10,6 +10,7 @@ from typing import Any
 import redis
 
 from workers.guards import keys, scripts
+from workers.guards.base import BreakerState
 from workers.guards.connection import guard_redis
 from workers.guards.redis_guard import HISTORY_MAX
 from workers.queues import PLATFORM_QUEUES
@@ -50,17 +51,17 @@ def status(platform: str, client: redis.Redis | None = None) -> BreakerStatus:
     raw, (sec, usec) = pipe.execute()
     now = float(sec) + usec / 1_000_000
     fields = {k.decode(): v.decode() for k, v in raw.items()}
-    state = fields.get("state", "closed")
+    state = fields.get("state", BreakerState.CLOSED)
     pipe = r.pipeline(transaction=False)
     pipe.zcount(keys.breaker_failures(platform), now - cfg.window_s, "+inf")
     pipe.zcount(keys.breaker_probes(platform), now, "+inf")  # live leases only: a dead worker's has run out
     fails, probes = pipe.execute()
-    if state != "closed":
+    if state != BreakerState.CLOSED:
         fails = 0
     opened_at = float(fields["opened_at"]) if "opened_at" in fields else None
     forced = fields.get("forced") == "1"
     until = None
-    if state == "open" and opened_at is not None and not forced:
+    if state == BreakerState.OPEN and opened_at is not None and not forced:
         until = max(0.0, opened_at + cfg.open_s - now)
     return BreakerStatus(platform=platform, state=state, failures_in_window=int(fails),
                          failure_threshold=cfg.failure_threshold, window_s=cfg.window_s, open_s=cfg.open_s,
@@ -81,13 +82,13 @@ def _force(platform: str, to: str, reason: str, client: redis.Redis | None) -> s
 def reset(platform: str, actor: str, reason: str = "", client: redis.Redis | None = None,
           audited: bool = True) -> str:
     """Back to CLOSED (failures forgotten), recorded in the history and the audit trail with who and why."""
-    return _force_by(platform, "closed", "reset", "circuit_reset", actor, reason, client, audited)
+    return _force_by(platform, BreakerState.CLOSED, "reset", "circuit_reset", actor, reason, client, audited)
 
 
 def force_open(platform: str, actor: str, reason: str = "", client: redis.Redis | None = None,
                audited: bool = True) -> str:
     """OPEN until reset: actions wait (or fail fast) and the platform is not called."""
-    return _force_by(platform, "open", "forced open", "circuit_open", actor, reason, client, audited)
+    return _force_by(platform, BreakerState.OPEN, "forced open", "circuit_open", actor, reason, client, audited)
 
 
 def _force_by(platform: str, to: str, verb: str, audit_action: str, actor: str, reason: str,

@@ -10,6 +10,7 @@ from workers.guards import keys, scripts
 from workers.guards.base import Admission, Attempt, Outcome
 from workers.guards.connection import guard_redis
 from workers.settings import Settings
+from workers.status import Verdict
 
 HISTORY_MAX = 1000
 
@@ -33,12 +34,12 @@ class RedisGuard:
         )
         verdict = verdict.decode() if isinstance(verdict, bytes) else verdict
         detail = detail.decode() if isinstance(detail, bytes) else detail
-        if verdict == "run":
+        if verdict == Verdict.RUN:
             return Admission(probe=bool(probe))
-        if verdict == "done":
-            return Admission(verdict="done", result=json.loads(detail or "{}"))
-        if verdict == "failed":
-            return Admission(verdict="failed", error=json.loads(detail or "{}"))
+        if verdict == Verdict.DONE:
+            return Admission(verdict=Verdict.DONE, result=json.loads(detail or "{}"))
+        if verdict == Verdict.FAILED:
+            return Admission(verdict=Verdict.FAILED, error=json.loads(detail or "{}"))
         return Admission(verdict=verdict, wait_s=float(detail))
 
     def settle(self, attempt: Attempt, admission: Admission, outcome: Outcome) -> str:

@@ -19,11 +19,12 @@ from sqlalchemy import select
 
 from workers.enqueue import send_action
 from workers.guards import keys
+from workers.guards.base import RunState
 from workers.guards.connection import guard_redis, server_time
 from workers.ops.queue_ops import message_ids_in_flight
 from workers.redaction import contains_redacted
 from workers.settings import get_settings
-from workers.status import OPEN_ACTION_STATUSES, ActionStatus
+from workers.status import OPEN_ACTION_STATUSES, ActionStatus, ErrorKind
 from workers.store import actions as store
 from workers.store.db import session
 from workers.store.models import ActionRun, as_utc, utcnow
@@ -75,10 +76,10 @@ def detect(*, act: bool = True, limit: int = 1000) -> StuckReport:
         if run.workflow_id:
             # A workflow step that is queued has no message of its own until its turn in the canvas;
             # whether the workflow is stuck is judged per workflow (workflows.client.stuck_workflows).
-            if run.id not in in_flight and state != "running" and run.workflow_id not in report.workflows:
+            if run.id not in in_flight and state != RunState.RUNNING and run.workflow_id not in report.workflows:
                 report.workflows.append(run.workflow_id)
             continue
-        if state in ("done", "failed"):
+        if state in (RunState.DONE, RunState.FAILED):
             report.reconciled.append(run.id)
             report.details[run.id] = f"outcome was in Redis ({state}), not in the database"
             if act:
@@ -87,7 +88,7 @@ def detect(*, act: bool = True, limit: int = 1000) -> StuckReport:
         if run.id in in_flight or run.queue in too_long:
             report.waiting.append(run.id)
             continue
-        if state == "running" and float(rec.get("lease_until", 0)) > server_now:
+        if state == RunState.RUNNING and float(rec.get("lease_until", 0)) > server_now:
             report.running.append(run.id)
             continue
         age = (now - as_utc(run.created_at)).total_seconds()
@@ -103,7 +104,7 @@ def detect(*, act: bool = True, limit: int = 1000) -> StuckReport:
             report.failed.append(run.id)
             report.details[run.id] = reason
             if act:
-                store.mark_failed(run.id, run.attempts, f"stuck: {reason}", "stuck", dead_letter=True)
+                store.mark_failed(run.id, run.attempts, f"stuck: {reason}", ErrorKind.STUCK, dead_letter=True)
             continue
         report.requeued.append(run.id)
         report.details[run.id] = f"no message in Redis for {age:.0f}s; requeue #{requeues + 1}"
@@ -113,7 +114,7 @@ def detect(*, act: bool = True, limit: int = 1000) -> StuckReport:
 
 
 def _reconcile(run: ActionRun, rec: dict[str, str]) -> None:
-    if rec["state"] == "done":
+    if rec["state"] == RunState.DONE:
         store.mark_succeeded(run.id, max(run.attempts, 1), json.loads(rec.get("result") or "{}"), None)
     else:
         error = json.loads(rec.get("error") or "{}")

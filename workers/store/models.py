@@ -13,6 +13,8 @@ from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, Stri
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from workers.status import ActionStatus
+
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 
@@ -53,7 +55,7 @@ class ActionRun(Base):
     queue: Mapped[str] = mapped_column(String(32))
     # workers.status.ActionStatus: queued -> (retrying)* -> succeeded | failed; skipped (a workflow's step
     # whose workflow stopped before its turn). `running` is never stored: it is the live lease in Redis.
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=ActionStatus.QUEUED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
