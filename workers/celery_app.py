@@ -18,7 +18,7 @@ from celery.signals import (
     worker_process_shutdown,
 )
 
-from workers import executor_pool, observability
+from workers import executor_pool, observability, signal_scope
 from workers.dev.broker_url import resolve_redis_url
 from workers.guards import reset_guard
 from workers.ops import queue_ops
@@ -109,27 +109,27 @@ class OpsqCelery(Celery):
 
 def create_app() -> Celery:
     app = OpsqCelery("opsqueue")
-    # Sentry and structured logs (workers.observability) hook in through Celery's signals.
+    # Sentry and structured logs (workers.observability) hook in through Celery's signals, as do the
+    # worker's own hooks below; all of them for this app only (workers.signal_scope).
     observability.install(app)
+    signal_scope.connect(after_setup_logger, app, _quiet_http_client, "opsq.worker.httpx_logs")
+    signal_scope.connect(worker_init, app, _schema_ready, "opsq.worker.schema")
+    signal_scope.connect(celeryd_after_setup, app, _skip_paused_queues, "opsq.worker.paused_queues")
+    signal_scope.connect(worker_process_init, app, _fresh_connections_after_fork, "opsq.worker.after_fork")
+    signal_scope.connect(worker_process_shutdown, app, _flush_buffered_outcomes, "opsq.worker.flush_outcomes")
     return app
 
 
-app = create_app()
-
-
-@after_setup_logger.connect
 def _quiet_http_client(**_: Any) -> None:
     # httpx logs every request at INFO; the action's own log lines already say what was called.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-@worker_init.connect
 def _schema_ready(**_: Any) -> None:
     # Migrate (when OPSQ_AUTO_MIGRATE) before the worker says it is ready, not on its first action.
     db.get_engine()
 
 
-@celeryd_after_setup.connect
 def _skip_paused_queues(sender: str, instance: Any, **_: Any) -> None:
     """`opsq queue pause` is remembered: a worker started while a queue is paused does not consume it."""
     queues = instance.app.amqp.queues
@@ -140,7 +140,6 @@ def _skip_paused_queues(sender: str, instance: Any, **_: Any) -> None:
                                                  queue, queue)
 
 
-@worker_process_init.connect
 def _fresh_connections_after_fork(**_: Any) -> None:
     # A prefork child must not share the parent's DB or HTTP sockets.
     db.reset_engine(close=False)
@@ -148,7 +147,9 @@ def _fresh_connections_after_fork(**_: Any) -> None:
     reset_guard()
 
 
-@worker_process_shutdown.connect
 def _flush_buffered_outcomes(**_: Any) -> None:
     # A pool process that ends (warm shutdown, max_tasks_per_child) commits its buffered success records.
     outcomes.shutdown()
+
+
+app = create_app()

@@ -81,3 +81,29 @@ def test_any_first_use_configures_the_app_once(probe_settings, first_use):
 def test_the_client_side_modules_import_with_no_redis_configured(tmp_path, module):
     result = _python(f"import {module}", tmp_path)
     assert result.returncode == 0, result.stderr
+
+
+LOG_SETUP = (
+    "import logging\n"
+    "{prelude}"
+    "app.log.setup(loglevel='INFO', redirect_stdouts=False)\n"
+    "print(type(logging.getLogger().handlers[0].formatter).__name__)\n"
+)
+
+
+def test_a_service_importing_the_client_keeps_its_own_workers_logging(tmp_path):
+    """A host app's worker (here: its logging set-up, the first thing a worker does) gets none of opsqueue's
+    hooks just because the service imported opsqueue's client API."""
+    prelude = "import workers.client, workflows.client\nfrom celery import Celery\napp = Celery('host')\n"
+    result = _python("import os\nos.environ['OPSQ_REDIS_URL'] = 'redis://127.0.0.1:1/0'\n"
+                     + LOG_SETUP.format(prelude=prelude), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() != "JsonFormatter"
+
+
+def test_opsqueues_own_app_gets_its_json_logs(tmp_path):
+    prelude = "from workers.celery_app import app\n"
+    result = _python("import os\nos.environ['OPSQ_REDIS_URL'] = 'redis://127.0.0.1:1/0'\n"
+                     + LOG_SETUP.format(prelude=prelude), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "JsonFormatter"

@@ -17,8 +17,7 @@ install(app) only connects signal handlers; nothing is configured until a worker
 
 from __future__ import annotations
 
-from typing import Any
-
+from celery import Celery
 from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
@@ -29,17 +28,20 @@ from celery.signals import (
     worker_process_init,
 )
 
+from workers import signal_scope
 from workers.observability import logs, sentry
 
 
-def install(app: Any) -> None:
-    """Connects the signal handlers. Cheap: nothing is read or initialised until a worker starts."""
-    celeryd_init.connect(sentry.init_sentry_logged, weak=False, dispatch_uid="opsq.observability.sentry")
-    beat_init.connect(sentry.init_sentry_logged, weak=False, dispatch_uid="opsq.observability.sentry_beat")
-    worker_process_init.connect(sentry.reinit_sentry_in_child, weak=False,
-                                dispatch_uid="opsq.observability.child")
-    task_prerun.connect(sentry.on_task_prerun, weak=False, dispatch_uid="opsq.observability.prerun")
-    task_postrun.connect(sentry.on_task_postrun, weak=False, dispatch_uid="opsq.observability.postrun")
-    after_setup_logger.connect(logs.on_after_setup_logger, weak=False, dispatch_uid="opsq.observability.logs")
-    after_setup_task_logger.connect(logs.on_after_setup_task_logger, weak=False,
-                                    dispatch_uid="opsq.observability.task_logs")
+def install(app: Celery) -> None:
+    """Connects the signal handlers, for `app`'s workers and beat only. Cheap: nothing is read or
+    initialised until a worker starts."""
+    for signal, handler, uid in (
+        (celeryd_init, sentry.init_sentry_logged, "sentry"),
+        (beat_init, sentry.init_sentry_logged, "sentry_beat"),
+        (worker_process_init, sentry.reinit_sentry_in_child, "child"),
+        (task_prerun, sentry.on_task_prerun, "prerun"),
+        (task_postrun, sentry.on_task_postrun, "postrun"),
+        (after_setup_logger, logs.on_after_setup_logger, "logs"),
+        (after_setup_task_logger, logs.on_after_setup_task_logger, "task_logs"),
+    ):
+        signal_scope.connect(signal, app, handler, f"opsq.observability.{uid}")
