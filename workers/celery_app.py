@@ -22,7 +22,8 @@ from workers import executor_pool, observability, signal_scope
 from workers.dev.broker_url import resolve_redis_url
 from workers.guards import reset_guard
 from workers.ops import queue_ops
-from workers.queues import PRIORITY_STEPS, PRIORITY_VALUES, celery_queues
+from workers.priorities import PRIORITY_STEPS, PRIORITY_VALUES
+from workers.queues import celery_queues
 from workers.settings import Settings, get_settings
 from workers.store import db, outcomes
 

@@ -16,7 +16,8 @@ from workers.errors import ConfigError, EnqueueError, SubmitError
 from workers.guards.base import RunState
 from workers.guards.execution import live_state
 from workers.guards.idempotency import claim, derive_key, release
-from workers.queues import PRIORITY_NAMES, queue_for
+from workers.priorities import PRIORITY_NAMES
+from workers.queues import queue_for
 from workers.settings import get_settings
 from workers.status import OPEN_ACTION_STATUSES, ActionStatus
 from workers.store import actions as store

@@ -8,7 +8,7 @@ from typing import Any
 
 from celery.canvas import Signature
 
-from workers.queues import priority_value
+from workers.priorities import priority_value
 from workers.redaction import kwargs_repr
 from workers.tasks import execute_action
 

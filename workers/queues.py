@@ -1,8 +1,6 @@
-"""Queues, priorities and routing. One Celery queue per platform, plus bookkeeping queues."""
+"""Queues and routing: one Celery queue per platform, plus bookkeeping queues (priorities: workers.priorities)."""
 
 from __future__ import annotations
-
-from typing import Literal
 
 from kombu import Queue
 
@@ -13,28 +11,6 @@ PLATFORM_QUEUES: tuple[str, ...] = PLATFORMS
 CONTROL_QUEUE = "control"
 MAINTENANCE_QUEUE = "maintenance"
 ALL_QUEUES: tuple[str, ...] = (*PLATFORM_QUEUES, CONTROL_QUEUE, MAINTENANCE_QUEUE)
-
-Priority = Literal["critical", "high", "normal", "low"]
-PRIORITY_NAMES: tuple[str, ...] = ("critical", "high", "normal", "low")
-
-# kombu's Redis transport keeps one list per priority step and pops the lowest number first:
-# 0 is the HIGHEST priority there (the opposite of AMQP). Each name maps onto its own step.
-PRIORITY_STEPS: tuple[int, ...] = (0, 3, 6, 9)
-PRIORITY_VALUES: dict[str, int] = dict(zip(PRIORITY_NAMES, PRIORITY_STEPS, strict=True))
-
-
-def priority_value(name: str) -> int:
-    try:
-        return PRIORITY_VALUES[name]
-    except KeyError:
-        raise ValueError(f"unknown priority {name!r} (use one of: {', '.join(PRIORITY_NAMES)})") from None
-
-
-def priority_name(value: int | None) -> str:
-    if value is None:
-        return "normal"
-    return min(PRIORITY_VALUES, key=lambda n: abs(PRIORITY_VALUES[n] - value))
-
 
 def queue_for(platform: str) -> str:
     if platform not in PLATFORM_QUEUES:

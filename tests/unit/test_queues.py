@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from workers.queues import (
-    ALL_QUEUES,
-    PRIORITY_VALUES,
-    parse_queue_list,
-    priority_name,
-    priority_value,
-    queue_for,
-)
+from workers.priorities import PRIORITY_VALUES, priority_name, priority_value
+from workers.queues import ALL_QUEUES, parse_queue_list, queue_for
 
 
 def test_priorities_map_onto_kombu_redis_steps_with_zero_highest():

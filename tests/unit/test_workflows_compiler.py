@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from celery.canvas import Signature
 
-from workers.queues import CONTROL_QUEUE, priority_value
+from workers.priorities import priority_value
+from workers.queues import CONTROL_QUEUE
 from workflows.compiler import Plan, compile_segment, plan_segment, step_signature
 from workflows.spec import WorkflowSpec, load
 

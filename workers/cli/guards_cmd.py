@@ -6,7 +6,6 @@ import click
 
 from workers.cli.options import actor_option, json_option
 from workers.cli.output import emit_json, table
-from workers.queues import PLATFORM_QUEUES
 
 STATE_COLOURS = {"closed": "green", "half_open": "yellow", "open": "red"}
 
@@ -16,6 +15,8 @@ def _state(state: str) -> str:
 
 
 def _platforms(platform: str | None) -> list[str]:
+    from workers.queues import PLATFORM_QUEUES  # the registry loads every executor: when a command runs
+
     return [platform] if platform else list(PLATFORM_QUEUES)
 
 

@@ -8,15 +8,21 @@ from typing import Any
 
 import click
 
-from workers.queues import PRIORITY_NAMES
-from workers.store import audit
+from workers.priorities import PRIORITY_NAMES
 
 CHECK_COLOURS = {"ok": "green", "warn": "yellow", "fail": "red"}
 
 priority_option = click.option("--priority", type=click.Choice(PRIORITY_NAMES), default="normal",
                                show_default=True)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-actor_option = click.option("--actor", default=audit.default_actor,
+def _default_actor() -> str:
+    # The store (SQLAlchemy, the models) is loaded when a command runs, not for `opsq --help`.
+    from workers.store.audit import default_actor
+
+    return default_actor()
+
+
+actor_option = click.option("--actor", default=_default_actor,
                             show_default="OPSQ_ACTOR or the OS user",
                             help="Who is doing this (recorded in the history).")
 

@@ -14,7 +14,8 @@ import redis
 from kombu.transport.redis import Channel
 
 from workers.guards.connection import as_text, guard_redis
-from workers.queues import ALL_QUEUES, PRIORITY_NAMES, PRIORITY_STEPS
+from workers.priorities import PRIORITY_NAMES, PRIORITY_STEPS
+from workers.queues import ALL_QUEUES
 from workers.store import actions as store
 from workers.store import audit
 from workers.store.actions import find
