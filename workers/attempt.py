@@ -4,14 +4,15 @@ Every platform call opsqueue makes goes through `run_attempt`: an action (worker
 a workflow's step (the same task) and a compensation (workflows.tasks.compensate_step). The caller says
 what to call; this module says how the attempt ended (`AttemptEnd`), and the caller only does its own
 bookkeeping (the action record, the step, the compensation row) and asks Celery to retry when told to.
-`dead_letters` is the one place that decides what goes to the dead letters.
+What goes to the dead letters is decided in one place too: the rule in workers.status, applied by the
+store whenever a failure is recorded (workers.status.is_dead_lettered).
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -51,13 +52,22 @@ class AttemptEnd:
     verdict: str = Verdict.RUN
 
 
-def run_attempt(ctx: Attempt, call: Callable[[], dict[str, Any]], *, max_attempts: int) -> AttemptEnd:
+def run_attempt(ctx: Attempt, call: Callable[[], dict[str, Any]], *, max_attempts: int,
+                on_admitted: Callable[[], None] | None = None, log_extra: Mapping[str, Any] | None = None,
+                what: str = "action") -> AttemptEnd:
     """Runs `call` (the platform call) once, if the guards admit it, and settles its outcome in Redis.
-    Never raises for a platform failure or an executor bug: both end as an AttemptEnd."""
+    Never raises for a platform failure or an executor bug: both end as an AttemptEnd.
+
+    `on_admitted` is the caller's bookkeeping between admission and the call (a compensation marks itself
+    running): outside the settled part, so a database error there is not taken for the platform's failure;
+    it propagates, and the lease runs out as for a worker that died. `log_extra` and `what` name the
+    attempt in the log line of a crash (a step's workflow_id and step_id; "compensation")."""
     guard = get_guard()
     admission = guard.admit(ctx)
     if not admission.run:
         return _not_admitted(ctx, admission)
+    if on_admitted is not None:
+        on_admitted()
     started = utcnow()
     try:
         result = redact(call())
@@ -78,27 +88,14 @@ def run_attempt(ctx: Attempt, call: Callable[[], dict[str, Any]], *, max_attempt
         # behind), fail loudly, keep the message in the record.
         msg = f"{type(exc).__name__}: {exc}"
         guard.settle(ctx, admission, Outcome(ok=False, error_kind=ErrorKind.INTERNAL, error=msg, final=True))
-        log.exception("action crashed", extra={"action_id": ctx.action_id, "platform": ctx.platform,
-                                               "action": ctx.action, "attempt": ctx.attempt})
+        log.exception("%s crashed", what, extra=dict(log_extra or {"action_id": ctx.action_id, "platform": ctx.platform,
+                                                                      "action": ctx.action, "attempt": ctx.attempt}))
         return AttemptEnd(Ending.FAILED, kind=ErrorKind.INTERNAL, message=msg, started_at=started)
     # Redis first: once the outcome is there, a redelivered message cannot call the platform again,
     # even if this process dies before the caller's database write. A Redis blip must not lose it
     # either: settle is retried (tenacity) before anything else happens.
     _settle_success(guard, ctx, admission, result)
     return AttemptEnd(Ending.SUCCEEDED, result=result, started_at=started)
-
-
-def dead_letters(kind: str | None, *, step: bool) -> bool:
-    """Whether an action that failed for good goes to the dead letters, to be replayed by an operator.
-
-    Yes when running it again later can succeed: retries ran out, the credentials were refused (replay
-    once they are fixed), an executor crashed (replay after the fix), fail-fast on an open breaker, lost
-    for good (stuck). No when the params themselves were refused (they would fail the same way again),
-    and never for a workflow's step: a step is not run on its own, its workflow rolls back and is
-    resumed or retried as a whole."""
-    if step:
-        return False
-    return kind not in (ErrorKind.PERMANENT, ErrorKind.INVALID_PARAMS, ErrorKind.TEMPLATE)
 
 
 def _not_admitted(ctx: Attempt, admission: Admission) -> AttemptEnd:

@@ -47,3 +47,20 @@ class ErrorKind(StrEnum):
     RATE_LIMITED = "rate_limited"  # 429 from the platform: retried, Retry-After honoured
     CIRCUIT_OPEN = "circuit_open"  # fail_fast on an open breaker
     STUCK = "stuck"  # lost, and given up on by the stuck detector
+    PURGED = "purged"  # dropped from its queue by an operator (opsq queue clear)
+
+
+# What goes to the dead letters, to be replayed by an operator: the failures that running the action again
+# later can cure. Retries ran out (retryable, rate_limited); the credentials were refused (replay once they
+# are fixed); an executor crashed (replay after the fix); fail-fast on an open breaker; lost for good
+# (stuck). Not the params the platform refused (permanent, invalid_params, template): they would fail the
+# same way again; not what an operator dropped on purpose (purged); not a kind this list does not name.
+DEAD_LETTER_KINDS: frozenset[str] = frozenset({ErrorKind.RETRYABLE, ErrorKind.RATE_LIMITED, ErrorKind.AUTH,
+                                               ErrorKind.INTERNAL, ErrorKind.CIRCUIT_OPEN, ErrorKind.STUCK})
+
+
+def is_dead_lettered(kind: str | None, *, step: bool) -> bool:
+    """Whether an action that failed for good with this kind goes to the dead letters. Never a workflow's
+    step: a step is not run on its own; its workflow rolls back, and is resumed or retried as a whole.
+    workers.store.actions.mark_failed applies it to every failure, whichever path records it."""
+    return not step and kind in DEAD_LETTER_KINDS

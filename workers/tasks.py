@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 from celery import Task
 
 from workers import step_hooks
-from workers.attempt import Ending, dead_letters, run_attempt
+from workers.attempt import Ending, run_attempt
 from workers.celery_app import EXECUTE_ACTION, app
 from workers.errors import ActionFailed
 from workers.executor_pool import executor
@@ -37,13 +37,12 @@ def execute_action(self: Task, *, action_id: str, platform: str, action: str, pa
         extra.update(step)
         if hooks is None:
             _fail(ctx, ErrorKind.INTERNAL, "this worker cannot run workflow steps (workflows.tasks is not loaded)",
-                  dead_letter=False, started=None, extra=extra)
+                  started=None, extra=extra)
         try:
             prepared = hooks.prepare(step, params)
         except ValueError as exc:  # a template that finds nothing: the step cannot run as written
             hooks.failed(step, ErrorKind.TEMPLATE, str(exc))
-            _fail(ctx, ErrorKind.TEMPLATE, str(exc), dead_letter=dead_letters(ErrorKind.TEMPLATE, step=True),
-                  started=None, extra=extra)
+            _fail(ctx, ErrorKind.TEMPLATE, str(exc), started=None, extra=extra)
         # started() claims the step (queued -> running) only while its workflow runs: a rollback that
         # began meanwhile has skipped it, and then it must not call the platform.
         if prepared is None or not hooks.started(step, attempt):
@@ -51,7 +50,8 @@ def execute_action(self: Task, *, action_id: str, platform: str, action: str, pa
             store.mark_skipped(action_id, "its workflow is no longer running")
             return {"skipped": True}
         params = prepared
-    end = run_attempt(ctx, lambda: executor(platform).execute(action, params), max_attempts=max_attempts)
+    end = run_attempt(ctx, lambda: executor(platform).execute(action, params), max_attempts=max_attempts,
+                      log_extra=extra)
     if end.ending == Ending.WAIT:
         log.info("waiting %.2fs (%s)", end.delay_s, end.verdict, extra=extra)
         raise self.retry(kwargs=self.request.kwargs, countdown=end.delay_s,
@@ -69,8 +69,7 @@ def execute_action(self: Task, *, action_id: str, platform: str, action: str, pa
             hooks.failed(step, kind, end.message)
         if end.already and store.is_final(action_id):
             raise ActionFailed(kind, end.message)
-        _fail(ctx, kind, end.message, dead_letter=dead_letters(kind, step=bool(step)), started=end.started_at,
-              extra=extra)
+        _fail(ctx, kind, end.message, started=end.started_at, extra=extra)
     result = end.result or {}
     if end.already:
         # A redelivered message for an action that already ran: the stored result, no second call.
@@ -96,7 +95,7 @@ def execute_action(self: Task, *, action_id: str, platform: str, action: str, pa
     return result
 
 
-def _fail(ctx: Attempt, kind: str, message: str, *, dead_letter: bool, started: Any, extra: dict[str, Any]) -> NoReturn:
-    store.mark_failed(ctx.action_id, ctx.attempt, message, kind, dead_letter=dead_letter, started_at=started)
+def _fail(ctx: Attempt, kind: str, message: str, *, started: Any, extra: dict[str, Any]) -> NoReturn:
+    store.mark_failed(ctx.action_id, ctx.attempt, message, kind, started_at=started)
     log.error("action failed for good (%s): %s", kind, message, extra=extra)
     raise ActionFailed(kind, message) from None

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 def _dead_letter(action_id: str) -> int:
     store.create(action_id=action_id, platform="noop", action="noop", params={"echo": action_id},
                  priority="normal", queue="noop", max_attempts=1)
-    store.mark_failed(action_id, 1, "boom", "internal", dead_letter=True)
+    store.mark_failed(action_id, 1, "boom", "internal")
     (dead,) = [d for d in store.dead_letters() if d.action_id == action_id]
     return dead.id
 

@@ -18,7 +18,7 @@ from executors.errors import (
     RetryableError,
 )
 from workers import attempt as attempt_mod
-from workers.attempt import AttemptEnd, Ending, dead_letters, run_attempt
+from workers.attempt import AttemptEnd, Ending, run_attempt
 from workers.guards import Admission, Attempt, Outcome
 from workers.redaction import REDACTED
 from workers.settings import reload_settings
@@ -190,28 +190,3 @@ def test_a_wait_is_rescheduled_after_the_guards_wait_with_some_jitter(guard, ver
 
 
 # -- the dead-letter policy ---------------------------------------------------------------------------------
-
-
-DEAD_LETTER_POLICY = [
-    ("retryable", True),  # retries ran out: later may work
-    ("rate_limited", True),
-    ("auth", True),  # replay once the credentials are fixed
-    ("internal", True),  # replay after the fix
-    ("circuit_open", True),
-    ("stuck", True),
-    (None, True),
-    ("permanent", False),  # the same params would fail the same way
-    ("invalid_params", False),
-    ("template", False),
-]
-
-
-@pytest.mark.parametrize(("kind", "dead"), DEAD_LETTER_POLICY)
-def test_what_goes_to_the_dead_letters(kind, dead):
-    assert dead_letters(kind, step=False) is dead
-    assert dead_letters(kind, step=True) is False  # a workflow's step: its workflow rolls back instead
-
-
-def test_the_policy_above_decides_every_error_kind():
-    # A new kind of failure needs a line in DEAD_LETTER_POLICY: whether an operator can replay it.
-    assert {kind for kind, _ in DEAD_LETTER_POLICY} - {None} == set(ErrorKind)

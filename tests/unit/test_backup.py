@@ -42,7 +42,7 @@ def source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     store.mark_succeeded("ok1", 1, {"echo": 1}, utcnow())
     store.create(action_id="dead1", platform="slack", action="send_message", params={"channel": "#a", "text": "x"},
                  priority="normal", queue="slack", max_attempts=2)
-    store.mark_failed("dead1", 2, "502", "retryable", dead_letter=True)
+    store.mark_failed("dead1", 2, "502", "retryable")
     audit.append("circuit_reset", "platform:slack", {"why": "test"}, actor="alice")
     return url
 

@@ -42,7 +42,7 @@ def _dead_letter(action_id: str, *, platform: str = "noop", action: str = "noop"
                  params: dict[str, Any] | None = None, priority: str = "normal") -> int:
     store.create(action_id=action_id, platform=platform, action=action, params=params or {"echo": action_id},
                  priority=priority, queue=platform, max_attempts=3)
-    store.mark_failed(action_id, 3, "502", "retryable", dead_letter=True)
+    store.mark_failed(action_id, 3, "502", "retryable")
     (dead,) = [d for d in store.dead_letters() if d.action_id == action_id]
     return dead.id
 
@@ -54,7 +54,7 @@ def test_a_stored_webhook_action_keeps_no_secret_path_and_its_dead_letter_asks_f
     store.create(action_id="w1", platform="webhook", action="post", params={"url": SLACK_HOOK, "json": {"n": 1}},
                  priority="normal", queue="webhook", max_attempts=3)
     assert store.get("w1").params == {"url": "https://hooks.slack.com/[redacted]", "json": {"n": 1}}
-    store.mark_failed("w1", 3, "502", "retryable", dead_letter=True)
+    store.mark_failed("w1", 3, "502", "retryable")
     (dead,) = store.dead_letters()
     with pytest.raises(SubmitError, match="--params-json"):
         dlq.replay(dead.id)

@@ -16,6 +16,7 @@ from workers.status import (
     ActionStatus,
     ErrorKind,
     Verdict,
+    is_dead_lettered,
 )
 from workflows.status import ApprovalStatus, CompensationStatus, StepStatus, WorkflowStatus
 
@@ -23,7 +24,7 @@ VOCABULARIES: list[tuple[type[StrEnum], list[str]]] = [
     (ActionStatus, ["queued", "running", "retrying", "succeeded", "failed", "skipped"]),
     (Verdict, ["run", "done", "failed", "busy", "open", "half_open_busy", "rate_limited", "open_fail"]),
     (ErrorKind, ["retryable", "permanent", "auth", "invalid_params", "template", "internal", "rate_limited",
-                 "circuit_open", "stuck"]),
+                 "circuit_open", "stuck", "purged"]),
     (WorkflowStatus, ["pending", "running", "awaiting_approval", "succeeded", "failed", "rolling_back",
                       "rolled_back", "rollback_failed", "resolved"]),
     (StepStatus, ["pending", "queued", "running", "succeeded", "failed", "skipped"]),
@@ -63,3 +64,30 @@ def test_every_executor_error_kind_is_an_error_kind():
 def test_an_admission_runs_only_on_the_run_verdict():
     assert Admission().verdict == Verdict.RUN and Admission().run
     assert [v for v in Verdict if Admission(verdict=v).run] == [Verdict.RUN]
+
+
+DEAD_LETTER_POLICY = [
+    ("retryable", True),  # retries ran out: later may work
+    ("rate_limited", True),
+    ("auth", True),  # replay once the credentials are fixed
+    ("internal", True),  # replay after the fix
+    ("circuit_open", True),
+    ("stuck", True),
+    ("permanent", False),  # the same params would fail the same way
+    ("invalid_params", False),
+    ("template", False),
+    ("purged", False),  # an operator dropped it on purpose
+    (None, False),  # a kind the rule does not name is not dead-lettered
+    ("some_future_kind", False),
+]
+
+
+@pytest.mark.parametrize(("kind", "dead"), DEAD_LETTER_POLICY)
+def test_what_goes_to_the_dead_letters(kind, dead):
+    assert is_dead_lettered(kind, step=False) is dead
+    assert is_dead_lettered(kind, step=True) is False  # a workflow's step: its workflow rolls back instead
+
+
+def test_the_policy_above_decides_every_error_kind():
+    # A new kind of failure needs a line in DEAD_LETTER_POLICY: whether an operator can replay it.
+    assert set(ErrorKind) <= {kind for kind, _ in DEAD_LETTER_POLICY}

@@ -20,9 +20,12 @@ from pathlib import Path
 
 import redis
 
+from workers.errors import ConfigError
 
-class EmbeddedRedisError(RuntimeError):
-    pass
+
+class EmbeddedRedisError(ConfigError):
+    """The embedded Redis cannot be had (the extra is not installed, or the server did not start): the CLI
+    says so in one line, like any configuration problem."""
 
 
 def _binary() -> str:

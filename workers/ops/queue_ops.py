@@ -16,6 +16,7 @@ from kombu.transport.redis import Channel
 from workers.guards.connection import as_text, guard_redis
 from workers.priorities import PRIORITY_NAMES, PRIORITY_STEPS
 from workers.queues import ALL_QUEUES
+from workers.status import ErrorKind
 from workers.store import actions as store
 from workers.store import audit
 from workers.store.actions import find
@@ -151,8 +152,7 @@ def clear(queue: str, actor: str | None = None, client: redis.Redis | None = Non
         if item["task"] == "opsq.execute_action" and item["id"]:
             view = store.find(item["id"])
             if view and not view.done:
-                store.mark_failed(item["id"], view.attempts, f"dropped from queue {queue} by {who}", "purged",
-                                  dead_letter=False)
+                store.mark_failed(item["id"], view.attempts, f"dropped from queue {queue} by {who}", ErrorKind.PURGED)
     audit.append("queue_clear", f"queue:{queue}", {"dropped": len(dropped), "messages": dropped[:1000]}, actor=who)
     return {"queue": queue, "dropped": len(dropped), "messages": dropped}
 

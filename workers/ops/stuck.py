@@ -104,7 +104,7 @@ def detect(*, act: bool = True, limit: int = 1000) -> StuckReport:
             report.failed.append(run.id)
             report.details[run.id] = reason
             if act:
-                store.mark_failed(run.id, run.attempts, f"stuck: {reason}", ErrorKind.STUCK, dead_letter=True)
+                store.mark_failed(run.id, run.attempts, f"stuck: {reason}", ErrorKind.STUCK)
             continue
         report.requeued.append(run.id)
         report.details[run.id] = f"no message in Redis for {age:.0f}s; requeue #{requeues + 1}"
@@ -118,8 +118,7 @@ def _reconcile(run: ActionRun, rec: dict[str, str]) -> None:
         store.mark_succeeded(run.id, max(run.attempts, 1), json.loads(rec.get("result") or "{}"), None)
     else:
         error = json.loads(rec.get("error") or "{}")
-        store.mark_failed(run.id, max(run.attempts, 1), str(error.get("message")), str(error.get("kind")),
-                          dead_letter=False)
+        store.mark_failed(run.id, max(run.attempts, 1), str(error.get("message")), str(error.get("kind")))
 
 
 def _requeue(run: ActionRun, r: Any) -> None:

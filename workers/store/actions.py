@@ -12,7 +12,7 @@ from sqlalchemy import Connection, bindparam, delete, func, insert, select, upda
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from workers.redaction import redact
-from workers.status import FINAL_ACTION_STATUSES, OPEN_ACTION_STATUSES, ActionStatus
+from workers.status import FINAL_ACTION_STATUSES, OPEN_ACTION_STATUSES, ActionStatus, is_dead_lettered
 from workers.store import audit
 from workers.store.db import get_engine, outcome_engine, require, session, submit_engine
 from workers.store.models import ActionRun, AuditPending, DeadLetter, as_utc, table_of, utcnow
@@ -165,16 +165,18 @@ def mark_succeeded_many(rows: list[dict[str, Any]]) -> None:
         conn.execute(_SUCCEEDED, rows if len(rows) > 1 else rows[0])
 
 
-def mark_failed(action_id: str, attempt: int, error: str, error_kind: str, *, dead_letter: bool,
+def mark_failed(action_id: str, attempt: int, error: str, error_kind: str, *,
                 started_at: datetime | None = None) -> None:
+    """Failed for good; dead-lettered in the same transaction when workers.status.is_dead_lettered says so (the
+    one rule, whichever path records the failure: the attempt, a redelivery, the stuck detector, a purge)."""
     now = utcnow()
     with get_engine().begin() as conn:
         conn.execute(_FAILED, {"aid": action_id, "attempts": attempt, "error": error, "error_kind": error_kind,
                                "started_at": started_at or now, "now": now})
-        if dead_letter:
-            run = conn.execute(select(_T.c.platform, _T.c.action, _T.c.params, _T.c.priority)
+        if is_dead_lettered(error_kind, step=False):  # the row is read only when its kind can be dead-lettered
+            run = conn.execute(select(_T.c.platform, _T.c.action, _T.c.params, _T.c.priority, _T.c.workflow_id)
                                .where(_T.c.id == action_id)).first()
-            if run is not None:
+            if run is not None and is_dead_lettered(error_kind, step=run.workflow_id is not None):
                 conn.execute(insert(table_of(DeadLetter)).values(
                     action_id=action_id, platform=run.platform, action=run.action, params=run.params,
                     priority=run.priority, attempts=attempt, error=error, error_kind=error_kind, created_at=now))
