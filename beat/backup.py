@@ -20,7 +20,7 @@ import beat.models  # noqa: F401
 import workflows.models  # noqa: F401
 from workers.settings import get_settings
 from workers.store import audit
-from workers.store.db import get_engine, make_engine, upgrade
+from workers.store.db import get_engine, make_engine, row_conversions_after, upgrade
 from workers.store.models import Base, as_utc
 
 FORMAT = "opsqueue-backup/1"
@@ -144,7 +144,8 @@ def load(path: Path) -> dict[str, Any]:
 
 def restore(path: Path, *, database_url: str | None = None, force: bool = False,
             actor: str | None = None) -> dict[str, int]:
-    """Into an empty database (migrated first); `force` empties a database that has data."""
+    """Into an empty database (migrated first); `force` empties a database that has data. A backup taken
+    at an older schema revision is converted as the migrations since then converted the rows they found."""
     data = load(path)
     engine = make_engine(database_url or get_settings().resolved_database_url)
     upgrade(engine)
@@ -162,6 +163,9 @@ def restore(path: Path, *, database_url: str | None = None, force: bool = False,
             if rows:
                 conn.execute(insert(table), rows)
             counts[table.name] = len(rows)
+        # Rows from an older schema get what its later migrations did to the rows that were there.
+        for convert in row_conversions_after(engine, data.get("revision")):
+            convert(lambda sql: conn.execute(text(sql)))
         if conn.dialect.name == "postgresql":  # keep the sequences past the restored ids
             for table in tables:
                 pk = list(table.primary_key.columns)

@@ -127,3 +127,36 @@ def test_a_process_that_imports_only_beat_backup_dumps_every_table(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True, cwd=ROOT, env=env,
                          timeout=60, check=True)
     assert set(json.loads(out.stdout)) == migrated
+
+
+def test_a_backup_from_before_migration_0005_is_converted_on_restore(tmp_path, monkeypatch):
+    """A backup written at revision 0004 (before action_runs.workflow_id and the skipped status) comes back
+    as migration 0005 would have left it: the stuck detector can tell the workflow's steps again."""
+    now = {"$dt": "2026-11-30T12:00:00+00:00"}
+    run = {"params": {}, "priority": "normal", "attempts": 1, "max_attempts": 5, "result": None, "error": None,
+           "idempotency_key": None, "replay_of": None, "created_at": now, "started_at": None, "finished_at": None,
+           "next_attempt_at": None, "updated_at": now, "platform": "noop", "action": "noop", "queue": "noop"}
+    data: dict = {"format": backup.FORMAT, "created_at": "2026-11-30T12:00:00+00:00", "revision": "0004",
+                  "tables": {}}  # as backup.dump wrote it at 0004: action_runs without workflow_id, fail_fast
+    data["tables"]["workflow_runs"] = [{"id": "wf1", "name": "w", "spec": {}, "input": {}, "priority": "normal",
+                                        "status": "rolled_back", "idempotency_key": None, "error": None,
+                                        "failed_step": None, "resume_level": 0, "resolution_note": None,
+                                        "created_by": None, "created_at": now, "updated_at": now,
+                                        "finished_at": None}]
+    data["tables"]["workflow_steps"] = [{"workflow_id": "wf1", "step_id": "a", "action_id": "step-a",
+                                         "platform": "noop", "action": "noop", "level": 0, "status": "skipped",
+                                         "params": None, "output": None, "error": None, "attempts": 0,
+                                         "completed_seq": None, "started_at": None, "finished_at": None}]
+    data["tables"]["action_runs"] = [{**run, "id": "step-a", "status": "failed", "error_kind": "skipped"},
+                                     {**run, "id": "alone", "status": "failed", "error_kind": "auth"}]
+    path = tmp_path / "opsq-backup-old.json.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        json.dump(data, fh)
+
+    _use_store(monkeypatch, f"sqlite:///{tmp_path / 'new.db'}")
+    backup.restore(path)
+
+    with db.get_engine().connect() as conn:
+        rows = {r.id: (r.status, r.error_kind, r.workflow_id, r.fail_fast) for r in conn.exec_driver_sql(
+            "SELECT id, status, error_kind, workflow_id, fail_fast FROM action_runs")}
+    assert rows == {"step-a": ("skipped", None, "wf1", False), "alone": ("failed", "auth", None, False)}

@@ -6,7 +6,7 @@ import contextlib
 import fcntl
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +205,17 @@ def alembic_config(engine: Engine):  # type: ignore[no-untyped-def]
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["engine"] = engine
     return cfg
+
+
+def row_conversions_after(engine: Engine, revision: str | None) -> list[Callable[[Callable[[str], object]], None]]:
+    """The data conversions (a migration's `convert_rows`) of the revisions newer than `revision`, oldest
+    first: what rows written under `revision` need once they are put into the newest schema (a restored
+    backup). Every revision's when `revision` is unknown; the conversions are idempotent."""
+    from alembic.script import ScriptDirectory  # noqa: PLC0415 - only to restore, like the other Alembic uses
+
+    script = ScriptDirectory.from_config(alembic_config(engine))
+    newer = [r for r in script.walk_revisions() if revision is None or r.revision > revision]
+    return [r.module.convert_rows for r in reversed(newer) if hasattr(r.module, "convert_rows")]
 
 
 def upgrade(engine: Engine | None = None, revision: str = "head") -> str | None:

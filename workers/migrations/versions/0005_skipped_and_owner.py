@@ -10,6 +10,8 @@ Revises: 0004
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -25,11 +27,17 @@ def upgrade() -> None:
         # Kept with the record so the stuck detector's re-send is the message submit sent.
         batch.add_column(sa.Column("fail_fast", sa.Boolean, nullable=False, server_default=sa.false()))
         batch.create_index("ix_action_runs_workflow_id", ["workflow_id"])
-    op.execute("UPDATE action_runs SET workflow_id = (SELECT s.workflow_id FROM workflow_steps s "
-               "WHERE s.action_id = action_runs.id) "
-               "WHERE id IN (SELECT action_id FROM workflow_steps)")
-    op.execute("UPDATE action_runs SET status = 'skipped', error_kind = NULL "
-               "WHERE status = 'failed' AND error_kind = 'skipped'")
+    convert_rows(op.execute)
+
+
+def convert_rows(execute: Callable[[str], object]) -> None:
+    """This migration's data conversion, on its own: a backup taken before it is restored into the newest
+    schema and then converted by the same statements (beat.backup.restore). Idempotent."""
+    execute("UPDATE action_runs SET workflow_id = (SELECT s.workflow_id FROM workflow_steps s "
+            "WHERE s.action_id = action_runs.id) "
+            "WHERE workflow_id IS NULL AND id IN (SELECT action_id FROM workflow_steps)")
+    execute("UPDATE action_runs SET status = 'skipped', error_kind = NULL "
+            "WHERE status = 'failed' AND error_kind = 'skipped'")
 
 
 def downgrade() -> None:
