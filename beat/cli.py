@@ -117,8 +117,9 @@ def alerts() -> None:
 def alerts_list(show_all: bool, as_json: bool) -> None:
     """Firing alerts (and cleared ones with --all)."""
     from beat.alerts import alerts as read
+    from beat.models import AlertState
 
-    rows = read(state=None if show_all else "firing")
+    rows = read(state=None if show_all else AlertState.FIRING)
     if as_json:
         emit_json(rows)
         return

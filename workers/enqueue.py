@@ -28,9 +28,12 @@ def action_signature(*, action_id: str, platform: str, action: str, params: dict
                                            task_id=action_id, kwargsrepr=kwargs_repr(kwargs))
 
 
-def send_action(**message: Any) -> None:
-    """Publish a standalone action (the arguments of action_signature, without `step`). ignore_result: its
+def send_action(*, action_id: str, platform: str, action: str, params: dict[str, Any], queue: str, priority: str,
+                max_attempts: int, idempotency_key: str | None, fail_fast: bool, attempt: int = 1) -> None:
+    """Publish a standalone action (action_signature's message, with no `step`). ignore_result: its
     outcome lives in the store and the guards' record in Redis; Celery's result backend would keep a third
     copy (and cost the worker four Redis round trips: the STARTED and SUCCESS writes, each a read and a
     write). Workflow steps keep their results: chords count them in the backend."""
-    action_signature(**message).apply_async(ignore_result=True)
+    action_signature(action_id=action_id, platform=platform, action=action, params=params, queue=queue,
+                     priority=priority, max_attempts=max_attempts, idempotency_key=idempotency_key,
+                     fail_fast=fail_fast, attempt=attempt).apply_async(ignore_result=True)

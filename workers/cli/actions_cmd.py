@@ -31,77 +31,81 @@ def _show(view, as_json: bool) -> None:  # type: ignore[no-untyped-def]
         click.echo(f"result   {json.dumps(view.result, sort_keys=True)}")
 
 
-def register(cli: click.Group) -> None:
-    @cli.command()
-    @click.argument("platform")
-    @click.argument("action")
-    @click.option("--param", "-p", "pairs", multiple=True, metavar="K=V", help="A param (repeatable).")
-    @click.option("--params-json", help="All params as one JSON object.")
-    @priority_option
-    @click.option("--idempotency-key", help="Submitting the same key again returns the first action.")
-    @click.option("--dedupe", is_flag=True, help="Derive the idempotency key from platform, action and params.")
-    @click.option("--fail-fast", is_flag=True, help="Fail at once if the platform's circuit breaker is open.")
-    @click.option("--max-attempts", type=click.IntRange(1, 100), help="Attempts before dead-lettering.")
-    @click.option("--wait", is_flag=True, help="Wait for the final status and result.")
-    @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds --wait waits.")
-    @json_option
-    def submit(platform: str, action: str, pairs: tuple[str, ...], params_json: str | None, priority: str,
-               idempotency_key: str | None, dedupe: bool, fail_fast: bool, max_attempts: int | None, wait: bool,
-               timeout: float, as_json: bool) -> None:
-        """Validate and enqueue one action; prints its id."""
-        from workers.client import submit_action
+@click.command()
+@click.argument("platform")
+@click.argument("action")
+@click.option("--param", "-p", "pairs", multiple=True, metavar="K=V", help="A param (repeatable).")
+@click.option("--params-json", help="All params as one JSON object.")
+@priority_option
+@click.option("--idempotency-key", help="Submitting the same key again returns the first action.")
+@click.option("--dedupe", is_flag=True, help="Derive the idempotency key from platform, action and params.")
+@click.option("--fail-fast", is_flag=True, help="Fail at once if the platform's circuit breaker is open.")
+@click.option("--max-attempts", type=click.IntRange(1, 100), help="Attempts before dead-lettering.")
+@click.option("--wait", is_flag=True, help="Wait for the final status and result.")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds --wait waits.")
+@json_option
+def submit(platform: str, action: str, pairs: tuple[str, ...], params_json: str | None, priority: str,
+           idempotency_key: str | None, dedupe: bool, fail_fast: bool, max_attempts: int | None, wait: bool,
+           timeout: float, as_json: bool) -> None:
+    """Validate and enqueue one action; prints its id."""
+    from workers.client import submit_action
 
-        handle = submit_action(platform, action, parse_params(pairs, params_json), priority=priority,
-                               idempotency_key=idempotency_key, dedupe=dedupe, max_attempts=max_attempts,
-                               fail_fast=fail_fast)
-        if handle.deduplicated:
-            click.echo(f"idempotency key already used: returning the first action {handle.id}; nothing enqueued",
-                       err=True)
-        if not wait:
-            if as_json:
-                emit_json({"id": handle.id, "deduplicated": handle.deduplicated,
-                           "status": handle.status().status})
-            else:
-                click.echo(handle.id)
-            return
-        view = handle.wait(timeout)
-        _show(view, as_json)
-        if view.status != ActionStatus.SUCCEEDED:
-            raise SystemExit(1)
-
-    @cli.group()
-    def action() -> None:
-        """Inspect actions."""
-
-    @action.command("status")
-    @click.argument("action_id")
-    @json_option
-    def action_status(action_id: str, as_json: bool) -> None:
-        """One action: status, attempts, result or error."""
-        from workers.client import current_status
-
-        _show(current_status(action_id), as_json)
-
-    @action.command("list")
-    @click.option("--status", type=click.Choice(LIST_STATUSES))
-    @click.option("--platform")
-    @click.option("--limit", type=click.IntRange(1, 10000), default=20, show_default=True)
-    @json_option
-    def action_list(status: str | None, platform: str | None, limit: int, as_json: bool) -> None:
-        """The newest actions."""
-        from workers.client import current_status
-        from workers.store import actions as store
-
-        if status == ActionStatus.RUNNING:
-            # Running is live state in Redis (the worker writes no running row): look at what is not final.
-            candidates = [*store.list_recent(limit=limit * 5, status=ActionStatus.QUEUED, platform=platform),
-                          *store.list_recent(limit=limit * 5, status=ActionStatus.RETRYING, platform=platform)]
-            views = [v for v in (current_status(c.id) for c in candidates) if v.status == ActionStatus.RUNNING][:limit]
-        else:
-            views = store.list_recent(limit=limit, status=status, platform=platform)
+    handle = submit_action(platform, action, parse_params(pairs, params_json), priority=priority,
+                           idempotency_key=idempotency_key, dedupe=dedupe, max_attempts=max_attempts,
+                           fail_fast=fail_fast)
+    if handle.deduplicated:
+        click.echo(f"idempotency key already used: returning the first action {handle.id}; nothing enqueued",
+                   err=True)
+    if not wait:
         if as_json:
-            emit_json([v.to_dict() for v in views])
-            return
-        table(["ID", "PLATFORM", "ACTION", "PRIORITY", "STATUS", "ATTEMPTS", "CREATED"],
-              [[v.id, v.platform, v.action, v.priority, status_text(v.status), v.attempts,
-                v.created_at.strftime("%Y-%m-%d %H:%M:%S")] for v in views])
+            emit_json({"id": handle.id, "deduplicated": handle.deduplicated,
+                       "status": handle.status().status})
+        else:
+            click.echo(handle.id)
+        return
+    view = handle.wait(timeout)
+    _show(view, as_json)
+    if view.status != ActionStatus.SUCCEEDED:
+        raise SystemExit(1)
+
+@click.group()
+def action() -> None:
+    """Inspect actions."""
+
+@action.command("status")
+@click.argument("action_id")
+@json_option
+def action_status(action_id: str, as_json: bool) -> None:
+    """One action: status, attempts, result or error."""
+    from workers.client import current_status
+
+    _show(current_status(action_id), as_json)
+
+@action.command("list")
+@click.option("--status", type=click.Choice(LIST_STATUSES))
+@click.option("--platform")
+@click.option("--limit", type=click.IntRange(1, 10000), default=20, show_default=True)
+@json_option
+def action_list(status: str | None, platform: str | None, limit: int, as_json: bool) -> None:
+    """The newest actions."""
+    from workers.client import current_status
+    from workers.store import actions as store
+
+    if status == ActionStatus.RUNNING:
+        # Running is live state in Redis (the worker writes no running row): look at what is not final.
+        candidates = [*store.list_recent(limit=limit * 5, status=ActionStatus.QUEUED, platform=platform),
+                      *store.list_recent(limit=limit * 5, status=ActionStatus.RETRYING, platform=platform)]
+        views = [v for v in (current_status(c.id) for c in candidates) if v.status == ActionStatus.RUNNING][:limit]
+    else:
+        views = store.list_recent(limit=limit, status=status, platform=platform)
+    if as_json:
+        emit_json([v.to_dict() for v in views])
+        return
+    table(["ID", "PLATFORM", "ACTION", "PRIORITY", "STATUS", "ATTEMPTS", "CREATED"],
+          [[v.id, v.platform, v.action, v.priority, status_text(v.status), v.attempts,
+            v.created_at.strftime("%Y-%m-%d %H:%M:%S")] for v in views])
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(submit)
+    cli.add_command(action)

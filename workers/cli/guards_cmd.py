@@ -20,129 +20,134 @@ def _platforms(platform: str | None) -> list[str]:
     return [platform] if platform else list(PLATFORM_QUEUES)
 
 
+@click.group()
+def circuit() -> None:
+    """Circuit breakers, one per platform, shared by every worker."""
+
+@circuit.command("status")
+@click.argument("platform", required=False)
+@json_option
+def circuit_status(platform: str | None, as_json: bool) -> None:
+    """State, failures in the window, time until half-open."""
+    from workers.guards import breaker
+
+    items = [breaker.status(p) for p in _platforms(platform)]
+    if as_json:
+        emit_json([s.to_dict() for s in items] if platform is None else items[0].to_dict())
+        return
+    rows = []
+    for s in items:
+        until = "until reset" if s.forced_open else (
+            f"{s.seconds_until_half_open:.1f}s" if s.seconds_until_half_open is not None else "-")
+        rows.append([s.platform, _state(s.state), f"{s.failures_in_window}/{s.failure_threshold}",
+                     f"{s.window_s:g}s", until, f"{s.probes_in_flight}/{s.half_open_max}"])
+    table(["PLATFORM", "STATE", "FAILURES", "WINDOW", "HALF-OPEN IN", "PROBES"], rows)
+
+@circuit.command("reset")
+@click.argument("platform")
+@click.option("--reason", default="", help="Why (recorded).")
+@actor_option
+def circuit_reset(platform: str, reason: str, actor: str) -> None:
+    """Close the breaker now (recorded in the history with who and why)."""
+    from workers.guards import breaker
+
+    previous = breaker.reset(platform, actor, reason)
+    click.echo(f"circuit {platform}: {previous} -> closed (by {actor})")
+
+@circuit.command("open")
+@click.argument("platform")
+@click.option("--reason", default="", help="Why (recorded).")
+@actor_option
+def circuit_open(platform: str, reason: str, actor: str) -> None:
+    """Force the breaker open until `opsq circuit reset` (maintenance, incidents)."""
+    from workers.guards import breaker
+
+    previous = breaker.force_open(platform, actor, reason)
+    click.echo(f"circuit {platform}: {previous} -> open, held open until `opsq circuit reset {platform}` "
+               f"(by {actor})")
+
+@circuit.command("history")
+@click.argument("platform", required=False)
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@json_option
+def circuit_history(platform: str | None, limit: int, as_json: bool) -> None:
+    """Every transition: time, from, to, reason (newest first)."""
+    from workers.guards import breaker
+
+    entries = breaker.history(platform, limit)
+    if as_json:
+        emit_json(entries)
+        return
+    if not entries:
+        click.echo("no transitions recorded")
+        return
+    table(["TIME (UTC)", "PLATFORM", "FROM", "TO", "REASON"],
+          [[breaker.format_time(e["at"]), e["platform"], e["from"], _state(e["to"]), e["reason"]]
+           for e in entries])
+
+@click.group()
+def ratelimit() -> None:
+    """Global per-platform rate limits (token buckets shared by every worker)."""
+
+@ratelimit.command("status")
+@click.argument("platform", required=False)
+@json_option
+def ratelimit_status(platform: str | None, as_json: bool) -> None:
+    """Rate, burst, tokens available now, how often actions had to wait."""
+    from workers.guards import ratelimit as rl
+
+    items = [rl.status(p) for p in _platforms(platform)]
+    if as_json:
+        emit_json(items if platform is None else items[0])
+        return
+    table(["PLATFORM", "RATE/S", "BURST", "TOKENS NOW", "WAITS"],
+          [[i["platform"], "unlimited" if i["unlimited"] else f"{i['rate_per_s']:g}", i["burst"],
+            "-" if i["tokens_available"] is None else f"{i['tokens_available']:.2f}", i["waits_total"]]
+           for i in items])
+
+@click.group()
+def idempotency() -> None:
+    """Idempotency keys: one key, one action."""
+
+@idempotency.command("show")
+@click.argument("key")
+@json_option
+def idempotency_show(key: str, as_json: bool) -> None:
+    """Which action a key names, and that action's execution record."""
+    from workers.errors import NotFound
+    from workers.guards import idempotency as idem
+
+    info = idem.show(key)
+    if info is None:
+        raise NotFound(f"no idempotency key {key!r} (never used, cleared, or expired)")
+    if as_json:
+        emit_json(info)
+        return
+    click.echo(f"key       {key}")
+    click.echo(f"action    {info['action_id']}")
+    click.echo(f"expires   in {info['ttl_s']}s")
+    record = info["execution"]
+    if record is None:
+        click.echo("execution not started (queued), or its record expired")
+    else:
+        click.echo(f"execution {record.get('state')} (attempt {record.get('attempt', '-')}, "
+                   f"owner {record.get('owner', '-')})")
+
+@idempotency.command("clear")
+@click.argument("key")
+@actor_option
+def idempotency_clear(key: str, actor: str) -> None:
+    """Forget a key so the next submit with it creates a new action."""
+    from workers.errors import NotFound
+    from workers.guards import idempotency as idem
+
+    action_id = idem.clear(key, actor=actor)
+    if action_id is None:
+        raise NotFound(f"no idempotency key {key!r}")
+    click.echo(f"cleared idempotency key {key!r} (it named action {action_id})")
+
+
 def register(cli: click.Group) -> None:
-    @cli.group()
-    def circuit() -> None:
-        """Circuit breakers, one per platform, shared by every worker."""
-
-    @circuit.command("status")
-    @click.argument("platform", required=False)
-    @json_option
-    def circuit_status(platform: str | None, as_json: bool) -> None:
-        """State, failures in the window, time until half-open."""
-        from workers.guards import breaker
-
-        items = [breaker.status(p) for p in _platforms(platform)]
-        if as_json:
-            emit_json([s.to_dict() for s in items] if platform is None else items[0].to_dict())
-            return
-        rows = []
-        for s in items:
-            until = "until reset" if s.forced_open else (
-                f"{s.seconds_until_half_open:.1f}s" if s.seconds_until_half_open is not None else "-")
-            rows.append([s.platform, _state(s.state), f"{s.failures_in_window}/{s.failure_threshold}",
-                         f"{s.window_s:g}s", until, f"{s.probes_in_flight}/{s.half_open_max}"])
-        table(["PLATFORM", "STATE", "FAILURES", "WINDOW", "HALF-OPEN IN", "PROBES"], rows)
-
-    @circuit.command("reset")
-    @click.argument("platform")
-    @click.option("--reason", default="", help="Why (recorded).")
-    @actor_option
-    def circuit_reset(platform: str, reason: str, actor: str) -> None:
-        """Close the breaker now (recorded in the history with who and why)."""
-        from workers.guards import breaker
-
-        previous = breaker.reset(platform, actor, reason)
-        click.echo(f"circuit {platform}: {previous} -> closed (by {actor})")
-
-    @circuit.command("open")
-    @click.argument("platform")
-    @click.option("--reason", default="", help="Why (recorded).")
-    @actor_option
-    def circuit_open(platform: str, reason: str, actor: str) -> None:
-        """Force the breaker open until `opsq circuit reset` (maintenance, incidents)."""
-        from workers.guards import breaker
-
-        previous = breaker.force_open(platform, actor, reason)
-        click.echo(f"circuit {platform}: {previous} -> open, held open until `opsq circuit reset {platform}` "
-                   f"(by {actor})")
-
-    @circuit.command("history")
-    @click.argument("platform", required=False)
-    @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
-    @json_option
-    def circuit_history(platform: str | None, limit: int, as_json: bool) -> None:
-        """Every transition: time, from, to, reason (newest first)."""
-        from workers.guards import breaker
-
-        entries = breaker.history(platform, limit)
-        if as_json:
-            emit_json(entries)
-            return
-        if not entries:
-            click.echo("no transitions recorded")
-            return
-        table(["TIME (UTC)", "PLATFORM", "FROM", "TO", "REASON"],
-              [[breaker.format_time(e["at"]), e["platform"], e["from"], _state(e["to"]), e["reason"]]
-               for e in entries])
-
-    @cli.group()
-    def ratelimit() -> None:
-        """Global per-platform rate limits (token buckets shared by every worker)."""
-
-    @ratelimit.command("status")
-    @click.argument("platform", required=False)
-    @json_option
-    def ratelimit_status(platform: str | None, as_json: bool) -> None:
-        """Rate, burst, tokens available now, how often actions had to wait."""
-        from workers.guards import ratelimit as rl
-
-        items = [rl.status(p) for p in _platforms(platform)]
-        if as_json:
-            emit_json(items if platform is None else items[0])
-            return
-        table(["PLATFORM", "RATE/S", "BURST", "TOKENS NOW", "WAITS"],
-              [[i["platform"], "unlimited" if i["unlimited"] else f"{i['rate_per_s']:g}", i["burst"],
-                "-" if i["tokens_available"] is None else f"{i['tokens_available']:.2f}", i["waits_total"]]
-               for i in items])
-
-    @cli.group()
-    def idempotency() -> None:
-        """Idempotency keys: one key, one action."""
-
-    @idempotency.command("show")
-    @click.argument("key")
-    @json_option
-    def idempotency_show(key: str, as_json: bool) -> None:
-        """Which action a key names, and that action's execution record."""
-        from workers.errors import NotFound
-        from workers.guards import idempotency as idem
-
-        info = idem.show(key)
-        if info is None:
-            raise NotFound(f"no idempotency key {key!r} (never used, cleared, or expired)")
-        if as_json:
-            emit_json(info)
-            return
-        click.echo(f"key       {key}")
-        click.echo(f"action    {info['action_id']}")
-        click.echo(f"expires   in {info['ttl_s']}s")
-        record = info["execution"]
-        if record is None:
-            click.echo("execution not started (queued), or its record expired")
-        else:
-            click.echo(f"execution {record.get('state')} (attempt {record.get('attempt', '-')}, "
-                       f"owner {record.get('owner', '-')})")
-
-    @idempotency.command("clear")
-    @click.argument("key")
-    @actor_option
-    def idempotency_clear(key: str, actor: str) -> None:
-        """Forget a key so the next submit with it creates a new action."""
-        from workers.errors import NotFound
-        from workers.guards import idempotency as idem
-
-        action_id = idem.clear(key, actor=actor)
-        if action_id is None:
-            raise NotFound(f"no idempotency key {key!r}")
-        click.echo(f"cleared idempotency key {key!r} (it named action {action_id})")
+    cli.add_command(circuit)
+    cli.add_command(ratelimit)
+    cli.add_command(idempotency)

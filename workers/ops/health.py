@@ -17,6 +17,7 @@ from executors.registry import EXECUTORS, TOKEN_PLATFORMS
 from workers.celery_app import app as celery_app
 from workers.executor_pool import executor
 from workers.guards import breaker
+from workers.guards.base import BreakerState
 from workers.guards.connection import guard_redis
 from workers.ops.queue_ops import paused_queues
 from workers.queues import CONTROL_QUEUE, MAINTENANCE_QUEUE, PLATFORM_QUEUES
@@ -84,7 +85,7 @@ def _breakers() -> list[Check]:
     out = []
     for platform in PLATFORM_QUEUES:
         s = breaker.status(platform)
-        if s.state != "closed":
+        if s.state != BreakerState.CLOSED:
             why = "forced open" if s.forced_open else f"half-open in {s.seconds_until_half_open or 0:.0f}s"
             out.append(Check(f"breaker {platform}", WARN, f"{s.state} ({why}); see opsq circuit history {platform}"))
     return out or [Check("breakers", OK, "all closed")]

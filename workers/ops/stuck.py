@@ -75,7 +75,8 @@ def detect(*, act: bool = True, limit: int = 1000) -> StuckReport:
         state = rec.get("state")
         if run.workflow_id:
             # A workflow step that is queued has no message of its own until its turn in the canvas;
-            # whether the workflow is stuck is judged per workflow (workflows.client.stuck_workflows).
+            # whether the workflow is stuck is judged per workflow (workflows.client.resume_stuck, run by beat
+            # right after this).
             if run.id not in in_flight and state != RunState.RUNNING and run.workflow_id not in report.workflows:
                 report.workflows.append(run.workflow_id)
             continue
