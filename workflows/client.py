@@ -17,7 +17,8 @@ from workers.guards.base import RunState
 from workers.guards.execution import live_state
 from workers.guards.idempotency import claim, release
 from workers.ops.queue_ops import message_ids_in_flight
-from workers.queues import CONTROL_QUEUE, PRIORITY_NAMES
+from workers.priorities import PRIORITY_NAMES
+from workers.queues import CONTROL_QUEUE
 from workers.settings import get_settings
 from workers.store import audit
 from workers.store.audit import default_actor

@@ -18,7 +18,7 @@ from pydantic import ValidationError as PydanticError
 from executors.errors import InvalidParams
 from executors.registry import EXECUTORS
 from workers.errors import OpsqError
-from workers.queues import PRIORITY_NAMES
+from workers.priorities import PRIORITY_NAMES
 from workers.redaction import is_secret_key
 from workflows import templates
 

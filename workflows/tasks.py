@@ -170,7 +170,6 @@ def compensate_step(self: Task, workflow_id: str, comp_id: int, attempt: int = 1
     override = spec.step(comp["step_id"]).compensation
 
     def undo() -> dict[str, Any]:
-        state.compensation_started(comp_id, attempt)
         if isinstance(override, CompensationSpec):
             context = {"input": {**spec.input, **run["input"]}, "steps": state.outputs(workflow_id)}
             try:
@@ -181,7 +180,10 @@ def compensate_step(self: Task, workflow_id: str, comp_id: int, attempt: int = 1
         return executor(step["platform"]).compensate(step["action"], step["params"] or {},
                                                      step["output"] or {}) or {"undo": "nothing to undo"}
 
-    end = run_attempt(ctx, undo, max_attempts=get_settings().max_attempts)
+    end = run_attempt(ctx, undo, max_attempts=get_settings().max_attempts,
+                      on_admitted=lambda: state.compensation_started(comp_id, attempt), what="compensation",
+                      log_extra={"workflow_id": workflow_id, "step_id": comp["step_id"], "platform": comp["platform"],
+                                 "action": comp["action"], "attempt": attempt})
     if end.ending == Ending.WAIT:
         raise self.retry(args=[workflow_id, comp_id], kwargs={"attempt": attempt}, countdown=end.delay_s)
     if end.ending == Ending.RETRY:
