@@ -17,6 +17,7 @@ from workers.client import submit_action
 from workers.guards import breaker
 from workers.guards.base import BreakerState
 from workers.guards.connection import guard_redis, server_time
+from workers.ops import quarantine
 from workers.ops.queue_ops import priority_lists
 from workers.queues import ALL_QUEUES, PLATFORM_QUEUES
 from workers.settings import get_settings
@@ -114,8 +115,18 @@ def dead_letter_conditions() -> list[Condition]:
     return []
 
 
+def quarantine_conditions() -> list[Condition]:
+    n = quarantine.counts()["kept"]
+    if n:
+        return [Condition("quarantine", "quarantine", "medium",
+                          f"{n} queue item(s) a worker could not deliver are in the quarantine "
+                          "(opsq queue quarantine list)")]
+    return []
+
+
 RULES = {"success_rate:": success_rate_conditions, "queue_depth:": queue_depth_conditions,
-         "breaker_open:": breaker_conditions, "dead_letters": dead_letter_conditions}
+         "breaker_open:": breaker_conditions, "dead_letters": dead_letter_conditions,
+         "quarantine": quarantine_conditions}
 
 
 def evaluate() -> dict[str, list[str]]:

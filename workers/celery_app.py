@@ -28,6 +28,7 @@ from workers.settings import Settings, get_settings
 from workers.store import db, outcomes
 
 EXECUTE_ACTION = "opsq.execute_action"
+QUARANTINING_TRANSPORT = "workers.broker_transport:Transport"
 
 
 def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any) -> dict[str, str] | None:
@@ -58,6 +59,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # in when a worker loads (OPSQ_TASK_MODULES).
         include=settings.task_modules,
         broker_url=url,
+        # kombu's Redis transport with a quarantine for items that are not messages (workers.broker_transport):
+        # one bad item on a queue must not stop a worker. Other schemes (rediss://, sentinel://) keep kombu's.
+        broker_transport=QUARANTINING_TRANSPORT if url.startswith("redis://") else None,
         result_backend=url,
         task_serializer="json",
         result_serializer="json",

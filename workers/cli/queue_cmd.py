@@ -89,5 +89,43 @@ def queue_clear(name: str, yes: bool, actor: str) -> None:
                "--action queue_clear`")
 
 
+
+@queue.group("quarantine")
+def quarantine() -> None:
+    """Queue items a worker could not deliver (not a message: not JSON, not a kombu message, bad base64)."""
+
+
+@quarantine.command("list")
+@click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
+@json_option
+def quarantine_list(limit: int, as_json: bool) -> None:
+    """The newest quarantined items: when, from which queue, why, how big."""
+    import time
+
+    from workers.ops import quarantine as q
+
+    rows = q.entries(limit)
+    if as_json:
+        emit_json({"counts": q.counts(), "entries": rows})
+        return
+    n = q.counts()
+    click.echo(f"{n['kept']} kept ({n['total']} quarantined in all)")
+    table(["TIME (UTC)", "QUEUE", "BYTES", "REASON"],
+          [[time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["at"])), r["queue"], r["bytes"], r["reason"]]
+           for r in rows])
+
+
+@quarantine.command("drop")
+@click.option("--yes", is_flag=True, help="Really drop every quarantined item.")
+@actor_option
+def quarantine_drop(yes: bool, actor: str) -> None:
+    """Empty the quarantine (recorded in the audit trail)."""
+    from workers.ops import quarantine as q
+
+    if not yes:
+        raise click.UsageError("this drops every quarantined item; add --yes to do it")
+    click.echo(f"dropped {q.drop(actor)} quarantined item(s)")
+
+
 def register(cli: click.Group) -> None:
     cli.add_command(queue)

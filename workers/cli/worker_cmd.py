@@ -30,7 +30,11 @@ def worker(queues: str | None, concurrency: int | None, pool: str, hostname: str
     argv = ["worker", "-Q", ",".join(names), "-l", loglevel, "-P", pool, "-n", hostname or "opsq@%h"]
     if concurrency:
         argv += ["-c", str(concurrency)]
-    app.worker_main(argv=[*argv, *celery_args])
+    # Celery's exit status, passed on: a worker that stopped on an unrecoverable error exits non-zero, so a
+    # supervisor (systemd's Restart=on-failure, Kubernetes) starts it again.
+    code = app.start(argv=[*argv, *celery_args])
+    if code:
+        raise SystemExit(code)
 
 
 def register(cli: click.Group) -> None:

@@ -1,0 +1,68 @@
+"""workers.broker_transport: what is a deliverable kombu message, and what a quarantine record keeps."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from workers.broker_transport import RAW_KEPT_BYTES, NotAMessage, check_message, quarantine_record
+from workers.celery_app import QUARANTINING_TRANSPORT
+from workers.cli import worker_cmd
+
+BODY = base64.b64encode(json.dumps([[], {"echo": 1}, {}]).encode()).decode()
+MESSAGE = {"body": BODY, "content-encoding": "utf-8", "content-type": "application/json",
+           "headers": {"task": "opsq.execute_action", "id": "a" * 32},
+           "properties": {"body_encoding": "base64", "delivery_tag": "t", "priority": 6,
+                          "delivery_info": {"exchange": "", "routing_key": "noop"}}}
+
+
+def test_a_kombu_message_passes_as_it_is():
+    assert check_message(json.dumps(MESSAGE).encode()) == MESSAGE
+
+
+@pytest.mark.parametrize(("raw", "why"), [
+    (b"not json", "not JSON"),
+    (b"\xff\xfe", "not JSON"),
+    (b"[1, 2]", "a JSON list"),
+    (b'"text"', "a JSON str"),
+    (b"42", "a JSON int"),
+    (json.dumps({"body": BODY}).encode(), "no body or properties"),
+    (json.dumps({**MESSAGE, "body": "%%%"}).encode(), "not the base64 it claims"),
+    (json.dumps({**MESSAGE, "body": None}).encode(), "not the base64 it claims"),
+])
+def test_what_cannot_be_delivered_says_why(raw, why):
+    with pytest.raises(NotAMessage, match=why):
+        check_message(raw)
+
+
+def test_a_quarantine_record_keeps_the_first_bytes_and_the_size():
+    raw = b"x" * (RAW_KEPT_BYTES + 10)
+    record = quarantine_record("slack", raw, "not JSON")
+    assert (record["queue"], record["reason"], record["bytes"], record["truncated"]) == ("slack", "not JSON",
+                                                                                       len(raw), True)
+    assert base64.b64decode(record["head"]) == raw[:RAW_KEPT_BYTES]
+
+
+def test_the_quarantining_transport_is_importable_by_its_path():
+    module, _, name = QUARANTINING_TRANSPORT.partition(":")
+    assert getattr(__import__(module, fromlist=[name]), name).Channel.__name__ == "Channel"
+
+
+def test_opsq_worker_exits_with_celerys_status(monkeypatch):
+    """A worker Celery stopped on an unrecoverable error must exit non-zero (a supervisor restarts it)."""
+    from workers.celery_app import app  # noqa: PLC0415 - patched below, as opsq worker imports it
+    from workers.cli import broker  # noqa: PLC0415
+    from workers.store import db  # noqa: PLC0415
+
+    monkeypatch.setattr(broker, "ensure_broker", lambda: ("redis://127.0.0.1:1/0", None))
+    monkeypatch.setattr(db, "get_engine", lambda: None)
+    seen: list[list[str]] = []
+    monkeypatch.setattr(app, "start", lambda argv: seen.append(argv) or 1)
+    result = CliRunner().invoke(worker_cmd.worker, ["-Q", "noop", "-c", "1"])
+    assert result.exit_code == 1
+    assert seen and seen[0][:3] == ["worker", "-Q", "noop"]
+    monkeypatch.setattr(app, "start", lambda argv: None)
+    assert CliRunner().invoke(worker_cmd.worker, ["-Q", "noop"]).exit_code == 0

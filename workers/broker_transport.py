@@ -1,0 +1,103 @@
+"""kombu's Redis transport, with a quarantine for messages that are not messages.
+
+Why this exists: kombu's Redis channel pops a queue's item with BRPOP and JSON-decodes it on the spot; an item
+that is not a kombu message (not JSON, a JSON list or string, a body that is not the base64 it claims) raises
+out of the consumer and Celery stops the whole worker ("Unrecoverable error"). One bad LPUSH on a queue then
+takes a worker down, and it dies again on the next one after every restart. Here such an item goes to the
+quarantine list (`opsq:quarantine`: the reason, the queue, its size and its first bytes) instead, is counted,
+and the worker goes on. The item is never logged whole.
+
+Celery uses this transport through `broker_transport` (workers.celery_app) for `redis://` broker URLs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import time
+from typing import Any
+
+from kombu.transport import redis as kombu_redis
+from kombu.utils.encoding import bytes_to_str
+
+log = logging.getLogger("opsq.worker")
+
+QUARANTINE_KEY = "opsq:quarantine"
+QUARANTINED_COUNT_KEY = "opsq:quarantine:count"
+QUARANTINE_MAX = 10_000  # newest kept; the counter keeps the total
+RAW_KEPT_BYTES = 4096
+
+
+class NotAMessage(ValueError):
+    pass
+
+
+def check_message(raw: bytes | str) -> dict[str, Any]:
+    """The payload kombu would deliver, or NotAMessage saying why it cannot be delivered."""
+    try:
+        payload = json.loads(bytes_to_str(raw))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise NotAMessage(f"not JSON ({type(exc).__name__})") from None
+    if not isinstance(payload, dict):
+        raise NotAMessage(f"a JSON {type(payload).__name__}, not a message object")
+    properties = payload.get("properties")
+    if not isinstance(properties, dict) or "body" not in payload:
+        raise NotAMessage("no body or properties: not a kombu message")
+    if properties.get("body_encoding") == "base64":
+        body = payload["body"]
+        try:
+            base64.b64decode(body if isinstance(body, str | bytes) else b"\x00", validate=True)
+        except (binascii.Error, ValueError):
+            raise NotAMessage("a body that is not the base64 it claims") from None
+    return payload
+
+
+def quarantine_record(queue: str, raw: bytes | str, reason: str) -> dict[str, Any]:
+    data = raw.encode() if isinstance(raw, str) else raw
+    return {"at": time.time(), "queue": queue, "reason": reason, "bytes": len(data),
+            "head": base64.b64encode(data[:RAW_KEPT_BYTES]).decode(), "truncated": len(data) > RAW_KEPT_BYTES}
+
+
+class Channel(kombu_redis.Channel):
+    def _brpop_read(self, **options: Any) -> bool:
+        # kombu's own, but for the check: the popped item is checked before it is delivered.
+        try:
+            try:
+                dest__item = self.client.parse_response(self.client.connection, "BRPOP", **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()  # the next iteration reconnects
+                raise
+            if not dest__item:
+                raise kombu_redis.Empty()
+            dest, item = dest__item
+            dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
+            self._queue_cycle.rotate(dest)
+            try:
+                payload = check_message(item)
+            except NotAMessage as exc:
+                self._quarantine(dest, item, str(exc))
+                return True
+            self.connection._deliver(payload, dest)
+            return True
+        finally:
+            self._in_poll = False  # kombu writes None here; its readers only ask whether it is set
+            flush = getattr(self, "_flush_brpop_reauth", None)  # kombu >= 5.6
+            if flush is not None:
+                flush()
+
+    def _quarantine(self, queue: str, raw: bytes, reason: str) -> None:
+        record = quarantine_record(queue, raw, reason)
+        with self.conn_or_acquire() as client:
+            pipe = client.pipeline()
+            pipe.lpush(QUARANTINE_KEY, json.dumps(record))
+            pipe.ltrim(QUARANTINE_KEY, 0, QUARANTINE_MAX - 1)
+            pipe.incr(QUARANTINED_COUNT_KEY)
+            pipe.execute()
+        log.error("quarantined a message from queue %s that cannot be delivered: %s (%d bytes; "
+                  "opsq queue quarantine list)", queue, reason, record["bytes"])
+
+
+class Transport(kombu_redis.Transport):
+    Channel = Channel
