@@ -83,10 +83,7 @@ def load(source: str | Path | Mapping[str, Any] | WorkflowSpec) -> WorkflowSpec:
             text = path.read_text()
         else:
             text = str(source)
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise WorkflowInvalid([f"not valid YAML: {str(exc).splitlines()[0]}"]) from None
+        data = _load_yaml(text)
     if not isinstance(data, Mapping):
         raise WorkflowInvalid(["a workflow is a mapping with `name` and `steps`"])
     try:
@@ -102,6 +99,56 @@ def load(source: str | Path | Mapping[str, Any] | WorkflowSpec) -> WorkflowSpec:
                 where = f"step {sid or '#' + str(loc[1] + 1)}: " + ".".join(str(p) for p in loc[2:])
             errors.append(f"{where}: {err['msg']}")
         raise WorkflowInvalid(errors) from None
+
+
+# A spec is a small document. Aliases are allowed (anchors keep a spec DRY), but what they expand to is
+# counted before anything walks it: a "billion laughs" is a few hundred bytes that expand to 10^9 nodes,
+# and validation (secrets, templates, schemas) would walk every one of them.
+MAX_EXPANDED_NODES = 100_000
+
+
+def _load_yaml(text: str) -> Any:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node, {}, set())
+        if size > MAX_EXPANDED_NODES:
+            raise WorkflowInvalid([f"the document expands to more than {MAX_EXPANDED_NODES} values through its "
+                                   "aliases (&anchor / *alias): refused"])
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise WorkflowInvalid([f"not valid YAML: {str(exc).splitlines()[0]}"]) from None
+    except RecursionError:
+        raise WorkflowInvalid(["the document is nested too deeply"]) from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """How many values `node` stands for once every alias is expanded: each node's size is computed once
+    (an alias is the same node object), so this is linear in the document, whatever it expands to."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        raise WorkflowInvalid(["the document refers to itself through an alias: refused"])
+    open_nodes.add(key)
+    size = 1
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            size += _expanded_size(k, sizes, open_nodes) + _expanded_size(v, sizes, open_nodes)
+            if size > MAX_EXPANDED_NODES:
+                break
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            size += _expanded_size(item, sizes, open_nodes)
+            if size > MAX_EXPANDED_NODES:
+                break
+    open_nodes.discard(key)
+    sizes[key] = size
+    return size
 
 
 def levels(spec: WorkflowSpec) -> list[list[str]]:

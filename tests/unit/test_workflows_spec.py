@@ -195,3 +195,37 @@ def _hint() -> str:
     return ("workflows are stored, and stored secrets are redacted, so a secret there would reach the platform "
             "as '[redacted]': give credentials through the platform's token setting (OPSQ_<PLATFORM>_TOKEN; "
             "webhooks: OPSQ_WEBHOOK_TOKEN)")
+
+
+def _laughs(levels: int = 9) -> str:
+    """A "billion laughs": each level is ten aliases of the one before (10^levels values in all)."""
+    lines = ['lol0: &l0 ["lol"]']
+    for n in range(1, levels + 1):
+        lines.append(f"lol{n}: &l{n} [" + ", ".join([f"*l{n - 1}"] * 10) + "]")
+    return "\n".join(lines)
+
+
+BOMB_IN_INPUT = ("name: bomb\ninput:\n  " + _laughs().replace("\n", "\n  ")
+                 + "\nsteps:\n  - id: a\n    platform: noop\n    action: noop\n")
+BOMB_IN_PARAMS = ("name: bomb\nanchors:\n  " + _laughs().replace("\n", "\n  ")
+                  + "\nsteps:\n  - id: a\n    platform: noop\n    action: noop\n    params: {echo: *l9}\n")
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("text", [BOMB_IN_INPUT, BOMB_IN_PARAMS], ids=["input", "params"])
+def test_an_alias_bomb_is_refused_before_anything_walks_it(text):
+    assert len(text) < 2000
+    with pytest.raises(WorkflowInvalid, match="expands to more than"):
+        load(text)
+
+
+@pytest.mark.timeout(10)
+def test_a_document_that_refers_to_itself_is_refused():
+    with pytest.raises(WorkflowInvalid, match="refers to itself"):
+        load("name: loop\nsteps: &s\n  - id: a\n    platform: noop\n    action: noop\n    params: {echo: *s}\n")
+
+
+def test_anchors_that_keep_a_spec_short_still_work():
+    spec = load("name: dry\nsteps:\n  - id: a\n    platform: noop\n    action: noop\n    params: &p {echo: 1}\n"
+                "  - id: b\n    platform: noop\n    action: noop\n    params: *p\n    depends_on: [a]\n")
+    assert [s.params for s in spec.steps] == [{"echo": 1}, {"echo": 1}]
