@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 import uuid
 from collections.abc import Iterable
@@ -94,6 +95,14 @@ def check_submission(platform: str, action: str, params: Any, priority: str, max
         raise SubmitError(f"params must be a JSON object, got {type(params).__name__}")
     if max_attempts is not None and not 1 <= max_attempts <= 100:
         raise SubmitError("max_attempts must be between 1 and 100")
+    limit = get_settings().max_params_bytes
+    try:
+        size = len(json.dumps(params, separators=(",", ":"), default=str).encode())
+    except (TypeError, ValueError) as exc:
+        raise SubmitError(f"params must be JSON: {exc}") from None
+    if size > limit:
+        raise SubmitError(f"params are {size} bytes of JSON; the limit is {limit} (OPSQ_MAX_PARAMS_BYTES): "
+                          "put large content somewhere the platform can fetch it and pass its URL")
     try:
         validate_action(platform, action, params)
     except InvalidParams as exc:

@@ -135,6 +135,13 @@ class Settings(_WithPlatforms):
     retry_cap_s: float = Field(300.0, gt=0)
     # Seconds an unacknowledged message stays invisible before Redis hands it to another worker.
     visibility_timeout_s: int = Field(3600, ge=1)
+    # An action's params travel in its message, its record and its audit entry: a submit larger than this
+    # (JSON bytes) is refused with a clear error instead of filling Redis and the worker's memory.
+    max_params_bytes: int = Field(1_048_576, ge=1024)
+    # A pool process is replaced after this many tasks, or once its resident memory passes this (KiB) at the
+    # end of a task: one large action must not leave a process holding hundreds of MB for good. 0: never.
+    worker_max_tasks_per_child: int = Field(10_000, ge=0)
+    worker_max_memory_per_child_kib: int = Field(262_144, ge=0)
     result_expires_s: int = Field(86400, ge=60)
 
     task_sent_events: bool = False
