@@ -17,7 +17,7 @@ import binascii
 import json
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
@@ -60,7 +60,16 @@ def quarantine_record(queue: str, raw: bytes | str, reason: str) -> dict[str, An
             "head": base64.b64encode(data[:RAW_KEPT_BYTES]).decode(), "truncated": len(data) > RAW_KEPT_BYTES}
 
 
-class Channel(kombu_redis.Channel):
+if TYPE_CHECKING:
+    _ChannelBase = kombu_redis.Channel
+else:
+    _ChannelBase = object
+
+
+class OpsqChannelMixin(_ChannelBase):
+    """Everything opsqueue adds to a kombu Redis channel; mixed into each channel class we use (plain Redis
+    here, Sentinel in workers.broker_sentinel), so every broker URL scheme behaves the same."""
+
     def _brpop_read(self, **options: Any) -> bool:
         # kombu's own, but for the check: the popped item is checked before it is delivered.
         try:
@@ -97,6 +106,10 @@ class Channel(kombu_redis.Channel):
             pipe.execute()
         log.error("quarantined a message from queue %s that cannot be delivered: %s (%d bytes; "
                   "opsq queue quarantine list)", queue, reason, record["bytes"])
+
+
+class Channel(OpsqChannelMixin, kombu_redis.Channel):
+    pass
 
 
 class Transport(kombu_redis.Transport):
