@@ -19,8 +19,9 @@ from celery.signals import (
 )
 
 from workers import executor_pool, observability, signal_scope
-from workers.dev.broker_url import resolve_redis_url
+from workers.dev.broker_url import RedisTarget, redis_target
 from workers.guards import reset_guard
+from workers.guards.connection import sentinel_kwargs
 from workers.ops import queue_ops
 from workers.priorities import PRIORITY_STEPS, PRIORITY_VALUES
 from workers.queues import celery_queues
@@ -29,6 +30,7 @@ from workers.store import db, outcomes
 
 EXECUTE_ACTION = "opsq.execute_action"
 QUARANTINING_TRANSPORT = "workers.broker_transport:Transport"
+QUARANTINING_SENTINEL_TRANSPORT = "workers.broker_sentinel:SentinelTransport"
 
 
 def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any) -> dict[str, str] | None:
@@ -50,18 +52,33 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def broker_transport(target: RedisTarget) -> str | None:
+    """Our transports (the quarantine, workers.broker_transport) for every scheme that has one; None leaves
+    kombu's own (rediss://: kombu's plain transport name, given explicitly, would skip its TLS default)."""
+    return {"redis": QUARANTINING_TRANSPORT, "sentinel": QUARANTINING_SENTINEL_TRANSPORT}.get(target.scheme)
+
+
+def sentinel_options(target: RedisTarget) -> dict[str, Any]:
+    """What kombu's and Celery's Sentinel support need besides the URL: the master's name and how to talk
+    to the Sentinels (their password). Nothing for a single server."""
+    if not target.is_sentinel:
+        return {}
+    return {"master_name": target.master, "sentinel_kwargs": sentinel_kwargs(target)}
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The whole configuration, from the settings. Resolving the broker may look for the embedded Redis
     (workers.dev.broker_url): that is why this runs when the app is first used, not at import."""
-    url = resolve_redis_url(settings)
+    target = redis_target(settings)
+    url = target.url
     return dict(
         # Task modules are named, not imported: workflows and beat sit above workers and plug their tasks
         # in when a worker loads (OPSQ_TASK_MODULES).
         include=settings.task_modules,
         broker_url=url,
         # kombu's Redis transport with a quarantine for items that are not messages (workers.broker_transport):
-        # one bad item on a queue must not stop a worker. Other schemes (rediss://, sentinel://) keep kombu's.
-        broker_transport=QUARANTINING_TRANSPORT if url.startswith("redis://") else None,
+        # one bad item on a queue must not stop a worker; for sentinel:// too (workers.broker_sentinel).
+        broker_transport=broker_transport(target),
         result_backend=url,
         task_serializer="json",
         result_serializer="json",
@@ -77,10 +94,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         task_default_queue="control",
         task_routes=(route_task,),
         task_default_priority=PRIORITY_VALUES["normal"],
-        broker_transport_options=transport_options(settings),
+        broker_transport_options={**transport_options(settings), **sentinel_options(target)},
         result_backend_transport_options={
             "visibility_timeout": settings.visibility_timeout_s,
             "retry_policy": {"max_retries": 5, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
+            **sentinel_options(target),
         },
         result_expires=settings.result_expires_s,
         # Not result_extended: it would copy every task's kwargs (an action's params, secrets and all) into

@@ -80,6 +80,11 @@ class _Base(BaseSettings):
 
     home: Path = Field(default=Path.home() / ".opsqueue", description="Where embedded state lives.")
     redis_url: str | None = None
+    # The Redis master's password, instead of in OPSQ_REDIS_URL; and for a sentinel:// URL, the name the
+    # Sentinels know the master by and the Sentinels' own password (workers.dev.broker_url).
+    redis_password: SecretStr | None = None
+    redis_sentinel_master: str | None = None
+    redis_sentinel_password: SecretStr | None = None
     database_url: str | None = None
     auto_migrate: bool = True
     # See workers.store.db.outcome_engine for what this trades.
@@ -90,6 +95,15 @@ class _Base(BaseSettings):
 
     # One base URL for every platform, each under /<platform> (the sandbox).
     platform_base_url: BaseUrl = None
+
+    @model_validator(mode="after")
+    def _sentinel_needs_its_master(self) -> _Base:
+        # Checked when the settings load, so a worker refuses to start rather than failing on its first
+        # connection (workers.dev.broker_url checks the rest of the URL).
+        if (self.redis_url or "").strip().lower().startswith("sentinel://") and not self.redis_sentinel_master:
+            raise ValueError("OPSQ_REDIS_URL is a sentinel:// URL: set OPSQ_REDIS_SENTINEL_MASTER to the name the "
+                             "Sentinels know the master by (`sentinel monitor NAME ...` in sentinel.conf)")
+        return self
 
 
 S = TypeVar("S", bound=_Base)

@@ -15,10 +15,12 @@ from sqlalchemy.engine import make_url
 from executors.errors import ExecutorError
 from executors.registry import EXECUTORS, TOKEN_PLATFORMS
 from workers.celery_app import app as celery_app
+from workers.dev.broker_url import redact_redis_url, redis_target
+from workers.errors import OpsqError
 from workers.executor_pool import executor
 from workers.guards import breaker
 from workers.guards.base import BreakerState
-from workers.guards.connection import guard_redis
+from workers.guards.connection import guard_redis, sentinel_views
 from workers.ops.queue_ops import paused_queues
 from workers.queues import CONTROL_QUEUE, MAINTENANCE_QUEUE, PLATFORM_QUEUES
 from workers.settings import Settings, get_settings
@@ -44,6 +46,33 @@ def _redis(settings: Settings) -> Check:
         return Check("redis", OK, f"answers in {(time.perf_counter() - start) * 1000:.1f} ms")
     except Exception as exc:
         return Check("redis", FAIL, f"cannot reach Redis: {' '.join(str(exc).split())}")
+
+
+def _sentinel(settings: Settings) -> Check | None:
+    """With a sentinel:// URL: the master the Sentinels name and how many of them answer. A failover needs a
+    quorum of them and a replica; a Sentinel that is down or a master they think is down is a warning."""
+    try:
+        target = redis_target(settings)
+    except OpsqError:
+        return None  # the redis check says why
+    if not target.is_sentinel:
+        return None
+    views = sentinel_views(target)
+    up = [v for v in views if v.reachable]
+    masters = sorted({v.master or "?" for v in up})
+    detail = f"master {target.master} at {' / '.join(masters) or 'unknown'}; {len(up)}/{len(views)} sentinels answer"
+    if up:
+        detail += f"; {up[0].replicas} replica(s), quorum {up[0].quorum}"
+    down = [f"{v.sentinel}: {v.error}" for v in views if not v.reachable]
+    if down:
+        detail += f" (no answer from {'; '.join(down)})"
+    flags = sorted({f for v in up for f in v.flags.split(",") if f in ("s_down", "o_down", "failover_in_progress")})
+    if flags:
+        detail += f"; flags {','.join(flags)}"
+    if not up:
+        return Check("redis sentinel", FAIL, detail)
+    warn = down or flags or len(masters) > 1 or up[0].replicas == 0 or len(up) < up[0].quorum
+    return Check("redis sentinel", WARN if warn else OK, detail)
 
 
 def _database(settings: Settings) -> Check:
@@ -106,6 +135,9 @@ def health(app: Any | None = None, more: Callable[[], list[Check]] | None = None
     """The runtime's checks; `more` adds those of the layers above (beat's heartbeat, from the CLI)."""
     settings = get_settings()
     checks = [_redis(settings), _database(settings)]
+    sentinel = _sentinel(settings)
+    if sentinel is not None:
+        checks.insert(1, sentinel)
     if checks[0].status == FAIL:
         return checks
     if app is None:
@@ -126,6 +158,8 @@ def mask(value: Any) -> str:
     if isinstance(value, SecretStr):
         secret = value.get_secret_value()
         return f"set, {len(secret)} chars, ****{secret[-2:]}" if len(secret) >= 12 else "set (hidden)"
+    if isinstance(value, str) and value.lower().startswith(("redis://", "rediss://", "unix://", "sentinel://")):
+        return redact_redis_url(value)  # each of a sentinel:// URL's entries, which make_url cannot parse
     if isinstance(value, str) and "://" in value and "@" in value:
         try:
             return make_url(value).render_as_string(hide_password=True)
@@ -157,8 +191,33 @@ def validate_env() -> list[Check]:
                          "delivered twice (the guards keep that from calling a platform twice)"))
     if settings.redis_url is None:
         out.append(Check("OPSQ_REDIS_URL", WARN, "not set: the embedded Redis is for one machine only"))
+    else:
+        out += _redis_url_checks(settings)
     if settings.database_url is None:
         out.append(Check("OPSQ_DATABASE_URL", WARN, "not set: SQLite in OPSQ_HOME (embedded default)"))
+    return out
+
+
+def _redis_url_checks(settings: Settings) -> list[Check]:
+    """OPSQ_REDIS_URL with the Redis settings that go with it (workers.dev.broker_url): for Sentinel, which
+    master and which Sentinels (`opsq health` says whether they answer)."""
+    try:
+        target = redis_target(settings)
+    except OpsqError as exc:
+        return [Check("OPSQ_REDIS_URL", FAIL, str(exc))]
+    if not target.is_sentinel:
+        if settings.redis_sentinel_master or settings.redis_sentinel_password:
+            return [Check("OPSQ_REDIS_SENTINEL_MASTER", WARN, "set, but OPSQ_REDIS_URL is not a sentinel:// URL: "
+                                                               "the Sentinel settings are not used")]
+        return []
+    where = ", ".join(f"{h}:{p}" for h, p in target.sentinels)
+    passwords = (f"master password {'set' if target.password else 'not set'}, "
+                 f"sentinel password {'set' if target.sentinel_password else 'not set'}")
+    out = [Check("redis sentinel", OK, f"master {target.master} (db {target.db}) through "
+                                       f"{len(target.sentinels)} sentinel(s): {where}; {passwords}")]
+    if len(target.sentinels) < 3:
+        out.append(Check("redis sentinel", WARN, "fewer than 3 Sentinels listed: the client cannot find the master "
+                                                 "when the one it knows is down (list every Sentinel)"))
     return out
 
 

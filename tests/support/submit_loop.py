@@ -1,0 +1,34 @@
+"""Submits webhook actions one after another from a process of its own (a client, as a service would run
+one), printing one JSON line per submit as it returns: {"i", "id"} or {"i", "error"}, with its duration.
+
+Its own process, so its Celery app is configured from its own environment (the test's Redis), whatever
+the test process' app was configured with before.
+
+    python -m tests.support.submit_loop COUNT URL PAUSE_S
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from workers.client import submit_action
+
+
+def main() -> None:
+    count, url, pause = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+    for i in range(count):
+        start = time.monotonic()
+        try:
+            handle = submit_action("webhook", "post", {"url": url, "json": {"n": i}})
+            line: dict[str, object] = {"i": i, "id": handle.id}
+        except Exception as exc:  # the caller is told: counted as refused by the test
+            line = {"i": i, "error": f"{type(exc).__name__}: {' '.join(str(exc).split())}"}
+        line["s"] = round(time.monotonic() - start, 3)
+        print(json.dumps(line), flush=True)
+        time.sleep(pause)
+
+
+if __name__ == "__main__":
+    main()
