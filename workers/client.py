@@ -10,11 +10,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import redis
+
 from executors.errors import InvalidParams
 from executors.registry import validate_action
 from workers.enqueue import send_action
 from workers.errors import ConfigError, EnqueueError, SubmitError
 from workers.guards.base import RunState
+from workers.guards.connection import guard_redis
 from workers.guards.execution import live_state
 from workers.guards.idempotency import claim, derive_key, release
 from workers.priorities import PRIORITY_NAMES
@@ -129,7 +132,10 @@ def submit_action(platform: str, action: str, params: dict[str, Any] | None = No
         idempotency_key = derive_key(platform, action, params)
     action_id = uuid.uuid4().hex
     if idempotency_key is not None:
-        first = claim(idempotency_key, action_id, settings.idempotency_ttl_s)
+        try:
+            first = claim(idempotency_key, action_id, settings.idempotency_ttl_s)
+        except redis.RedisError as exc:
+            raise EnqueueError(f"could not enqueue: {redis_cause(exc)}; nothing was queued or kept") from exc
         if first is not None:
             return ActionHandle(first, deduplicated=True)
     attempts = max_attempts or settings.max_attempts
@@ -142,15 +148,59 @@ def submit_action(platform: str, action: str, params: dict[str, Any] | None = No
             send_action(action_id=action_id, platform=platform, action=action, params=params, queue=queue,
                         priority=priority, max_attempts=attempts, idempotency_key=idempotency_key,
                         fail_fast=fail_fast)
-        except ConfigError:
-            store.discard(action_id)
+        except ConfigError as exc:
+            store.discard(action_id, f"not enqueued: {exc}")
             raise
         except Exception as exc:
-            store.discard(action_id)
-            detail = " ".join(str(exc).split())
-            raise EnqueueError(f"could not enqueue, is Redis up? ({detail}); nothing was queued or kept") from exc
+            cause = redis_cause(exc)
+            store.discard(action_id, f"the broker refused the message: {cause}")
+            raise EnqueueError(f"could not enqueue: {cause}; nothing was queued or kept") from exc
     except Exception:
         if idempotency_key is not None:
             release(idempotency_key, action_id)
         raise
     return ActionHandle(action_id)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and what caused it (kombu wraps redis-py's errors in its OperationalError)."""
+    out: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and seen not in out and len(out) < 10:
+        out.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    return out
+
+
+def _memory_note() -> str:
+    """`used X of maxmemory Y, policy P`, asked of the server that refused (INFO is allowed when full)."""
+    try:
+        info = guard_redis().info("memory")
+    except redis.RedisError:
+        return "maxmemory reached"
+    used, limit = info.get("used_memory_human", "?"), info.get("maxmemory_human", "?")
+    return f"maxmemory {limit}, {used} used, policy {info.get('maxmemory_policy', '?')}"
+
+
+def redis_cause(exc: BaseException) -> str:
+    """What really went wrong talking to Redis, in words an operator acts on: out of memory, a password
+    refused, the connection refused, no answer. "Is Redis up?" for all of them sent people to restart a
+    Redis that was up and full."""
+    chain = _chain(exc)
+    text = " ".join(" ".join(str(e).split()) for e in chain)
+    lowered = text.lower()
+    if any(isinstance(e, redis.exceptions.OutOfMemoryError) for e in chain) or "maxmemory" in lowered:
+        return (f"Redis is out of memory ({_memory_note()}): it refuses new messages; free memory or raise "
+                "maxmemory (opsq health; docs/RUNBOOK.md, Redis memory)")
+    if (any(isinstance(e, redis.exceptions.AuthenticationError) for e in chain) or "noauth" in lowered
+            or "wrongpass" in lowered or "invalid username-password" in lowered):
+        first = next((e for e in chain if isinstance(e, redis.exceptions.AuthenticationError)), chain[0])
+        return (f"Redis refused the credentials ({' '.join(str(first).split())}): check the password in "
+                "OPSQ_REDIS_URL")
+    if any(isinstance(e, ConnectionRefusedError) for e in chain) or "connection refused" in lowered:
+        return f"Redis refused the connection ({' '.join(str(exc).split())}): is it running at OPSQ_REDIS_URL?"
+    if any(isinstance(e, (TimeoutError, redis.exceptions.TimeoutError)) for e in chain) or "timed out" in lowered:
+        return f"Redis did not answer in time ({' '.join(str(exc).split())})"
+    if any(isinstance(e, redis.exceptions.ConnectionError) for e in chain):
+        return f"cannot reach Redis ({' '.join(str(exc).split())})"
+    return f"the broker refused the message ({' '.join(str(exc).split())})"

@@ -29,7 +29,7 @@ from workflows.compiler import compile_segment, plan_segment
 from workflows.models import WorkflowRun
 from workflows.spec import WorkflowSpec, levels, load, validate
 from workflows.status import ApprovalStatus, StepStatus, WorkflowStatus
-from workflows.tasks import forget_failed_undos, start_rollback, workflow_rollback
+from workflows.tasks import ROLLBACK_FROM, forget_failed_undos, start_rollback, workflow_rollback
 
 SETTLED = (*state.FINAL, WorkflowStatus.AWAITING_APPROVAL)
 
@@ -85,8 +85,8 @@ def submit_workflow(spec_or_path: str | Path | Mapping[str, Any] | WorkflowSpec,
             state.transition(workflow_id, WorkflowStatus.RUNNING, allowed_from=(WorkflowStatus.PENDING,),
                              event="started")
             launch(workflow_id, spec, from_level=0, approved=False)
-        except Exception:
-            state.delete_run(workflow_id)
+        except Exception as exc:
+            state.delete_run(workflow_id, f"not enqueued: {' '.join(str(exc).split())[:300]}")
             raise
     except Exception:
         if idempotency_key is not None:
@@ -134,9 +134,10 @@ def resume(workflow_id: str, actor: str | None = None, *, only_if_idle: bool = F
     first = next((n for n, level in enumerate(layers) if any(sid not in done for sid in level)), len(layers))
     approved = any(a["level"] == first and a["status"] == ApprovalStatus.APPROVED
                    for a in state.approvals(status=None, workflow_id=workflow_id))
-    audit.append("workflow_resume", f"workflow:{workflow_id}", {"from_level": first}, actor=actor)
-    state.record(workflow_id, "resumed", detail=f"from level {first} by {actor or default_actor()}")
     sent = launch(workflow_id, spec, from_level=first, approved=approved, done=done)
+    # Recorded once sent: a resume the broker refused did not happen.
+    state.record(workflow_id, "resumed", detail=f"from level {first} by {actor or default_actor()}",
+                 audit_as=("workflow_resume", f"workflow:{workflow_id}", {"from_level": first}, actor))
     return f"resumed from level {first}: sent {', '.join(sent) or 'the final bookkeeping'}"
 
 
@@ -165,17 +166,21 @@ def approve(approval_id: str, actor: str | None = None, comment: str | None = No
     _decide(approval, ApprovalStatus.APPROVED, actor, comment)
     detail = f"approval {approval_id} by {actor or default_actor()}" + (f": {comment}" if comment else "")
     if not state.transition(wid, WorkflowStatus.RUNNING, allowed_from=(WorkflowStatus.AWAITING_APPROVAL,),
-                            event="approved", detail=detail):
+                            event="approved", detail=detail,
+                            audit_as=("approve", f"approval:{approval_id}", {"workflow_id": wid, "comment": comment},
+                                      actor)):
         state.undecide_approval(approval_id)
         raise OpsqError(f"workflow {wid} is {state.get_run_row(wid)['status']}, not awaiting approval")
-    audit.append("approve", f"approval:{approval_id}", {"workflow_id": wid, "comment": comment}, actor=actor)
     spec = WorkflowSpec.model_validate(state.get_run_row(wid)["spec"])
     try:
         launch(wid, spec, from_level=approval["level"], approved=True)
-    except Exception:
-        # Nothing was sent: put the workflow back where it waited, so the approval can be given again.
+    except Exception as exc:
+        # Nothing was sent: put the workflow back where it waited, so the approval can be given again; the
+        # trail says the approval was withdrawn, and why.
         state.transition(wid, WorkflowStatus.AWAITING_APPROVAL, allowed_from=(WorkflowStatus.RUNNING,),
-                         event="approve_failed")
+                         event="approve_failed",
+                         audit_as=("approve_withdrawn", f"approval:{approval_id}",
+                                   {"workflow_id": wid, "reason": " ".join(str(exc).split())[:300]}, actor))
         state.undecide_approval(approval_id)
         raise
     return WorkflowHandle(wid)
@@ -218,29 +223,37 @@ def rollback(workflow_id: str, actor: str | None = None) -> str:
 
     run = state.get_run_row(workflow_id)
     who = actor or default_actor()
-    audit.append("workflow_rollback", f"workflow:{workflow_id}", {"status": run["status"]}, actor=who)
+    # Recorded with the state change it makes, in its transaction: a refused rollback (a workflow that
+    # succeeded, or changed meanwhile) leaves no `workflow_rollback` entry.
+    entry: state.AuditAs = ("workflow_rollback", f"workflow:{workflow_id}", {"status": run["status"]}, who)
+    changed = OpsqError(f"workflow {workflow_id} changed state meanwhile; check `opsq workflow status`")
     if run["status"] == WorkflowStatus.ROLLBACK_FAILED:
         forget_failed_undos(workflow_id)
         state.reset_failed_compensations(workflow_id)
         if not state.transition(workflow_id, WorkflowStatus.ROLLING_BACK,
                                 allowed_from=(WorkflowStatus.ROLLBACK_FAILED,), event="rollback_retried",
-                                detail=f"by {who}"):
-            raise OpsqError(f"workflow {workflow_id} changed state meanwhile; check `opsq workflow status`")
+                                detail=f"by {who}", audit_as=entry):
+            raise changed
 
         workflow_rollback.apply_async(args=[workflow_id], queue=CONTROL_QUEUE, routing_key=CONTROL_QUEUE)
         return "retrying the compensations that did not finish"
     if run["status"] == WorkflowStatus.ROLLING_BACK:
         # Its rollback task was lost or is slow: send it again. It continues from the stored plan, and
-        # a compensation already done (or running) is not done twice.
+        # a compensation already done (or running) is not done twice. Recorded once it was sent.
 
         workflow_rollback.apply_async(args=[workflow_id], queue=CONTROL_QUEUE, routing_key=CONTROL_QUEUE)
-        state.record(workflow_id, "rollback_resent", detail=f"by {who}")
+        state.record(workflow_id, "rollback_resent", detail=f"by {who}", audit_as=entry)
         return "rollback sent again (it continues from its plan)"
-    if run["status"] in (WorkflowStatus.RUNNING, WorkflowStatus.AWAITING_APPROVAL, WorkflowStatus.FAILED):
+    if run["status"] in ROLLBACK_FROM:
         if run["status"] == WorkflowStatus.AWAITING_APPROVAL:
             for a in state.approvals(workflow_id=workflow_id):
                 state.decide_approval(a["id"], ApprovalStatus.DENIED, who, "workflow rolled back by hand")
-        start_rollback(workflow_id, f"rolled back by hand by {who}")
+        # start_rollback's transition, with the entry in its transaction.
+        reason = f"rolled back by hand by {who}"
+        if not state.transition(workflow_id, WorkflowStatus.ROLLING_BACK, allowed_from=ROLLBACK_FROM, error=reason,
+                                event="rollback_started", detail=reason, audit_as=entry):
+            raise changed
+        workflow_rollback.apply_async(args=[workflow_id], queue=CONTROL_QUEUE, routing_key=CONTROL_QUEUE)
         return "rollback started"
     raise OpsqError(f"workflow {workflow_id} is {run['status']}: nothing to roll back")
 

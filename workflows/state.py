@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import CursorResult, Result, delete, func, insert, select, update
+from sqlalchemy.orm import Session
 
 from workers.redaction import redact
 from workers.status import ActionStatus
@@ -58,10 +59,15 @@ def create_run(spec: WorkflowSpec, input_: dict[str, Any], priority: str, *, wor
     return workflow_id
 
 
-def delete_run(workflow_id: str) -> None:
-    """Undo create_run when nothing could be enqueued: no half-enqueued workflow is left behind."""
+def delete_run(workflow_id: str, reason: str | None = None) -> None:
+    """Undo create_run when nothing could be enqueued: no half-enqueued workflow is left behind. Its
+    `workflow_submit` entry is chained already (the chain cannot be edited): with `reason`, a
+    `workflow_submit_withdrawn` entry saying why goes in the same transaction."""
 
     with session() as s:
+        if reason is not None:
+            created_by = s.scalar(select(WorkflowRun.created_by).where(WorkflowRun.id == workflow_id))
+            _audit(s, ("workflow_submit_withdrawn", f"workflow:{workflow_id}", {"reason": reason}, created_by))
         action_ids = list(s.scalars(select(WorkflowStep.action_id).where(WorkflowStep.workflow_id == workflow_id)))
         for model in (WorkflowEvent, Approval, Compensation, WorkflowStep):
             s.execute(delete(model).where(model.workflow_id == workflow_id))
@@ -98,9 +104,15 @@ def get_run_row(workflow_id: str) -> dict[str, Any]:
         return _row(require(s, WorkflowRun, workflow_id, "workflow"))
 
 
+#: An audit entry written with a state change, in its transaction: (action, target, detail, actor).
+AuditAs = tuple[str, str, dict[str, Any], str | None]
+
+
 def transition(workflow_id: str, to: str, *, allowed_from: Iterable[str], error: str | None = None,
-               failed_step: str | None = None, event: str | None = None, detail: str | None = None) -> bool:
-    """Move the workflow to `to` only if it is in one of `allowed_from`; True if this call did it."""
+               failed_step: str | None = None, event: str | None = None, detail: str | None = None,
+               audit_as: AuditAs | None = None) -> bool:
+    """Move the workflow to `to` only if it is in one of `allowed_from`; True if this call did it.
+    `audit_as` is recorded in the same transaction, and only if the move happened."""
     now = utcnow()
     values: dict[str, Any] = {"status": to, "updated_at": now}
     if to in FINAL:
@@ -116,7 +128,15 @@ def transition(workflow_id: str, to: str, *, allowed_from: Iterable[str], error:
         if won:
             s.add(WorkflowEvent(workflow_id=workflow_id, at=now, kind=event or to, step_id=failed_step,
                                 detail=detail or error))
+            if audit_as is not None:
+                s.flush()
+                _audit(s, audit_as)
     return won
+
+
+def _audit(s: Session, entry: AuditAs) -> None:
+    action, target, detail, actor = entry
+    audit.append(action, target, detail, actor=actor, conn=s.connection())
 
 
 def set_resume_level(workflow_id: str, level: int) -> None:
@@ -124,9 +144,14 @@ def set_resume_level(workflow_id: str, level: int) -> None:
         s.execute(update(WorkflowRun).where(WorkflowRun.id == workflow_id).values(resume_level=level))
 
 
-def record(workflow_id: str, kind: str, *, step_id: str | None = None, detail: str | None = None) -> None:
+def record(workflow_id: str, kind: str, *, step_id: str | None = None, detail: str | None = None,
+           audit_as: AuditAs | None = None) -> None:
+    """An event on the workflow's timeline (and `audit_as` in the same transaction)."""
     with session() as s:
         s.add(WorkflowEvent(workflow_id=workflow_id, at=utcnow(), kind=kind, step_id=step_id, detail=detail))
+        if audit_as is not None:
+            s.flush()
+            _audit(s, audit_as)
 
 
 def step_started(workflow_id: str, step_id: str, attempt: int) -> bool:

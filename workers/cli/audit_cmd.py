@@ -20,7 +20,7 @@ def audit() -> None:
 @click.option("--limit", type=click.IntRange(1, 100000), default=100, show_default=True)
 @json_option
 def audit_list(since: str | None, action_name: str | None, limit: int, as_json: bool) -> None:
-    """Who did what, when, on what (oldest first)."""
+    """Who did what, when, on what (oldest first). Entries not chained yet show `pending`. Writes nothing."""
     from workers.ops.reports import parse_since
     from workers.store import audit as trail
 
@@ -29,20 +29,21 @@ def audit_list(since: str | None, action_name: str | None, limit: int, as_json: 
         emit_json(rows)
         return
     table(["ID", "TIME (UTC)", "ACTOR", "OPERATION", "ON", "DETAIL"],
-          [[r["id"], ts(r["at"]), r["actor"], r["action"], r["target"] or "",
+          [["pending" if r["pending"] else r["id"], ts(r["at"]), r["actor"], r["action"], r["target"] or "",
             json.dumps(r["detail"], sort_keys=True)[:70]] for r in rows])
 
 @audit.command("verify")
 @json_option
 def audit_verify(as_json: bool) -> None:
-    """Check the hash chain; names the first tampered entry. Exit 1 if tampered."""
+    """Check the hash chain; names the first tampered entry. Exit 1 if tampered. Writes nothing."""
     from workers.store import audit as trail
 
     verdict = trail.verify()
     if as_json:
         emit_json(verdict.to_dict())
     elif verdict.ok:
-        click.echo(click.style("OK", fg="green", bold=True) + f"  {verdict.checked} entries, chain intact")
+        click.echo(click.style("OK", fg="green", bold=True) + f"  {verdict.checked} entries, chain intact"
+                   + (f" ({verdict.pending} pending, chained by the next seal)" if verdict.pending else ""))
     else:
         click.echo(click.style("TAMPERED", fg="red", bold=True)
                    + f"  first bad entry: id {verdict.first_bad_id}: {verdict.reason} "

@@ -93,10 +93,52 @@ def force_open(platform: str, actor: str, reason: str = "", client: redis.Redis 
 
 def _force_by(platform: str, to: str, verb: str, audit_action: str, actor: str, reason: str,
               client: redis.Redis | None, audited: bool) -> str:
-    previous = _force(platform, to, f"{verb} by {actor}" + (f": {reason}" if reason else ""), client)
-    if audited:
-        audit.append(audit_action, f"platform:{platform}", {"from": previous, "reason": reason}, actor=actor)
+    why = f"{verb} by {actor}" + (f": {reason}" if reason else "")
+    if not audited:
+        return _force(platform, to, why, client)
+    r = client or guard_redis()
+    check_platform(platform)
+
+    def change() -> tuple[str, dict[str, tuple[bytes | None, int]]]:
+        before = _snapshot(r, platform)
+        return _force(platform, to, why, r), before
+
+    def undo(done: tuple[str, dict[str, tuple[bytes | None, int]]]) -> None:
+        _restore(r, platform, done[1], to, done[0], f"{verb} undone: it could not be recorded in the audit trail")
+
+    # Audited, or not done (workers.store.audit.audited_change): a breaker forced open in an incident with
+    # no entry saying who did it would be the trail missing what happened.
+    previous, _ = audit.audited_change(
+        change, lambda done: (audit_action, f"platform:{platform}", {"from": done[0], "reason": reason}), undo,
+        subject=f"circuit {platform}", verb=verb, actor=actor)
     return previous
+
+
+def _state_keys(platform: str) -> list[str]:
+    """The keys FORCE changes, but its history (the undo adds to the history, it does not rewrite it)."""
+    return [keys.breaker(platform), keys.breaker_failures(platform), keys.breaker_probes(platform)]
+
+
+def _snapshot(r: redis.Redis, platform: str) -> dict[str, tuple[bytes | None, int]]:
+    pipe = r.pipeline(transaction=True)
+    for key in _state_keys(platform):
+        pipe.dump(key)
+        pipe.pttl(key)
+    replies = pipe.execute()
+    return {key: (replies[2 * n], int(replies[2 * n + 1])) for n, key in enumerate(_state_keys(platform))}
+
+
+def _restore(r: redis.Redis, platform: str, snapshot: dict[str, tuple[bytes | None, int]], forced: str,
+             previous: str, why: str) -> None:
+    pipe = r.pipeline(transaction=True)
+    for key, (blob, pttl) in snapshot.items():
+        if blob is None:
+            pipe.delete(key)
+        else:
+            pipe.restore(key, max(pttl, 0), blob, replace=True)
+    pipe.lpush(keys.breaker_history(platform), json.dumps({"at": f"{time.time():.6f}", "from": forced,
+                                                           "to": previous, "reason": why}))
+    pipe.execute()
 
 
 def history(platform: str | None = None, limit: int = 50, client: redis.Redis | None = None) -> list[dict[str, Any]]:

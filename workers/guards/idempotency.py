@@ -48,12 +48,30 @@ def show(key: str, client: redis.Redis | None = None) -> dict[str, Any] | None:
 
 
 def clear(key: str, client: redis.Redis | None = None, actor: str | None = None) -> str | None:
-    """Forget the key, so a new submit with it creates a new action. Returns the action it named."""
+    """Forget the key, so a new submit with it creates a new action. Returns the action it named. Audited,
+    or not done (workers.store.audit.audited_change): the key is put back, with its TTL, if its entry
+    cannot be written."""
     r = client or guard_redis()
-    pipe = r.pipeline()
-    pipe.get(keys.idempotency(key))
-    pipe.delete(keys.idempotency(key))
-    action_id, _ = pipe.execute()
-    if action_id:
-        audit.append("idempotency_clear", f"key:{key}", {"action_id": action_id.decode()}, actor=actor)
-    return action_id.decode() if action_id else None
+    name = keys.idempotency(key)
+    if r.get(name) is None:  # nothing to clear: nothing to record
+        return None
+
+    def change() -> tuple[bytes | None, int]:
+        pipe = r.pipeline()
+        pipe.get(name)
+        pipe.pttl(name)
+        pipe.delete(name)
+        action_id, pttl, _ = pipe.execute()
+        return action_id, int(pttl)
+
+    def undo(done: tuple[bytes | None, int]) -> None:
+        action_id, pttl = done
+        if action_id is not None:  # NX: a submit that claimed the key meanwhile keeps it
+            r.set(name, action_id, px=pttl if pttl > 0 else None, nx=True)
+
+    def entry(done: tuple[bytes | None, int]) -> tuple[str, str, dict[str, Any]]:
+        return "idempotency_clear", f"key:{key}", {"action_id": as_text(done[0]) if done[0] else None}
+
+    action_id, _ = audit.audited_change(change, entry, undo, subject=f"idempotency key {key!r}", verb="cleared",
+                                        actor=actor)
+    return as_text(action_id) if action_id else None

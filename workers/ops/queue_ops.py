@@ -12,6 +12,7 @@ from typing import Any
 
 import redis
 from kombu.transport.redis import Channel
+from sqlalchemy import Connection
 
 from workers.guards.connection import as_text, guard_redis
 from workers.priorities import PRIORITY_NAMES, PRIORITY_STEPS
@@ -87,30 +88,61 @@ def status(app: Any, client: redis.Redis | None = None, with_consumers: bool = T
 
 
 def pause(app: Any, queue: str, actor: str | None = None, client: redis.Redis | None = None) -> list[str]:
-    """Stop every worker consuming `queue` (within a second) and remember it for workers started later."""
+    """Stop every worker consuming `queue` (within a second) and remember it for workers started later.
+    Audited, or not done at all (workers.store.audit.audited_change): with the database down the queue
+    keeps running and the operator is told."""
     r = client or guard_redis()
     check_queue(queue)
-    now_consuming = consumers(app).get(queue, [])
-    previous = json.loads(r.hget(PAUSED, queue) or "[]")
-    r.hset(PAUSED, queue, json.dumps(sorted(set(previous) | set(now_consuming))))
-    if now_consuming:
-        app.control.cancel_consumer(queue, destination=now_consuming, reply=True, timeout=1.0)
-    audit.append("queue_pause", f"queue:{queue}", {"workers": now_consuming}, actor=actor)
-    return now_consuming
+
+    def change() -> tuple[list[str], bytes | str | None]:
+        now_consuming = consumers(app).get(queue, [])
+        before = r.hget(PAUSED, queue)
+        r.hset(PAUSED, queue, json.dumps(sorted(set(json.loads(before or "[]")) | set(now_consuming))))
+        if now_consuming:
+            app.control.cancel_consumer(queue, destination=now_consuming, reply=True, timeout=1.0)
+        return now_consuming, before
+
+    def undo(done: tuple[list[str], bytes | str | None]) -> None:
+        stopped, before = done
+        if before is None:
+            r.hdel(PAUSED, queue)
+        else:
+            r.hset(PAUSED, queue, before)
+        if stopped:
+            app.control.add_consumer(queue, destination=stopped, reply=True, timeout=1.0)
+
+    stopped, _ = audit.audited_change(
+        change, lambda done: ("queue_pause", f"queue:{queue}", {"workers": done[0]}), undo,
+        subject=f"queue {queue}", verb="paused", actor=actor)
+    return stopped
 
 
 def resume(app: Any, queue: str, actor: str | None = None, client: redis.Redis | None = None) -> list[str]:
-    """Start the paused queue again on the workers that consumed it (or skipped it while paused)."""
+    """Start the paused queue again on the workers that consumed it (or skipped it while paused). Audited,
+    or not done at all (as `pause`)."""
     r = client or guard_redis()
     check_queue(queue)
-    workers = json.loads(r.hget(PAUSED, queue) or "[]")
-    r.hdel(PAUSED, queue)
-    alive = list((app.control.inspect(timeout=1.0).ping() or {}).keys())
-    targets = [w for w in workers if w in alive]
-    if targets:
-        app.control.add_consumer(queue, destination=targets, reply=True, timeout=1.0)
-    audit.append("queue_resume", f"queue:{queue}", {"workers": targets}, actor=actor)
-    return targets
+
+    def change() -> tuple[list[str], bytes | str | None]:
+        before = r.hget(PAUSED, queue)
+        r.hdel(PAUSED, queue)
+        alive = list((app.control.inspect(timeout=1.0).ping() or {}).keys())
+        targets = [w for w in json.loads(before or "[]") if w in alive]
+        if targets:
+            app.control.add_consumer(queue, destination=targets, reply=True, timeout=1.0)
+        return targets, before
+
+    def undo(done: tuple[list[str], bytes | str | None]) -> None:
+        started, before = done
+        if before is not None:
+            r.hset(PAUSED, queue, before)
+        if started:
+            app.control.cancel_consumer(queue, destination=started, reply=True, timeout=1.0)
+
+    started, _ = audit.audited_change(
+        change, lambda done: ("queue_resume", f"queue:{queue}", {"workers": done[0]}), undo,
+        subject=f"queue {queue}", verb="resumed", actor=actor)
+    return started
 
 
 def paused_queues(client: redis.Redis | None = None) -> dict[str, list[str]]:
@@ -132,28 +164,51 @@ def skip_paused_queues(hostname: str, selected: list[str], client: redis.Redis |
 
 def clear(queue: str, actor: str | None = None, client: redis.Redis | None = None) -> dict[str, Any]:
     """Purge every priority list of `queue` atomically, marking the dropped actions failed and recording
-    what was dropped in the audit trail."""
+    what was dropped in the audit trail, in one transaction. If that cannot be written, the messages are
+    put back where they were (at the consuming end, before anything queued since) and nothing is failed."""
 
     r = client or guard_redis()
     check_queue(queue)
     lists = list(priority_lists(queue).values())
-    pipe = r.pipeline(transaction=True)
-    for key in lists:
-        pipe.lrange(key, 0, -1)
-    for key in lists:
-        pipe.delete(key)
-    results = pipe.execute()[: len(lists)]
-    dropped = []
-    for raw in (m for msgs in results for m in msgs):
-        task_id, task = _message_id(raw)
-        dropped.append({"id": task_id, "task": task})
     who = actor or audit.default_actor()
-    for item in dropped:
-        if item["task"] == "opsq.execute_action" and item["id"]:
-            view = store.find(item["id"])
-            if view and not view.done:
-                store.mark_failed(item["id"], view.attempts, f"dropped from queue {queue} by {who}", ErrorKind.PURGED)
-    audit.append("queue_clear", f"queue:{queue}", {"dropped": len(dropped), "messages": dropped[:1000]}, actor=who)
+
+    def change() -> list[list[bytes]]:
+        pipe = r.pipeline(transaction=True)
+        for key in lists:
+            pipe.lrange(key, 0, -1)
+        for key in lists:
+            pipe.delete(key)
+        return list(pipe.execute()[: len(lists)])
+
+    def undo(taken: list[list[bytes]]) -> None:
+        pipe = r.pipeline(transaction=True)
+        for key, msgs in zip(lists, taken, strict=True):
+            if msgs:  # LRANGE gave them newest first; RPUSH puts the oldest back at the consuming end
+                pipe.rpush(key, *msgs)
+        pipe.execute()
+
+    def dropped_of(taken: list[list[bytes]]) -> list[dict[str, Any]]:
+        out = []
+        for raw in (m for msgs in taken for m in msgs):
+            task_id, task = _message_id(raw)
+            out.append({"id": task_id, "task": task})
+        return out
+
+    def fail_dropped(conn: Connection, taken: list[list[bytes]]) -> None:
+        for item in dropped_of(taken):
+            if item["task"] == "opsq.execute_action" and item["id"]:
+                view = store.find(item["id"])
+                if view and not view.done:
+                    store.mark_failed(item["id"], view.attempts, f"dropped from queue {queue} by {who}",
+                                      ErrorKind.PURGED, conn=conn)
+
+    def entry(taken: list[list[bytes]]) -> tuple[str, str, dict[str, Any]]:
+        dropped = dropped_of(taken)
+        return "queue_clear", f"queue:{queue}", {"dropped": len(dropped), "messages": dropped[:1000]}
+
+    taken = audit.audited_change(change, entry, undo, subject=f"queue {queue}", verb="cleared", actor=who,
+                                 with_entry=fail_dropped)
+    dropped = dropped_of(taken)
     return {"queue": queue, "dropped": len(dropped), "messages": dropped}
 
 

@@ -132,10 +132,12 @@ def create(*, action_id: str, platform: str, action: str, params: dict[str, Any]
                 raise
 
 
-def discard(action_id: str) -> None:
-    """Undo create() when the message could not be sent: no half-enqueued action is left behind."""
+def discard(action_id: str, reason: str = "the broker refused the message") -> None:
+    """Undo create() when the message could not be sent: no half-enqueued action is left behind, and no
+    `submit` entry in the audit trail for a submit that did not happen (withdrawn in the same transaction)."""
     with session() as s:
         s.execute(delete(ActionRun).where(ActionRun.id == action_id))
+        audit.withdraw_pending(s.connection(), "submit", f"action:{action_id}", reason)
 
 
 def mark_retrying(action_id: str, attempt: int, error: str, error_kind: str, delay_s: float,
@@ -166,20 +168,24 @@ def mark_succeeded_many(rows: list[dict[str, Any]]) -> None:
 
 
 def mark_failed(action_id: str, attempt: int, error: str, error_kind: str, *,
-                started_at: datetime | None = None) -> None:
+                started_at: datetime | None = None, conn: Connection | None = None) -> None:
     """Failed for good; dead-lettered in the same transaction when workers.status.is_dead_lettered says so (the
-    one rule, whichever path records the failure: the attempt, a redelivery, the stuck detector, a purge)."""
+    one rule, whichever path records the failure: the attempt, a redelivery, the stuck detector, a purge).
+    `conn`: in the caller's transaction (a queue clear writes it with its audit entry)."""
+    if conn is None:
+        with get_engine().begin() as own:
+            mark_failed(action_id, attempt, error, error_kind, started_at=started_at, conn=own)
+        return
     now = utcnow()
-    with get_engine().begin() as conn:
-        conn.execute(_FAILED, {"aid": action_id, "attempts": attempt, "error": error, "error_kind": error_kind,
-                               "started_at": started_at or now, "now": now})
-        if is_dead_lettered(error_kind, step=False):  # the row is read only when its kind can be dead-lettered
-            run = conn.execute(select(_T.c.platform, _T.c.action, _T.c.params, _T.c.priority, _T.c.workflow_id)
-                               .where(_T.c.id == action_id)).first()
-            if run is not None and is_dead_lettered(error_kind, step=run.workflow_id is not None):
-                conn.execute(insert(table_of(DeadLetter)).values(
-                    action_id=action_id, platform=run.platform, action=run.action, params=run.params,
-                    priority=run.priority, attempts=attempt, error=error, error_kind=error_kind, created_at=now))
+    conn.execute(_FAILED, {"aid": action_id, "attempts": attempt, "error": error, "error_kind": error_kind,
+                           "started_at": started_at or now, "now": now})
+    if is_dead_lettered(error_kind, step=False):  # the row is read only when its kind can be dead-lettered
+        run = conn.execute(select(_T.c.platform, _T.c.action, _T.c.params, _T.c.priority, _T.c.workflow_id)
+                           .where(_T.c.id == action_id)).first()
+        if run is not None and is_dead_lettered(error_kind, step=run.workflow_id is not None):
+            conn.execute(insert(table_of(DeadLetter)).values(
+                action_id=action_id, platform=run.platform, action=run.action, params=run.params,
+                priority=run.priority, attempts=attempt, error=error, error_kind=error_kind, created_at=now))
 
 
 def mark_skipped(action_id: str, why: str) -> None:

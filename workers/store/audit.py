@@ -8,11 +8,21 @@ a single chain; the ids are given under that lock, so the chain's order is the i
 Submits are too frequent to lock the head each time (it serialised every submitter and, on PostgreSQL,
 cost more than the rest of the submit): `defer` writes the entry to audit_pending in the submit's own
 transaction, and `seal` chains what is pending in one locked batch. Beat seals every 30 s (the
-`seal_audit` job), and every read of the trail (`entries`, `verify`, a backup) and every `append` seals
-first, so a reader never sees a pending entry missing, and an entry appended is chained after every
+`seal_audit` job), a backup and every `append` seal first, so an entry appended is chained after every
 submit committed before it. (Among themselves, submits are chained in the order a seal finds them
 committed.) Until it is sealed, a pending entry is covered by no hash: that window is the price of a
 cheap submit.
+
+Reading the trail writes nothing (`entries`, `verify`): a reader may be looking at a damaged copy kept
+for an investigation, and sealing into it would change the evidence. `entries` shows the pending entries
+after the chained ones, marked `pending`; `verify` checks the chain and counts what is pending.
+
+What is audited when: an entry for exactly the changes that happened. A database change writes its entry
+in its own transaction (`append(conn=...)`, `defer`). A change elsewhere (Redis: a queue paused, a breaker
+forced, a key cleared) goes through `audited_change`: the database is asked first (down: nothing is
+changed), then the change, then its entry, retried; an entry that still cannot be written undoes the
+change, and the operator is told in one line. A submit the broker refused withdraws its pending entry
+(`withdraw_pending`).
 """
 
 from __future__ import annotations
@@ -22,14 +32,18 @@ import getpass
 import hashlib
 import json
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, delete, func, insert, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
 
+from workers.errors import OpsqError
 from workers.redaction import redact
-from workers.store.db import get_engine
+from workers.store.db import DatabaseError, get_engine
 from workers.store.models import AuditEntry, AuditHead, AuditPending, as_utc, table_of, utcnow
 
 GENESIS = "0" * 64
@@ -38,6 +52,13 @@ _HEAD = table_of(AuditHead)
 _PENDING = table_of(AuditPending)
 _DEFER = insert(_PENDING)  # built once: it is on the submit path
 SEAL_BATCH = 5000
+T = TypeVar("T")
+#: Pauses before the audit entry of a change already made is written again (then the change is undone).
+RETRY_DELAYS_S = (0.2, 1.0)
+
+
+class AuditUnavailable(OpsqError):
+    """A change was refused or undone because its audit entry could not be written."""
 
 
 def default_actor() -> str:
@@ -88,6 +109,70 @@ def defer(conn: Connection, entry: dict[str, Any]) -> None:
     lock: one INSERT into audit_pending, chained by the next `seal`. For operations as frequent as
     submits."""
     conn.execute(_DEFER, entry)
+
+
+def withdraw_pending(conn: Connection, action: str, target: str, reason: str, *,
+                     actor: str | None = None) -> bool:
+    """In the caller's transaction (the one that undoes the change): remove the pending entry of a change
+    that did not happen after all (a submit the broker refused). If a seal chained it meanwhile, the chain
+    cannot be edited: a `<action>_withdrawn` entry saying why is appended instead. True if it was
+    still pending."""
+    gone = conn.execute(delete(_PENDING).where(_PENDING.c.action == action, _PENDING.c.target == target))
+    if gone.rowcount:
+        return True
+    sealed = conn.execute(select(_LOG.c.actor).where(_LOG.c.action == action, _LOG.c.target == target)
+                          .order_by(_LOG.c.id.desc()).limit(1)).first()
+    if sealed is not None:
+        _append(conn, f"{action}_withdrawn", target, {"reason": reason}, actor or sealed.actor)
+    return False
+
+
+def _cause(exc: BaseException) -> str:
+    return " ".join(str(getattr(exc, "orig", None) or exc).split()) or type(exc).__name__
+
+
+def audited_change(change: Callable[[], T], entry: Callable[[T], tuple[str, str | None, dict[str, Any]]],
+                   undo: Callable[[T], None], *, subject: str, verb: str, actor: str | None = None,
+                   with_entry: Callable[[Connection, T], None] | None = None) -> T:
+    """A change outside the database (Redis) with its audit entry: never one without the other.
+
+    The database is asked first: down, nothing is changed. Then `change()`, then its entry (`entry(result)`
+    gives action, target, detail), written at once and retried RETRY_DELAYS_S; an entry that still cannot be
+    written makes `undo(result)` put things back. `subject` and `verb` start the one line the operator
+    reads ("queue slack" "paused": "queue slack not paused: ..."). `with_entry(conn, result)` is the
+    database side of the change, written in the entry's transaction (a queue clear fails what it dropped).
+
+    The chain's lock is not held across the change: on SQLite it is the database's write lock, and the
+    workers' writes would wait for the change's broadcasts."""
+    refused = f"{subject} not {verb}"
+    try:
+        with get_engine().connect() as conn:
+            conn.execute(select(_HEAD.c.last_id).limit(1)).all()
+    except (SQLAlchemyError, DatabaseError, OSError) as exc:
+        raise AuditUnavailable(f"{refused}: the audit trail cannot be written ({_cause(exc)}); nothing was "
+                               "changed") from None
+    result = change()
+    action, target, detail = entry(result)
+    error: BaseException | None = None
+    for delay in (0.0, *RETRY_DELAYS_S):
+        time.sleep(delay)
+        try:
+            with get_engine().begin() as conn:
+                if with_entry is not None:
+                    with_entry(conn, result)
+                _append(conn, action, target, detail, actor)
+            return result
+        except (SQLAlchemyError, DatabaseError, OSError) as exc:
+            error = exc
+    assert error is not None
+    try:
+        undo(result)
+    except Exception as exc:
+        raise AuditUnavailable(f"{subject} {verb} but NOT in the audit trail ({_cause(error)}), "
+                               f"and undoing it failed ({_cause(exc)}): check its state and record it by "
+                               "hand") from None
+    raise AuditUnavailable(f"{refused}: the audit trail could not be written ({_cause(error)}); the change was "
+                           "undone") from None
 
 
 def seal() -> int:
@@ -165,38 +250,51 @@ class Verdict:
     checked: int
     first_bad_id: int | None = None
     reason: str = ""
+    #: Entries written but not chained yet (submits awaiting the next seal): no hash covers them.
+    pending: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
 def verify() -> Verdict:
-    seal()
+    """Checks the chain; writes nothing (it may be a damaged copy being examined)."""
     with get_engine().connect() as conn:
+        pending = int(conn.execute(select(func.count()).select_from(_PENDING)).scalar() or 0)
         prev, checked, last_id = GENESIS, 0, 0
         for row in conn.execute(select(_LOG).order_by(_LOG.c.id)).yield_per(1000):
             if row.prev_hash != prev:
-                return Verdict(False, checked, row.id, "the entry before it was changed or deleted")
+                return Verdict(False, checked, row.id, "the entry before it was changed or deleted", pending)
             if digest(row.prev_hash, row.at, row.actor, row.action, row.target, row.detail) != row.hash:
-                return Verdict(False, checked, row.id, "its contents do not match its hash (edited)")
+                return Verdict(False, checked, row.id, "its contents do not match its hash (edited)", pending)
             prev, last_id = row.hash, row.id
             checked += 1
-        head = conn.execute(select(_HEAD.c.last_id, _HEAD.c.last_hash).where(_HEAD.c.id == 1)).one()
+        head = conn.execute(select(_HEAD.c.last_id, _HEAD.c.last_hash).where(_HEAD.c.id == 1)).first()
+        if head is None:  # never written to (a fresh database), or the head row deleted by hand
+            if checked:
+                return Verdict(False, checked, last_id, "the chain's head row is missing", pending)
+            return Verdict(True, 0, pending=pending)
         if head.last_hash != prev:
             return Verdict(False, checked, last_id + 1 if head.last_id > last_id else head.last_id,
-                           f"entries after id {last_id} were deleted (the chain's head is id {head.last_id})")
-    return Verdict(True, checked)
+                           f"entries after id {last_id} were deleted (the chain's head is id {head.last_id})",
+                           pending)
+    return Verdict(True, checked, pending=pending)
 
 
 def entries(*, since: datetime | None = None, action: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-    seal()
-    q = select(_LOG).order_by(_LOG.c.id.desc()).limit(limit)
+    """The newest `limit` entries, oldest first: the chained ones, then those still pending (marked
+    `pending`, no id yet: the next seal chains them after every chained one). Writes nothing."""
+    chained = select(_LOG).order_by(_LOG.c.id.desc()).limit(limit)
+    waiting = select(_PENDING).order_by(_PENDING.c.id.desc()).limit(limit)
     if since is not None:
-        q = q.where(_LOG.c.at >= since)
+        chained, waiting = chained.where(_LOG.c.at >= since), waiting.where(_PENDING.c.at >= since)
     if action:
-        q = q.where(_LOG.c.action == action)
+        chained, waiting = chained.where(_LOG.c.action == action), waiting.where(_PENDING.c.action == action)
     with get_engine().connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(q)]
-    for r in rows:
+        pending = [dict(r._mapping) | {"id": None, "prev_hash": None, "hash": None, "pending": True}
+                   for r in conn.execute(waiting)]
+        rows = [dict(r._mapping) | {"pending": False} for r in conn.execute(chained.limit(limit - len(pending)))] \
+            if len(pending) < limit else []
+    for r in (*rows, *pending):
         r["at"] = as_utc(r["at"])
-    return list(reversed(rows))
+    return list(reversed(rows)) + list(reversed(pending))
