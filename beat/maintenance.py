@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import redis
 from sqlalchemy import delete, insert, select, update
 
 from beat import alerts, backup
 from beat.models import Alert, AlertState, MaintenanceRun
+from workers import held_messages
 from workers.guards.connection import guard_redis
 from workers.ops.stuck import detect
 from workers.settings import get_settings
@@ -36,12 +38,34 @@ def detect_stuck() -> dict[str, Any]:
     return summary
 
 
+def recover_lost() -> dict[str, Any]:
+    """After a loss someone reported (a worker that died, a channel that lost its connection, a Redis restart:
+    workers.held_messages.RECOVERY_KEY), at once rather than OPSQ_STUCK_AFTER_S later: open actions untouched
+    since then with no message anywhere are sent again, and workflows with a lost step resumed."""
+    raw = guard_redis().getdel(held_messages.RECOVERY_KEY)
+    if raw is None:
+        return {"nothing_reported": True}
+    at_text, _, why = (raw.decode() if isinstance(raw, bytes) else str(raw)).partition(" ")
+    # A little before the report: an action updated in the same instant may have lost its message too.
+    since = datetime.fromtimestamp(float(at_text) - 2.0, UTC)
+    report = detect(act=True, cutoff=since)
+    summary: dict[str, Any] = {"because": why, **{k: v for k, v in report.to_dict().items()
+                                                 if v and k != "workflows"}}
+    resumed = resume_stuck(max((utcnow() - since).total_seconds(), 0.0))
+    if resumed:
+        summary["workflows_resumed"] = resumed
+    return summary
+
+
 def expire_approvals() -> dict[str, Any]:
     return {"expired": expire_due()}
 
 
 def evaluate_alerts() -> dict[str, Any]:
-    return alerts.evaluate()
+    summary: dict[str, Any] = dict(alerts.evaluate())
+    if summary.get("not_evaluated"):
+        summary["ok"] = False  # recorded as a failed run: some rule could not say whether to fire
+    return summary
 
 
 def cleanup() -> dict[str, Any]:
@@ -69,6 +93,9 @@ def backup_state() -> dict[str, Any]:
 
 
 def verify_audit() -> dict[str, Any]:
+    # The job (a writer) chains what is pending first, so the check covers every submit so far; the
+    # operator's `opsq audit verify` reads only (it may be run on a damaged copy).
+    audit.seal()
     verdict = audit.verify()
     cond = [] if verdict.ok else [alerts.Condition(
         "audit_chain", "audit_tampered", "critical",
@@ -83,6 +110,7 @@ def seal_audit() -> dict[str, Any]:
 
 JOBS: dict[str, Callable[[], dict[str, Any]]] = {
     "detect_stuck": detect_stuck,
+    "recover_lost": recover_lost,
     "expire_approvals": expire_approvals,
     "evaluate_alerts": evaluate_alerts,
     "cleanup": cleanup,
@@ -90,6 +118,9 @@ JOBS: dict[str, Callable[[], dict[str, Any]]] = {
     "verify_audit": verify_audit,
     "seal_audit": seal_audit,
 }
+
+
+RUN_WHEN_REDIS_FULL = frozenset({"evaluate_alerts"})
 
 
 def run(name: str, origin: str = "manual") -> dict[str, Any]:
@@ -102,7 +133,16 @@ def run(name: str, origin: str = "manual") -> dict[str, Any]:
     # outage, or a run by hand during beat's, must not run it twice at once).
 
     lock = guard_redis().lock(f"opsq:maintenance:{name}", timeout=3600, blocking=False)
-    if not lock.acquire():
+    try:
+        acquired = lock.acquire()
+    except redis.exceptions.OutOfMemoryError:
+        # A full Redis refuses the lock (a write). The alerts must still be able to say that Redis is full:
+        # that job runs without it (at worst, two runs at the same instant record one alert twice).
+        if name not in RUN_WHEN_REDIS_FULL:
+            raise
+        log.warning("Redis is out of memory: running %s without its lock", name)
+        return _run_locked(name, job, origin)
+    if not acquired:
         return {"skipped": f"{name} is running elsewhere"}
     try:
         return _run_locked(name, job, origin)

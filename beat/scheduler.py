@@ -15,16 +15,20 @@ import time
 import uuid
 from typing import Any
 
+import redis
 from celery.beat import Scheduler
 
-from beat.schedule import build
+from beat.schedule import MAINTENANCE_TASK, build
+from workers import held_messages
 from workers.guards.connection import guard_redis
 from workers.guards.scripts import RELEASE_KEY
+from workers.queues import MAINTENANCE_QUEUE
 from workers.settings import get_settings
 
 LOCK_KEY = "opsq:beat:leader"
 HEARTBEAT_KEY = "opsq:beat:heartbeat"
 LOCK_TTL_S = 10.0
+WATCH_EVERY_S = 2.0
 
 # Take the lock if free, or renew it if it is ours: one atomic step, so two beats never both hold it.
 _ACQUIRE = """
@@ -49,6 +53,9 @@ class LeaderScheduler(Scheduler):
         # Delete the lock only if it is still ours (the same compare-and-delete as an idempotency key's).
         self._release = self.redis.register_script(RELEASE_KEY)
         self.leader: bool | None = None
+        self._redis_run_id: str | None = None
+        self._next_watch = 0.0
+        self._recovery_sent_at = 0.0
         super().__init__(*args, **kwargs)
 
     def setup_schedule(self) -> None:
@@ -63,14 +70,46 @@ class LeaderScheduler(Scheduler):
         return held
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
-        if not self._hold_lock():
+        # Redis gone (restarting, failing over) must not end beat: it stands by and tries again each second,
+        # and whoever holds the lock when Redis is back leads (a lock lost with Redis' data is simply free).
+        try:
+            if not self._hold_lock():
+                return 1.0
+            self.redis.set(HEARTBEAT_KEY, json.dumps({"beat": self.token, "at": time.time()}),
+                           ex=int(LOCK_TTL_S * 6))
+            self._watch_for_losses()
+        except redis.RedisError as exc:
+            if self.leader is not False:
+                self.logger.warning("beat %s: cannot reach Redis (%s); standing by until it is back", self.token,
+                                    exc)
+            self.leader = False
             return 1.0
-        self.redis.set(HEARTBEAT_KEY, json.dumps({"beat": self.token, "at": time.time()}), ex=int(LOCK_TTL_S * 6))
         next_tick: float = super().tick(*args, **kwargs)
         return min(next_tick, LOCK_TTL_S / 3)
+
+    def _watch_for_losses(self) -> None:
+        """A loss reported by a worker (workers.held_messages) or a Redis restart seen here (its run_id
+        changed: whatever it held since its last fsync, or everything, is gone) starts the recover_lost job
+        at once, instead of detect_stuck's OPSQ_STUCK_AFTER_S later."""
+        now = time.monotonic()
+        if now < self._next_watch:
+            return
+        self._next_watch = now + WATCH_EVERY_S
+        run_id = str(self.redis.info("server").get("run_id"))
+        if self._redis_run_id is not None and run_id != self._redis_run_id:
+            self.logger.warning("beat %s: Redis restarted (run_id changed); looking for lost messages", self.token)
+            held_messages.request_recovery(self.redis, "Redis restarted")
+        self._redis_run_id = run_id
+        # One job at a time: it clears the report; sent again only if still there 15 s later (a job lost).
+        if self.redis.exists(held_messages.RECOVERY_KEY) and now - self._recovery_sent_at > 15.0:
+            self._recovery_sent_at = now
+            self.app.send_task(MAINTENANCE_TASK, args=("recover_lost",), queue=MAINTENANCE_QUEUE,
+                               routing_key=MAINTENANCE_QUEUE, priority=0)  # 0: first (kombu)
 
     def close(self) -> None:
         try:
             self._release(keys=[LOCK_KEY], args=[self.token])
+        except redis.RedisError:
+            pass  # the lock expires by itself
         finally:
             super().close()

@@ -18,10 +18,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from tenacity import retry, stop_after_attempt, wait_exponential
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
 from executors.errors import ExecutorError, RetryableError
 from workers.guards import Admission, Attempt, Guard, Outcome, get_guard
+from workers.outages import REDIS, outage_of
 from workers.redaction import redact
 from workers.retry import backoff_delay
 from workers.settings import get_settings
@@ -49,6 +50,9 @@ class AttemptEnd:
     started_at: datetime | None = None
     #: The outcome was already in Redis (an earlier attempt's); this attempt called nothing.
     already: bool = False
+    #: The platform answered but Redis could not be told (away for longer than SETTLE_PATIENCE_S): the
+    #: database is the only record of the outcome, so the caller writes it there at once.
+    unsettled: bool = False
     verdict: str = Verdict.RUN
 
 
@@ -93,8 +97,16 @@ def run_attempt(ctx: Attempt, call: Callable[[], dict[str, Any]], *, max_attempt
         return AttemptEnd(Ending.FAILED, kind=ErrorKind.INTERNAL, message=msg, started_at=started)
     # Redis first: once the outcome is there, a redelivered message cannot call the platform again,
     # even if this process dies before the caller's database write. A Redis blip must not lose it
-    # either: settle is retried (tenacity) before anything else happens.
-    _settle_success(guard, ctx, admission, result)
+    # either: settle is retried (tenacity) for as long as a restart or failover takes.
+    try:
+        _settle_success(guard, ctx, admission, result)
+    except Exception as exc:
+        if outage_of(exc) != REDIS:
+            raise
+        log.error("%s succeeded but Redis has been unreachable for %.0fs (%s): its outcome goes to the database "
+                  "only", what, SETTLE_PATIENCE_S, exc,
+                  extra=dict(log_extra or {"action_id": ctx.action_id, "platform": ctx.platform}))
+        return AttemptEnd(Ending.SUCCEEDED, result=result, started_at=started, unsettled=True)
     return AttemptEnd(Ending.SUCCEEDED, result=result, started_at=started)
 
 
@@ -115,11 +127,17 @@ def _not_admitted(ctx: Attempt, admission: Admission) -> AttemptEnd:
     return AttemptEnd(Ending.WAIT, delay_s=wait, verdict=admission.verdict)
 
 
-@retry(stop=stop_after_attempt(6), wait=wait_exponential(multiplier=0.1, max=2.0), reraise=True)
+SETTLE_PATIENCE_S = 30.0
+_settle_retry = retry(stop=stop_after_delay(SETTLE_PATIENCE_S), wait=wait_exponential(multiplier=0.1, max=2.0),
+                      retry=retry_if_exception(lambda exc: outage_of(exc) == REDIS), reraise=True)
+
+
+@_settle_retry
 def _settle_success(guard: Guard, ctx: Attempt, admission: Admission, result: dict[str, Any]) -> None:
     guard.settle(ctx, admission, Outcome(ok=True, result=result))
 
 
+@_settle_retry
 def _settle_failure(guard: Guard, ctx: Attempt, admission: Admission, exc: ExecutorError, *, final: bool) -> None:
     guard.settle(ctx, admission, Outcome(ok=False, error_kind=exc.kind, error=exc.message,
                                          health_failure=exc.health_failure, final=final))

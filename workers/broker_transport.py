@@ -20,7 +20,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import dumps
+
+from workers import held_messages
+from workers.settings import get_settings
 
 log = logging.getLogger("opsq.worker")
 
@@ -60,6 +65,39 @@ def quarantine_record(queue: str, raw: bytes | str, reason: str) -> dict[str, An
             "head": base64.b64encode(data[:RAW_KEPT_BYTES]).decode(), "truncated": len(data) > RAW_KEPT_BYTES}
 
 
+class OwnedQoS(kombu_redis.QoS):
+    """kombu's ack emulation, with each delivery also recorded under its consumer (workers.held_messages)."""
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        delivery = message.delivery_info
+        with self.pipe_or_acquire() as pipe:
+            # kombu's two writes and ours, one MULTI: a message is held by an owner exactly when it is unacked.
+            pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
+            pipe.hset(self.unacked_key, delivery_tag,
+                      dumps([message._raw, delivery["exchange"], delivery["routing_key"]]))
+            pipe.sadd(held_messages.held_key(self.channel.opsq_owner), delivery_tag)
+            pipe.execute()
+        virtual.QoS.append(self, message, delivery_tag)
+
+    def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
+        return super()._remove_from_indices(delivery_tag, pipe).srem(
+            held_messages.held_key(self.channel.opsq_owner), delivery_tag)
+
+    def restore_unacked(self, client: Any = None) -> None:
+        # At close kombu puts back what this channel held. When the channel closes because the connection
+        # died, that write goes to a connection that is gone and raised out of Celery's consumer, ending
+        # the worker (kombu#582: AttributeError from _connparams, or a ConnectionError). The messages are
+        # still in Redis under this channel's owner: the held-messages thread gives them back once Redis
+        # answers again, so the worker goes on.
+        try:
+            super().restore_unacked(client)
+            self.channel.opsq_gave_back = True
+        except Exception as exc:
+            self._delivered.clear()
+            log.warning("could not give back the messages this channel held (%s: %s); they are given back "
+                        "when Redis is reachable again", type(exc).__name__, exc)
+
+
 if TYPE_CHECKING:
     _ChannelBase = kombu_redis.Channel
 else:
@@ -69,6 +107,24 @@ else:
 class OpsqChannelMixin(_ChannelBase):
     """Everything opsqueue adds to a kombu Redis channel; mixed into each channel class we use (plain Redis
     here, Sentinel in workers.broker_sentinel), so every broker URL scheme behaves the same."""
+
+    QoS = OwnedQoS
+    opsq_owner: str = ""
+    opsq_gave_back: bool = False
+
+    def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
+        if not self.opsq_owner:
+            self.opsq_owner = held_messages.new_owner()
+            held_messages.registry().register(self, get_settings().consumer_ttl_s)
+        return super().basic_consume(queue, *args, **kwargs)
+
+    def close(self) -> None:
+        owner, closed = self.opsq_owner, self.closed
+        qos = self.__dict__.get("_qos")
+        held_nothing = qos is None or not qos._delivered
+        super().close()
+        if owner and not closed:
+            held_messages.registry().unregister(owner, gave_back=held_nothing or self.opsq_gave_back)
 
     def _brpop_read(self, **options: Any) -> bool:
         # kombu's own, but for the check: the popped item is checked before it is delivered.

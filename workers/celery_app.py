@@ -18,7 +18,7 @@ from celery.signals import (
     worker_process_shutdown,
 )
 
-from workers import executor_pool, observability, signal_scope
+from workers import executor_pool, held_messages, observability, signal_scope
 from workers.dev.broker_url import RedisTarget, redis_target
 from workers.guards import reset_guard
 from workers.guards.connection import sentinel_kwargs
@@ -79,6 +79,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # kombu's Redis transport with a quarantine for items that are not messages (workers.broker_transport):
         # one bad item on a queue must not stop a worker; for sentinel:// too (workers.broker_sentinel).
         broker_transport=broker_transport(target),
+        # ... and a consumer that quarantines messages that are messages but cannot be run (unknown task, broken
+        # arguments, pickle, no task header, oversized params): acked, logged without their body (workers.consumer).
+        worker_consumer="workers.consumer:OpsqConsumer",
         result_backend=url,
         task_serializer="json",
         result_serializer="json",
@@ -140,6 +143,7 @@ def create_app() -> Celery:
     signal_scope.connect(after_setup_logger, app, _quiet_http_client, "opsq.worker.httpx_logs")
     signal_scope.connect(worker_init, app, _schema_ready, "opsq.worker.schema")
     signal_scope.connect(celeryd_after_setup, app, _skip_paused_queues, "opsq.worker.paused_queues")
+    signal_scope.connect(celeryd_after_setup, app, _name_the_consumer, "opsq.worker.node_name")
     signal_scope.connect(worker_process_init, app, _fresh_connections_after_fork, "opsq.worker.after_fork")
     signal_scope.connect(worker_process_shutdown, app, _flush_buffered_outcomes, "opsq.worker.flush_outcomes")
     return app
@@ -153,6 +157,11 @@ def _quiet_http_client(**_: Any) -> None:
 def _schema_ready(**_: Any) -> None:
     # Migrate (when OPSQ_AUTO_MIGRATE) before the worker says it is ready, not on its first action.
     db.get_engine()
+
+
+def _name_the_consumer(sender: str, **_: Any) -> None:
+    # The messages a worker holds are recorded under its node name, so `opsq worker forget NODE` finds them.
+    held_messages.set_node(sender)
 
 
 def _skip_paused_queues(sender: str, instance: Any, **_: Any) -> None:

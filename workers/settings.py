@@ -177,6 +177,9 @@ class Settings(_WithPlatforms):
     beat_intervals: dict[str, float] = Field(default_factory=dict)
     beat_backup_hour_utc: int = Field(2, ge=0, le=23)
     stuck_after_s: float = Field(900.0, gt=0)
+    # A consuming worker refreshes its liveness this often x5; past it, any worker gives back the messages it
+    # held (workers.held_messages) and beat scans for what it had popped but not recorded.
+    consumer_ttl_s: float = Field(10.0, ge=2, le=300)
     stuck_fail_after_s: float = Field(86400.0, gt=0)
     stuck_max_requeues: int = Field(3, ge=1)
     retention_days: float = Field(30.0, gt=0)
@@ -188,6 +191,9 @@ class Settings(_WithPlatforms):
     alert_queue_depth: int = Field(100, ge=1)
     alert_queue_depth_for_s: float = Field(600.0, ge=0)
     alert_breaker_open_for_s: float = Field(300.0, ge=0)
+    # `opsq health` and the redis_memory alert warn when Redis uses more than this share of its maxmemory
+    # (when full it refuses every write: submits, acks, results).
+    redis_memory_warn_ratio: float = Field(0.8, gt=0, le=1)
     alert_slack_channel: str | None = None
     flower_url: str | None = None
 

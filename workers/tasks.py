@@ -6,8 +6,9 @@ import logging
 from typing import Any, NoReturn
 
 from celery import Task
+from celery.exceptions import Reject, Retry
 
-from workers import step_hooks
+from workers import outages, step_hooks
 from workers.attempt import Ending, run_attempt
 from workers.celery_app import EXECUTE_ACTION, app
 from workers.errors import ActionFailed
@@ -20,6 +21,10 @@ from workers.store import outcomes
 
 log = logging.getLogger("opsq.action")
 
+#: How long an attempt waits in its pool slot for Redis or the database to answer again before it hands its
+#: message back: a restart or failover takes seconds, and nothing else can run meanwhile anyway.
+OUTAGE_WAIT_S = 20.0
+
 
 @app.task(bind=True, name=EXECUTE_ACTION, max_retries=None, acks_late=True)
 def execute_action(self: Task, *, action_id: str, platform: str, action: str, params: dict[str, Any],
@@ -29,7 +34,33 @@ def execute_action(self: Task, *, action_id: str, platform: str, action: str, pa
     (breaker open, no rate-limit token, running elsewhere) re-schedules the action without using one.
 
     `step` ({workflow_id, step_id}) marks an action that is a workflow's step: the registered step
-    hooks render its params' templates and follow its outcome (workers.step_hooks)."""
+    hooks render its params' templates and follow its outcome (workers.step_hooks).
+
+    Redis or the database away is not the action's failure: the attempt waits for it, then hands the message
+    back to its queue (Reject with requeue), so Celery never acknowledges it as failed. Whatever had happened
+    is in the guards' execution record, so the next delivery does only what is left (no second call)."""
+    try:
+        return _execute(self, action_id=action_id, platform=platform, action=action, params=params,
+                        max_attempts=max_attempts, attempt=attempt, idempotency_key=idempotency_key,
+                        fail_fast=fail_fast, step=step)
+    except (Retry, Reject, ActionFailed):
+        raise
+    except Exception as exc:
+        which = outages.outage_of(exc)
+        if which is None:
+            raise
+        extra = {"action_id": action_id, "platform": platform, "action": action, "attempt": attempt}
+        log.warning("%s is unreachable (%s: %s); waiting up to %.0fs, then handing the message back",
+                    which, type(exc).__name__, exc, OUTAGE_WAIT_S, extra=extra)
+        back = outages.wait_until_back(which, OUTAGE_WAIT_S)
+        log.warning("handing the message back (%s %s)", which, "answers again" if back else "still away",
+                    extra=extra)
+        raise Reject(f"{which} unreachable", requeue=True) from None
+
+
+def _execute(self: Task, *, action_id: str, platform: str, action: str, params: dict[str, Any],
+             max_attempts: int, attempt: int, idempotency_key: str | None, fail_fast: bool,
+             step: dict[str, Any] | None) -> dict[str, Any]:
     ctx = Attempt(action_id=action_id, platform=platform, action=action, attempt=attempt, fail_fast=fail_fast)
     extra = {"action_id": action_id, "platform": platform, "action": action, "attempt": attempt}
     hooks = step_hooks.get() if step else None
@@ -58,7 +89,14 @@ def execute_action(self: Task, *, action_id: str, platform: str, action: str, pa
                          kwargsrepr=kwargs_repr(self.request.kwargs))
     if end.ending == Ending.RETRY:
         assert end.started_at is not None and end.kind is not None
-        store.mark_retrying(action_id, attempt, end.message, end.kind, end.delay_s, end.started_at)
+        try:
+            store.mark_retrying(action_id, attempt, end.message, end.kind, end.delay_s, end.started_at)
+        except Exception as exc:
+            if outages.outage_of(exc) is None:
+                raise
+            # The record says what it said before until the next attempt writes; what matters is that the
+            # next attempt is sent, and it is (below), whatever the database is doing.
+            log.warning("could not record the retry (%s); retrying anyway", exc, extra=extra)
         log.warning("attempt %d/%d failed (%s), retrying in %.2fs", attempt, max_attempts, end.message, end.delay_s,
                     extra=extra)
         kwargs = {**self.request.kwargs, "attempt": attempt + 1}
@@ -82,6 +120,10 @@ def execute_action(self: Task, *, action_id: str, platform: str, action: str, pa
         elif end.already:
             if not store.is_final(action_id):
                 store.mark_succeeded(action_id, attempt, result, None)
+        elif end.unsettled:
+            # Redis does not have this outcome: write-behind would leave the database as its only record
+            # for a moment; write it now.
+            store.mark_succeeded(action_id, attempt, result, end.started_at)
         else:
             assert end.started_at is not None
             outcomes.record_success(action_id, attempt, result, end.started_at)

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import redis
+from tenacity import stop_after_attempt
 
 from executors.errors import (
     AuthError,
@@ -89,10 +91,27 @@ def test_success_is_settled_ok_with_the_redacted_result(guard):
 
 
 def test_a_success_whose_settle_meets_a_redis_blip_is_settled_again(guard):
-    guard.settle_errors = [ConnectionError("blip"), ConnectionError("blip")]
+    guard.settle_errors = [redis.ConnectionError("blip"), redis.ConnectionError("blip")]
     end = run_attempt(ctx(), Call({"ok": 1}), max_attempts=3)
-    assert end.ending == Ending.SUCCEEDED
+    assert end.ending == Ending.SUCCEEDED and not end.unsettled
     assert len(guard.settled) == 3  # two failed settles, then the one that stuck
+
+
+def test_a_success_redis_never_hears_of_is_handed_to_the_database(guard, monkeypatch):
+    # Redis away for longer than the settle's patience: the call happened, so the outcome must not be lost
+    # (and the message must not be run again): the caller is told to write it to the database itself.
+    monkeypatch.setattr(attempt_mod._settle_success.retry, "stop", stop_after_attempt(3))
+    guard.settle_errors = [redis.ConnectionError("down")] * 3
+    call = Call({"ok": 1})
+    end = run_attempt(ctx(), call, max_attempts=3)
+    assert (end.ending, end.result, end.unsettled, call.count) == (Ending.SUCCEEDED, {"ok": 1}, True, 1)
+
+
+def test_a_settle_that_fails_for_another_reason_is_not_retried(guard):
+    guard.settle_errors = [redis.ResponseError("NOSCRIPT")]
+    with pytest.raises(redis.ResponseError):
+        run_attempt(ctx(), Call({"ok": 1}), max_attempts=3)
+    assert len(guard.settled) == 1
 
 
 def test_a_retryable_failure_asks_for_a_retry_after_a_backoff(guard):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -56,12 +56,14 @@ def _candidates(cutoff: Any, limit: int) -> list[ActionRun]:
         return list(rows)
 
 
-def detect(*, act: bool = True, limit: int = 1000) -> StuckReport:
+def detect(*, act: bool = True, limit: int = 1000, cutoff: datetime | None = None) -> StuckReport:
+    """`cutoff`: look at open actions not updated since then (default: OPSQ_STUCK_AFTER_S ago). After a loss
+    reported at a known time (a worker that died, a Redis restart: workers.held_messages), that time."""
     settings = get_settings()
     r = guard_redis()
     now = utcnow()
     report = StuckReport()
-    candidates = _candidates(now - timedelta(seconds=settings.stuck_after_s), limit)
+    candidates = _candidates(cutoff or now - timedelta(seconds=settings.stuck_after_s), limit)
     if not candidates:
         return report
     in_flight, too_long = message_ids_in_flight(r)
@@ -90,6 +92,13 @@ def detect(*, act: bool = True, limit: int = 1000) -> StuckReport:
             report.waiting.append(run.id)
             continue
         if state == RunState.RUNNING and float(rec.get("lease_until", 0)) > server_now:
+            report.running.append(run.id)
+            continue
+        if (not state and run.status == ActionStatus.RUNNING
+                and (now - as_utc(run.updated_at)).total_seconds() < settings.lease_s):
+            # Started less than a lease ago, and Redis has no record of it (it lost its data): its worker may
+            # still be calling the platform. Sending it again now could call twice; once the lease has
+            # passed, its worker has either recorded the outcome or is gone.
             report.running.append(run.id)
             continue
         age = (now - as_utc(run.created_at)).total_seconds()
