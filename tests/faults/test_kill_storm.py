@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from beat.models import MaintenanceRun
 from tests.support.wait import wait_for
 from tests.support.worker import ROOT
 from workers.client import submit_action
 from workers.status import ActionStatus
 from workers.store.db import session
-from beat.models import MaintenanceRun
 from workers.store.models import ActionRun
 
 pytestmark = pytest.mark.integration
