@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import time
@@ -76,6 +77,7 @@ class OwnedQoS(kombu_redis.QoS):
             pipe.hset(self.unacked_key, delivery_tag,
                       dumps([message._raw, delivery["exchange"], delivery["routing_key"]]))
             pipe.sadd(held_messages.held_key(self.channel.opsq_owner), delivery_tag)
+            pipe.sadd(held_messages.CONSUMERS_KEY, self.channel.opsq_owner)
             pipe.execute()
         virtual.QoS.append(self, message, delivery_tag)
 
@@ -124,7 +126,11 @@ class OpsqChannelMixin(_ChannelBase):
         held_nothing = qos is None or not qos._delivered
         super().close()
         if owner and not closed:
-            held_messages.registry().unregister(owner, gave_back=held_nothing or self.opsq_gave_back)
+            gave_back = held_nothing or self.opsq_gave_back
+            held_messages.registry().unregister(owner, gave_back=gave_back)
+            if gave_back:  # a clean goodbye: nothing left to reap, so leave no trace in `opsq workers list`
+                with contextlib.suppress(Exception):  # else the others reap it once its heartbeat runs out
+                    held_messages.retire(self._create_client(), owner)
 
     def _brpop_read(self, **options: Any) -> bool:
         # kombu's own, but for the check: the popped item is checked before it is delivered.

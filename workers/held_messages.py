@@ -89,15 +89,19 @@ def give_back(client: redis.Redis, channel: RestoringChannel, owner: str, why: s
         if client.hexists(channel.qos.unacked_key, tag):
             channel.qos.restore_by_tag(tag.decode() if isinstance(tag, bytes) else tag, client=client)
             restored += 1
+    retire(client, owner)
+    request_recovery(client, f"{owner}: {why}")
+    if restored:
+        log.warning("gave back %d unacknowledged message(s) held by %s (%s)", restored, owner, why)
+    return restored
+
+
+def retire(client: redis.Redis, owner: str) -> None:
     pipe = client.pipeline()
     pipe.delete(held_key(owner))
     pipe.srem(CONSUMERS_KEY, owner)
     pipe.delete(alive_key(owner))
     pipe.execute()
-    request_recovery(client, f"{owner}: {why}")
-    if restored:
-        log.warning("gave back %d unacknowledged message(s) held by %s (%s)", restored, owner, why)
-    return restored
 
 
 def dead_owners(client: redis.Redis, exclude: Iterable[str] = ()) -> list[str]:
@@ -138,11 +142,11 @@ class _ProcessRegistry:
 
     def _run(self) -> None:
         while True:
-            time.sleep(self.ttl_s / 5)
             try:
                 self.beat_once()
             except Exception as exc:  # Redis away: the next beat tries again; nothing here may end the thread
                 log.debug("held-messages heartbeat failed: %s", exc)
+            time.sleep(min(self.ttl_s / 5, 2.0))
 
     def beat_once(self) -> None:
         with self.lock:

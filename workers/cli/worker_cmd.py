@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from workers.cli.options import actor_option
+
 
 @click.command(context_settings={"ignore_unknown_options": True})
 @click.option("--queues", "-Q", help="Comma-separated queues (default: all).")
@@ -37,5 +39,42 @@ def worker(queues: str | None, concurrency: int | None, pool: str, hostname: str
         raise SystemExit(code)
 
 
+@click.group("workers")
+def workers_group() -> None:
+    """The consuming workers as Redis sees them, and giving back what a dead one held."""
+
+
+@workers_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def workers_list(as_json: bool) -> None:
+    """Each consuming connection: its node, alive or not (its heartbeat), how many messages it holds."""
+    from workers.cli.output import emit_json, table
+    from workers.ops import fleet
+
+    found = fleet.consumers()
+    if as_json:
+        emit_json([c.to_dict() for c in found])
+        return
+    if not found:
+        click.echo("no consuming worker known to Redis")
+        return
+    table(["node", "alive", "held", "last heartbeat", "owner"],
+          [[c.node, "yes" if c.alive else click.style("NO", fg="red"), c.held,
+            "-" if c.seen_s_ago is None else f"{c.seen_s_ago:.0f}s ago", c.owner] for c in found])
+
+
+@workers_group.command("forget")
+@click.argument("node")
+@click.option("--force", is_flag=True, help="Even though it still sends heartbeats (its host is known to be gone).")
+@actor_option
+def workers_forget(node: str, force: bool, actor: str) -> None:
+    """Give back now every message NODE held (instead of waiting for its heartbeat to run out)."""
+    from workers.ops import fleet
+
+    given = fleet.forget(node, force=force, actor=actor)
+    click.echo(f"gave back {given} message(s) {node} held; beat's recover_lost looks for the rest")
+
+
 def register(cli: click.Group) -> None:
     cli.add_command(worker)
+    cli.add_command(workers_group)
