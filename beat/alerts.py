@@ -18,6 +18,7 @@ from workers.guards import breaker
 from workers.guards.base import BreakerState
 from workers.guards.connection import guard_redis, server_time
 from workers.ops import quarantine
+from workers.ops.health import FAIL, OK, redis_memory
 from workers.ops.queue_ops import priority_lists
 from workers.queues import ALL_QUEUES, PLATFORM_QUEUES
 from workers.settings import get_settings
@@ -124,17 +125,40 @@ def quarantine_conditions() -> list[Condition]:
     return []
 
 
+def redis_memory_conditions() -> list[Condition]:
+    """Redis near or at its maxmemory, or with a policy that evicts keys (workers.ops.health decides: the same
+    words as `opsq health`). Full, it refuses every write; evicting, it loses messages without a word."""
+    check = redis_memory()
+    if check.status == OK:
+        return []
+    return [Condition("redis_memory", "redis_memory", "critical" if check.status == FAIL else "high",
+                      f"{check.detail} (opsq health)")]
+
+
 RULES = {"success_rate:": success_rate_conditions, "queue_depth:": queue_depth_conditions,
          "breaker_open:": breaker_conditions, "dead_letters": dead_letter_conditions,
-         "quarantine": quarantine_conditions}
+         "quarantine": quarantine_conditions, "redis_memory": redis_memory_conditions}
 
 
 def evaluate() -> dict[str, list[str]]:
-    """Run every rule; fire what started, clear what ended. Returns the keys fired and cleared."""
+    """Run every rule; fire what started, clear what ended. Returns the keys fired and cleared (and the rules
+    that could not be evaluated: their alerts stay as they were, neither fired nor cleared)."""
     conditions: list[Condition] = []
-    for rule in RULES.values():
-        conditions.extend(rule())
-    return sync(conditions, tuple(RULES))
+    owned: list[str] = []
+    failed: list[str] = []
+    for prefix, rule in RULES.items():
+        # One rule that cannot run (a full Redis refuses queue_depth's bookkeeping write) must not keep the
+        # others, redis_memory above all, from firing.
+        try:
+            conditions.extend(rule())
+            owned.append(prefix)
+        except Exception as exc:
+            log.warning("alert rule %s could not be evaluated: %s", prefix.rstrip(":"), " ".join(str(exc).split()))
+            failed.append(prefix.rstrip(":"))
+    result = sync(conditions, tuple(owned))
+    if failed:
+        result["not_evaluated"] = failed
+    return result
 
 
 def sync(conditions: list[Condition], owned_prefixes: tuple[str, ...]) -> dict[str, list[str]]:

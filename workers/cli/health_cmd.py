@@ -11,7 +11,8 @@ from workers.cli.options import json_option, print_checks
 @click.option("--strict", is_flag=True, help="Warnings count as unhealthy too.")
 @json_option
 def health(strict: bool, as_json: bool) -> None:
-    """Redis, database, workers and their queues, beat, breakers, Flower. Exit 1 when unhealthy."""
+    """Redis (and its memory: maxmemory, policy), database, workers and their queues, beat, breakers, Flower.
+    Exit 1 when unhealthy."""
     from beat import health as beat_health
     from workers.ops.health import health as run_checks
 

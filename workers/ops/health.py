@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 from executors.errors import ExecutorError
 from executors.registry import EXECUTORS, TOKEN_PLATFORMS
 from workers.celery_app import app as celery_app
+from workers.client import redis_cause
 from workers.dev.broker_url import redact_redis_url, redis_target
 from workers.errors import OpsqError
 from workers.executor_pool import executor
@@ -45,7 +46,64 @@ def _redis(settings: Settings) -> Check:
         guard_redis(settings).ping()
         return Check("redis", OK, f"answers in {(time.perf_counter() - start) * 1000:.1f} ms")
     except Exception as exc:
-        return Check("redis", FAIL, f"cannot reach Redis: {' '.join(str(exc).split())}")
+        return Check("redis", FAIL, redis_cause(exc))
+
+
+#: A broker must never evict: an evicted key is a lost message, a lost unacked record or a guard's state.
+SAFE_POLICY = "noeviction"
+REDIS_MEMORY = "redis memory"
+# Redis refuses a write while used_memory is above maxmemory; a reading a little below it (a client's buffers
+# freed since) is the same state: the next few writes fill it again.
+FULL_RATIO = 0.98
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"  # pragma: no cover - the loop returns
+
+
+def redis_memory_check(info: dict[str, Any], warn_ratio: float) -> Check:
+    """What `INFO memory` means for a broker: full (every write refused: submits, acks, results, the
+    guards), above `warn_ratio` of maxmemory, or a maxmemory-policy that evicts keys. Pure: health and the
+    alert rule (beat.alerts) both use it."""
+    used = int(info.get("used_memory", 0))
+    limit = int(info.get("maxmemory", 0))
+    policy = str(info.get("maxmemory_policy", SAFE_POLICY))
+    evicts = policy != SAFE_POLICY
+    if limit <= 0:
+        detail = f"{_size(used)} used, no maxmemory set (Redis grows until the host runs out)"
+        if evicts:
+            return Check(REDIS_MEMORY, WARN, f"{detail}; maxmemory-policy {policy} would evict keys, and with "
+                                             f"them messages, once a maxmemory is set: use {SAFE_POLICY}")
+        return Check(REDIS_MEMORY, OK, detail)
+    ratio = used / limit
+    where = f"{_size(used)} used of maxmemory {_size(limit)} ({ratio:.0%}), policy {policy}"
+    if evicts:
+        return Check(REDIS_MEMORY, FAIL, f"{where}: this policy evicts keys when full, and an evicted key is a lost "
+                                         f"message, unacked record or guard state; set maxmemory-policy "
+                                         f"{SAFE_POLICY} (docs/RUNBOOK.md, Redis memory)")
+    if ratio >= FULL_RATIO:
+        return Check(REDIS_MEMORY, FAIL, f"Redis is out of memory: {where}: every write is refused (submits, the "
+                                         "workers' acks and results, the guards); raise maxmemory or free "
+                                         "memory (docs/RUNBOOK.md, Redis memory)")
+    if ratio >= warn_ratio:
+        return Check(REDIS_MEMORY, WARN, f"{where}: above OPSQ_REDIS_MEMORY_WARN_RATIO ({warn_ratio:.0%}); when "
+                                         "full every write is refused (docs/RUNBOOK.md, Redis memory)")
+    return Check(REDIS_MEMORY, OK, where)
+
+
+def redis_memory(settings: Settings | None = None) -> Check:
+    """INFO is answered even by a full Redis."""
+    settings = settings or get_settings()
+    try:
+        info = guard_redis(settings).info("memory")
+    except Exception as exc:
+        return Check(REDIS_MEMORY, FAIL, f"cannot read INFO memory: {redis_cause(exc)}")
+    return redis_memory_check(info, settings.redis_memory_warn_ratio)
 
 
 def _sentinel(settings: Settings) -> Check | None:
@@ -62,7 +120,7 @@ def _sentinel(settings: Settings) -> Check | None:
     masters = sorted({v.master or "?" for v in up})
     detail = f"master {target.master} at {' / '.join(masters) or 'unknown'}; {len(up)}/{len(views)} sentinels answer"
     if up:
-        detail += f"; {up[0].replicas} replica(s), quorum {up[0].quorum}"
+        detail += f"; {up[0].replicas_up} of {up[0].replicas} replica(s) up, quorum {up[0].quorum}"
     down = [f"{v.sentinel}: {v.error}" for v in views if not v.reachable]
     if down:
         detail += f" (no answer from {'; '.join(down)})"
@@ -71,7 +129,8 @@ def _sentinel(settings: Settings) -> Check | None:
         detail += f"; flags {','.join(flags)}"
     if not up:
         return Check("redis sentinel", FAIL, detail)
-    warn = down or flags or len(masters) > 1 or up[0].replicas == 0 or len(up) < up[0].quorum
+    # No replica up: the next failure of the master cannot fail over.
+    warn = down or flags or len(masters) > 1 or up[0].replicas_up == 0 or len(up) < up[0].quorum
     return Check("redis sentinel", WARN if warn else OK, detail)
 
 
@@ -140,9 +199,17 @@ def health(app: Any | None = None, more: Callable[[], list[Check]] | None = None
         checks.insert(1, sentinel)
     if checks[0].status == FAIL:
         return checks
+    memory = redis_memory(settings)
+    checks.insert(1, memory)
     if app is None:
         app = celery_app
-    checks += _workers(app)
+    if memory.status == FAIL and memory.detail.startswith("Redis is out of memory"):
+        # Asking the workers is a write (a broadcast on the pidbox) that a full Redis refuses: their
+        # silence would be blamed on them.
+        checks.append(Check("workers", WARN, "not asked: Redis is out of memory and refuses the question "
+                                             "(see redis memory)"))
+    else:
+        checks += _workers(app)
     if more is not None:
         checks += more()
     checks += _breakers()

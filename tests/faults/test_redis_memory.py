@@ -1,0 +1,129 @@
+"""Redis memory and health (issue 10, item 6), against redis-servers the tests start themselves: one filled
+to its maxmemory (noeviction), one with an evicting policy, one with a password, one stopped. `opsq health`
+names the real problem (not the workers), the redis_memory alert fires, and a submit says why it failed in
+one line: out of memory, credentials refused, connection refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+
+from tests.integration.opsq_cli import opsq
+from tests.support.private_redis import PrivateRedis
+
+pytestmark = pytest.mark.integration
+
+
+def _fill(client: redis.Redis) -> int:
+    """SET 1 KiB values until Redis refuses: full, as a broker with a backlog gets."""
+    for n in range(200_000):
+        try:
+            client.set(f"fill:{n}", b"x" * 1024)
+        except redis.exceptions.OutOfMemoryError:
+            return n
+    raise AssertionError("Redis never filled up: is maxmemory set?")
+
+
+def _checks(env: dict[str, str]) -> tuple[int, dict[str, dict[str, str]]]:
+    out = opsq(env, "health", "--json")
+    assert "Traceback" not in out.stderr, out.stderr
+    return out.returncode, {c["name"]: c for c in json.loads(out.stdout)}
+
+
+def _one_line(stderr: str) -> str:
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+@pytest.fixture
+def full_redis(tmp_path):
+    server = PrivateRedis(tmp_path / "full", "--maxmemory", "2mb", "--maxmemory-policy", "noeviction").start()
+    yield server
+    server.stop()
+
+
+def test_a_full_redis_is_named_by_health_the_alert_and_the_submit(opsq_env_sqlite, full_redis):
+    env = {**opsq_env_sqlite(), "OPSQ_REDIS_URL": full_redis.url()}
+    assert opsq(env, "db", "upgrade").returncode == 0
+    assert _fill(full_redis.client()) > 0
+
+    code, checks = _checks(env)
+    assert code != 0
+    memory = checks["redis memory"]
+    assert memory["status"] == "fail" and memory["detail"].startswith("Redis is out of memory")
+    assert "maxmemory 2.0 MiB" in memory["detail"] and "noeviction" in memory["detail"]
+    assert checks["redis"]["status"] == "ok"  # it answers: it is full, not down
+    assert checks["workers"]["status"] != "fail" and "out of memory" in checks["workers"]["detail"]
+    text = opsq(env, "health")
+    assert text.returncode != 0 and "Redis is out of memory" in text.stdout
+
+    job = opsq(env, "maintenance", "run", "evaluate_alerts")
+    assert job.returncode == 0, job.stderr
+    alerts = json.loads(opsq(env, "alerts", "list", "--json").stdout)
+    (alert,) = [a for a in alerts if a["kind"] == "redis_memory"]
+    assert alert["state"] == "firing" and alert["severity"] == "critical"
+    assert "Redis is out of memory" in alert["message"]
+
+    refused = opsq(env, "submit", "noop", "noop", "-p", "echo=1")
+    assert refused.returncode != 0
+    line = _one_line(refused.stderr)
+    assert "Redis is out of memory (maxmemory 2.00M" in line and "nothing was queued" in line
+    assert "is Redis up" not in line
+    assert json.loads(opsq(env, "action", "list", "--json").stdout) == []
+    assert json.loads(opsq(env, "audit", "list", "--action", "submit", "--json").stdout) == []
+
+    # Room again: health says so and the alert clears.
+    full_redis.client().flushdb()
+    code, checks = _checks(env)
+    assert checks["redis memory"]["status"] == "ok"
+    assert opsq(env, "maintenance", "run", "evaluate_alerts").returncode == 0
+    assert not [a for a in json.loads(opsq(env, "alerts", "list", "--json").stdout) if a["kind"] == "redis_memory"]
+    alerts = json.loads(opsq(env, "alerts", "list", "--all", "--json").stdout)
+    assert [a["state"] for a in alerts if a["kind"] == "redis_memory"] == ["cleared"]
+
+
+def test_an_evicting_policy_is_flagged_before_anything_is_lost(opsq_env_sqlite, tmp_path):
+    server = PrivateRedis(tmp_path / "lru", "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru").start()
+    try:
+        env = {**opsq_env_sqlite(), "OPSQ_REDIS_URL": server.url()}
+        code, checks = _checks(env)
+        assert code != 0
+        memory = checks["redis memory"]
+        assert memory["status"] == "fail"
+        assert "allkeys-lru" in memory["detail"] and "noeviction" in memory["detail"]
+    finally:
+        server.stop()
+
+
+def test_a_password_refused_is_named(opsq_env_sqlite, tmp_path):
+    server = PrivateRedis(tmp_path / "auth", password="right-password").start()
+    try:
+        base = opsq_env_sqlite()
+        for url in (server.url(), server.url("wrong-password")):
+            env = {**base, "OPSQ_REDIS_URL": url}
+            refused = opsq(env, "submit", "noop", "noop")
+            assert refused.returncode != 0
+            line = _one_line(refused.stderr)
+            assert "Redis refused the credentials" in line and "OPSQ_REDIS_URL" in line
+            assert "right-password" not in line
+            code, checks = _checks(env)
+            assert code != 0 and "refused the credentials" in checks["redis"]["detail"]
+        ok = {**base, "OPSQ_REDIS_URL": server.url("right-password")}
+        _, checks = _checks(ok)
+        assert checks["redis"]["status"] == "ok" and checks["redis memory"]["status"] == "ok"
+    finally:
+        server.stop()
+
+
+def test_a_stopped_redis_is_named_as_refusing_the_connection(opsq_env_sqlite, tmp_path):
+    server = PrivateRedis(tmp_path / "gone").start()
+    server.stop()
+    env = {**opsq_env_sqlite(), "OPSQ_REDIS_URL": server.url()}
+    refused = opsq(env, "submit", "noop", "noop")
+    assert refused.returncode != 0
+    assert "Redis refused the connection" in _one_line(refused.stderr)
+    code, checks = _checks(env)
+    assert code != 0 and "refused the connection" in checks["redis"]["detail"]
