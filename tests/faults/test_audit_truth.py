@@ -134,7 +134,7 @@ def _refuse_audit_writes(sqlite_url: str) -> None:
 
 def test_a_redis_change_whose_audit_write_fails_is_undone(opsq_env_sqlite, sqlite_url, redis_client):
     env = opsq_env_sqlite()
-    assert opsq(env, "audit", "verify").returncode == 0  # the schema exists
+    assert opsq(env, "db", "upgrade").returncode == 0
     store_db.reset_engine()
     _refuse_audit_writes(sqlite_url)
 
@@ -194,3 +194,61 @@ def test_reading_the_trail_of_a_damaged_copy_writes_nothing_into_it(opsq_env_sql
         out = opsq(on_copy, *read)
         assert out.returncode == 0, (read, out.stderr)
     assert _audit_rows(copy) == before  # ...and nothing was sealed into the copy
+
+
+READ_COMMANDS = (
+    ("action", "list"), ("alerts", "list", "--all"), ("analyze", "failures"), ("approvals", "list", "--all"),
+    ("audit", "list"), ("audit", "verify"), ("backup", "list"), ("circuit", "history"), ("circuit", "status"),
+    ("db", "current"), ("dlq", "list"), ("idempotency", "show", "k-1"), ("logs", "errors"),
+    ("logs", "platform", "noop"), ("maintenance", "list"), ("metrics",), ("queue", "quarantine", "list"),
+    ("queue", "status"), ("queue", "stuck"), ("ratelimit", "status"), ("workflow", "list"), ("validate-env",),
+)
+
+
+def _tables(path: Path) -> dict[str, list]:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {n: sorted(map(repr, conn.execute(f'SELECT * FROM "{n}"').fetchall())) for n in names}
+
+
+def _opsq_keys(client) -> dict[bytes, bytes]:
+    """Everything opsqueue keeps in Redis, but what a connection that asks the workers leaves by being one:
+    Celery's pidbox replies and bindings, and the liveness record every consuming connection keeps
+    (opsq:consumer*, workers.consumer) while it is open."""
+    return {k: client.dump(k) for k in client.scan_iter()
+            if b"pidbox" not in k and not k.startswith((b"_kombu", b"opsq:consumer"))}
+
+
+def test_read_commands_write_nothing(opsq_env_sqlite, sqlite_url, redis_client):
+    env = opsq_env_sqlite()
+    spec = WorkflowSpec.model_validate({"name": "w", "steps": [{"id": "a", "platform": "noop", "action": "noop"}]})
+    wid = state.create_run(spec, {}, "normal", workflow_id="d" * 32, idempotency_key=None, created_by="svc")
+    action_id = opsq(env, "submit", "noop", "noop", "-p", "echo=1", "--idempotency-key", "k-1").stdout.strip()
+    store_db.reset_engine()
+    path = Path(sqlite_url.removeprefix("sqlite:///"))
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db_before, redis_before = _tables(path), _opsq_keys(redis_client)
+    assert db_before["audit_pending"]  # the submit's entry, not chained yet
+
+    for read in (*READ_COMMANDS, ("action", "status", action_id), ("workflow", "status", wid),
+                 ("workflow", "state", wid), ("logs", "workflow", wid)):
+        out = opsq(env, *read)
+        assert "Traceback" not in out.stderr, (read, out.stderr)
+        assert _tables(path) == db_before, f"opsq {' '.join(read)} wrote to the database"
+        assert _opsq_keys(redis_client) == redis_before, f"opsq {' '.join(read)} wrote to Redis"
+
+
+def test_reading_the_trail_of_an_older_copy_does_not_migrate_it(opsq_env_sqlite, tmp_path):
+    """A copy kept from before an upgrade (schema 0004): `opsq audit list|verify` read it as it is."""
+    env = opsq_env_sqlite()
+    old = tmp_path / "old.db"
+    engine = store_db.make_engine(f"sqlite:///{old}")
+    store_db.upgrade(engine, "0004")
+    engine.dispose()
+    on_old = {**env, "OPSQ_DATABASE_URL": f"sqlite:///{old}"}
+    for read in (("audit", "list", "--json"), ("audit", "verify")):
+        out = opsq(on_old, *read)
+        assert out.returncode == 0, (read, out.stderr)
+    with sqlite3.connect(f"file:{old}?mode=ro", uri=True) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0004",)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
@@ -14,6 +15,21 @@ from workers.cli.output import emit_json, table
 def audit() -> None:
     """The append-only, hash-chained audit trail."""
 
+def _without_migrating() -> None:
+    """Reading the trail must not change the database it reads (it may be a damaged copy kept for an
+    investigation, E2): not even a schema migration of an older copy."""
+    from workers.errors import OpsqError
+    from workers.settings import reload_settings
+    from workers.store.db import current_revision, get_engine
+
+    os.environ["OPSQ_AUTO_MIGRATE"] = "false"
+    reload_settings()
+    engine = get_engine()
+    if current_revision(engine) is None:
+        raise OpsqError(f"{engine.url.render_as_string(hide_password=True)} has no opsqueue schema (nothing "
+                        "recorded yet, or the wrong OPSQ_DATABASE_URL); `opsq db upgrade` creates it")
+
+
 @audit.command("list")
 @click.option("--since", help="Only entries this recent: 15m, 24h, 7d.")
 @click.option("--action", "action_name", help="Only this operation (submit, approve, circuit_reset, ...).")
@@ -24,6 +40,7 @@ def audit_list(since: str | None, action_name: str | None, limit: int, as_json: 
     from workers.ops.reports import parse_since
     from workers.store import audit as trail
 
+    _without_migrating()
     rows = trail.entries(since=parse_since(since) if since else None, action=action_name, limit=limit)
     if as_json:
         emit_json(rows)
@@ -38,6 +55,7 @@ def audit_verify(as_json: bool) -> None:
     """Check the hash chain; names the first tampered entry. Exit 1 if tampered. Writes nothing."""
     from workers.store import audit as trail
 
+    _without_migrating()
     verdict = trail.verify()
     if as_json:
         emit_json(verdict.to_dict())
