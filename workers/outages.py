@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
 
 import redis
+from celery.exceptions import Reject, Retry
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
@@ -39,7 +42,8 @@ def outage_of(exc: BaseException) -> str | None:
             return DATABASE
         if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
             return DATABASE
-        current = current.__cause__ or current.__context__
+        # Through `raise ... from exc` and implicit chaining, but not past `raise ... from None`.
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
     return None
 
 
@@ -69,3 +73,30 @@ def wait_until_back(which: str, max_s: float, interval_s: float = 0.5) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval_s)
+
+
+#: How long an attempt waits in its pool slot for Redis or the database to answer again before it hands its
+#: message back: a restart or failover takes seconds, and nothing else can run meanwhile anyway.
+OUTAGE_WAIT_S = 20.0
+
+
+@contextmanager
+def hand_back_on_outage(log_extra: Mapping[str, Any]) -> Iterator[None]:
+    """Around a task's body: Redis or the database away is not the task's failure. Celery would acknowledge
+    the message as failed; here the task waits for the server, then hands the message back to its queue
+    (Reject with requeue). What had already happened is in the guards' execution record, so the next
+    delivery does only what is left. Any other exception goes through untouched."""
+    try:
+        yield
+    except (Retry, Reject):
+        raise
+    except Exception as exc:
+        which = outage_of(exc)
+        if which is None:
+            raise
+        log.warning("%s is unreachable (%s: %s); waiting up to %.0fs, then handing the message back",
+                    which, type(exc).__name__, exc, OUTAGE_WAIT_S, extra=dict(log_extra))
+        back = wait_until_back(which, OUTAGE_WAIT_S)
+        log.warning("handing the message back (%s %s)", which, "answers again" if back else "still away",
+                    extra=dict(log_extra))
+        raise Reject(f"{which} unreachable", requeue=True) from None

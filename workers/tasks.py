@@ -6,7 +6,6 @@ import logging
 from typing import Any, NoReturn
 
 from celery import Task
-from celery.exceptions import Reject, Retry
 
 from workers import outages, step_hooks
 from workers.attempt import Ending, run_attempt
@@ -20,10 +19,6 @@ from workers.store import actions as store
 from workers.store import outcomes
 
 log = logging.getLogger("opsq.action")
-
-#: How long an attempt waits in its pool slot for Redis or the database to answer again before it hands its
-#: message back: a restart or failover takes seconds, and nothing else can run meanwhile anyway.
-OUTAGE_WAIT_S = 20.0
 
 
 @app.task(bind=True, name=EXECUTE_ACTION, max_retries=None, acks_late=True)
@@ -39,23 +34,11 @@ def execute_action(self: Task, *, action_id: str, platform: str, action: str, pa
     Redis or the database away is not the action's failure: the attempt waits for it, then hands the message
     back to its queue (Reject with requeue), so Celery never acknowledges it as failed. Whatever had happened
     is in the guards' execution record, so the next delivery does only what is left (no second call)."""
-    try:
+    extra = {"action_id": action_id, "platform": platform, "action": action, "attempt": attempt}
+    with outages.hand_back_on_outage(extra):
         return _execute(self, action_id=action_id, platform=platform, action=action, params=params,
                         max_attempts=max_attempts, attempt=attempt, idempotency_key=idempotency_key,
                         fail_fast=fail_fast, step=step)
-    except (Retry, Reject, ActionFailed):
-        raise
-    except Exception as exc:
-        which = outages.outage_of(exc)
-        if which is None:
-            raise
-        extra = {"action_id": action_id, "platform": platform, "action": action, "attempt": attempt}
-        log.warning("%s is unreachable (%s: %s); waiting up to %.0fs, then handing the message back",
-                    which, type(exc).__name__, exc, OUTAGE_WAIT_S, extra=extra)
-        back = outages.wait_until_back(which, OUTAGE_WAIT_S)
-        log.warning("handing the message back (%s %s)", which, "answers again" if back else "still away",
-                    extra=extra)
-        raise Reject(f"{which} unreachable", requeue=True) from None
 
 
 def _execute(self: Task, *, action_id: str, platform: str, action: str, params: dict[str, Any],

@@ -10,7 +10,7 @@ from celery import Task, chain
 from celery.exceptions import ChordError
 
 from executors.errors import ExecutorError
-from workers import step_hooks
+from workers import outages, step_hooks
 from workers.attempt import Ending, run_attempt
 from workers.celery_app import app
 from workers.errors import ActionFailed
@@ -159,7 +159,13 @@ def workflow_rollback(self: Task, workflow_id: str, waited: int = 0) -> list[str
 @app.task(bind=True, name="opsq.workflow.compensate", acks_late=True, max_retries=None)
 def compensate_step(self: Task, workflow_id: str, comp_id: int, attempt: int = 1) -> dict[str, Any]:
     """One compensation: its own retried task on its platform's queue, guarded like any action (the
-    breaker, the rate limit, and an execution record so a redelivery never undoes twice)."""
+    breaker, the rate limit, and an execution record so a redelivery never undoes twice). Redis or the
+    database away hands the message back instead of failing it (workers.outages)."""
+    with outages.hand_back_on_outage({"workflow_id": workflow_id, "compensation_id": comp_id, "attempt": attempt}):
+        return _compensate(self, workflow_id, comp_id, attempt)
+
+
+def _compensate(self: Task, workflow_id: str, comp_id: int, attempt: int) -> dict[str, Any]:
     comp = next(c for c in state.compensations(workflow_id) if c["id"] == comp_id)
     if comp["status"] == CompensationStatus.DONE:
         return comp["result"] or {}

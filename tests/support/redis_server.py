@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import kombu.pools
 import redis
 
 from workers.celery_app import app, celery_config
@@ -96,8 +97,7 @@ def client_uses(url: str) -> Iterator[None]:
         reload_settings()
         conf = celery_config(get_settings())
         app.conf.update({k: conf[k] for k in ("broker_url", "result_backend") if k in conf})
-        if app._pool is not None:
-            app._pool.force_close_all()
+        kombu.pools.reset()  # kombu keeps its connection and producer pools per URL, process-wide
         app._pool = None
         app.amqp._producer_pool = None
         app._backend_cache = None
