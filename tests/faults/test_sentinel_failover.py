@@ -2,17 +2,21 @@
 and the master SIGKILLed under load.
 
 A replicated Redis the test owns (a master, a replica, three Sentinels, passwords on both; tests/support/
-sentinel_cluster.py), a real worker and a real client process submitting webhook actions to the sandbox one
+sentinel_cluster.py), a real worker and a real client process submitting Slack messages to the sandbox one
 after another. Part way through, the master is SIGKILLed; the Sentinels promote the replica. What must hold:
 
-- every action whose submit returned reaches `succeeded`, and its webhook was called exactly once;
+- every action whose submit returned reaches `succeeded`, and its message was sent exactly once;
 - a submit refused during the failover raised (its caller knew), and nothing of it ran;
 - the worker is the same process afterwards and logged neither password.
 
-Replication is asynchronous: a write the old master acknowledged in its last moment may never reach the
-replica. An action whose message was lost that way still has its record in the database, and the stuck
-detector (`opsq maintenance run detect_stuck`) sends it again; the test measures how many needed it, rather
-than pretend none can (docs/RUNBOOK.md, "Redis high availability (Sentinel)")."""
+Replication is asynchronous: what the old master acknowledged but had not yet sent to the replica is lost
+with it. The second test makes that window wide on purpose (the replica cut off 0.6 s before the master
+dies, with a backlog queued) and shows what it costs: a message pushed in the window is gone from Redis, but
+its action's record is in the database and the stuck detector (`opsq maintenance run detect_stuck`) sends it
+again; a message popped and run in the window is still queued on the new master and runs again, and the
+guards' record that would have stopped it was lost too: that action's message is sent twice. The test
+measures both and checks that they come only from the window (docs/RUNBOOK.md, "Redis high availability
+(Sentinel)")."""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +49,7 @@ KILL_AFTER = 50  # submits returned before the master is killed
 PAUSE_S = 0.05  # between submits: ~10 s of load, the failover (~3 s) lands in the middle of it
 MASTER_PASSWORD = "master-pw-7d1e0c"
 SENTINEL_PASSWORD = "sentinel-pw-52ab19"
+CALL_S = 0.3  # the sandbox's latency in the replica-behind drill
 
 
 @pytest.fixture
@@ -57,34 +63,41 @@ def _final(action_id: str) -> bool:
     return store.get(action_id).status in (ActionStatus.SUCCEEDED, ActionStatus.FAILED)
 
 
-def test_a_master_failover_under_load_loses_and_duplicates_nothing(cluster, sandbox, sandbox_client, sqlite_url,
-                                                                   workers_started, monkeypatch, tmp_path):
-    env = make_env(cluster.url, sqlite_url, sandbox.url, OPSQ_REDIS_PASSWORD=MASTER_PASSWORD,
-                   OPSQ_REDIS_SENTINEL_MASTER=MASTER_NAME, OPSQ_REDIS_SENTINEL_PASSWORD=SENTINEL_PASSWORD,
-                   OPSQ_STUCK_AFTER_S="3")
-    # This process only reads the store (the database): the submits come from a client process of their own.
-    monkeypatch.setenv("OPSQ_DATABASE_URL", sqlite_url)
-    reload_settings()
-    db.reset_engine()
+@dataclass
+class Drill:
+    accepted: dict[int, str]  # submit number -> action id, for every submit that returned
+    refused: dict[int, str]  # submit number -> the error the caller got
+    lost: list[str]  # accepted actions that were not final until the stuck detector re-sent them
+    calls: collections.Counter[int]  # Slack calls per submit number
+    first_call: dict[int, float]  # when each submit's first call reached the sandbox (epoch seconds)
+    cut_at: float  # when the replica stopped getting the master's writes (the kill, without a cut)
+    failover_s: float
+    slowest_submit_s: float
+    worker_log: str
 
-    worker = workers_started(env, queues="webhook", concurrency=4)
-    assert worker.proc is not None
-    pid = worker.proc.pid
-    health = opsq(env, "health", "--json")
-    assert health.returncode in (0, 1), health.stderr  # 1: beat is not running here
-    sentinel_check = next(c for c in json.loads(health.stdout) if c["name"] == "redis sentinel")
-    assert sentinel_check["status"] == "ok", sentinel_check
-    assert f"127.0.0.1:{cluster.master.port}" in sentinel_check["detail"]
 
-    url = f"{sandbox.url}/webhook/hooks/ha"
-    client = subprocess.Popen([sys.executable, "-m", "tests.support.submit_loop", str(N_ACTIONS), url, str(PAUSE_S)],
+def _drill(cluster: SentinelCluster, env: dict[str, str], worker: Any, sandbox: Any, sandbox_client: Any,
+           *, replica_behind_s: float = 0.0) -> Drill:
+    """Submits N_ACTIONS from a client process; after KILL_AFTER of them the master is SIGKILLed. With
+    `replica_behind_s`, the replica is cut off that long before (and started again right after the kill): the
+    master goes on acknowledging writes it cannot replicate, as it does when a replica lags."""
+    client = subprocess.Popen([sys.executable, "-m", "tests.support.submit_loop", str(N_ACTIONS), str(PAUSE_S)],
                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[dict[str, Any]] = []
     reader = threading.Thread(target=lambda: lines.extend(json.loads(x) for x in client.stdout or ()), daemon=True)
     reader.start()
     wait_for(lambda: len(lines) >= KILL_AFTER or client.poll() is not None, timeout=60, what="the first submits")
+    cut_at = time.time()
+    if replica_behind_s:
+        # Stopped, then cut off: what the master sent before the cut is in the replica's socket buffer and
+        # still arrives; what it acknowledges from now on never does.
+        cluster.replica.pause()
+        cluster.master.client().client_kill_filter(_type="replica")
+        time.sleep(replica_behind_s)
     cluster.master.kill()
     killed = time.monotonic()
+    if replica_behind_s:
+        cluster.replica.resume()
     wait_for(lambda: cluster.master_address() == ("127.0.0.1", cluster.replica.port), timeout=30,
              what="the Sentinels promoting the replica", interval=0.05)
     failover_s = time.monotonic() - killed
@@ -107,20 +120,81 @@ def test_a_master_failover_under_load_loses_and_duplicates_nothing(cluster, sand
         assert run.returncode == 0, run.stderr
         wait_for(lambda: all(_final(a) for a in lost), timeout=30, interval=0.5,
                  what="every lost action final once re-queued from its record")
+    calls: collections.Counter[int] = collections.Counter()
+    first_call: dict[int, float] = {}
+    for r in sandbox_client.requests(platform="slack"):
+        if isinstance(r.get("body"), dict) and str(r["body"].get("text", "")).startswith("m"):
+            n = int(r["body"]["text"][1:])
+            calls[n] += 1
+            first_call[n] = min(first_call.get(n, r["started"]), r["started"])
+    drill = Drill(accepted, refused, lost, calls, first_call, cut_at, failover_s, max(x["s"] for x in lines),
+                  worker.log_path.read_text(errors="replace"))
+    print(f"\nsentinel failover{f' (replica {replica_behind_s:g}s behind)' if replica_behind_s else ''}: "
+          f"{failover_s:.1f}s from SIGKILL to the replica named master; {len(accepted)} submits returned, "
+          f"{len(refused)} refused ({sorted({e.split(' (')[0] for e in refused.values()})}); {len(lost)} lost in the "
+          f"failover and re-queued by detect_stuck; {sum(1 for i in accepted if calls[i] > 1)} called twice; "
+          f"slowest submit {drill.slowest_submit_s:.1f}s")
+    return drill
 
-    statuses = collections.Counter(store.get(a).status for a in accepted.values())
-    calls = collections.Counter(r["body"]["n"] for r in sandbox_client.requests(platform="webhook")
-                                if isinstance(r.get("body"), dict) and "n" in r["body"])
-    print(f"\nsentinel failover: {failover_s:.1f}s from SIGKILL to the replica named master; "
-          f"{len(accepted)} submits returned, {len(refused)} refused ({sorted(set(refused.values()))}); "
-          f"{len(lost)} lost in the failover and re-queued by detect_stuck; slowest submit "
-          f"{max(x['s'] for x in lines):.1f}s")
-    assert statuses == {ActionStatus.SUCCEEDED: len(accepted)}, statuses
-    assert {i: calls[i] for i in accepted if calls[i] != 1} == {}  # each accepted action's webhook called once
-    assert {i: calls[i] for i in refused if calls[i]} == {}  # nothing of a refused submit ran
-    assert len(accepted) >= N_ACTIONS - 60  # refusals are the failover window's, not the whole run's
 
+def _start(cluster: SentinelCluster, sandbox: Any, sqlite_url: str, workers_started: Any,
+           monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, str], Any]:
+    env = make_env(cluster.url, sqlite_url, sandbox.url, OPSQ_REDIS_PASSWORD=MASTER_PASSWORD,
+                   OPSQ_REDIS_SENTINEL_MASTER=MASTER_NAME, OPSQ_REDIS_SENTINEL_PASSWORD=SENTINEL_PASSWORD,
+                   OPSQ_STUCK_AFTER_S="3", OPSQ_RATE_LIMITS='{"slack": {"rate": 0}}')
+    # This process only reads the store (the database): the submits come from a client process of their own.
+    monkeypatch.setenv("OPSQ_DATABASE_URL", sqlite_url)
+    reload_settings()
+    db.reset_engine()
+    return env, workers_started(env, queues="slack", concurrency=4)
+
+
+def test_a_master_failover_under_load_loses_and_duplicates_nothing(cluster, sandbox, sandbox_client, sqlite_url,
+                                                                   workers_started, monkeypatch):
+    env, worker = _start(cluster, sandbox, sqlite_url, workers_started, monkeypatch)
+    pid = worker.proc.pid
+    health = opsq(env, "health", "--json")
+    assert health.returncode in (0, 1), health.stderr  # 1: beat is not running here
+    sentinel_check = next(c for c in json.loads(health.stdout) if c["name"] == "redis sentinel")
+    assert sentinel_check["status"] == "ok", sentinel_check
+    assert f"127.0.0.1:{cluster.master.port}" in sentinel_check["detail"]
+
+    d = _drill(cluster, env, worker, sandbox, sandbox_client)
+
+    assert {store.get(a).status for a in d.accepted.values()} == {ActionStatus.SUCCEEDED}
+    assert {i: d.calls[i] for i in d.accepted if d.calls[i] != 1} == {}  # each accepted action's message once
+    assert {i: d.calls[i] for i in d.refused if d.calls[i]} == {}  # nothing of a refused submit ran
+    assert len(d.accepted) >= N_ACTIONS - 60  # refusals are the failover window's, not the whole run's
     assert worker.proc.poll() is None and worker.proc.pid == pid, worker.log()
-    log = worker.log_path.read_text(errors="replace")
-    assert "Unrecoverable error" not in log
-    assert MASTER_PASSWORD not in log and SENTINEL_PASSWORD not in log
+    assert "Unrecoverable error" not in d.worker_log
+    assert MASTER_PASSWORD not in d.worker_log and SENTINEL_PASSWORD not in d.worker_log
+    health = opsq(env, "health", "--json")
+    sentinel_check = next(c for c in json.loads(health.stdout) if c["name"] == "redis sentinel")
+    assert f"127.0.0.1:{cluster.replica.port}" in sentinel_check["detail"]  # the new master, named
+    # The old master is dead: nothing left to fail over to, and health says so.
+    assert sentinel_check["status"] == "warn" and "0 of 1 replica(s) up" in sentinel_check["detail"], sentinel_check
+
+
+def test_writes_the_old_master_never_replicated(cluster, sandbox, sandbox_client, sqlite_url, workers_started,
+                                                monkeypatch):
+    """The replica cut off 0.6 s before the master dies: the master acknowledged writes (submits, pops, acks,
+    the guards' records) that the new master never gets. Every accepted action still reaches `succeeded`
+    (the lost messages are re-sent from their database records by the stuck detector)."""
+    env, worker = _start(cluster, sandbox, sqlite_url, workers_started, monkeypatch)
+    pid = worker.proc.pid
+    # Slower calls than submits (4 processes x 1/0.3 s < 1/PAUSE_S): a backlog is queued when the master dies,
+    # so messages pushed in its last moments are still waiting there, not already run.
+    sandbox_client.fault("slack", mode="ok", latency_ms=int(CALL_S * 1000))
+
+    d = _drill(cluster, env, worker, sandbox, sandbox_client, replica_behind_s=0.6)
+
+    assert {store.get(a).status for a in d.accepted.values()} == {ActionStatus.SUCCEEDED}
+    assert {i: d.calls[i] for i in d.accepted if d.calls[i] == 0} == {}  # none lost for good
+    assert {i: d.calls[i] for i in d.refused if d.calls[i]} == {}
+    assert worker.proc.poll() is None and worker.proc.pid == pid, worker.log()
+    assert "Unrecoverable error" not in d.worker_log
+    # What runs twice is what the new master never heard of: an action popped in the window, or one whose call
+    # was under way when the window opened (its claim replicated, its outcome not). Nothing older.
+    twice = {i for i in d.accepted if d.calls[i] > 1}
+    assert {i: d.first_call[i] - d.cut_at for i in twice if d.first_call[i] < d.cut_at - CALL_S - 0.2} == {}
+    assert all(d.calls[i] == 2 for i in twice)

@@ -1,10 +1,11 @@
-"""Submits webhook actions one after another from a process of its own (a client, as a service would run
-one), printing one JSON line per submit as it returns: {"i", "id"} or {"i", "error"}, with its duration.
+"""Submits Slack messages ("m0", "m1", ...) one after another from a process of its own (a client, as a service
+would run one), printing one JSON line per submit as it returns: {"i", "id"} or {"i", "error"}, with its
+duration.
 
 Its own process, so its Celery app is configured from its own environment (the test's Redis), whatever
 the test process' app was configured with before.
 
-    python -m tests.support.submit_loop COUNT URL PAUSE_S
+    python -m tests.support.submit_loop COUNT PAUSE_S
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from workers.client import submit_action
 
 
 def main() -> None:
-    count, url, pause = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+    count, pause = int(sys.argv[1]), float(sys.argv[2])
     for i in range(count):
         start = time.monotonic()
         try:
-            handle = submit_action("webhook", "post", {"url": url, "json": {"n": i}})
+            handle = submit_action("slack", "send_message", {"channel": "#ha", "text": f"m{i}"})
             line: dict[str, object] = {"i": i, "id": handle.id}
         except Exception as exc:  # the caller is told: counted as refused by the test
             line = {"i": i, "error": f"{type(exc).__name__}: {' '.join(str(exc).split())}"}

@@ -24,6 +24,9 @@ SOCKET_TIMEOUT_S = 5
 # A Sentinel answers from memory: one that takes longer than this is as good as down, try the next.
 SENTINEL_TIMEOUT_S = 2
 
+# A Sentinel's flags for a server it thinks is down (or cannot talk to).
+DOWN_FLAGS = frozenset({"s_down", "o_down", "disconnected"})
+
 _client: tuple[int, str, redis.Redis] | None = None
 
 
@@ -84,7 +87,8 @@ class SentinelView:
     reachable: bool
     master: str | None = None  # host:port
     flags: str = ""
-    replicas: int = 0
+    replicas: int = 0  # known to the Sentinel, whether up or not (a dead old master stays listed)
+    replicas_up: int = 0  # not down: what a failover could promote
     other_sentinels: int = 0
     quorum: int = 0
     error: str | None = field(default=None)
@@ -99,9 +103,12 @@ def sentinel_views(target: RedisTarget) -> list[SentinelView]:
         client = redis.Redis(host=host, port=port, **sentinel_kwargs(target))
         try:
             info = client.sentinel_master(target.master)
-            assert isinstance(info, dict)
+            replicas = client.sentinel_slaves(target.master)
+            assert isinstance(info, dict) and isinstance(replicas, list)
+            # By its flags only: a Sentinel refreshes a replica's own INFO (its link status) every 10 s.
+            up = [r for r in replicas if not DOWN_FLAGS & set(str(r.get("flags", "")).split(","))]
             out.append(SentinelView(name, True, master=f"{info['ip']}:{info['port']}", flags=str(info.get("flags", "")),
-                                    replicas=int(info.get("num-slaves", 0)),
+                                    replicas=int(info.get("num-slaves", 0)), replicas_up=len(up),
                                     other_sentinels=int(info.get("num-other-sentinels", 0)),
                                     quorum=int(info.get("quorum", 0))))
         except redis.RedisError as exc:
