@@ -20,7 +20,6 @@ from workers.ops.queue_ops import message_ids_in_flight
 from workers.priorities import PRIORITY_NAMES
 from workers.queues import CONTROL_QUEUE
 from workers.settings import get_settings
-from workers.store import audit
 from workers.store.audit import default_actor
 from workers.store.db import session
 from workers.store.models import utcnow
@@ -188,9 +187,9 @@ def approve(approval_id: str, actor: str | None = None, comment: str | None = No
 
 def deny(approval_id: str, reason: str, actor: str | None = None) -> WorkflowHandle:
     approval = state.get_approval(approval_id)
-    _decide(approval, ApprovalStatus.DENIED, actor, reason)
-    audit.append("deny", f"approval:{approval_id}", {"workflow_id": approval["workflow_id"], "reason": reason},
-                 actor=actor)
+    _decide(approval, ApprovalStatus.DENIED, actor, reason,
+            audit_as=("deny", f"approval:{approval_id}", {"workflow_id": approval["workflow_id"], "reason": reason},
+                      actor))
     start_rollback(approval["workflow_id"], f"approval {approval_id} denied by {actor or default_actor()}: {reason}")
     return WorkflowHandle(approval["workflow_id"])
 
@@ -200,20 +199,21 @@ def expire_due() -> list[str]:
 
     expired = []
     for approval in state.due_approvals(utcnow()):
-        if state.decide_approval(approval["id"], ApprovalStatus.EXPIRED, "opsqueue", "approval expired"):
-            audit.append("approval_expired", f"approval:{approval['id']}",
-                         {"workflow_id": approval["workflow_id"]}, actor="opsqueue")
+        if state.decide_approval(approval["id"], ApprovalStatus.EXPIRED, "opsqueue", "approval expired",
+                                 audit_as=("approval_expired", f"approval:{approval['id']}",
+                                           {"workflow_id": approval["workflow_id"]}, "opsqueue")):
             start_rollback(approval["workflow_id"], f"approval {approval['id']} expired")
             expired.append(approval["id"])
     return expired
 
 
-def _decide(approval: dict[str, Any], to: str, actor: str | None, comment: str | None) -> None:
+def _decide(approval: dict[str, Any], to: str, actor: str | None, comment: str | None,
+            audit_as: state.AuditAs | None = None) -> None:
     if approval["expires_at"] <= utcnow() and approval["status"] == ApprovalStatus.PENDING:
         expire_due()
         raise OpsqError(f"approval {approval['id']} expired at {approval['expires_at']:%Y-%m-%d %H:%M:%S} UTC; "
                         "its workflow is rolled back")
-    if not state.decide_approval(approval["id"], to, actor or default_actor(), comment):
+    if not state.decide_approval(approval["id"], to, actor or default_actor(), comment, audit_as):
         current = state.get_approval(approval["id"])["status"]
         raise OpsqError(f"approval {approval['id']} is already {current}")
 
@@ -263,13 +263,13 @@ def mark_resolved(workflow_id: str, note: str, actor: str | None = None) -> None
     if not note.strip():
         raise SubmitError("a note saying what was done is required")
     who = actor or default_actor()
-
-
+    # Recorded with the transition (the change), in its transaction: a refused one records nothing.
     if not state.transition(workflow_id, WorkflowStatus.RESOLVED,
                             allowed_from=(WorkflowStatus.ROLLBACK_FAILED, WorkflowStatus.FAILED,
                                           WorkflowStatus.ROLLING_BACK, WorkflowStatus.AWAITING_APPROVAL,
                                           WorkflowStatus.RUNNING),
-                            event="resolved", detail=f"by {who}: {note}"):
+                            event="resolved", detail=f"by {who}: {note}",
+                            audit_as=("mark_resolved", f"workflow:{workflow_id}", {"note": note}, who)):
         raise OpsqError(f"workflow {workflow_id} is {state.get_run_row(workflow_id)['status']}; it is finished "
                         "already and cannot be marked resolved")
     for approval in state.approvals(workflow_id=workflow_id):
@@ -277,5 +277,4 @@ def mark_resolved(workflow_id: str, note: str, actor: str | None = None) -> None
     state.skip_unfinished(workflow_id, "workflow marked resolved by hand")
     with session() as s:
         s.execute(update(WorkflowRun).where(WorkflowRun.id == workflow_id).values(resolution_note=f"{who}: {note}"))
-        audit.append("mark_resolved", f"workflow:{workflow_id}", {"note": note}, actor=who, conn=s.connection())
 

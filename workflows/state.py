@@ -320,12 +320,18 @@ def undecide_approval(approval_id: str) -> None:
                   .values(status=ApprovalStatus.PENDING, decided_by=None, decided_at=None, comment=None))
 
 
-def decide_approval(approval_id: str, to: str, actor: str, comment: str | None) -> bool:
+def decide_approval(approval_id: str, to: str, actor: str, comment: str | None,
+                    audit_as: AuditAs | None = None) -> bool:
+    """Decide a pending approval; True if this call did. `audit_as` is recorded in the same transaction,
+    and only if it did."""
     with session() as s:
         res = s.execute(update(Approval).where(Approval.id == approval_id,
                                                  Approval.status == ApprovalStatus.PENDING)
                         .values(status=to, decided_by=actor, decided_at=utcnow(), comment=comment))
-        return _rowcount(res) == 1
+        won = _rowcount(res) == 1
+        if won and audit_as is not None:
+            _audit(s, audit_as)
+        return won
 
 
 def approvals(*, status: str | None = ApprovalStatus.PENDING, workflow_id: str | None = None) -> list[dict[str, Any]]:

@@ -252,3 +252,23 @@ def test_reading_the_trail_of_an_older_copy_does_not_migrate_it(opsq_env_sqlite,
         assert out.returncode == 0, (read, out.stderr)
     with sqlite3.connect(f"file:{old}?mode=ro", uri=True) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0004",)
+
+
+def test_refused_approval_decisions_and_resolutions_are_not_audited(opsq_env_sqlite, redis_client):
+    env = opsq_env_sqlite()
+    spec = WorkflowSpec.model_validate({"name": "gate", "steps": [
+        {"id": "a", "platform": "noop", "action": "noop", "requires_approval": True}]})
+    wid = state.create_run(spec, {}, "normal", workflow_id="c" * 32, idempotency_key=None, created_by="svc")
+    assert state.transition(wid, WorkflowStatus.AWAITING_APPROVAL, allowed_from=(WorkflowStatus.PENDING,))
+    approval = state.create_approval(wid, 0, ["a"], {}, 3600, "svc")
+
+    first = opsq(env, "approvals", "deny", approval, "--reason", "no", "--actor", "dana")
+    assert first.returncode == 0, first.stderr
+    again = opsq(env, "approvals", "deny", approval, "--reason", "no again", "--actor", "erin")
+    assert again.returncode != 0 and "already denied" in _one_clear_line(again.stderr)
+    assert [e["actor"] for e in _trail(env, "deny")] == ["dana"]
+
+    assert state.transition(wid, WorkflowStatus.ROLLED_BACK, allowed_from=(WorkflowStatus.ROLLING_BACK,))
+    refused = opsq(env, "workflow", "mark-resolved", wid, "--note", "fixed by hand", "--actor", "dana")
+    assert refused.returncode != 0 and "cannot be marked resolved" in _one_clear_line(refused.stderr)
+    assert _trail(env, "mark_resolved") == []
