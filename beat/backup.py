@@ -173,6 +173,8 @@ def restore(path: Path, *, database_url: str | None = None, force: bool = False,
                         and table.name != "audit_head":
                     conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table.name}', '{pk[0].name}'), "
                                       f"COALESCE((SELECT MAX({pk[0].name}) FROM {table.name}), 0) + 1, false)"))
-    audit.append("backup_restore", str(path), {"rows": counts}, actor=actor)
+        # In the restore's transaction, so in the database restored into (not the process's), and only if
+        # the restore commits.
+        audit.append("backup_restore", str(path), {"rows": counts}, actor=actor, conn=conn)
     engine.dispose()
     return counts

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from beat import backup
 from tests.integration.opsq_cli import opsq
 from tests.support.private_redis import PrivateRedis, free_port
 from workers.ops.queue_ops import PAUSED
@@ -272,3 +273,17 @@ def test_refused_approval_decisions_and_resolutions_are_not_audited(opsq_env_sql
     refused = opsq(env, "workflow", "mark-resolved", wid, "--note", "fixed by hand", "--actor", "dana")
     assert refused.returncode != 0 and "cannot be marked resolved" in _one_clear_line(refused.stderr)
     assert _trail(env, "mark_resolved") == []
+
+
+def test_a_restore_is_audited_in_the_database_it_restored(opsq_env_sqlite, tmp_path):
+    """`backup.restore(database_url=...)` into another database than the process's: its entry belongs to the
+    restored trail (it was appended to the process's database, outside the restore's transaction)."""
+    opsq_env_sqlite()
+    audit.append("circuit_reset", "platform:noop", {}, actor="t")
+    path = backup.create(tmp_path / "backups")
+    target = f"sqlite:///{tmp_path / 'target.db'}"
+    backup.restore(path, database_url=target, actor="dana")
+    assert [e["action"] for e in audit.entries()] == ["circuit_reset"]  # the process's own trail: unchanged
+    with sqlite3.connect(tmp_path / "target.db") as conn:
+        rows = conn.execute("SELECT action, actor FROM audit_log ORDER BY id").fetchall()
+    assert rows == [("circuit_reset", "t"), ("backup_restore", "dana")]
