@@ -74,6 +74,11 @@ def test_a_full_redis_is_named_by_health_the_alert_and_the_submit(opsq_env_sqlit
     assert "is Redis up" not in line
     assert json.loads(opsq(env, "action", "list", "--json").stdout) == []
     assert json.loads(opsq(env, "audit", "list", "--action", "submit", "--json").stdout) == []
+    # Every command that writes to Redis says the same, in one line (not "cannot reach Redis").
+    for write in (("queue", "pause", "noop"), ("circuit", "open", "noop", "--reason", "drill")):
+        out = opsq(env, *write)
+        assert out.returncode != 0 and "Redis is out of memory" in _one_line(out.stderr), (write, out.stderr)
+    assert json.loads(opsq(env, "audit", "list", "--json").stdout) == []  # refused: nothing recorded
 
     # Room again: health says so and the alert clears.
     full_redis.client().flushdb()

@@ -26,8 +26,11 @@ class OpsqGroup(click.Group):
             _die(str(exc), code=3)
         except (OpsqError, ValueError) as exc:
             _die(str(exc))
-        except (redis.ConnectionError, KombuOperationalError) as exc:
-            _die(f"cannot reach Redis ({exc}); check OPSQ_REDIS_URL and that the server is up")
+        except (redis.RedisError, KombuOperationalError) as exc:
+            from workers.client import redis_cause  # only on this path: it loads the client API
+
+            # The real cause (out of memory, credentials refused, connection refused), not "is it up?".
+            _die(redis_cause(exc))
         except TimeoutError as exc:
             _die(f"timed out: {exc} (it goes on in the background; follow it with `opsq action status` or "
                  "`opsq workflow status`)", code=4)
