@@ -10,9 +10,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import redis
+from kombu.exceptions import OperationalError as KombuOperationalError
 from sqlalchemy import update
 
-from workers.errors import OpsqError, SubmitError
+from workers.client import redis_cause
+from workers.errors import EnqueueError, OpsqError, SubmitError
 from workers.guards.base import RunState
 from workers.guards.execution import live_state
 from workers.guards.idempotency import claim, release
@@ -85,8 +88,12 @@ def submit_workflow(spec_or_path: str | Path | Mapping[str, Any] | WorkflowSpec,
                              event="started")
             launch(workflow_id, spec, from_level=0, approved=False)
         except Exception as exc:
-            state.delete_run(workflow_id, f"not enqueued: {' '.join(str(exc).split())[:300]}")
-            raise
+            if not isinstance(exc, (redis.RedisError, KombuOperationalError)):
+                state.delete_run(workflow_id, f"not enqueued: {' '.join(str(exc).split())[:300]}")
+                raise
+            cause = redis_cause(exc)
+            state.delete_run(workflow_id, f"the broker refused the message: {cause}")
+            raise EnqueueError(f"could not enqueue the workflow: {cause}; nothing was queued or kept") from exc
     except Exception:
         if idempotency_key is not None:
             release(f"wf:{idempotency_key}", workflow_id)

@@ -45,7 +45,7 @@ def full_redis(tmp_path):
     server.stop()
 
 
-def test_a_full_redis_is_named_by_health_the_alert_and_the_submit(opsq_env_sqlite, full_redis):
+def test_a_full_redis_is_named_by_health_the_alert_and_the_submit(opsq_env_sqlite, full_redis, tmp_path):
     env = {**opsq_env_sqlite(), "OPSQ_REDIS_URL": full_redis.url()}
     assert opsq(env, "db", "upgrade").returncode == 0
     assert _fill(full_redis.client()) > 0
@@ -79,6 +79,15 @@ def test_a_full_redis_is_named_by_health_the_alert_and_the_submit(opsq_env_sqlit
         out = opsq(env, *write)
         assert out.returncode != 0 and "Redis is out of memory" in _one_line(out.stderr), (write, out.stderr)
     assert json.loads(opsq(env, "audit", "list", "--json").stdout) == []  # refused: nothing recorded
+    spec = tmp_path / "wf.yaml"
+    spec.write_text("name: full\nsteps:\n  - id: a\n    platform: noop\n    action: noop\n")
+    wf = opsq(env, "workflow", "run", str(spec))
+    assert wf.returncode != 0
+    line = _one_line(wf.stderr)
+    assert "could not enqueue the workflow: Redis is out of memory" in line and "nothing was queued" in line
+    assert json.loads(opsq(env, "workflow", "list", "--json").stdout) == []
+    trail = [e["action"] for e in json.loads(opsq(env, "audit", "list", "--json").stdout)]
+    assert trail == ["workflow_submit", "workflow_submit_withdrawn"]  # recorded with its record, then withdrawn
 
     # Room again: health says so and the alert clears.
     full_redis.client().flushdb()
