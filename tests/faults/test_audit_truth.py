@@ -14,6 +14,7 @@ import pytest
 from beat import backup
 from tests.integration.opsq_cli import opsq
 from tests.support.private_redis import PrivateRedis, free_port
+from workers.client import submit_action
 from workers.ops.queue_ops import PAUSED
 from workers.store import actions as store
 from workers.store import audit
@@ -287,3 +288,22 @@ def test_a_restore_is_audited_in_the_database_it_restored(opsq_env_sqlite, tmp_p
     with sqlite3.connect(tmp_path / "target.db") as conn:
         rows = conn.execute("SELECT action, actor FROM audit_log ORDER BY id").fetchall()
     assert rows == [("circuit_reset", "t"), ("backup_restore", "dana")]
+
+
+def test_a_pause_that_cannot_be_audited_leaves_a_real_worker_consuming(opsq_env_sqlite, sqlite_url,
+                                                                       workers_started, redis_client):
+    """The undo of a pause is real: the worker told to stop consuming is told to start again."""
+    env = opsq_env_sqlite()
+    assert opsq(env, "db", "upgrade").returncode == 0
+    worker = workers_started(env, queues="noop", concurrency=1)
+    assert submit_action("noop", "noop", {"echo": "before"}).wait(30).status == "succeeded"
+    store_db.reset_engine()
+    _refuse_audit_writes(sqlite_url)
+
+    refused = opsq(env, "queue", "pause", "noop", "--actor", "dana")
+    assert refused.returncode != 0
+    assert redis_client.hget(PAUSED, "noop") is None
+    view = submit_action("noop", "noop", {"echo": "after"}).wait(30)  # still consumed: the pause was undone
+    assert view.status == "succeeded"
+    assert "not paused" in _one_clear_line(refused.stderr) and "undone" in refused.stderr
+    assert worker.proc is not None and worker.proc.poll() is None
