@@ -157,6 +157,15 @@ def test_a_redis_change_whose_audit_write_fails_is_undone(opsq_env_sqlite, sqlit
     status = status[0] if isinstance(status, list) else status
     assert status["state"] == "closed"
 
+    submitted = opsq(env, "submit", "noop", "noop", "--idempotency-key", "drill-key")
+    assert submitted.returncode == 0, submitted.stderr
+    key = "opsq:idem:drill-key"
+    ttl_before = redis_client.ttl(key)
+    refused = opsq(env, "idempotency", "clear", "drill-key", "--actor", "dana")
+    assert refused.returncode != 0 and "not cleared" in _one_clear_line(refused.stderr)
+    assert redis_client.get(key) == submitted.stdout.strip().encode()  # put back, with its expiry
+    assert 0 < redis_client.ttl(key) <= ttl_before
+
 
 def _audit_rows(path: Path) -> tuple[list, list, list]:
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
