@@ -31,6 +31,28 @@ class ExecutorConfig:
 Result = dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Effect:
+    """What makes an action's effect findable again on the platform, whatever happened to the answer.
+
+    `key` is stable across the attempts, redeliveries and replays of one action (its id, or its idempotency
+    key when it has one); each executor carries it to the platform in the platform's own documented way
+    (a header, metadata, a property) where the API allows. `since` is when the first attempt that may have
+    acted began (Unix seconds, Redis' clock): a lookup searches from there. No key: nothing is carried (a
+    direct call, as in the executors' own tests)."""
+
+    key: str | None = None
+    since: float | None = None
+
+
+NO_EFFECT = Effect()
+
+#: An action's guarantee when its answer is lost: its effect can be looked up before a repeat call
+#: (a find_<action> method), or the repeat call may apply it twice.
+EXACTLY_ONCE_EFFECT = "exactly-once-effect"
+AT_LEAST_ONCE = "at-least-once"
+
+
 class RateLimit(NamedTuple):
     """A platform's default token bucket, shared by every worker: `rate` calls per second on average,
     bursts up to `burst`. rate 0 means unlimited. OPSQ_RATE_LIMITS overrides it per platform."""
@@ -97,18 +119,46 @@ class Executor(ABC):
         except ValidationError as exc:
             raise InvalidParams(f"invalid params for {cls.platform}.{action}: {format_validation(exc)}") from None
 
-    def execute(self, action: str, params: Mapping[str, Any]) -> Result:
+    def execute(self, action: str, params: Mapping[str, Any], effect: Effect = NO_EFFECT) -> Result:
         model = self.validate(action, params)
-        handler: Callable[[Any], Result] = getattr(self, f"do_{action}")
-        return handler(model)
+        handler: Callable[[Any, Effect], Result] = getattr(self, f"do_{action}")
+        return handler(model, effect)
 
-    def compensate(self, action: str, params: Mapping[str, Any], result: Mapping[str, Any]) -> Result | None:
+    def compensate(self, action: str, params: Mapping[str, Any], result: Mapping[str, Any],
+                   effect: Effect = NO_EFFECT) -> Result | None:
         model = self.validate(action, params)
         handler = getattr(self, f"undo_{action}", None)
         if handler is None:
             return None
-        undone: Result = handler(model, dict(result))
+        undone: Result = handler(model, dict(result), effect)
         return undone
+
+    @classmethod
+    def guarantee(cls, action: str) -> str:
+        """EXACTLY_ONCE_EFFECT when a lost answer can be reconciled (the action has a finder), else AT_LEAST_ONCE."""
+        return EXACTLY_ONCE_EFFECT if callable(getattr(cls, f"find_{action}", None)) else AT_LEAST_ONCE
+
+    def find(self, action: str, params: Mapping[str, Any], effect: Effect) -> Result | None:
+        """The effect of an earlier attempt whose answer was lost, looked up on the platform by `effect.key`:
+        the result `execute` would have returned, or None when it does not exist (the call never acted).
+        Raises NotImplementedError for an action with no way to look its effect up (AT_LEAST_ONCE)."""
+        model = self.validate(action, params)
+        finder = getattr(self, f"find_{action}", None)
+        if finder is None or effect.key is None:
+            raise NotImplementedError(f"{self.platform}.{action} cannot be looked up")
+        found: Result | None = finder(model, effect)
+        return found
+
+    def find_undone(self, action: str, params: Mapping[str, Any], result: Mapping[str, Any]) -> Result | None:
+        """Whether an undo whose answer was lost took effect: the undo's result when the object it removes is
+        gone (a 404 on the lookup is "already undone", not a failure), None when it is still there.
+        NotImplementedError when the action's undo cannot be checked."""
+        model = self.validate(action, params)
+        finder = getattr(self, f"find_undone_{action}", None)
+        if finder is None:
+            raise NotImplementedError(f"the undo of {self.platform}.{action} cannot be looked up")
+        found: Result | None = finder(model, dict(result))
+        return found
 
     @abstractmethod
     def check_auth(self) -> Result:

@@ -27,12 +27,16 @@ class RetryableError(ExecutorError):
     health_failure = True
 
     def __init__(self, message: str, *, status: int | None = None, platform: str | None = None,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, ambiguous: bool = False) -> None:
         super().__init__(message, status=status, platform=platform)
         self.retry_after = retry_after
+        #: The request reached the platform and its answer was lost (a read timeout, a connection closed
+        #: after the request was written, a 502/504 from a proxy whose upstream may have acted): the effect
+        #: may exist. The next attempt looks it up before calling again (workers.attempt, the effect key).
+        self.ambiguous = ambiguous
 
     def to_dict(self) -> dict[str, object]:
-        return {**super().to_dict(), "retry_after": self.retry_after}
+        return {**super().to_dict(), "retry_after": self.retry_after, "ambiguous": self.ambiguous}
 
 
 class RateLimitedError(RetryableError):

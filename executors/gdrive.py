@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 from pydantic import Field, StringConstraints
 
-from executors.base import ActionParams, Executor, RateLimit, Result
+from executors.base import NO_EFFECT, ActionParams, Effect, Executor, RateLimit, Result
 from executors.errors import PermanentError
 
 DriveId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -43,7 +43,7 @@ class GDriveExecutor(Executor):
     def _file_path(self, file_id: str) -> str:
         return f"/drive/v3/files/{quote(file_id, safe='')}"
 
-    def do_create_file(self, p: CreateFileParams) -> Result:
+    def do_create_file(self, p: CreateFileParams, effect: Effect = NO_EFFECT) -> Result:
         meta: dict[str, Any] = {"name": p.name, "mimeType": p.mime_type}
         if p.parents:
             meta["parents"] = p.parents
@@ -56,7 +56,7 @@ class GDriveExecutor(Executor):
         return {"file_id": created["id"], "name": created.get("name", p.name),
                 "mime_type": created.get("mimeType", p.mime_type)}
 
-    def undo_create_file(self, p: CreateFileParams, result: Result) -> Result:
+    def undo_create_file(self, p: CreateFileParams, result: Result, effect: Effect = NO_EFFECT) -> Result:
         try:
             self._files("DELETE", self._file_path(result["file_id"]))
         except PermanentError as exc:
@@ -65,14 +65,14 @@ class GDriveExecutor(Executor):
             return {"file_id": result["file_id"], "deleted": False, "already_undone": True}
         return {"file_id": result["file_id"], "deleted": True, "already_undone": False}
 
-    def do_delete_file(self, p: DeleteFileParams) -> Result:
+    def do_delete_file(self, p: DeleteFileParams, effect: Effect = NO_EFFECT) -> Result:
         if p.permanent:
             self._files("DELETE", self._file_path(p.file_id))
             return {"file_id": p.file_id, "permanent": True, "trashed": False, "deleted": True}
         self._files("PATCH", self._file_path(p.file_id), {"trashed": True})
         return {"file_id": p.file_id, "permanent": False, "trashed": True, "deleted": False}
 
-    def undo_delete_file(self, p: DeleteFileParams, result: Result) -> Result:
+    def undo_delete_file(self, p: DeleteFileParams, result: Result, effect: Effect = NO_EFFECT) -> Result:
         if p.permanent:
             return {"file_id": p.file_id, "restored": False,
                     "reason": "permanently deleted files cannot be restored"}

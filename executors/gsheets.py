@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from pydantic import Field, StringConstraints
 
-from executors.base import ActionParams, Executor, RateLimit, Result, Setting
+from executors.base import NO_EFFECT, ActionParams, Effect, Executor, RateLimit, Result, Setting
 from executors.errors import InvalidParams, PermanentError
 
 SpreadsheetId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -110,7 +110,7 @@ class GSheetsExecutor(Executor):
         self._batch(sid, [self._rows_request("deleteDimension", sheet_id, row)])
         return {"spreadsheet_id": sid, "sheet": sheet, "sheet_id": sheet_id, "row": row, "values": values}
 
-    def do_append_row(self, p: AppendRowParams) -> Result:
+    def do_append_row(self, p: AppendRowParams, effect: Effect = NO_EFFECT) -> Result:
         sid = self._spreadsheet_id(p.spreadsheet_id)
         data = self._call("POST", f"{self._values_path(sid, f'{a1_sheet(p.sheet)}!A1')}:append",
                           {"values": [p.values]},
@@ -120,7 +120,7 @@ class GSheetsExecutor(Executor):
             raise PermanentError("gsheets append: answer lacks updates.updatedRange", platform=self.platform)
         return {"spreadsheet_id": sid, "sheet": p.sheet, "row": row_of(updated), "updated_range": updated}
 
-    def undo_append_row(self, p: AppendRowParams, result: Result) -> Result:
+    def undo_append_row(self, p: AppendRowParams, result: Result, effect: Effect = NO_EFFECT) -> Result:
         sid, sheet, row = result["spreadsheet_id"], result["sheet"], int(result["row"])
         current = self._read_row(sid, sheet, row)
         if not _normalised(current):
@@ -133,10 +133,10 @@ class GSheetsExecutor(Executor):
         self._delete(sid, sheet, row, current)
         return {"spreadsheet_id": sid, "sheet": sheet, "row": row, "deleted": True, "already_undone": False}
 
-    def do_delete_row(self, p: DeleteRowParams) -> Result:
+    def do_delete_row(self, p: DeleteRowParams, effect: Effect = NO_EFFECT) -> Result:
         return self._delete(self._spreadsheet_id(p.spreadsheet_id), p.sheet, p.row)
 
-    def undo_delete_row(self, p: DeleteRowParams, result: Result) -> Result:
+    def undo_delete_row(self, p: DeleteRowParams, result: Result, effect: Effect = NO_EFFECT) -> Result:
         sid, sheet, row = result["spreadsheet_id"], result["sheet"], int(result["row"])
         self._batch(sid, [self._rows_request("insertDimension", int(result["sheet_id"]), row)])
         values = list(result.get("values") or [])

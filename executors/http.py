@@ -48,6 +48,17 @@ def _message(response: httpx.Response) -> str:
     return str(body)[:200]
 
 
+#: A gateway's answer: its upstream may have acted before the gateway gave up on it.
+AMBIGUOUS_STATUSES = frozenset({502, 504})
+
+
+def sent_before_failing(exc: httpx.HTTPError) -> bool:
+    """Whether the request was written whole before the failure, so the platform may have acted on it: a read
+    timeout, a connection closed or reset while waiting for the answer. Failing to connect, to get a pooled
+    connection or to write the request means it never arrived whole: not ambiguous."""
+    return isinstance(exc, httpx.ReadTimeout | httpx.ReadError | httpx.RemoteProtocolError)
+
+
 def raise_for_status(response: httpx.Response, platform: str) -> None:
     status = response.status_code
     if status < 400:
@@ -60,7 +71,7 @@ def raise_for_status(response: httpx.Response, platform: str) -> None:
     if status in (401, 403):
         raise AuthError(msg, status=status, platform=platform)
     if status >= 500 or status == 408:
-        raise RetryableError(msg, status=status, platform=platform,
+        raise RetryableError(msg, status=status, platform=platform, ambiguous=status in AMBIGUOUS_STATUSES,
                              retry_after=parse_retry_after(response.headers.get("Retry-After")))
     raise PermanentError(msg, status=status, platform=platform)
 
@@ -91,10 +102,10 @@ class HttpClient:
             response = self._client.request(method, url, json=json, params=params, headers=headers)
         except httpx.TimeoutException as exc:
             raise RetryableError(f"{platform} {method} {httpx.URL(url).path}: timed out ({type(exc).__name__})",
-                                 platform=platform) from None
+                                 platform=platform, ambiguous=sent_before_failing(exc)) from None
         except httpx.TransportError as exc:
             raise RetryableError(f"{platform} {method} {httpx.URL(url).path}: connection failed ({exc})",
-                                 platform=platform) from None
+                                 platform=platform, ambiguous=sent_before_failing(exc)) from None
         raise_for_status(response, platform)
         return response
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from executors.base import ActionParams, Executor, Result
+from executors.base import NO_EFFECT, ActionParams, Effect, Executor, Result
 
 
 class NoopParams(ActionParams):
@@ -18,10 +18,10 @@ class NoopExecutor(Executor):
     needs_token = False
     order = 1000  # last in listings: a test platform
 
-    def do_noop(self, p: NoopParams) -> Result:
+    def do_noop(self, p: NoopParams, effect: Effect = NO_EFFECT) -> Result:
         return {"ok": True, "echo": p.echo}
 
-    def undo_noop(self, p: NoopParams, result: Result) -> Result:
+    def undo_noop(self, p: NoopParams, result: Result, effect: Effect = NO_EFFECT) -> Result:
         return {"ok": True}
 
     def check_auth(self) -> Result:

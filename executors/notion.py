@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 from pydantic import Field, StringConstraints, model_validator
 
-from executors.base import ActionParams, Executor, RateLimit, Result, Setting
+from executors.base import NO_EFFECT, ActionParams, Effect, Executor, RateLimit, Result, Setting
 from executors.errors import PermanentError
 
 DEFAULT_VERSION = "2022-06-28"
@@ -124,7 +124,7 @@ class NotionExecutor(Executor):
     def _page_path(self, page_id: str) -> str:
         return f"/v1/pages/{quote(page_id, safe='')}"
 
-    def do_create_task(self, p: CreateTaskParams) -> Result:
+    def do_create_task(self, p: CreateTaskParams, effect: Effect = NO_EFFECT) -> Result:
         properties: dict[str, Any] = {TITLE_PROPERTY: _title(p.title)}
         if p.status:
             properties[STATUS_PROPERTY] = _status(p.status)
@@ -135,7 +135,7 @@ class NotionExecutor(Executor):
             raise PermanentError("notion POST /v1/pages: answer lacks the page id", platform=self.platform)
         return {"page_id": page["id"], "url": page.get("url")}
 
-    def undo_create_task(self, p: CreateTaskParams, result: Result) -> Result:
+    def undo_create_task(self, p: CreateTaskParams, result: Result, effect: Effect = NO_EFFECT) -> Result:
         try:
             self._call("PATCH", self._page_path(result["page_id"]), {"archived": True})
         except PermanentError as exc:
@@ -144,7 +144,7 @@ class NotionExecutor(Executor):
             return {"page_id": result["page_id"], "archived": False, "already_undone": True}
         return {"page_id": result["page_id"], "archived": True, "already_undone": False}
 
-    def do_update_task(self, p: UpdateTaskParams) -> Result:
+    def do_update_task(self, p: UpdateTaskParams, effect: Effect = NO_EFFECT) -> Result:
         changes = _changes(p.title, p.status, p.properties)
         page = self._call("GET", self._page_path(p.page_id))
         current = page.get("properties") or {}
@@ -153,7 +153,7 @@ class NotionExecutor(Executor):
         self._call("PATCH", self._page_path(p.page_id), {"properties": changes})
         return {"page_id": page.get("id") or p.page_id, "previous": previous}
 
-    def undo_update_task(self, p: UpdateTaskParams, result: Result) -> Result:
+    def undo_update_task(self, p: UpdateTaskParams, result: Result, effect: Effect = NO_EFFECT) -> Result:
         changes = _changes(p.title, p.status, p.properties)
         previous: dict[str, Any] = result.get("previous") or {}
         restore: dict[str, Any] = {}

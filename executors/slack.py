@@ -7,7 +7,7 @@ from typing import Any, Self
 
 from pydantic import Field, model_validator
 
-from executors.base import ActionParams, Executor, RateLimit, Result
+from executors.base import NO_EFFECT, ActionParams, Effect, Executor, RateLimit, Result
 from executors.errors import AuthError, ExecutorError, PermanentError, RateLimitedError, RetryableError
 from executors.http import parse_retry_after
 
@@ -120,7 +120,7 @@ class SlackExecutor(Executor):
         return {"channel": channel, "ts": ts, "deleted": data.get("ok") is True,
                 "already_undone": data.get("ok") is not True}
 
-    def do_send_message(self, p: SendMessageParams) -> Result:
+    def do_send_message(self, p: SendMessageParams, effect: Effect = NO_EFFECT) -> Result:
         body: dict[str, Any] = {"channel": p.channel, "text": p.text}
         if p.blocks is not None:
             body["blocks"] = p.blocks
@@ -131,16 +131,16 @@ class SlackExecutor(Executor):
         return {"channel": data["channel"], "ts": data["ts"], "message_ts": data["ts"],
                 "thread_ts": p.thread_ts}
 
-    def undo_send_message(self, p: SendMessageParams, result: Result) -> Result:
+    def undo_send_message(self, p: SendMessageParams, result: Result, effect: Effect = NO_EFFECT) -> Result:
         return self._delete(result["channel"], result["ts"])
 
-    def do_request_approval(self, p: RequestApprovalParams) -> Result:
+    def do_request_approval(self, p: RequestApprovalParams, effect: Effect = NO_EFFECT) -> Result:
         body = {"channel": p.channel, "text": p.text,
                 "blocks": approval_blocks(p.text, p.approval_id, p.approvers)}
         data = self._post(body)
         return {"channel": data["channel"], "ts": data["ts"], "approval_id": p.approval_id}
 
-    def undo_request_approval(self, p: RequestApprovalParams, result: Result) -> Result:
+    def undo_request_approval(self, p: RequestApprovalParams, result: Result, effect: Effect = NO_EFFECT) -> Result:
         return self._delete(result["channel"], result["ts"])
 
     def check_auth(self) -> Result:

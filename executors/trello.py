@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 from pydantic import Field, StringConstraints
 
-from executors.base import ActionParams, Executor, RateLimit, Result, Setting
+from executors.base import NO_EFFECT, ActionParams, Effect, Executor, RateLimit, Result, Setting
 from executors.errors import PermanentError
 
 # Trello IDs are 24 hex digits; the looser pattern still keeps an ID from reshaping the URL path.
@@ -56,18 +56,18 @@ class TrelloExecutor(Executor):
             return False
         return True
 
-    def do_create_card(self, p: CreateCardParams) -> Result:
+    def do_create_card(self, p: CreateCardParams, effect: Effect = NO_EFFECT) -> Result:
         card = self._call("POST", "/1/cards", {"idList": p.list_id, "name": p.name, "desc": p.desc,
                                                "idLabels": p.label_ids})
         if not card.get("id"):
             raise PermanentError("trello POST /1/cards: answer lacks the card id", platform=self.platform)
         return {"card_id": card["id"], "url": card.get("url") or card.get("shortUrl")}
 
-    def undo_create_card(self, p: CreateCardParams, result: Result) -> Result:
+    def undo_create_card(self, p: CreateCardParams, result: Result, effect: Effect = NO_EFFECT) -> Result:
         deleted = self._gone_ok("DELETE", f"/1/cards/{quote(result['card_id'], safe='')}")
         return {"card_id": result["card_id"], "deleted": deleted, "already_undone": not deleted}
 
-    def do_add_label(self, p: AddLabelParams) -> Result:
+    def do_add_label(self, p: AddLabelParams, effect: Effect = NO_EFFECT) -> Result:
         card_path = f"/1/cards/{quote(p.card_id, safe='')}"
         card = self._call("GET", card_path)
         labels = card.get("idLabels")
@@ -77,7 +77,7 @@ class TrelloExecutor(Executor):
         self._call("POST", f"{card_path}/idLabels", {"value": p.label_id})
         return {"card_id": p.card_id, "label_id": p.label_id, "added": True}
 
-    def undo_add_label(self, p: AddLabelParams, result: Result) -> Result:
+    def undo_add_label(self, p: AddLabelParams, result: Result, effect: Effect = NO_EFFECT) -> Result:
         if result.get("added") is False:
             return {"card_id": p.card_id, "label_id": p.label_id, "removed": False,
                     "reason": "the label was on the card before"}

@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 from pydantic import Field, field_validator
 
-from executors.base import ActionParams, Executor, Result
+from executors.base import NO_EFFECT, ActionParams, Effect, Executor, Result
 from executors.errors import ExecutorError
 
 MAX_TEXT_BODY = 2000
@@ -104,10 +104,10 @@ class WebhookExecutor(Executor):
             parsed = response.text[:MAX_TEXT_BODY]
         return {"status": response.status_code, "body": parsed}
 
-    def do_post(self, p: PostParams) -> Result:
+    def do_post(self, p: PostParams, effect: Effect = NO_EFFECT) -> Result:
         return self._send(p.method, p.url, p.json_body, p.headers)
 
-    def undo_post(self, p: PostParams, result: Result) -> Result:
+    def undo_post(self, p: PostParams, result: Result, effect: Effect = NO_EFFECT) -> Result:
         if not p.compensation_url:
             return {"compensated": False}
         body = p.compensation_json if p.compensation_json is not None else {"undo": result}

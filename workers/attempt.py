@@ -20,6 +20,7 @@ from typing import Any
 
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
+from executors.base import Effect
 from executors.errors import ExecutorError, RetryableError
 from workers.guards import Admission, Attempt, Guard, Outcome, get_guard
 from workers.outages import REDIS, outage_of
@@ -50,13 +51,19 @@ class AttemptEnd:
     started_at: datetime | None = None
     #: The outcome was already in Redis (an earlier attempt's); this attempt called nothing.
     already: bool = False
+    #: An earlier attempt's answer was lost and its effect was found on the platform: not called again.
+    reconciled: bool = False
     #: The platform answered but Redis could not be told (away for longer than SETTLE_PATIENCE_S): the
     #: database is the only record of the outcome, so the caller writes it there at once.
     unsettled: bool = False
     verdict: str = Verdict.RUN
 
 
-def run_attempt(ctx: Attempt, call: Callable[[], dict[str, Any]], *, max_attempts: int,
+Call = Callable[[Effect], dict[str, Any]]
+Find = Callable[[Effect], dict[str, Any] | None]
+
+
+def run_attempt(ctx: Attempt, call: Call, *, max_attempts: int, find: Find | None = None,
                 on_admitted: Callable[[], None] | None = None, log_extra: Mapping[str, Any] | None = None,
                 what: str = "action") -> AttemptEnd:
     """Runs `call` (the platform call) once, if the guards admit it, and settles its outcome in Redis.
@@ -65,7 +72,13 @@ def run_attempt(ctx: Attempt, call: Callable[[], dict[str, Any]], *, max_attempt
     `on_admitted` is the caller's bookkeeping between admission and the call (a compensation marks itself
     running): outside the settled part, so a database error there is not taken for the platform's failure;
     it propagates, and the lease runs out as for a worker that died. `log_extra` and `what` name the
-    attempt in the log line of a crash (a step's workflow_id and step_id; "compensation")."""
+    attempt in the log line of a crash (a step's workflow_id and step_id; "compensation").
+
+    The effect key: `call` gets the action's Effect (executors.base) to carry to the platform. When the guards
+    say an earlier attempt may have acted without its answer arriving (Admission.reconcile), `find` looks the
+    effect up first: found, it is the result and nothing is called (`reconciled`); not found, or no way to
+    look (`find` None or NotImplementedError: the action is at-least-once), the call is made. On the happy
+    path nothing extra happens: the flag comes back with the admission, in the same round trip."""
     guard = get_guard()
     admission = guard.admit(ctx)
     if not admission.run:
@@ -73,8 +86,16 @@ def run_attempt(ctx: Attempt, call: Callable[[], dict[str, Any]], *, max_attempt
     if on_admitted is not None:
         on_admitted()
     started = utcnow()
+    effect = Effect(key=ctx.effect_key or ctx.action_id, since=admission.since)
+    extra = dict(log_extra or {"action_id": ctx.action_id, "platform": ctx.platform, "action": ctx.action,
+                               "attempt": ctx.attempt})
+    reconciled = False
     try:
-        result = redact(call())
+        found = _look_up(find, effect, extra, what) if admission.reconcile else None
+        if found is not None:
+            result, reconciled = redact(found), True
+        else:
+            result = redact(call(effect))
     except RetryableError as exc:
         final = ctx.attempt >= max_attempts
         _settle_failure(guard, ctx, admission, exc, final=final)
@@ -92,8 +113,7 @@ def run_attempt(ctx: Attempt, call: Callable[[], dict[str, Any]], *, max_attempt
         # behind), fail loudly, keep the message in the record.
         msg = f"{type(exc).__name__}: {exc}"
         guard.settle(ctx, admission, Outcome(ok=False, error_kind=ErrorKind.INTERNAL, error=msg, final=True))
-        log.exception("%s crashed", what, extra=dict(log_extra or {"action_id": ctx.action_id, "platform": ctx.platform,
-                                                                      "action": ctx.action, "attempt": ctx.attempt}))
+        log.exception("%s crashed", what, extra=extra)
         return AttemptEnd(Ending.FAILED, kind=ErrorKind.INTERNAL, message=msg, started_at=started)
     # Redis first: once the outcome is there, a redelivered message cannot call the platform again,
     # even if this process dies before the caller's database write. A Redis blip must not lose it
@@ -106,8 +126,30 @@ def run_attempt(ctx: Attempt, call: Callable[[], dict[str, Any]], *, max_attempt
         log.error("%s succeeded but Redis has been unreachable for %.0fs (%s): its outcome goes to the database "
                   "only", what, SETTLE_PATIENCE_S, exc,
                   extra=dict(log_extra or {"action_id": ctx.action_id, "platform": ctx.platform}))
-        return AttemptEnd(Ending.SUCCEEDED, result=result, started_at=started, unsettled=True)
-    return AttemptEnd(Ending.SUCCEEDED, result=result, started_at=started)
+        return AttemptEnd(Ending.SUCCEEDED, result=result, started_at=started, unsettled=True, reconciled=reconciled)
+    return AttemptEnd(Ending.SUCCEEDED, result=result, started_at=started, reconciled=reconciled)
+
+
+def _look_up(find: Find | None, effect: Effect, extra: Mapping[str, Any], what: str) -> dict[str, Any] | None:
+    """The effect of an earlier attempt whose answer was lost, or None (then the call is made). A failing lookup
+    raises like a failing call: the attempt is retried, and looks again."""
+    if find is None:
+        log.warning("an earlier attempt of this %s may have acted (its answer was lost) and it cannot be looked "
+                    "up: calling again (at-least-once)", what, extra=dict(extra))
+        return None
+    try:
+        found = find(effect)
+    except NotImplementedError:
+        log.warning("an earlier attempt of this %s may have acted (its answer was lost) and this action cannot be "
+                    "looked up: calling again (at-least-once)", what, extra=dict(extra))
+        return None
+    if found is None:
+        log.info("an earlier attempt's answer was lost; its effect is not on the platform: calling",
+                 extra=dict(extra))
+    else:
+        log.warning("reconciled: an earlier attempt's answer was lost and its effect exists; not calling again",
+                    extra=dict(extra))
+    return found
 
 
 def _not_admitted(ctx: Attempt, admission: Admission) -> AttemptEnd:
@@ -140,4 +182,5 @@ def _settle_success(guard: Guard, ctx: Attempt, admission: Admission, result: di
 @_settle_retry
 def _settle_failure(guard: Guard, ctx: Attempt, admission: Admission, exc: ExecutorError, *, final: bool) -> None:
     guard.settle(ctx, admission, Outcome(ok=False, error_kind=exc.kind, error=exc.message,
-                                         health_failure=exc.health_failure, final=final))
+                                         health_failure=exc.health_failure, final=final,
+                                         ambiguous=bool(getattr(exc, "ambiguous", False))))

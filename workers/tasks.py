@@ -44,7 +44,8 @@ def execute_action(self: Task, *, action_id: str, platform: str, action: str, pa
 def _execute(self: Task, *, action_id: str, platform: str, action: str, params: dict[str, Any],
              max_attempts: int, attempt: int, idempotency_key: str | None, fail_fast: bool,
              step: dict[str, Any] | None) -> dict[str, Any]:
-    ctx = Attempt(action_id=action_id, platform=platform, action=action, attempt=attempt, fail_fast=fail_fast)
+    ctx = Attempt(action_id=action_id, platform=platform, action=action, attempt=attempt, fail_fast=fail_fast,
+                  effect_key=idempotency_key or action_id)
     extra = {"action_id": action_id, "platform": platform, "action": action, "attempt": attempt}
     hooks = step_hooks.get() if step else None
     if step:
@@ -64,8 +65,9 @@ def _execute(self: Task, *, action_id: str, platform: str, action: str, params: 
             store.mark_skipped(action_id, "its workflow is no longer running")
             return {"skipped": True}
         params = prepared
-    end = run_attempt(ctx, lambda: executor(platform).execute(action, params), max_attempts=max_attempts,
-                      log_extra=extra)
+    end = run_attempt(ctx, lambda effect: executor(platform).execute(action, params, effect),
+                      find=lambda effect: executor(platform).find(action, params, effect),
+                      max_attempts=max_attempts, log_extra=extra)
     if end.ending == Ending.WAIT:
         log.info("waiting %.2fs (%s)", end.delay_s, end.verdict, extra=extra)
         raise self.retry(kwargs=self.request.kwargs, countdown=end.delay_s,
@@ -98,7 +100,7 @@ def _execute(self: Task, *, action_id: str, platform: str, action: str, params: 
     try:
         if hooks and step:
             if not (end.already and store.is_final(action_id)):
-                store.mark_succeeded(action_id, attempt, result, end.started_at)
+                store.mark_succeeded(action_id, attempt, result, end.started_at, reconciled=end.reconciled)
             hooks.succeeded(step, params, result)
         elif end.already:
             if not store.is_final(action_id):
@@ -106,10 +108,10 @@ def _execute(self: Task, *, action_id: str, platform: str, action: str, params: 
         elif end.unsettled:
             # Redis does not have this outcome: write-behind would leave the database as its only record
             # for a moment; write it now.
-            store.mark_succeeded(action_id, attempt, result, end.started_at)
+            store.mark_succeeded(action_id, attempt, result, end.started_at, reconciled=end.reconciled)
         else:
             assert end.started_at is not None
-            outcomes.record_success(action_id, attempt, result, end.started_at)
+            outcomes.record_success(action_id, attempt, result, end.started_at, reconciled=end.reconciled)
     except Exception:
         # The platform call happened and is recorded in Redis; only the bookkeeping failed (database
         # busy or down). Try again shortly: the guards answer "done" and the bookkeeping is redone,

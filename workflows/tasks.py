@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 from celery import Task, chain
 from celery.exceptions import ChordError
 
+from executors.base import Effect
 from executors.errors import ExecutorError
 from workers import outages, step_hooks
 from workers.attempt import Ending, run_attempt
@@ -175,18 +176,29 @@ def _compensate(self: Task, workflow_id: str, comp_id: int, attempt: int) -> dic
                   action=comp["action"], attempt=attempt)
     override = spec.step(comp["step_id"]).compensation
 
-    def undo() -> dict[str, Any]:
-        if isinstance(override, CompensationSpec):
-            context = {"input": {**spec.input, **run["input"]}, "steps": state.outputs(workflow_id)}
-            try:
-                params = templates.render(override.params, context)
-            except templates.TemplateError as exc:
-                raise UndoTemplateError(str(exc)) from None
-            return executor(override.platform).execute(override.action, params)
-        return executor(step["platform"]).compensate(step["action"], step["params"] or {},
-                                                     step["output"] or {}) or {"undo": "nothing to undo"}
+    def override_params() -> dict[str, Any]:
+        assert isinstance(override, CompensationSpec)
+        context = {"input": {**spec.input, **run["input"]}, "steps": state.outputs(workflow_id)}
+        try:
+            rendered: dict[str, Any] = templates.render(override.params, context)
+        except templates.TemplateError as exc:
+            raise UndoTemplateError(str(exc)) from None
+        return rendered
 
-    end = run_attempt(ctx, undo, max_attempts=get_settings().max_attempts,
+    def undo(effect: Effect) -> dict[str, Any]:
+        if isinstance(override, CompensationSpec):
+            return executor(override.platform).execute(override.action, override_params(), effect)
+        return executor(step["platform"]).compensate(step["action"], step["params"] or {},
+                                                     step["output"] or {}, effect) or {"undo": "nothing to undo"}
+
+    def find(effect: Effect) -> dict[str, Any] | None:
+        # An undo whose answer was lost: a compensation spec is an action like any other (its effect looked up
+        # by key); the step's own undo is done when the object it removes is gone.
+        if isinstance(override, CompensationSpec):
+            return executor(override.platform).find(override.action, override_params(), effect)
+        return executor(step["platform"]).find_undone(step["action"], step["params"] or {}, step["output"] or {})
+
+    end = run_attempt(ctx, undo, find=find, max_attempts=get_settings().max_attempts,
                       on_admitted=lambda: state.compensation_started(comp_id, attempt), what="compensation",
                       log_extra={"workflow_id": workflow_id, "step_id": comp["step_id"], "platform": comp["platform"],
                                  "action": comp["action"], "attempt": attempt})

@@ -142,6 +142,40 @@ def test_a_non_final_failure_frees_the_action_for_its_retry(redis_client):
     assert guard.admit(attempt("retry-me", n=2)).run
 
 
+def test_the_happy_path_never_asks_to_reconcile(redis_client):
+    guard = make_guard(redis_client)
+    a1 = attempt("plain", n=1)
+    adm = guard.admit(a1)
+    assert adm.run and not adm.reconcile and adm.since is None
+    guard.settle(a1, adm, Outcome(ok=False, error_kind="retryable", error="connect refused"))  # never sent
+    a2 = attempt("plain", n=2)
+    assert not guard.admit(a2).reconcile
+
+
+def test_an_ambiguous_failure_makes_every_later_attempt_reconcile_from_the_first_start(redis_client):
+    guard = make_guard(redis_client)
+    a1 = attempt("lost-answer", n=1)
+    adm1 = guard.admit(a1)
+    first_started = float(redis_client.hget("opsq:run:lost-answer", "started"))
+    guard.settle(a1, adm1, Outcome(ok=False, error_kind="retryable", error="read timed out", ambiguous=True))
+    assert redis_client.hget("opsq:run:lost-answer", "state") == b"ambiguous"
+    a2 = attempt("lost-answer", n=2)
+    adm2 = guard.admit(a2)
+    assert adm2.run and adm2.reconcile and adm2.since == pytest.approx(first_started)
+    # A plain failure after an ambiguous one: the effect of the first may still exist, so it stays sticky.
+    guard.settle(a2, adm2, Outcome(ok=False, error_kind="retryable", error="connect refused"))
+    adm3 = guard.admit(attempt("lost-answer", n=3))
+    assert adm3.reconcile and adm3.since == pytest.approx(first_started)
+
+
+def test_a_lease_that_ran_out_while_running_makes_the_next_attempt_reconcile(redis_client):
+    guard = make_guard(redis_client)
+    guard.admit(attempt("died-mid-call"))  # its worker dies during the call: never settled
+    time.sleep(0.55)
+    takeover = guard.admit(attempt("died-mid-call"))
+    assert takeover.run and takeover.reconcile
+
+
 class CountingConnection(redis.Connection):
     sent = 0
 

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from tests.support.services import PostgresService
-from workers.store.db import make_engine, upgrade
+from workers.store.db import HEAD_REVISION, make_engine, upgrade
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -64,7 +64,7 @@ def test_0005_marks_skipped_records_and_links_steps_to_their_workflow(empty_engi
         _action(conn, "alone", "failed", "auth")  # a standalone action
         _action(conn, "done", "succeeded", None)
 
-    assert upgrade(empty_engine) == "0005"
+    assert upgrade(empty_engine) == HEAD_REVISION
 
     with empty_engine.connect() as conn:
         rows = {r.id: (r.status, r.error_kind, r.workflow_id, bool(r.fail_fast)) for r in conn.execute(text(

@@ -27,9 +27,12 @@ class _Paused:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
 
-    def execute(self, action: str, params: dict[str, Any]) -> Any:
+    def execute(self, action: str, params: dict[str, Any], *args: Any) -> Any:
         time.sleep(PAUSE_BEFORE_CALL)
-        return self.inner.execute(action, params)
+        return self.inner.execute(action, params, *args)
+
+    def __getattr__(self, name: str) -> Any:  # find, find_undone, compensate: the real executor's
+        return getattr(self.inner, name)
 
 
 if PAUSE_BEFORE_CALL:

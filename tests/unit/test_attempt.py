@@ -11,6 +11,7 @@ import pytest
 import redis
 from tenacity import stop_after_attempt
 
+from executors.base import Effect
 from executors.errors import (
     AuthError,
     ExecutorError,
@@ -69,8 +70,9 @@ class Call:
     def __init__(self, result: dict[str, Any] | None = None, error: BaseException | None = None) -> None:
         self.result, self.error, self.count = result or {"ok": True}, error, 0
 
-    def __call__(self) -> dict[str, Any]:
+    def __call__(self, effect: Effect | None = None) -> dict[str, Any]:
         self.count += 1
+        self.effect = effect
         if self.error is not None:
             raise self.error
         return self.result
@@ -209,3 +211,73 @@ def test_a_wait_is_rescheduled_after_the_guards_wait_with_some_jitter(guard, ver
 
 
 # -- the dead-letter policy ---------------------------------------------------------------------------------
+
+
+# -- the effect key: an earlier attempt's answer was lost --------------------------------------------------
+
+
+def test_the_call_carries_the_effect_key_the_idempotency_key_first(guard):
+    call = Call()
+    run_attempt(ctx(), call, max_attempts=3)
+    assert call.effect == Effect(key="a1", since=None)
+    run_attempt(ctx(effect_key="order-42"), call, max_attempts=3)
+    assert call.effect.key == "order-42"
+
+
+def test_no_lookup_on_the_happy_path(guard):
+    lookups: list[Effect] = []
+    end = run_attempt(ctx(), Call(), max_attempts=3, find=lambda e: lookups.append(e) or None)
+    assert end.ending == Ending.SUCCEEDED and not end.reconciled and lookups == []
+
+
+def test_an_effect_found_after_a_lost_answer_is_the_result_and_nothing_is_called(guard):
+    guard.admission = Admission(reconcile=True, since=1700000000.0)
+    call, lookups = Call(), []
+
+    def find(effect: Effect) -> dict[str, Any]:
+        lookups.append(effect)
+        return {"ts": "1.2", "token": "xoxb-secret-in-result"}
+
+    end = run_attempt(ctx(), call, max_attempts=3, find=find)
+    assert (end.ending, end.reconciled, call.count) == (Ending.SUCCEEDED, True, 0)
+    assert lookups == [Effect(key="a1", since=1700000000.0)]
+    assert end.result == {"ts": "1.2", "token": REDACTED}  # redacted like any result
+    assert guard.settled == [Outcome(ok=True, result=end.result)]
+
+
+def test_an_effect_not_found_is_made(guard):
+    guard.admission = Admission(reconcile=True, since=1.0)
+    call = Call({"ok": 2})
+    end = run_attempt(ctx(), call, max_attempts=3, find=lambda e: None)
+    assert (end.ending, end.reconciled, end.result, call.count) == (Ending.SUCCEEDED, False, {"ok": 2}, 1)
+
+
+@pytest.mark.parametrize("find", [None, "not implemented"])
+def test_an_action_that_cannot_be_looked_up_is_called_again_at_least_once(guard, find):
+    guard.admission = Admission(reconcile=True, since=1.0)
+
+    def cannot(effect: Effect) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    call = Call()
+    end = run_attempt(ctx(), call, max_attempts=3, find=cannot if find else None)
+    assert (end.ending, end.reconciled, call.count) == (Ending.SUCCEEDED, False, 1)
+
+
+def test_a_lookup_that_fails_is_retried_like_a_call(guard):
+    guard.admission = Admission(reconcile=True, since=1.0)
+
+    def find(effect: Effect) -> dict[str, Any] | None:
+        raise RetryableError("lookup timed out", ambiguous=False)
+
+    call = Call()
+    end = run_attempt(ctx(1), call, max_attempts=3, find=find)
+    assert (end.ending, call.count) == (Ending.RETRY, 0)
+
+
+def test_an_ambiguous_failure_is_settled_as_ambiguous(guard):
+    end = run_attempt(ctx(1), Call(error=RetryableError("read timed out", ambiguous=True)), max_attempts=3)
+    assert end.ending == Ending.RETRY
+    assert guard.settled[0].ambiguous is True
+    run_attempt(ctx(1), Call(error=RetryableError("connect refused")), max_attempts=3)
+    assert guard.settled[1].ambiguous is False

@@ -16,7 +16,7 @@ from executors.errors import (
     RateLimitedError,
     RetryableError,
 )
-from executors.http import parse_retry_after, raise_for_status
+from executors.http import parse_retry_after, raise_for_status, sent_before_failing
 
 URL = "https://api.example.com/v1/things?token=s3cr3t-query-token"
 
@@ -67,7 +67,7 @@ class TestRaiseForStatus:
         assert err.health_failure is False
         assert err.status == 429 and err.platform == "demo"
         assert err.to_dict() == {"kind": "rate_limited", "message": err.message, "status": 429,
-                                 "retry_after": 7.0}
+                                 "retry_after": 7.0, "ambiguous": False}
 
     def test_429_without_retry_after(self) -> None:
         err = raised(response(429))
@@ -122,3 +122,25 @@ class TestRaiseForStatus:
     def test_long_bodies_are_cut(self) -> None:
         err = raised(response(400, text="x" * 5000))
         assert len(str(err)) < 300
+
+
+class TestAmbiguity:
+    """Which failures may have acted on the platform (its answer lost): the next attempt looks the effect up."""
+
+    @pytest.mark.parametrize(("exc", "ambiguous"), [
+        (httpx.ReadTimeout("read"), True),
+        (httpx.RemoteProtocolError("Server disconnected without sending a response."), True),
+        (httpx.ReadError("connection reset"), True),
+        (httpx.ConnectTimeout("connect"), False),
+        (httpx.ConnectError("refused"), False),
+        (httpx.PoolTimeout("pool"), False),
+        (httpx.WriteError("broken pipe"), False),
+    ])
+    def test_a_transport_failure_is_ambiguous_only_after_the_request_was_sent(self, exc, ambiguous):
+        assert sent_before_failing(exc) is ambiguous
+
+    @pytest.mark.parametrize(("status", "ambiguous"), [(502, True), (504, True), (500, False), (503, False)])
+    def test_a_gateway_error_is_ambiguous(self, status, ambiguous):
+        with pytest.raises(RetryableError) as caught:
+            raise_for_status(httpx.Response(status, request=httpx.Request("POST", "https://x.test/a")), "webhook")
+        assert caught.value.ambiguous is ambiguous

@@ -21,6 +21,9 @@ def _show(view, as_json: bool) -> None:  # type: ignore[no-untyped-def]
     click.echo(f"status   {status_text(view.status)}  attempts {view.attempts}/{view.max_attempts}")
     if view.duration_s is not None:
         click.echo(f"took     {view.duration_s:.3f}s")
+    if view.reconciled:
+        click.echo("reconciled: true  (an attempt's answer was lost; its effect was found on the platform, "
+                   "not made twice)")
     if view.next_attempt_at:
         click.echo(f"next try {view.next_attempt_at.isoformat()}")
     if view.error:

@@ -19,6 +19,8 @@ class RunState(StrEnum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    #: an attempt failed in a way that may have acted (its answer lost); the next one reconciles first
+    AMBIGUOUS = "ambiguous"
 
 
 class BreakerState(StrEnum):
@@ -42,6 +44,9 @@ class Attempt:
     attempt: int
     fail_fast: bool = False
     token: str = field(default_factory=new_token)
+    #: what the platform can find the effect by (executors.base.Effect): the idempotency key when the action
+    #: has one, else its id; stable across attempts, redeliveries and replays
+    effect_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,10 @@ class Admission:
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     probe: bool = False
+    #: run, but look the effect up first: an earlier attempt may have acted (its answer was lost)
+    reconcile: bool = False
+    #: when that earlier attempt started (Redis' clock), where a lookup starts searching
+    since: float | None = None
 
     @property
     def run(self) -> bool:
@@ -70,6 +79,8 @@ class Outcome:
     error: str | None = None
     health_failure: bool = False
     final: bool = False
+    #: the failure may have acted (its answer was lost): the next attempt reconciles first
+    ambiguous: bool = False
 
 
 class Guard(Protocol):

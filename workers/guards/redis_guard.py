@@ -27,15 +27,18 @@ class RedisGuard:
         s = self.settings
         breaker = s.breaker_config(attempt.platform)
         limit = s.rate_limit(attempt.platform)
-        verdict, detail, probe = self._admit(
+        reply = self._admit(
             keys=keys.action_keys(attempt.platform, attempt.action_id),
             args=[attempt.token, s.lease_s, s.idempotency_ttl_s, breaker.open_s, breaker.half_open_max,
                   limit.rate, limit.burst, int(attempt.fail_fast), attempt.attempt, HISTORY_MAX],
         )
+        verdict, detail, probe = reply[:3]
+        reconcile = reply[3] if len(reply) > 3 else 0  # only a `run` says whether to reconcile
         verdict = verdict.decode() if isinstance(verdict, bytes) else verdict
         detail = detail.decode() if isinstance(detail, bytes) else detail
         if verdict == Verdict.RUN:
-            return Admission(probe=bool(probe))
+            return Admission(probe=bool(probe), reconcile=bool(reconcile),
+                             since=float(detail) if reconcile and detail else None)
         if verdict == Verdict.DONE:
             return Admission(verdict=Verdict.DONE, result=json.loads(detail or "{}"))
         if verdict == Verdict.FAILED:
@@ -53,6 +56,6 @@ class RedisGuard:
             keys=keys.action_keys(attempt.platform, attempt.action_id),
             args=[attempt.token, int(outcome.ok), int(outcome.health_failure), int(admission.probe), payload,
                   int(outcome.final), s.idempotency_ttl_s, breaker.failure_threshold, breaker.window_s,
-                  HISTORY_MAX, outcome.error_kind or ""],
+                  HISTORY_MAX, outcome.error_kind or "", int(outcome.ambiguous)],
         )
         return state.decode() if isinstance(state, bytes) else str(state)

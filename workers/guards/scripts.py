@@ -29,8 +29,11 @@ end
 
 # ARGV: 1 owner token, 2 lease_s (of the run record and of a probe slot), 3 ttl_s, 4 open_s, 5 half_open_max,
 #       6 rate, 7 burst, 8 fail_fast, 9 attempt, 10 history_max
-# Returns {verdict, detail, probe}: run | done (result) | failed (error) | busy (wait) | open (wait)
-#         | half_open_busy (wait) | rate_limited (wait) | open_fail (wait)
+# Returns {verdict, detail, probe, reconcile}: run | done (result) | failed (error) | busy (wait) | open (wait)
+#         | half_open_busy (wait) | rate_limited (wait) | open_fail (wait).
+# For run, `reconcile` is 1 when an earlier attempt may have acted without its answer arriving (its lease ran
+# out while it was `running`: its worker died; or it settled as ambiguous): the caller looks the effect up
+# before calling, from `detail`, the time that earlier attempt started.
 ADMIT = _COMMON + r"""
 local token = ARGV[1]
 local lease_s, ttl_s = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -39,7 +42,8 @@ local rate, burst = tonumber(ARGV[6]), tonumber(ARGV[7])
 local fail_fast, hist_max = ARGV[8] == '1', tonumber(ARGV[10])
 
 -- 1. Idempotency: a finished action is never run again; a live lease elsewhere means "running there".
-local run = redis.call('HMGET', KEYS[1], 'state', 'owner', 'lease_until', 'result', 'error')
+local run = redis.call('HMGET', KEYS[1], 'state', 'owner', 'lease_until', 'result', 'error', 'first_started',
+                      'ambiguous')
 if run[1] == 'done' then return {'done', run[4] or '{}', 0} end
 if run[1] == 'failed' then return {'failed', run[5] or '{}', 0} end
 if run[1] == 'running' and run[2] ~= token and (tonumber(run[3]) or 0) > now then
@@ -96,14 +100,22 @@ if tokens then
   redis.call('HSET', KEYS[5], 'tokens', fmt(tokens - 1), 'ts', fmt(now))
   redis.call('EXPIRE', KEYS[5], math.ceil(burst / rate) + 60)
 end
+-- An attempt that may have acted before this one (its lease ran out while running: its worker died; or it
+-- settled as ambiguous) makes this one reconcile first, and every later one too (the flag is sticky).
+local reconcile = 0
+if run[1] == 'running' or run[1] == 'ambiguous' or run[7] == '1' then reconcile = 1 end
+local first = run[6] or fmt(now)
 redis.call('HSET', KEYS[1], 'state', 'running', 'owner', token, 'lease_until', fmt(now + lease_s),
-           'attempt', ARGV[9], 'started', fmt(now))
+           'attempt', ARGV[9], 'started', fmt(now), 'first_started', first)
+if reconcile == 1 then redis.call('HSET', KEYS[1], 'ambiguous', '1') end
 redis.call('EXPIRE', KEYS[1], ttl_s)
-return {'run', '', probe}
+if reconcile == 1 then return {'run', first, probe, 1} end
+return {'run', '', probe, 0}
 """
 
 # ARGV: 1 owner token, 2 ok, 3 health_failure, 4 probe, 5 payload (result or error JSON), 6 final,
-#       7 ttl_s, 8 failure_threshold, 9 window_s, 10 history_max, 11 error kind
+#       7 ttl_s, 8 failure_threshold, 9 window_s, 10 history_max, 11 error kind, 12 ambiguous (the failure may
+#       have acted: the record is kept, as `ambiguous`, for the next attempt to reconcile)
 # Returns the breaker state after this outcome.
 SETTLE = _COMMON + r"""
 local token, ok, health, probe = ARGV[1], ARGV[2] == '1', ARGV[3] == '1', ARGV[4] == '1'
@@ -133,8 +145,15 @@ if ARGV[6] == '1' then
   redis.call('HDEL', KEYS[1], 'lease_until')
   redis.call('EXPIRE', KEYS[1], ttl_s)
 elseif redis.call('HGET', KEYS[1], 'owner') == token then
-  -- Give the claim up so the retry (a new message) can take it.
-  redis.call('DEL', KEYS[1])
+  if ARGV[12] == '1' or redis.call('HGET', KEYS[1], 'ambiguous') == '1' then
+    -- The effect may exist: keep the record (free of its lease) so the retry looks it up first.
+    redis.call('HSET', KEYS[1], 'state', 'ambiguous', 'ambiguous', '1')
+    redis.call('HDEL', KEYS[1], 'lease_until', 'owner')
+    redis.call('EXPIRE', KEYS[1], ttl_s)
+  else
+    -- Give the claim up so the retry (a new message) can take it.
+    redis.call('DEL', KEYS[1])
+  end
 end
 
 if health then

@@ -38,6 +38,8 @@ class ActionView:
     started_at: datetime | None
     finished_at: datetime | None
     next_attempt_at: datetime | None
+    #: succeeded by finding the effect of an attempt whose answer was lost (no second call)
+    reconciled: bool = False
 
     @property
     def done(self) -> bool:
@@ -78,6 +80,7 @@ _BY_ID = _T.c.id == bindparam("aid")
 _STARTED = func.coalesce(_T.c.started_at, bindparam("started_at", type_=_T.c.started_at.type))
 _SUCCEEDED = update(_T).where(_BY_ID).values(
     status=ActionStatus.SUCCEEDED, attempts=bindparam("attempts"), result=bindparam("result"), error=None,
+    reconciled=bindparam("reconciled"),
     error_kind=None, finished_at=bindparam("now"), next_attempt_at=None, started_at=_STARTED,
     updated_at=bindparam("now"))
 _RETRYING = update(_T).where(_BY_ID).values(
@@ -101,7 +104,7 @@ def create(*, action_id: str, platform: str, action: str, params: dict[str, Any]
         "id": action_id, "platform": platform, "action": action, "params": redact(params, urls=True),
         "priority": priority, "queue": queue, "status": ActionStatus.QUEUED, "attempts": 0,
         "max_attempts": max_attempts, "idempotency_key": idempotency_key, "replay_of": replay_of,
-        "workflow_id": None, "fail_fast": fail_fast,
+        "workflow_id": None, "fail_fast": fail_fast, "reconciled": False,
         "result": None, "error": None, "error_kind": None, "started_at": None, "finished_at": None,
         "next_attempt_at": None, "created_at": now, "updated_at": now}
     entry = audit.pending_entry("submit", f"action:{action_id}", {"platform": platform, "action": action,
@@ -148,16 +151,19 @@ def mark_retrying(action_id: str, attempt: int, error: str, error_kind: str, del
                                  "next_at": now + timedelta(seconds=delay_s), "started_at": started_at, "now": now})
 
 
-def mark_succeeded(action_id: str, attempt: int, result: dict[str, Any], started_at: datetime | None) -> None:
+def mark_succeeded(action_id: str, attempt: int, result: dict[str, Any], started_at: datetime | None, *,
+                   reconciled: bool = False) -> None:
     """`started_at` is when this worker began the attempt. The worker writes no 'running' row: while an
-    action runs, its live state is the guards' lease in Redis (see workers.guards.execution)."""
-    mark_succeeded_many([succeeded_row(action_id, attempt, result, started_at)])
+    action runs, its live state is the guards' lease in Redis (see workers.guards.execution). `reconciled`:
+    the effect of an attempt whose answer was lost was found, not made again."""
+    mark_succeeded_many([succeeded_row(action_id, attempt, result, started_at, reconciled=reconciled)])
 
 
-def succeeded_row(action_id: str, attempt: int, result: dict[str, Any], started_at: datetime | None) -> dict[str, Any]:
+def succeeded_row(action_id: str, attempt: int, result: dict[str, Any], started_at: datetime | None, *,
+                  reconciled: bool = False) -> dict[str, Any]:
     now = utcnow()
     return {"aid": action_id, "attempts": attempt, "result": redact(result), "started_at": started_at or now,
-            "now": now}
+            "now": now, "reconciled": reconciled}
 
 
 def mark_succeeded_many(rows: list[dict[str, Any]]) -> None:

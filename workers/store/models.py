@@ -66,6 +66,8 @@ class ActionRun(Base):
     # Set when the action is a workflow's step: the stuck detector then leaves it to its workflow.
     workflow_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     fail_fast: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: succeeded by finding the effect of an attempt whose answer was lost, not by a second call
+    reconciled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

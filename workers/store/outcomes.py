@@ -133,14 +133,15 @@ def writer() -> OutcomeWriter | None:
         return _writer[1]
 
 
-def record_success(action_id: str, attempt: int, result: dict[str, Any], started_at: datetime | None) -> None:
+def record_success(action_id: str, attempt: int, result: dict[str, Any], started_at: datetime | None, *,
+                   reconciled: bool = False) -> None:
     """The success record of a standalone action: buffered when write-behind is on, else written now."""
 
     w = writer()
     if w is None:
-        actions.mark_succeeded(action_id, attempt, result, started_at)
+        actions.mark_succeeded(action_id, attempt, result, started_at, reconciled=reconciled)
     else:
-        w.add(actions.succeeded_row(action_id, attempt, result, started_at))
+        w.add(actions.succeeded_row(action_id, attempt, result, started_at, reconciled=reconciled))
 
 
 def shutdown() -> None:
