@@ -19,6 +19,7 @@ from celery.signals import (
 )
 
 from workers import executor_pool, held_messages, observability, signal_scope
+from workers.broker_sentinel import stay_on_the_sentinels
 from workers.dev.broker_url import RedisTarget, redis_target
 from workers.guards import reset_guard
 from workers.guards.connection import sentinel_kwargs
@@ -79,6 +80,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # kombu's Redis transport with a quarantine for items that are not messages (workers.broker_transport):
         # one bad item on a queue must not stop a worker; for sentinel:// too (workers.broker_sentinel).
         broker_transport=broker_transport(target),
+        # kombu would "fail over" along the Sentinels' URLs and lose our transport and the password on the way;
+        # the Sentinel client does the failing over (workers.broker_sentinel).
+        broker_failover_strategy=stay_on_the_sentinels if target.is_sentinel else None,
         # ... and a consumer that quarantines messages that are messages but cannot be run (unknown task, broken
         # arguments, pickle, no task header, oversized params): acked, logged without their body (workers.consumer).
         worker_consumer="workers.consumer:OpsqConsumer",

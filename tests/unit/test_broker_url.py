@@ -6,11 +6,12 @@ from __future__ import annotations
 import importlib
 
 import pytest
+from kombu import Connection
 from kombu.transport import redis as kombu_redis
 from kombu.utils.url import _parse_url
 from pydantic import SecretStr
 
-from workers.broker_sentinel import SentinelChannel, SentinelTransport
+from workers.broker_sentinel import SentinelChannel, SentinelTransport, stay_on_the_sentinels
 from workers.broker_transport import OpsqChannelMixin
 from workers.celery_app import (
     QUARANTINING_SENTINEL_TRANSPORT,
@@ -111,6 +112,27 @@ def test_each_scheme_gets_its_transport():
     assert broker_transport(parse_redis_url("redis://h/0")) == QUARANTINING_TRANSPORT
     assert broker_transport(parse_redis_url(SENTINELS, master="m")) == QUARANTINING_SENTINEL_TRANSPORT
     assert broker_transport(parse_redis_url("rediss://h/0")) is None  # kombu's, with its TLS handling
+
+
+def test_a_failed_connection_keeps_our_transport_and_the_password(monkeypatch):
+    """kombu switches to the next `;` entry when a connection fails, re-parsing it: without our failover
+    strategy the entry's scheme would replace our transport and its (absent) password the master's."""
+    monkeypatch.setenv("OPSQ_REDIS_URL", SENTINELS)
+    monkeypatch.setenv("OPSQ_REDIS_SENTINEL_MASTER", "mymaster")
+    monkeypatch.setenv("OPSQ_REDIS_PASSWORD", "master-secret")
+    conf = celery_config(Settings())
+    assert conf["broker_failover_strategy"] is stay_on_the_sentinels
+    conn = Connection(conf["broker_url"], transport=conf["broker_transport"],
+                      failover_strategy=conf["broker_failover_strategy"])
+    for _ in range(4):
+        conn.maybe_switch_next()  # what kombu does on a connection error; nothing is connected to
+        assert conn.transport_cls == QUARANTINING_SENTINEL_TRANSPORT
+        assert (conn.password, conn.virtual_host, conn.hostname, conn.port) == ("master-secret", "3", "10.0.0.1", 26379)
+        assert conn.alt == conf["broker_url"].split(";")  # every Sentinel still known to the channel
+    plain = Connection(conf["broker_url"], transport=conf["broker_transport"])  # kombu's round robin
+    plain.maybe_switch_next()
+    assert plain.transport_cls == "sentinel" and plain.password is None  # what the strategy prevents
+    assert celery_config(Settings(redis_url="redis://h/0"))["broker_failover_strategy"] is None
 
 
 def test_the_sentinel_transport_carries_our_channel_behaviour():
