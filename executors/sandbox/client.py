@@ -44,7 +44,11 @@ class SandboxClient:
         self._call("DELETE", "/state")
 
     def fault(self, platform: str, mode: str = "error", **options: Any) -> dict[str, Any]:
-        """Installs a fault: options are status, rate, latency_ms, retry_after, times, match."""
+        """Installs a fault: options are status, rate, latency_ms, retry_after, times, match.
+
+        mode is ok (latency only), error, timeout, rate_limit, auth, or one that applies the request and then
+        loses its answer (issue 11): applied_timeout (held latency_ms, default 30 s, past the client's read
+        timeout), applied_reset (the connection closed without a response), applied_502."""
         fault: dict[str, Any] = self._call("POST", "/faults", json={"platform": platform, "mode": mode,
                                                                     **options})["fault"]
         return fault

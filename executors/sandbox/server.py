@@ -5,7 +5,8 @@ the way executors.registry finds executors (a new module is picked up). Each liv
 the real API's paths below it, so pointing an executor's base_url at http://host:port/<platform>
 exercises exactly the requests it would send to the real service. Objects have real state (a created
 card exists until it is deleted). Control endpoints under /_sandbox/ expose the request log and the
-state, and inject faults (errors, latency, timeouts, 429s).
+state, and inject faults (errors, latency, timeouts, 429s, and the ambiguous ones of issue 11: the request is
+applied, then its answer is lost).
 It needs nothing the executors do not, so it runs anywhere they run.
 """
 
@@ -17,6 +18,7 @@ import json
 import random
 import socket
 import socketserver
+import struct
 import sys
 import threading
 import time
@@ -33,11 +35,17 @@ from executors.sandbox.common import ApiError, Call, Emulator, Headers, Reply, t
 
 __all__ = ["FAULT_MODES", "Sandbox", "SandboxClient", "SandboxServer", "emulator_classes", "serve_forever"]
 
-FAULT_MODES = ("ok", "error", "timeout", "rate_limit", "auth")
+#: Faults that apply the request to the emulator (the object exists) and then lose its answer: held past the
+#: client's read timeout, the connection dropped without a response, or a gateway's 502. The client cannot
+#: tell whether it acted: exactly the ambiguous outcomes the effect key is for (issue 11).
+APPLIED_MODES = ("applied_timeout", "applied_reset", "applied_502")
+FAULT_MODES = ("ok", "error", "timeout", "rate_limit", "auth", *APPLIED_MODES)
 FAULT_FIELDS = frozenset({"platform", "mode", "status", "rate", "latency_ms", "retry_after", "times",
                           "match"})
 #: How long a `timeout` fault holds the request: far beyond any sane client read timeout.
 TIMEOUT_FAULT_S = 30.0
+#: The answer an `applied_timeout` fault holds back when it names no latency_ms: as long as `timeout`'s.
+APPLIED_TIMEOUT_DEFAULT_S = TIMEOUT_FAULT_S
 MAX_LOG = 10_000
 MAX_BODY = 10 * 1024 * 1024
 #: Query parameters that carry credentials on some platforms (Trello key/token, Google access_token).
@@ -50,6 +58,11 @@ def emulator_classes() -> dict[str, type[Emulator]]:
     rank = {platform: i for i, platform in enumerate(PLATFORMS)}
     found = discover(package, Emulator)
     return dict(sorted(found.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0])))
+
+
+@dataclass
+class Dropped(Reply):
+    """No answer at all: the handler closes the connection without writing a byte (`applied_reset`)."""
 
 
 def _copy(value: Any) -> Any:
@@ -163,15 +176,22 @@ class Sandbox:
             self._seq += 1
             entry = {"seq": self._seq, "platform": platform, "method": method, "path": path, "query": shown,
                      "body": _copy(body), "auth": auth, "status": None, "response": None, "fault": None,
-                     "started": time.time(), "finished": None}
+                     "applied": None, "answer": None, "started": time.time(), "finished": None}
             self._log.append(entry)
             del self._log[:-MAX_LOG]
         return entry
 
     def _answered(self, entry: dict[str, Any], reply: Reply) -> None:
         with self.lock:
-            entry["status"] = reply.status
-            entry["response"] = _copy(reply.body)
+            dropped = isinstance(reply, Dropped)
+            entry["status"] = None if dropped else reply.status
+            entry["response"] = None if dropped else _copy(reply.body)
+            # "applied": the emulator acted on it (False: a fault or the auth check answered first);
+            # "answer": "lost" when an applied_* fault kept the emulator's answer from the client.
+            if entry["applied"] is None:
+                entry["applied"] = False
+            if entry["answer"] is None:
+                entry["answer"] = "none" if dropped else "sent"
             entry["finished"] = time.time()
 
     def _dispatch(self, entry: dict[str, Any], method: str, raw_segments: list[str],
@@ -183,6 +203,11 @@ class Sandbox:
             return Reply(404, {"error": "not_found", "message": f"no sandbox platform {platform!r} "
                                                                 f"(known: {', '.join(self.emulators)})"})
         fault = self._take_fault(platform, entry["path"])
+        if fault is not None and fault.mode in APPLIED_MODES:
+            with self.lock:
+                entry["fault"] = fault.mode
+            reply = self._emulate(entry, emulator, method, raw_segments, query, headers, body, understood)
+            return self._lose_answer(entry, emulator, fault, reply)
         if fault is not None:
             with self.lock:
                 entry["fault"] = fault.mode
@@ -197,6 +222,11 @@ class Sandbox:
                 return emulator.rate_limited(fault.retry_after)
             if fault.mode == "auth":
                 return emulator.unauthorized("invalid_auth")
+        return self._emulate(entry, emulator, method, raw_segments, query, headers, body, understood)
+
+    def _emulate(self, entry: dict[str, Any], emulator: Emulator, method: str, raw_segments: list[str],
+                 query: dict[str, list[str]], headers: Headers, body: Any, understood: bool) -> Reply:
+        """The platform's own handling: its auth check, then the emulator (which changes its state)."""
         if not understood and emulator.requires_auth:
             return emulator.error(400, "invalid_json", "the request body is not valid JSON")
         token = token_from_header(headers.get("Authorization"))
@@ -208,10 +238,30 @@ class Sandbox:
         call = Call(method=method, path="/" + "/".join(segments), segments=segments,
                     query={k: v[0] for k, v in query.items()}, body=body, headers=headers, token=token)
         with self.lock:
+            entry["applied"] = True
             try:
                 return emulator.handle(call)
             except ApiError as exc:
                 return exc.reply
+
+    def _lose_answer(self, entry: dict[str, Any], emulator: Emulator, fault: Fault, reply: Reply) -> Reply:
+        """The request has been applied (`reply` is the emulator's answer, kept in the log as `applied_status`
+        and `applied_response`); now the client must not get it. The hold is on this request's own thread,
+        outside the lock, so other requests go on meanwhile."""
+        with self.lock:
+            entry["answer"] = "lost"
+            entry["applied_status"] = reply.status
+            entry["applied_response"] = _copy(reply.body)
+        if fault.mode == "applied_timeout":
+            # Answered, but only after the client's read timeout: by then nobody reads it.
+            self._hold(fault.latency_ms / 1000 if fault.latency_ms else APPLIED_TIMEOUT_DEFAULT_S)
+            return reply
+        if fault.latency_ms:
+            self._hold(fault.latency_ms / 1000)
+        if fault.mode == "applied_reset":
+            return Dropped(0)
+        # applied_502: a proxy in front of the platform gave up on its upstream, which had acted.
+        return emulator.failure(502)
 
     def _hold(self, seconds: float) -> None:
         with self.lock:
@@ -342,6 +392,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(Reply(400, {"error": "bad_request", "message": "unreadable request body"}))
             return
         reply = self.server.sandbox.handle(self.command, self.path, self.headers, raw)
+        if isinstance(reply, Dropped):
+            self._drop()
+            return
         self._send(reply)
         if self.server.verbose:
             elapsed = (time.monotonic() - started) * 1000
@@ -369,6 +422,14 @@ class _Handler(BaseHTTPRequestHandler):
         if length < 0 or length > MAX_BODY:
             raise ValueError("bad Content-Length")
         return self.rfile.read(length) if length else b""
+
+    def _drop(self) -> None:
+        """Closes the connection without a response, with a reset (SO_LINGER 0) as a crashed upstream or a
+        killed proxy would: the client sees the connection end while it waits for the answer."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
 
     def _send(self, reply: Reply) -> None:
         data = b"" if reply.status == 204 or reply.body is None else json.dumps(reply.body).encode()
