@@ -17,19 +17,27 @@ def dlq() -> None:
 @click.option("--limit", type=click.IntRange(1, 10000), default=100, show_default=True)
 @json_option
 def dlq_list(include_replayed: bool, limit: int, as_json: bool) -> None:
-    """Dead letters, newest first."""
+    """Dead letters, newest first; and how many queue items are quarantined (opsq queue quarantine list)."""
+    from workers.ops.dlq import quarantined_note
     from workers.store import actions as store
 
     items = store.dead_letters(include_replayed=include_replayed, limit=limit)
+    # Messages a worker could not deliver or run are not dead letters (they never were an attempt): say how
+    # many are quarantined, on stderr with --json so the list stays one JSON document.
+    note = quarantined_note()
     if as_json:
         emit_json([d.to_dict() for d in items])
+        if note:
+            click.echo(note, err=True)
         return
     if not items:
         click.echo("no dead letters")
-        return
-    table(["ID", "ACTION ID", "PLATFORM", "ACTION", "ATTEMPTS", "ERROR", "REPLAYED AS"],
-          [[d.id, d.action_id, d.platform, d.action, d.attempts, f"[{d.error_kind}] {d.error[:70]}",
-            d.replayed_as or ""] for d in items])
+    else:
+        table(["ID", "ACTION ID", "PLATFORM", "ACTION", "ATTEMPTS", "ERROR", "REPLAYED AS"],
+              [[d.id, d.action_id, d.platform, d.action, d.attempts, f"[{d.error_kind}] {d.error[:70]}",
+                d.replayed_as or ""] for d in items])
+    if note:
+        click.echo(note)
 
 @dlq.command("replay")
 @click.argument("dl_id", type=int)

@@ -92,7 +92,7 @@ def queue_clear(name: str, yes: bool, actor: str) -> None:
 
 @queue.group("quarantine")
 def quarantine() -> None:
-    """Queue items a worker could not deliver (not a message: not JSON, not a kombu message, bad base64)."""
+    """Queue items a worker could not deliver (not a message) or run (unknown task, broken arguments...)."""
 
 
 @quarantine.command("list")
@@ -110,9 +110,9 @@ def quarantine_list(limit: int, as_json: bool) -> None:
         return
     n = q.counts()
     click.echo(f"{n['kept']} kept ({n['total']} quarantined in all)")
-    table(["TIME (UTC)", "QUEUE", "BYTES", "REASON"],
-          [[time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["at"])), r["queue"], r["bytes"], r["reason"]]
-           for r in rows])
+    table(["#", "TIME (UTC)", "QUEUE", "BYTES", "TASK", "REQUEUE", "REASON"],
+          [[i, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["at"])), r["queue"], r["bytes"], r.get("task") or "-",
+            "yes" if q.why_not_requeueable(r) is None else "no", r["reason"]] for i, r in enumerate(rows)])
 
 
 @quarantine.command("drop")
@@ -125,6 +125,31 @@ def quarantine_drop(yes: bool, actor: str) -> None:
     if not yes:
         raise click.UsageError("this drops every quarantined item; add --yes to do it")
     click.echo(f"dropped {q.drop(actor)} quarantined item(s)")
+
+
+@quarantine.command("requeue")
+@click.argument("index", type=click.IntRange(0), required=False)
+@click.option("--all", "every", is_flag=True, help="Every quarantined message that can be requeued.")
+@click.option("--yes", is_flag=True, help="Really put them back on their queues.")
+@actor_option
+def quarantine_requeue(index: int | None, every: bool, yes: bool, actor: str) -> None:
+    """Put quarantined messages back on their queues, once a worker can run them (recorded in the audit trail).
+
+    INDEX is the item's number in `opsq queue quarantine list` (the newest is 0; numbers move as new items
+    arrive). Only whole task messages can go back; items that are not messages stay where they are."""
+    from workers.ops import quarantine as q
+
+    if index is not None and every:
+        raise click.UsageError("give INDEX or --all, not both")
+    if not yes:
+        raise click.UsageError("this puts quarantined messages back on their queues; add --yes to do it")
+    result = q.requeue(index, every=every, actor=actor)
+    for m in result.requeued:
+        click.echo(f"requeued #{m['index']} onto {m['queue']} (task {m['task']}, id {m['id']})")
+    click.echo(f"requeued {len(result.requeued)} quarantined message(s)"
+               + (f"; {len(result.refused)} left: they cannot be requeued" if result.refused else ""))
+    for i, why in result.refused:
+        click.echo(f"  #{i}: {why}")
 
 
 def register(cli: click.Group) -> None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
+
 from workers.client import ActionHandle, submit_action
 from workers.errors import SubmitError
+from workers.ops import quarantine
 from workers.redaction import contains_redacted
 from workers.store import actions as store
 from workers.store import audit
@@ -39,6 +42,17 @@ def replay(dl_id: int, params_override: dict[str, Any] | None = None, actor: str
     audit.append("dlq_replay", f"dead_letter:{dl_id}", {"action_id": dl.action_id, "replayed_as": handle.id},
                  actor=actor)
     return handle
+
+
+def quarantined_note() -> str | None:
+    """The line `opsq dlq list` adds when queue items are quarantined (messages that never became an action's
+    attempt, so they have no dead letter); None when there are none, or when Redis cannot say (the dead
+    letters, in the database, are listed all the same)."""
+    try:
+        kept = quarantine.counts()["kept"]
+    except (redis.RedisError, OSError) as exc:
+        return f"quarantined queue items: unknown (Redis: {type(exc).__name__}); opsq queue quarantine list"
+    return f"{kept} quarantined queue items: opsq queue quarantine list" if kept else None
 
 
 def _already(dl_id: int, replayed_as: str | None) -> str:

@@ -1,14 +1,21 @@
-"""The quarantine: queue items a worker could not deliver (workers.broker_transport), for operators."""
+"""The quarantine: queue items a worker could not deliver (workers.broker_transport) or run (workers.consumer),
+for operators: list, drop, and requeue the messages a worker could run after all (a newer version, other
+settings)."""
 
 from __future__ import annotations
 
 import json
+from bisect import bisect
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from kombu.transport import redis as kombu_redis
 
-from workers.broker_transport import QUARANTINE_KEY, QUARANTINED_COUNT_KEY
+from workers.broker_transport import QUARANTINE_KEY, QUARANTINED_COUNT_KEY, NotAMessage, check_message
+from workers.errors import OpsqError
 from workers.guards.connection import guard_redis
+from workers.priorities import PRIORITY_STEPS
 from workers.store import audit
 
 
@@ -37,3 +44,88 @@ def drop(actor: str | None = None, client: redis.Redis | None = None) -> int:
     dropped = int(pipe.execute()[0])
     audit.append("quarantine_drop", "quarantine", {"dropped": dropped}, actor=actor or audit.default_actor())
     return dropped
+
+
+# Put one quarantined item back on its queue, atomically: the item is removed from the quarantine only by the
+# one who puts it back (two operators requeueing at once move it once), and only if it is still there.
+_REQUEUE = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
+  redis.call('LPUSH', KEYS[2], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+@dataclass
+class Requeued:
+    requeued: list[dict[str, Any]] = field(default_factory=list)  # {index, queue, task, id}
+    refused: list[tuple[int, str]] = field(default_factory=list)  # (index, why it cannot be requeued)
+
+
+def why_not_requeueable(record: dict[str, Any]) -> str | None:
+    """None if the item is a whole, valid task message that another worker could run; else why not."""
+    if record.get("stage") != "consumer":
+        return f"it is not a message ({record.get('reason')})"
+    if not record.get("requeueable"):
+        if "message" not in record:
+            return f"it was too large to keep whole ({record.get('bytes')} bytes)"
+        return f"no worker can run it ({record.get('reason')})"
+    message = record.get("message")
+    if not isinstance(message, str):
+        return "it was not kept whole"
+    try:
+        payload = check_message(message)
+    except NotAMessage as exc:
+        return f"it is not a message ({exc})"
+    if not isinstance(payload.get("headers"), dict) or "task" not in payload["headers"]:
+        return "it has no task header"
+    return None
+
+
+def queue_key(queue: str, message: dict[str, Any]) -> str:
+    """The Redis list kombu's Redis transport keeps the message's priority in (its _q_for_pri)."""
+    try:
+        priority = max(0, min(int(message["properties"]["priority"]), 9))
+    except (KeyError, TypeError, ValueError):
+        priority = 0
+    step = PRIORITY_STEPS[bisect(PRIORITY_STEPS, priority) - 1]
+    return f"{queue}{kombu_redis.Channel.sep}{step}" if step else queue
+
+
+def requeue(index: int | None = None, *, every: bool = False, actor: str | None = None,
+            client: redis.Redis | None = None) -> Requeued:
+    """Put quarantined messages back on their queues: the item at `index` (as `entries` lists them, newest 0), or
+    `every` one that can be (oldest first, so they keep their order). Items that are not whole, valid task
+    messages stay, each with the reason. Audited when something was requeued."""
+    if (index is None) == (not every):
+        raise OpsqError("give the index of one quarantined item (opsq queue quarantine list) or --all")
+    r = client or guard_redis()
+    if every:
+        raws = r.lrange(QUARANTINE_KEY, 0, -1)
+        candidates = list(reversed(list(enumerate(raws))))
+    else:
+        assert index is not None
+        raw = r.lindex(QUARANTINE_KEY, index)
+        if raw is None:
+            raise OpsqError(f"no quarantined item {index} (opsq queue quarantine list shows their numbers)")
+        candidates = [(index, raw)]
+    script = r.register_script(_REQUEUE)
+    out = Requeued()
+    for i, raw in candidates:
+        record = json.loads(raw)
+        why = why_not_requeueable(record)
+        if why is not None:
+            out.refused.append((i, why))
+            continue
+        message = json.loads(record["message"])
+        if script(keys=[QUARANTINE_KEY, queue_key(record["queue"], message)], args=[raw, record["message"]]):
+            out.requeued.append({"index": i, "queue": record["queue"], "task": record.get("task"),
+                                 "id": record.get("id")})
+    if out.requeued:
+        audit.append("quarantine_requeue", "quarantine",
+                     {"requeued": [{k: m[k] for k in ("queue", "task", "id")} for m in out.requeued]},
+                     actor=actor or audit.default_actor())
+    if index is not None and out.refused:
+        raise OpsqError(f"quarantined item {index} cannot be requeued: {out.refused[0][1]}")
+    return out
