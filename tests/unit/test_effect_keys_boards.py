@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
-from executors.base import EXACTLY_ONCE_EFFECT, Effect, Executor, ExecutorConfig
-from executors.errors import InvalidParams
+from executors.base import AT_LEAST_ONCE, EXACTLY_ONCE_EFFECT, Effect, Executor, ExecutorConfig
+from executors.errors import InvalidParams, PermanentError
 from executors.http import HttpClient
+from executors.notion import NotionExecutor
 from executors.sandbox import SandboxClient, SandboxServer
 from executors.trello import MARKER_PREFIX, TrelloExecutor, marker
 
@@ -144,3 +146,110 @@ class TestTrello:
         added = trello.execute("add_label", params)
         trello.compensate("create_card", self.params, result)
         assert trello.find_undone("add_label", params, added)["already_undone"] is True
+
+
+# -- Notion --------------------------------------------------------------------------------------------
+
+
+def notion_database(make: Make, *, with_effect_property: bool = True) -> str:
+    """A database with a schema (the sandbox then checks properties as Notion does)."""
+    properties: dict[str, Any] = {"Name": {"title": {}}, "Status": {"status": {}}, "Points": {"number": {}}}
+    if with_effect_property:
+        properties["opsq_effect"] = {"rich_text": {}}
+    created = make(NotionExecutor)._call("POST", "/v1/databases", {
+        "parent": {"type": "page_id", "page_id": "5e0c0f4a-98a5-4f0c-8d8e-3b1f3f0e5a11"},
+        "title": [{"text": {"content": "Tasks"}}], "properties": properties})
+    return str(created["id"])
+
+
+class TestNotion:
+    def test_the_page_carries_the_key_and_is_found_by_it(self, make: Make, sbx: SandboxClient) -> None:
+        notion = make(NotionExecutor)
+        db = notion_database(make)
+        params = {"database_id": db, "title": "Deploy", "status": "Todo"}
+        result = notion.execute("create_task", params, effect("act-1"))
+        notion.execute("create_task", {**params, "title": "Other"}, effect("act-2"))
+        (page, _) = sbx.state("notion")["pages"]
+        assert page["properties"]["opsq_effect"]["rich_text"][0]["plain_text"] == "act-1"
+        sbx.clear_requests()
+        assert notion.find("create_task", params, effect("act-1")) == result
+        (query,) = sbx.requests("notion")
+        assert (query["method"], query["path"]) == ("POST", f"/notion/v1/databases/{db}/query")
+        assert query["body"] == {"filter": {"property": "opsq_effect", "rich_text": {"equals": "act-1"}},
+                                 "page_size": 1}
+        assert notion.find("create_task", params, effect("act-3")) is None
+
+    def test_a_database_without_the_property_is_refused_with_the_way_out(self, make: Make,
+                                                                          sbx: SandboxClient) -> None:
+        db = notion_database(make, with_effect_property=False)
+        params = {"database_id": db, "title": "Deploy"}
+        with pytest.raises(PermanentError) as refused:
+            make(NotionExecutor).execute("create_task", params, effect("act-1"))
+        assert refused.value.status == 400 and "OPSQ_NOTION_EFFECT_PROPERTY" in refused.value.message
+        assert sbx.state("notion")["pages"] == []
+        # The setting empty: pages go without the key, and the action says it is at-least-once.
+        bare = make(NotionExecutor, extra={"effect_property": ""})
+        bare.execute("create_task", params, effect("act-1"))
+        assert set(sbx.state("notion")["pages"][0]["properties"]) == {"Name"}
+        with pytest.raises(NotImplementedError):
+            bare.find("create_task", params, effect("act-1"))
+        assert NotionExecutor.guarantee("create_task", {"effect_property": ""}) == AT_LEAST_ONCE
+        assert NotionExecutor.guarantee("create_task", {}) == EXACTLY_ONCE_EFFECT
+        assert NotionExecutor.guarantee("update_task", {"effect_property": ""}) == EXACTLY_ONCE_EFFECT
+
+    def test_another_property_name(self, make: Make, sbx: SandboxClient) -> None:
+        notion = make(NotionExecutor, extra={"effect_property": "Key"})
+        params = {"database_id": "db-any", "title": "Deploy"}
+        result = notion.execute("create_task", params, effect("act-1"))
+        assert "Key" in sbx.state("notion")["pages"][0]["properties"]
+        assert notion.find("create_task", params, effect("act-1")) == result
+
+    def test_an_archived_page_is_the_undo_done(self, make: Make) -> None:
+        notion = make(NotionExecutor)
+        params = {"database_id": notion_database(make), "title": "Deploy"}
+        result = notion.execute("create_task", params, effect("act-1"))
+        assert notion.find_undone("create_task", params, result) is None
+        notion.compensate("create_task", params, result)
+        assert notion.find_undone("create_task", params, result) == {
+            "page_id": result["page_id"], "archived": False, "already_undone": True}
+        assert notion.find_undone("create_task", params, {"page_id": "0" * 32})["already_undone"] is True
+        # Archived pages are not query results: the create's lookup no longer finds it.
+        assert notion.find("create_task", params, effect("act-1")) is None
+
+    def test_update_found_when_the_page_holds_the_values(self, make: Make) -> None:
+        notion = make(NotionExecutor)
+        db = notion_database(make)
+        page_id = notion.execute("create_task", {"database_id": db, "title": "Old", "status": "Todo"})["page_id"]
+        params = {"page_id": page_id, "status": "Done", "properties": {"Points": {"number": 3}}}
+        eff = effect("act-7")
+        assert notion.find("update_task", params, eff) is None  # not applied: call
+        notion.execute("update_task", params, eff)
+        found = notion.find("update_task", params, eff)
+        # Applied by the lost attempt (edited after it began): the values it replaced went with the answer.
+        assert found == {"page_id": page_id, "previous": None, "previous_lost": True}
+        with pytest.raises(PermanentError, match="cannot undo"):
+            notion.compensate("update_task", params, found)
+
+    def test_update_found_with_its_previous_values_when_the_page_was_untouched(self, make: Make,
+                                                                                sbx: SandboxClient) -> None:
+        notion = make(NotionExecutor)
+        db = notion_database(make)
+        page_id = notion.execute("create_task", {"database_id": db, "title": "Old", "status": "Done"})["page_id"]
+        params = {"page_id": page_id, "status": "Done"}
+        # The first attempt began more than a minute (Notion's rounding) after the page's last edit.
+        found = notion.find("update_task", params, Effect(key="act-7", since=time.time() + 120))
+        assert found is not None and found["previous"] == {"Status": {"status": {"name": "Done"}}}
+        undo = notion.compensate("update_task", params, found)
+        assert undo == {"page_id": page_id, "restored": ["Status"]}
+        assert sbx.state("notion")["pages"][0]["properties"]["Status"]["status"]["name"] == "Done"
+
+    def test_update_undo_checked_by_the_values_back(self, make: Make) -> None:
+        notion = make(NotionExecutor)
+        db = notion_database(make)
+        page_id = notion.execute("create_task", {"database_id": db, "title": "Old", "status": "Todo"})["page_id"]
+        params = {"page_id": page_id, "title": "New", "status": "Done"}
+        result = notion.execute("update_task", params, effect("act-7"))
+        assert notion.find_undone("update_task", params, result) is None  # still the new values
+        notion.compensate("update_task", params, result)
+        assert notion.find_undone("update_task", params, result) == {"page_id": page_id,
+                                                                     "restored": ["Name", "Status"]}
