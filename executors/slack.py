@@ -16,6 +16,16 @@ AUTH_ERRORS = frozenset({"invalid_auth", "not_authed", "account_inactive", "toke
                          "missing_scope", "no_permission"})
 RETRYABLE_ERRORS = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+# What conversations.history/replies accept: a channel's ID (public C, private G, DM D), never a #name.
+_CHANNEL_ID = re.compile(r"^[CDG][A-Z0-9]{2,}$")
+
+#: The effect key travels as message metadata of this event type (issue 11).
+EFFECT_EVENT_TYPE = "opsq_effect"
+#: A lookup reads from the first ambiguous attempt's start minus this: `since` is Redis' clock and a
+#: message's ts is Slack's, and the two may disagree by a few seconds (or, on a badly kept host, minutes).
+LOOKBACK_MARGIN_S = 300.0
+#: One page of a lookup: large pages, few calls (conversations.* are Tier 3; Slack caps limit at 999).
+LOOKUP_PAGE = 200
 
 
 def slack_error(method: str, data: dict[str, Any], *, status: int | None = None,
@@ -107,7 +117,29 @@ class SlackExecutor(Executor):
         raise slack_error(method, data, status=response.status_code,
                           retry_after=parse_retry_after(response.headers.get("Retry-After")))
 
-    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+    def read(self, method: str, args: dict[str, str]) -> dict[str, Any]:
+        """A read method (conversations.*): query arguments on a GET, as Slack wants them (these methods
+        do not accept a JSON body)."""
+        response = self.http.request("GET", self.url(f"/{method}"), platform=self.platform, params=args,
+                                     headers=self._headers())
+        try:
+            data = response.json()
+        except ValueError:
+            raise PermanentError(f"slack {method}: response is not JSON", status=response.status_code,
+                                 platform=self.platform) from None
+        if isinstance(data, dict) and data.get("ok") is True:
+            return data
+        if not isinstance(data, dict):
+            raise PermanentError(f"slack {method}: unexpected response", status=response.status_code,
+                                 platform=self.platform)
+        raise slack_error(method, data, status=response.status_code,
+                          retry_after=parse_retry_after(response.headers.get("Retry-After")))
+
+    def _post(self, body: dict[str, Any], effect: Effect = NO_EFFECT) -> dict[str, Any]:
+        if effect.key is not None:
+            # Slack's own way to tag a message with data for apps: it is stored with the message, never
+            # shown to people, and read back by conversations.history (include_all_metadata).
+            body = {**body, "metadata": {"event_type": EFFECT_EVENT_TYPE, "event_payload": {"key": effect.key}}}
         data = self.call("chat.postMessage", body)
         if not data.get("channel") or not data.get("ts"):
             raise PermanentError("slack chat.postMessage: answer lacks channel or ts", platform=self.platform)
@@ -126,7 +158,7 @@ class SlackExecutor(Executor):
             body["blocks"] = p.blocks
         if p.thread_ts:
             body["thread_ts"] = p.thread_ts
-        data = self._post(body)
+        data = self._post(body, effect)
         # The answer names the channel by ID even when called with "#name"; chat.delete needs the ID.
         return {"channel": data["channel"], "ts": data["ts"], "message_ts": data["ts"],
                 "thread_ts": p.thread_ts}
@@ -134,14 +166,86 @@ class SlackExecutor(Executor):
     def undo_send_message(self, p: SendMessageParams, result: Result, effect: Effect = NO_EFFECT) -> Result:
         return self._delete(result["channel"], result["ts"])
 
+    def find_send_message(self, p: SendMessageParams, effect: Effect) -> Result | None:
+        found = self._find_posted(p.channel, effect, thread_ts=p.thread_ts)
+        if found is None:
+            return None
+        channel, ts = found
+        return {"channel": channel, "ts": ts, "message_ts": ts, "thread_ts": p.thread_ts}
+
+    def find_undone_send_message(self, p: SendMessageParams, result: Result) -> Result | None:
+        return self._find_deleted(result["channel"], result["ts"], thread_ts=result.get("thread_ts"))
+
     def do_request_approval(self, p: RequestApprovalParams, effect: Effect = NO_EFFECT) -> Result:
         body = {"channel": p.channel, "text": p.text,
                 "blocks": approval_blocks(p.text, p.approval_id, p.approvers)}
-        data = self._post(body)
+        data = self._post(body, effect)
         return {"channel": data["channel"], "ts": data["ts"], "approval_id": p.approval_id}
 
     def undo_request_approval(self, p: RequestApprovalParams, result: Result, effect: Effect = NO_EFFECT) -> Result:
         return self._delete(result["channel"], result["ts"])
+
+    def find_request_approval(self, p: RequestApprovalParams, effect: Effect) -> Result | None:
+        found = self._find_posted(p.channel, effect)
+        if found is None:
+            return None
+        channel, ts = found
+        return {"channel": channel, "ts": ts, "approval_id": p.approval_id}
+
+    def find_undone_request_approval(self, p: RequestApprovalParams, result: Result) -> Result | None:
+        return self._find_deleted(result["channel"], result["ts"])
+
+    # -- the effect key's lookups (issue 11) ------------------------------------------------------------
+
+    def _find_posted(self, channel: str, effect: Effect, *, thread_ts: str | None = None
+                     ) -> tuple[str, str] | None:
+        """(channel ID, ts) of the message whose metadata carries `effect.key`, posted since the first
+        ambiguous attempt (less the clock margin); None when there is none. A thread reply is only in
+        conversations.replies, a top-level message only in conversations.history."""
+        if effect.key is None:
+            return None
+        if not _CHANNEL_ID.match(channel):
+            # conversations.* take an ID only; a `#name` or a user's ID cannot be read back without more
+            # scopes (conversations.list, channels:read) than sending needs: this call is at-least-once.
+            raise NotImplementedError(f"slack: the channel {channel!r} is not a channel ID (C..., G..., D...); "
+                                      "a message posted to it cannot be looked up")
+        args = {"channel": channel, "include_all_metadata": "true", "limit": str(LOOKUP_PAGE)}
+        if effect.since is not None:
+            args["oldest"] = f"{max(0.0, effect.since - LOOKBACK_MARGIN_S):.6f}"
+        method = "conversations.history"
+        if thread_ts:
+            method, args["ts"] = "conversations.replies", thread_ts
+        seen: set[str] = set()
+        while True:
+            data = self.read(method, args)
+            for message in data.get("messages") or []:
+                meta = message.get("metadata") or {}
+                payload = meta.get("event_payload") or {}
+                if meta.get("event_type") == EFFECT_EVENT_TYPE and payload.get("key") == effect.key \
+                        and message.get("ts"):
+                    return channel, str(message["ts"])
+            cursor = str((data.get("response_metadata") or {}).get("next_cursor") or "")
+            if not data.get("has_more") or not cursor or cursor in seen:
+                return None
+            seen.add(cursor)
+            args["cursor"] = cursor
+
+    def _find_deleted(self, channel: str, ts: str, *, thread_ts: str | None = None) -> Result | None:
+        """The undo's result when the message at `ts` is gone (deleted by the lost undo, or by hand); None
+        while it is still there. The channel is the ID the post answered with."""
+        args = {"channel": channel, "latest": ts, "oldest": ts, "inclusive": "true", "limit": "1"}
+        if thread_ts and thread_ts != ts:
+            try:
+                data = self.read("conversations.replies", {**args, "ts": thread_ts, "limit": "2"})
+            except PermanentError as exc:
+                if "thread_not_found" not in exc.message:
+                    raise
+                data = {"messages": []}  # the whole thread is gone: so is the reply
+        else:
+            data = self.read("conversations.history", args)
+        if any(str(m.get("ts")) == ts for m in data.get("messages") or []):
+            return None
+        return {"channel": channel, "ts": ts, "deleted": False, "already_undone": True}
 
     def check_auth(self) -> Result:
         data = self.call("auth.test", {})

@@ -1,7 +1,13 @@
-"""Slack Web API emulation: chat.postMessage, chat.delete, conversations.history, auth.test."""
+"""Slack Web API emulation: chat.postMessage, chat.delete, conversations.history and .replies, auth.test.
+
+Messages carry `metadata` (event_type, event_payload) as the real API stores it, and the conversations
+methods read it back only with include_all_metadata=true; they page with limit and cursor and filter by
+oldest/latest/inclusive like the real ones, and, like them, take form or query arguments, not JSON: the
+effect-key lookups (issue 11) are exercised exactly as they would run against Slack."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -11,6 +17,9 @@ from typing import Any
 from executors.sandbox.common import ApiError, Call, Emulator, Reply, format_seconds
 
 MAX_TEXT = 40_000
+#: conversations.history/replies: the default page and the cap (Slack's documented 100 and 999).
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 999
 _CHANNEL_ID = re.compile(r"^[CDG][A-Z0-9]{6,}$")
 
 
@@ -27,8 +36,8 @@ class SlackEmulator(Emulator):
 
     def reset(self) -> None:
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
-        self._epoch = int(time.time())
-        self._counter = 0
+        # Slack's ts is the post time in microseconds, unique per channel: lookups filter on it (oldest).
+        self._last_us = 0
 
     def snapshot(self) -> dict[str, Any]:
         return {"messages": list(self.messages.values())}
@@ -62,8 +71,15 @@ class SlackEmulator(Emulator):
             return self._post_message(args)
         if method == "chat.delete":
             return self._delete(args)
-        if method == "conversations.history":
-            return self._history(args)
+        if method in ("conversations.history", "conversations.replies"):
+            # Read methods take query or form arguments; Slack ignores a JSON body for them.
+            content_type = (call.headers.get("Content-Type") or "").lower()
+            read_args = dict(call.query)
+            if call.method == "POST" and isinstance(call.body, dict) and "json" not in content_type:
+                read_args.update(call.body)
+            if method == "conversations.history":
+                return self._history(read_args)
+            return self._replies(read_args)
         if method == "auth.test":
             return Reply(200, {"ok": True, "url": "https://opsq-sandbox.slack.com/", "team": "opsq sandbox",
                                "user": "opsq", "team_id": "T0SANDBOX", "user_id": "U0SANDBOX",
@@ -93,17 +109,35 @@ class SlackEmulator(Emulator):
             raise self._refuse("no_text")
         if len(text) > MAX_TEXT:
             raise self._refuse("msg_too_long")
-        self._counter += 1
-        ts = f"{self._epoch}.{self._counter:06d}"
+        metadata = self._metadata(args.get("metadata"))
+        self._last_us = max(time.time_ns() // 1000, self._last_us + 1)
+        ts = f"{self._last_us // 1_000_000}.{self._last_us % 1_000_000:06d}"
         message: dict[str, Any] = {"type": "message", "channel": channel, "ts": ts, "text": text,
                                    "user": "U0SANDBOX", "bot_id": "B0SANDBOX"}
         if blocks:
             message["blocks"] = blocks
         if args.get("thread_ts"):
             message["thread_ts"] = str(args["thread_ts"])
+        if metadata is not None:
+            message["metadata"] = metadata
         self.messages[(channel, ts)] = message
         shown = {k: v for k, v in message.items() if k != "channel"}
         return Reply(200, {"ok": True, "channel": channel, "ts": ts, "message": shown})
+
+    def _metadata(self, value: Any) -> dict[str, Any] | None:
+        """chat.postMessage's `metadata`: an object (a JSON string in form calls) with a string event_type and
+        an object event_payload; Slack refuses anything else with invalid_metadata_format."""
+        if value is None or value == "":
+            return None
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise self._refuse("invalid_metadata_format") from None
+        if not isinstance(value, dict) or not isinstance(value.get("event_type"), str) \
+                or not value["event_type"] or not isinstance(value.get("event_payload"), dict):
+            raise self._refuse("invalid_metadata_format")
+        return {"event_type": value["event_type"], "event_payload": value["event_payload"]}
 
     def _delete(self, args: dict[str, Any]) -> Reply:
         channel = self._channel(args)
@@ -113,7 +147,86 @@ class SlackEmulator(Emulator):
         return Reply(200, {"ok": True, "channel": channel, "ts": ts})
 
     def _history(self, args: dict[str, Any]) -> Reply:
-        channel = self._channel(args)
-        found = [m for (c, _), m in self.messages.items() if c == channel]
-        found.sort(key=lambda m: m["ts"], reverse=True)
-        return Reply(200, {"ok": True, "messages": found, "has_more": False})
+        """The channel's messages, newest first; thread replies are not in it (they are in replies)."""
+        channel = self._read_channel(args)
+        found = [m for (c, _), m in self.messages.items()
+                 if c == channel and m.get("thread_ts", m["ts"]) == m["ts"]]
+        found.sort(key=lambda m: _ts_key(m["ts"]), reverse=True)
+        return self._page(found, args, newest_first=True)
+
+    def _replies(self, args: dict[str, Any]) -> Reply:
+        """A thread, oldest first: its parent (always, as Slack returns it), then the replies in range."""
+        channel = self._read_channel(args)
+        ts = str(args.get("ts") or "")
+        if not ts:
+            raise self._refuse("invalid_arguments")
+        parent = self.messages.get((channel, ts))
+        if parent is None:
+            raise self._refuse("thread_not_found")
+        thread_ts = parent.get("thread_ts", ts)
+        replies = [m for (c, t), m in self.messages.items()
+                   if c == channel and m.get("thread_ts") == thread_ts and t != thread_ts]
+        replies.sort(key=lambda m: _ts_key(m["ts"]))
+        head = self.messages.get((channel, thread_ts))
+        return self._page(replies, args, newest_first=False, head=head)
+
+    def _read_channel(self, args: dict[str, Any]) -> str:
+        """The read methods want the channel's ID: a `#name` is channel_not_found, as on Slack."""
+        channel = args.get("channel")
+        if not isinstance(channel, str) or not _CHANNEL_ID.match(channel.strip()):
+            raise self._refuse("channel_not_found")
+        return channel.strip()
+
+    def _page(self, messages: list[dict[str, Any]], args: dict[str, Any], *, newest_first: bool,
+              head: dict[str, Any] | None = None) -> Reply:
+        """oldest/latest (exclusive unless inclusive), limit and an opaque cursor, as the real methods do;
+        metadata only with include_all_metadata. The cursor names the last ts served (Slack's own cursors
+        decode to `next_ts:...`), so messages posted or deleted between pages shift nothing."""
+        inclusive = _truthy(args.get("inclusive"))
+        try:
+            oldest = _ts_key(str(args.get("oldest") or "0"))
+            latest = _ts_key(str(args["latest"])) if args.get("latest") else None
+            limit = int(args.get("limit") or DEFAULT_LIMIT)
+            after = _ts_key(base64.urlsafe_b64decode(str(args["cursor"])).decode().removeprefix("next_ts:")) \
+                if args.get("cursor") else None
+        except (ValueError, TypeError):
+            raise self._refuse("invalid_arguments") from None
+        if limit < 1:
+            raise self._refuse("invalid_limit")
+        limit = min(limit, MAX_LIMIT)
+
+        def in_range(m: dict[str, Any]) -> bool:
+            key = _ts_key(m["ts"])
+            after = key >= oldest if inclusive else key > oldest
+            before = latest is None or (key <= latest if inclusive else key < latest)
+            return after and before
+
+        def not_served(m: dict[str, Any]) -> bool:
+            if after is None:
+                return True
+            return _ts_key(m["ts"]) < after if newest_first else _ts_key(m["ts"]) > after
+
+        matching = [m for m in messages if in_range(m) and not_served(m)]
+        page = matching[:limit]
+        if head is not None and after is None:
+            page = [head, *page]
+        with_metadata = _truthy(args.get("include_all_metadata"))
+        shown = [{k: v for k, v in m.items() if k != "channel" and (with_metadata or k != "metadata")}
+                 for m in page]
+        more = len(matching) > limit
+        body: dict[str, Any] = {"ok": True, "messages": shown, "has_more": more}
+        next_cursor = base64.urlsafe_b64encode(f"next_ts:{page[-1]['ts']}".encode()).decode() if more else ""
+        body["response_metadata"] = {"next_cursor": next_cursor}
+        return Reply(200, body)
+
+
+def _ts_key(ts: str) -> tuple[int, int]:
+    """A ts as a number that compares exactly ("1700000000.000010" > "1700000000.000009")."""
+    whole, _, frac = ts.strip().partition(".")
+    if not whole.isdigit() or (frac and not frac.isdigit()):
+        raise ValueError(f"bad ts {ts!r}")
+    return int(whole), int(frac.ljust(6, "0")[:6])
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or str(value).lower() in ("true", "1")
