@@ -73,7 +73,7 @@ def test_noop_has_no_settings_nor_emulator():
 
 def test_the_environment_names_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch):
     s = Settings()
-    assert s.executor_config("notion").extra == {"version": "2022-06-28"}
+    assert s.executor_config("notion").extra == {"version": "2022-06-28", "effect_property": "opsq_effect"}
     assert s.executor_config("gsheets").extra == {"spreadsheet_id": "opsqueue"}
     assert s.executor_config("trello").extra == {}  # unset: left out
     monkeypatch.setenv("OPSQ_NOTION_VERSION", "2025-09-03")
@@ -82,7 +82,7 @@ def test_the_environment_names_are_the_documented_ones(monkeypatch: pytest.Monke
     monkeypatch.setenv("OPSQ_PLATFORM_BASE_URL", "http://127.0.0.1:8765/")
     s = Settings()
     assert isinstance(s.model_dump()["trello_api_key"], SecretStr)
-    assert s.executor_config("notion").extra == {"version": "2025-09-03"}
+    assert s.executor_config("notion").extra == {"version": "2025-09-03", "effect_property": "opsq_effect"}
     assert s.executor_config("trello").extra == {"api_key": "trello-key-1"}
     assert s.executor_config("gsheets").extra == {"spreadsheet_id": "book-7"}
     assert s.platform("slack").base_url == "http://127.0.0.1:8765/slack"
