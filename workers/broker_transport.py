@@ -76,14 +76,17 @@ class OwnedQoS(kombu_redis.QoS):
             pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
             pipe.hset(self.unacked_key, delivery_tag,
                       dumps([message._raw, delivery["exchange"], delivery["routing_key"]]))
-            pipe.sadd(held_messages.held_key(self.channel.opsq_owner), delivery_tag)
-            pipe.sadd(held_messages.CONSUMERS_KEY, self.channel.opsq_owner)
+            if self.channel.opsq_owner:
+                pipe.sadd(held_messages.held_key(self.channel.opsq_owner), delivery_tag)
+                pipe.sadd(held_messages.CONSUMERS_KEY, self.channel.opsq_owner)
             pipe.execute()
         virtual.QoS.append(self, message, delivery_tag)
 
     def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
-        return super()._remove_from_indices(delivery_tag, pipe).srem(
-            held_messages.held_key(self.channel.opsq_owner), delivery_tag)
+        pipe = super()._remove_from_indices(delivery_tag, pipe)
+        if self.channel.opsq_owner:
+            pipe = pipe.srem(held_messages.held_key(self.channel.opsq_owner), delivery_tag)
+        return pipe
 
     def restore_unacked(self, client: Any = None) -> None:
         # At close kombu puts back what this channel held. When the channel closes because the connection
@@ -116,8 +119,10 @@ class OpsqChannelMixin(_ChannelBase):
 
     def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
         if not self.opsq_owner:
-            self.opsq_owner = held_messages.new_owner()
-            held_messages.registry().register(self, get_settings().consumer_ttl_s)
+            owner = held_messages.new_owner()
+            if owner is not None:  # a worker's channel (held_messages.set_node ran)
+                self.opsq_owner = owner
+                held_messages.registry().register(self, get_settings().consumer_ttl_s)
         return super().basic_consume(queue, *args, **kwargs)
 
     def close(self) -> None:

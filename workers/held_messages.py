@@ -37,7 +37,9 @@ log = logging.getLogger("opsq.worker")
 
 CONSUMERS_KEY = "opsq:consumers"
 RECOVERY_KEY = "opsq:recovery:requested"
-_node = f"{os.uname().nodename}"
+#: The Celery node name of this worker; None outside a worker (the CLI, a client service): their consuming
+#: channels (a control command's replies) hold no task messages and are not tracked.
+_node: str | None = None
 
 
 def alive_key(owner: str) -> str:
@@ -58,7 +60,9 @@ def set_node(name: str) -> None:
     _node = name
 
 
-def new_owner() -> str:
+def new_owner() -> str | None:
+    if _node is None:
+        return None
     return f"{_node}|{os.getpid()}|{uuid.uuid4().hex[:8]}"
 
 
