@@ -152,6 +152,9 @@ class Settings(_WithPlatforms):
     # An action's params travel in its message, its record and its audit entry: a submit larger than this
     # (JSON bytes) is refused with a clear error instead of filling Redis and the worker's memory.
     max_params_bytes: int = Field(1_048_576, ge=1024)
+    # A workflow spec (its YAML/JSON bytes, or its input's JSON) is stored with its run and read at every step:
+    # one larger than this is refused at submit, before it is parsed (workflows.spec).
+    max_spec_bytes: int = Field(1_048_576, ge=1024)
     # A pool process is replaced after this many tasks, or once its resident memory passes this (KiB) at the
     # end of a task: one large action must not leave a process holding hundreds of MB for good. 0: never.
     worker_max_tasks_per_child: int = Field(10_000, ge=0)

@@ -7,6 +7,7 @@ upstream.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from executors.registry import EXECUTORS
 from workers.errors import OpsqError
 from workers.priorities import PRIORITY_NAMES
 from workers.redaction import is_secret_key
+from workers.settings import get_settings
 from workflows import templates
 
 STEP_ID = r"^[A-Za-z0-9_][A-Za-z0-9_\-]{0,99}$"
@@ -74,15 +76,18 @@ def load(source: str | Path | Mapping[str, Any] | WorkflowSpec) -> WorkflowSpec:
     if isinstance(source, WorkflowSpec):
         return source
     if isinstance(source, Mapping):
+        _check_size(_json_size(source, _spec_limit()), "the workflow spec (as JSON)", exact=False)
         data: Any = dict(source)
     else:
         path = Path(source) if not (isinstance(source, str) and "\n" in source) else None
         if path is not None:
             if not path.is_file():
                 raise WorkflowInvalid([f"no such workflow file: {path}"])
+            _check_size(path.stat().st_size, f"{path}")  # before reading it
             text = path.read_text()
         else:
             text = str(source)
+            _check_size(len(text.encode()), "the workflow spec")
         data = _load_yaml(text)
     if not isinstance(data, Mapping):
         raise WorkflowInvalid(["a workflow is a mapping with `name` and `steps`"])
@@ -99,6 +104,34 @@ def load(source: str | Path | Mapping[str, Any] | WorkflowSpec) -> WorkflowSpec:
                 where = f"step {sid or '#' + str(loc[1] + 1)}: " + ".".join(str(p) for p in loc[2:])
             errors.append(f"{where}: {err['msg']}")
         raise WorkflowInvalid(errors) from None
+
+
+# A spec is a small document, and it is stored with its run and read by every step: one larger than
+# OPSQ_MAX_SPEC_BYTES (its bytes, or a mapping's JSON; its input too) is refused before it is parsed.
+def _spec_limit() -> int:
+    return get_settings().max_spec_bytes
+
+
+def _check_size(size: int, what: str, *, exact: bool = True) -> None:
+    limit = _spec_limit()
+    if size > limit:
+        shown = f"{size}" if exact else f"more than {limit}"
+        raise WorkflowInvalid([f"{what} is {shown} bytes; the limit is {limit} (OPSQ_MAX_SPEC_BYTES): put large "
+                               "content somewhere the platform can fetch it and pass its URL"])
+
+
+def _json_size(value: Any, limit: int) -> int:
+    """The size of `value` as compact JSON, counted only up to just past `limit`: a mapping whose parts are
+    shared (the same dict referenced a billion times) is never serialized whole."""
+    size = 0
+    try:
+        for chunk in json.JSONEncoder(separators=(",", ":"), default=str).iterencode(value):
+            size += len(chunk.encode())
+            if size > limit:
+                break
+    except ValueError as exc:  # a circular reference
+        raise WorkflowInvalid([f"the workflow cannot be written as JSON: {exc}"]) from None
+    return size
 
 
 # A spec is a small document. Aliases are allowed (anchors keep a spec DRY), but what they expand to is
@@ -255,6 +288,8 @@ SECRET_HINT = ("workflows are stored, and stored secrets are redacted, so a secr
 
 def validate(spec: WorkflowSpec, input_override: Mapping[str, Any] | None = None) -> WorkflowSpec:
     """Raise WorkflowInvalid listing every problem, or return the spec."""
+    if input_override:
+        _check_size(_json_size(input_override, _spec_limit()), "the workflow's input (as JSON)", exact=False)
     errors: list[str] = []
     input_ = {**spec.input, **(input_override or {})}
     for where in _secret_paths(input_, "input"):

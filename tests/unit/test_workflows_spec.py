@@ -6,8 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from executors.registry import EXECUTORS
+from workers.cli.main import cli, register
+from workers.settings import reload_settings
 from workflows.spec import WorkflowInvalid, WorkflowSpec, levels, load, upstream_of, validate
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
@@ -229,3 +232,47 @@ def test_anchors_that_keep_a_spec_short_still_work():
     spec = load("name: dry\nsteps:\n  - id: a\n    platform: noop\n    action: noop\n    params: &p {echo: 1}\n"
                 "  - id: b\n    platform: noop\n    action: noop\n    params: *p\n    depends_on: [a]\n")
     assert [s.params for s in spec.steps] == [{"echo": 1}, {"echo": 1}]
+
+
+def _big_spec(nbytes: int) -> str:
+    return ("name: big\nsteps:\n  - id: a\n    platform: noop\n    action: noop\n    params: {echo: "
+            + "x" * nbytes + "}\n")
+
+
+@pytest.fixture
+def spec_limit_4k(monkeypatch):
+    monkeypatch.setenv("OPSQ_MAX_SPEC_BYTES", "4096")
+    reload_settings()
+
+
+def test_a_spec_over_the_size_limit_is_refused_naming_the_setting(spec_limit_4k, tmp_path):
+    assert load(_big_spec(3000)).name == "big"
+    with pytest.raises(WorkflowInvalid, match=r"the workflow spec is 5\d\d\d bytes; the limit is 4096 "
+                                              r"\(OPSQ_MAX_SPEC_BYTES\)"):
+        load(_big_spec(5000))
+    path = tmp_path / "big.yaml"
+    path.write_text(_big_spec(5000))
+    with pytest.raises(WorkflowInvalid, match=r"big.yaml is 5\d\d\d bytes; the limit is 4096"):
+        load(path)
+    with pytest.raises(WorkflowInvalid, match=r"\(as JSON\) is more than 4096 bytes"):
+        load({"name": "big", "steps": [{"id": "a", "platform": "noop", "action": "noop",
+                                        "params": {"echo": "x" * 5000}}]})
+    with pytest.raises(WorkflowInvalid, match=r"the workflow's input \(as JSON\) is more than 4096 bytes"):
+        validate(load(_big_spec(10)), {"blob": "x" * 5000})
+
+
+@pytest.mark.timeout(10)
+def test_a_mapping_with_shared_parts_is_measured_without_writing_it_whole(spec_limit_4k):
+    shared: object = ["lol"]
+    for _ in range(30):  # 10^30 values if written out
+        shared = [shared] * 10
+    with pytest.raises(WorkflowInvalid, match="more than 4096 bytes"):
+        load({"name": "bomb", "input": {"x": shared}, "steps": [{"id": "a", "platform": "noop", "action": "noop"}]})
+
+
+def test_the_cli_says_it_in_one_line(spec_limit_4k, tmp_path):
+    register()
+    path = tmp_path / "big.yaml"
+    path.write_text(_big_spec(5000))
+    out = CliRunner().invoke(cli, ["workflow", "validate", str(path)])
+    assert out.exit_code == 1 and "OPSQ_MAX_SPEC_BYTES" in out.output and "Traceback" not in out.output
