@@ -95,6 +95,7 @@ def _open_once_stalled(ids: list[str], stalled_s: float = STALLED_S, bound_s: fl
 class Drill:
     accepted: dict[int, str]  # submit number -> action id, for every submit that returned
     refused: dict[int, str]  # submit number -> the error the caller got
+    refused_at: list[float]  # when each refused submit started, from the kill (seconds)
     lost: list[str]  # accepted actions that were not final until the stuck detector re-sent them
     calls: collections.Counter[int]  # Slack calls per submit number
     first_call: dict[int, float]  # when each submit's first call reached the sandbox (epoch seconds)
@@ -122,6 +123,7 @@ def _drill(cluster: SentinelCluster, env: dict[str, str], worker: Any, sandbox: 
         cluster.replica.pause()
         cluster.master.client().client_kill_filter(_type="replica")
         time.sleep(replica_behind_s)
+    kill_wall = time.time()
     cluster.master.kill()
     killed = time.monotonic()
     if replica_behind_s:
@@ -161,11 +163,14 @@ def _drill(cluster: SentinelCluster, env: dict[str, str], worker: Any, sandbox: 
             n = int(r["body"]["text"][1:])
             calls[n] += 1
             first_call[n] = min(first_call.get(n, r["started"]), r["started"])
-    drill = Drill(accepted, refused, lost, calls, first_call, cut_at, failover_s, max(x["s"] for x in lines),
-                  worker.log_path.read_text(errors="replace"))
+    refused_at = sorted(x["at"] - kill_wall for x in lines if "error" in x)
+    drill = Drill(accepted, refused, refused_at, lost, calls, first_call, cut_at, failover_s,
+                  max(x["s"] for x in lines), worker.log_path.read_text(errors="replace"))
+    window = f"{refused_at[0]:+.2f}s to {refused_at[-1]:+.2f}s from the kill" if refused_at else "none"
     print(f"\nsentinel failover{f' (replica {replica_behind_s:g}s behind)' if replica_behind_s else ''}: "
           f"{failover_s:.1f}s from SIGKILL to the replica named master; {len(accepted)} submits returned, "
-          f"{len(refused)} refused ({sorted({e.split(' (')[0] for e in refused.values()})}); {len(lost)} lost in the "
+          f"{len(refused)} refused ({sorted({e.split(' (')[0] for e in refused.values()})}; started {window}); "
+          f"{len(lost)} lost in the "
           f"failover and re-queued by detect_stuck; {sum(1 for i in accepted if calls[i] > 1)} called twice; "
           f"slowest submit {drill.slowest_submit_s:.1f}s")
     return drill
@@ -199,6 +204,7 @@ def test_a_master_failover_under_load_loses_and_duplicates_nothing(cluster, sand
     assert {store.get(a).status for a in d.accepted.values()} == {ActionStatus.SUCCEEDED}
     assert {i: d.calls[i] for i in d.accepted if d.calls[i] != 1} == {}  # each accepted action's message once
     assert {i: d.calls[i] for i in d.refused if d.calls[i]} == {}  # nothing of a refused submit ran
+    assert all(t > 0 for t in d.refused_at), d.refused_at  # refused only once the master was gone
     assert len(d.accepted) >= N_ACTIONS - 60  # refusals are the failover window's, not the whole run's
     assert worker.proc.poll() is None and worker.proc.pid == pid, worker.log()
     assert "Unrecoverable error" not in d.worker_log

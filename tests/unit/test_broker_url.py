@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 
 import pytest
+import redis
 from kombu import Connection
 from kombu.transport import redis as kombu_redis
 from kombu.utils.url import _parse_url
@@ -133,6 +134,15 @@ def test_a_failed_connection_keeps_our_transport_and_the_password(monkeypatch):
     plain.maybe_switch_next()
     assert plain.transport_cls == "sentinel" and plain.password is None  # what the strategy prevents
     assert celery_config(Settings(redis_url="redis://h/0"))["broker_failover_strategy"] is None
+
+
+def test_a_closed_sentinel_channel_fails_as_a_connection_error():
+    """An ack on a channel closed by a lost connection (a task that outlived it): Celery logs a connection
+    error and goes on; the AttributeError kombu would raise stops the worker."""
+    channel = SentinelChannel.__new__(SentinelChannel)  # as close() leaves it: no connection
+    channel.connection = None
+    with pytest.raises(redis.ConnectionError, match="channel is closed"):
+        channel._connparams()
 
 
 def test_the_sentinel_transport_carries_our_channel_behaviour():
