@@ -2,7 +2,12 @@
 
 OPSQ_WEBHOOK_TOKEN is sent (as a Bearer token) only to URLs under the configured webhook base URL
 (OPSQ_WEBHOOK_BASE_URL, else OPSQ_PLATFORM_BASE_URL + "/webhook"): a webhook action can name any URL,
-and the token must not go to whoever that is. With no base URL configured it is never sent."""
+and the token must not go to whoever that is. With no base URL configured it is never sent.
+
+Every call carries the action's effect key as an `Idempotency-Key` header (issue 11; the IETF httpapi
+idempotency-key draft, as Stripe and others implement it): a receiver that honours it answers a repeat with
+the first answer and does not act twice. There is no standard way to *ask* a receiver whether a key was
+seen, so webhooks have no lookup: after a lost answer the call is repeated, with the same key."""
 
 from __future__ import annotations
 
@@ -12,10 +17,11 @@ from urllib.parse import unquote, urlsplit
 import httpx
 from pydantic import Field, field_validator
 
-from executors.base import NO_EFFECT, ActionParams, Effect, Executor, Result
+from executors.base import AT_LEAST_ONCE, NO_EFFECT, ActionParams, Effect, Executor, Result
 from executors.errors import ExecutorError
 
 MAX_TEXT_BODY = 2000
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 def _check_url(value: str | None) -> str | None:
@@ -92,10 +98,22 @@ class WebhookExecutor(Executor):
             headers["Authorization"] = f"Bearer {self.config.token}"
         return headers
 
-    def _send(self, method: str, url: str, body: Any, headers: dict[str, str]) -> Result:
+    @classmethod
+    def guarantee(cls, action: str) -> str:
+        """At-least-once, as far as opsqueue can tell. After a lost answer the call is repeated (there is no
+        lookup to make: no standard lets a sender ask a receiver whether it saw a key), but with the same
+        Idempotency-Key: a receiver that honours the header (Stripe-style: the first answer replayed, the
+        effect not applied again) makes that exactly-once-effect; any other receiver may act twice."""
+        return AT_LEAST_ONCE
+
+    def _send(self, method: str, url: str, body: Any, headers: dict[str, str], effect: Effect = NO_EFFECT
+              ) -> Result:
+        sent = self._headers_for(url, headers)
+        # The action's own Idempotency-Key header, if it names one, wins: its author knows the receiver.
+        if effect.key is not None and not any(k.lower() == IDEMPOTENCY_HEADER.lower() for k in sent):
+            sent[IDEMPOTENCY_HEADER] = effect.key
         try:
-            response = self.http.request(method, url, platform=self.platform, json=body,
-                                         headers=self._headers_for(url, headers))
+            response = self.http.request(method, url, platform=self.platform, json=body, headers=sent)
         except ExecutorError as exc:
             raise _redact(exc, url) from None
         try:
@@ -105,13 +123,15 @@ class WebhookExecutor(Executor):
         return {"status": response.status_code, "body": parsed}
 
     def do_post(self, p: PostParams, effect: Effect = NO_EFFECT) -> Result:
-        return self._send(p.method, p.url, p.json_body, p.headers)
+        return self._send(p.method, p.url, p.json_body, p.headers, effect)
 
     def undo_post(self, p: PostParams, result: Result, effect: Effect = NO_EFFECT) -> Result:
         if not p.compensation_url:
             return {"compensated": False}
         body = p.compensation_json if p.compensation_json is not None else {"undo": result}
-        return {"compensated": True, **self._send("POST", p.compensation_url, body, p.headers)}
+        # The compensation's own effect key (not the post's): a receiver must not answer the undo with the
+        # post's stored answer.
+        return {"compensated": True, **self._send("POST", p.compensation_url, body, p.headers, effect)}
 
     def check_auth(self) -> Result:
         return {"ok": True, "note": "webhooks authenticate per URL"}

@@ -127,16 +127,42 @@ class GoogleEmulator(Emulator):
 
 
 def field_mask(obj: Any, fields: str | None) -> Any:
-    """Google's `fields` parameter, dotted paths only (`sheets.properties,spreadsheetId`)."""
+    """Google's `fields` parameter: dotted paths (`sheets.properties,spreadsheetId`) and sub-selections
+    (`nextPageToken,files(id,name,appProperties)`)."""
     if not fields or fields.strip() == "*":
         return obj
-    tree: dict[str, Any] = {}
-    for path in fields.split(","):
-        node = tree
-        for part in path.strip().split("."):
-            if part:
-                node = node.setdefault(part, {})
+    tree, rest = _mask_tree(fields.replace(" ", ""), 0)
+    if rest != len(fields.replace(" ", "")):
+        raise ValueError(f"unbalanced parentheses in fields {fields!r}")
     return _apply_mask(obj, tree)
+
+
+def _mask_tree(text: str, at: int) -> tuple[dict[str, Any], int]:
+    """Parses `a.b,c(d,e)` from `at` up to an unmatched `)` or the end: (tree, where it stopped)."""
+    tree: dict[str, Any] = {}
+    node = tree
+    name = ""
+    while at < len(text):
+        char = text[at]
+        if char in ".,()":
+            if name:
+                node = node.setdefault(name, {})
+                name = ""
+            if char == "(":
+                sub, at = _mask_tree(text, at + 1)
+                if at >= len(text) or text[at] != ")":
+                    raise ValueError(f"unbalanced parentheses in fields {text!r}")
+                node.update(sub)
+            elif char == ")":
+                return tree, at
+            elif char == ",":
+                node = tree
+        else:
+            name += char
+        at += 1
+    if name:
+        node.setdefault(name, {})
+    return tree, at
 
 
 def _apply_mask(obj: Any, tree: dict[str, Any]) -> Any:

@@ -192,6 +192,8 @@ class Sandbox:
                 entry["applied"] = False
             if entry["answer"] is None:
                 entry["answer"] = "none" if dropped else "sent"
+            # An emulator that answered a repeated Idempotency-Key with its first answer (webhook) says so.
+            entry["replayed"] = reply.headers.get("Idempotent-Replayed") == "true"
             entry["finished"] = time.time()
 
     def _dispatch(self, entry: dict[str, Any], method: str, raw_segments: list[str],
