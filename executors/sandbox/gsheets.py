@@ -1,4 +1,5 @@
-"""Google Sheets v4 emulation: metadata, values get/update/append, batchUpdate (rows, columns, tabs).
+"""Google Sheets v4 emulation: metadata, values get/update/append, batchUpdate (rows, columns, tabs, cells:
+addSheet, deleteDimension, insertDimension, appendCells, updateCells; atomic, as Sheets' is).
 
 Spreadsheets spring into existence on first use (so the configured default id always works); a tab is
 created by the first append that names it. Cells keep the raw values written with valueInputOption=RAW.
@@ -28,10 +29,14 @@ class Tab:
     rows: list[list[Any]] = field(default_factory=list)
     row_count: int = DEFAULT_ROWS
     column_count: int = DEFAULT_COLUMNS
+    hidden: bool = False
 
     def properties(self, index: int) -> dict[str, Any]:
-        return {"sheetId": self.sheet_id, "title": self.title, "index": index, "sheetType": "GRID",
-                "gridProperties": {"rowCount": self.row_count, "columnCount": self.column_count}}
+        props = {"sheetId": self.sheet_id, "title": self.title, "index": index, "sheetType": "GRID",
+                 "gridProperties": {"rowCount": self.row_count, "columnCount": self.column_count}}
+        if self.hidden:
+            props["hidden"] = True
+        return props
 
     def last_used_row(self) -> int:
         """1-based number of the last row holding any value (0 when the tab is empty)."""
@@ -52,12 +57,13 @@ class Spreadsheet:
     def tab_by_id(self, sheet_id: Any) -> Tab | None:
         return next((t for t in self.tabs if t.sheet_id == sheet_id), None)
 
-    def add_tab(self, title: str) -> Tab:
+    def add_tab(self, title: str, sheet_id: int | None = None) -> Tab:
         # Real sheetIds are arbitrary ints (only the first tab is 0); random ones catch callers assuming 0.
         taken = {t.sheet_id for t in self.tabs}
-        sheet_id = 0 if not taken else secrets.randbelow(2**31 - 2) + 1
-        while sheet_id in taken:
-            sheet_id = secrets.randbelow(2**31 - 2) + 1
+        if sheet_id is None:
+            sheet_id = 0 if not taken else secrets.randbelow(2**31 - 2) + 1
+            while sheet_id in taken:
+                sheet_id = secrets.randbelow(2**31 - 2) + 1
         tab = Tab(sheet_id, title)
         self.tabs.append(tab)
         return tab
@@ -128,6 +134,8 @@ class GSheetsEmulator(GoogleEmulator):
                 rows = tab.rows[:tab.last_used_row()]
                 sheets[tab.title] = {"sheetId": tab.sheet_id, "index": index,
                                      "rows": [_trim(r) for r in rows]}
+                if tab.hidden:
+                    sheets[tab.title]["hidden"] = True
             out[sid] = {"spreadsheetId": sid, "sheets": sheets}
         return {"spreadsheets": out}
 
@@ -254,8 +262,16 @@ class GSheetsEmulator(GoogleEmulator):
         rows = (area.row1 - area.row0 + 1) if area.row1 is not None else max(len(values), 1)
         widest = max((len(v) for v in values), default=1)
         cols = (area.col1 - area.col0 + 1) if area.col1 is not None else widest
+        dimension = query.get("majorDimension", "ROWS")
+        if dimension not in ("ROWS", "COLUMNS"):
+            raise self.fail(400, "badRequest", f"Invalid value at 'major_dimension' ({dimension})")
+        if dimension == "COLUMNS":
+            # One list per column, each without its trailing empty cells, as Sheets answers.
+            values = [_trim([row[j] if j < len(row) else "" for row in values]) for j in range(widest)]
+            while values and not values[-1]:
+                values.pop()
         answer: dict[str, Any] = {"range": self._a1(area.tab, area.row0, area.col0, rows, cols),
-                                  "majorDimension": "ROWS"}
+                                  "majorDimension": dimension}
         if values:
             answer["values"] = values
         return answer
@@ -280,17 +296,66 @@ class GSheetsEmulator(GoogleEmulator):
         self.spreadsheets[book.spreadsheet_id] = work
         return {"spreadsheetId": book.spreadsheet_id, "replies": replies}
 
+    def _cells(self, book: Spreadsheet, where: str, kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """appendCells (after the tab's last row with data) and updateCells (from `start`), with
+        `fields: userEnteredValue`: the only part of a cell the sandbox keeps."""
+        if spec.get("fields") not in ("userEnteredValue", "*"):
+            raise self.fail(400, "badRequest", f"{where}: fields must be userEnteredValue (the sandbox keeps "
+                                               "nothing else).")
+        if kind == "appendCells":
+            tab = book.tab_by_id(spec.get("sheetId"))
+            row0, col0 = (tab.last_used_row() if tab else 0), 0
+        else:
+            start = spec.get("start") or {}
+            tab = book.tab_by_id(start.get("sheetId"))
+            row0, col0 = start.get("rowIndex", 0), start.get("columnIndex", 0)
+            if isinstance(row0, bool) or not isinstance(row0, int) or isinstance(col0, bool) \
+                    or not isinstance(col0, int) or row0 < 0 or col0 < 0:
+                raise self.fail(400, "badRequest", f"{where}: start must hold non-negative indexes.")
+        if tab is None:
+            raise self.fail(400, "badRequest", f"{where}: No grid with id: "
+                                               f"{spec.get('sheetId', (spec.get('start') or {}).get('sheetId'))}")
+        rows = spec.get("rows")
+        if not isinstance(rows, list):
+            raise self.fail(400, "badRequest", f"{where}: rows must be a list.")
+        values = [[self._cell_value(where, cell) for cell in (row or {}).get("values") or []] for row in rows]
+        self._write(tab, row0, col0, values)
+        return {}
+
+    def _cell_value(self, where: str, cell: Any) -> Any:
+        entered = (cell or {}).get("userEnteredValue") if isinstance(cell, dict) else None
+        if entered is None:
+            return None
+        if not isinstance(entered, dict) or len(entered) != 1:
+            raise self.fail(400, "badRequest", f"{where}: a userEnteredValue holds exactly one value.")
+        ((kind, value),) = entered.items()
+        if kind in ("stringValue", "numberValue", "boolValue"):
+            return value
+        raise self.fail(400, "badRequest", f"{where}: the sandbox does not model {kind}.")
+
     def _apply(self, book: Spreadsheet, i: int, request: Any) -> dict[str, Any]:
         if not isinstance(request, dict) or len(request) != 1:
             raise self.fail(400, "badRequest", f"Invalid requests[{i}]: one kind of request expected.")
         ((kind, spec),) = request.items()
         where = f"Invalid requests[{i}].{kind}"
         if kind == "addSheet":
-            title = ((spec or {}).get("properties") or {}).get("title")
-            if not isinstance(title, str) or not title or book.tab(title):
-                raise self.fail(400, "badRequest", f"{where}: a sheet title is missing or already exists.")
-            tab = book.add_tab(title)
+            props = (spec or {}).get("properties") or {}
+            title = props.get("title")
+            if not isinstance(title, str) or not title:
+                raise self.fail(400, "badRequest", f"{where}: a sheet title is missing.")
+            if book.tab(title):
+                raise self.fail(400, "badRequest", f'{where}: A sheet with the name "{title}" already exists. '
+                                                   "Please enter another name.")
+            wanted = props.get("sheetId")
+            if wanted is not None and (isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 0):
+                raise self.fail(400, "badRequest", f"{where}: sheetId must be a non-negative integer.")
+            if wanted is not None and book.tab_by_id(wanted):
+                raise self.fail(400, "badRequest", f"{where}: A sheet with the id {wanted} already exists.")
+            tab = book.add_tab(title, wanted)
+            tab.hidden = bool(props.get("hidden"))
             return {"addSheet": {"properties": tab.properties(len(book.tabs) - 1)}}
+        if kind in ("appendCells", "updateCells"):
+            return self._cells(book, where, kind, spec or {})
         if kind not in ("deleteDimension", "insertDimension"):
             raise self.fail(400, "badRequest", f"{where}: not supported by the sandbox.")
         dim = (spec or {}).get("range") or {}

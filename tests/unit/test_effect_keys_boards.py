@@ -12,6 +12,7 @@ import pytest
 
 from executors.base import AT_LEAST_ONCE, EXACTLY_ONCE_EFFECT, Effect, Executor, ExecutorConfig
 from executors.errors import InvalidParams, PermanentError
+from executors.gsheets import EFFECT_SHEET, GSheetsExecutor
 from executors.http import HttpClient
 from executors.notion import NotionExecutor
 from executors.sandbox import SandboxClient, SandboxServer
@@ -253,3 +254,123 @@ class TestNotion:
         notion.compensate("update_task", params, result)
         assert notion.find_undone("update_task", params, result) == {"page_id": page_id,
                                                                      "restored": ["Name", "Status"]}
+
+
+# -- Google Sheets -------------------------------------------------------------------------------------
+
+
+def rows(sbx: SandboxClient, tab: str, book: str = "book1") -> list[list[Any]]:
+    return list(sbx.state("gsheets")["spreadsheets"][book]["sheets"][tab]["rows"])
+
+
+MARKED = {"effect_column": "E"}
+
+
+class TestGSheetsAppend:
+    def test_the_row_carries_the_key_and_is_found_by_it(self, make: Make, sbx: SandboxClient) -> None:
+        sheets = make(GSheetsExecutor, extra=MARKED)
+        params = {"sheet": "Tasks", "values": ["A-1", 10]}
+        sheets.execute("append_row", {"sheet": "Tasks", "values": ["other"]}, effect("act-0"))
+        result = sheets.execute("append_row", params, effect("act-1"))
+        assert result["row"] == 2 and result["effect_key"] == "act-1" and result["effect_column"] == "E"
+        (_, append) = sbx.requests("gsheets")
+        assert append["body"] == {"values": [["A-1", 10, None, None, "act-1"]]}  # one call: row and key
+        assert rows(sbx, "Tasks")[1] == ["A-1", 10, None, None, "act-1"]
+        sbx.clear_requests()
+        found = sheets.find("append_row", params, effect("act-1"))
+        assert found == {**result, "updated_range": "Tasks!A2:E2"}
+        (lookup,) = sbx.requests("gsheets")
+        assert (lookup["method"], lookup["path"]) == ("GET", "/gsheets/v4/spreadsheets/book1/values/Tasks!E:E")
+        assert sheets.find("append_row", params, effect("act-2")) is None
+        assert sheets.find("append_row", {**params, "sheet": "Nowhere"}, effect("act-1")) is None
+
+    def test_the_key_finds_the_row_where_it_moved_and_undo_deletes_that_one(self, make: Make,
+                                                                           sbx: SandboxClient) -> None:
+        sheets = make(GSheetsExecutor, extra=MARKED)
+        params = {"sheet": "Tasks", "values": ["mine"]}
+        sheets.execute("append_row", {"sheet": "Tasks", "values": ["first"]})
+        result = sheets.execute("append_row", params, effect("act-1"))
+        assert result["row"] == 2
+        sheets.execute("delete_row", {"sheet": "Tasks", "row": 1})  # someone's, above ours: ours moves up
+        assert sheets.find("append_row", params, effect("act-1"))["row"] == 1  # type: ignore[index]
+        assert sheets.find_undone("append_row", params, result) is None
+        undo = sheets.compensate("append_row", params, result)
+        assert undo is not None and undo["deleted"] is True and rows(sbx, "Tasks") == []
+        assert sheets.find_undone("append_row", params, result)["already_undone"] is True  # type: ignore[index]
+
+    def test_off_by_default_and_then_at_least_once(self, make: Make, sbx: SandboxClient) -> None:
+        sheets = make(GSheetsExecutor)
+        params = {"sheet": "Tasks", "values": ["A-1"]}
+        result = sheets.execute("append_row", params, effect("act-1"))
+        assert "effect_key" not in result and rows(sbx, "Tasks") == [["A-1"]]
+        with pytest.raises(NotImplementedError):
+            sheets.find("append_row", params, effect("act-1"))
+        with pytest.raises(NotImplementedError):
+            sheets.find_undone("append_row", params, result)
+        assert GSheetsExecutor.guarantee("append_row") == AT_LEAST_ONCE
+        assert GSheetsExecutor.guarantee("append_row", MARKED) == EXACTLY_ONCE_EFFECT
+
+    def test_values_that_reach_the_marker_column_are_refused(self, make: Make) -> None:
+        with pytest.raises(InvalidParams, match="OPSQ_GSHEETS_EFFECT_COLUMN"):
+            make(GSheetsExecutor, extra=MARKED).execute("append_row", {"sheet": "T", "values": [1, 2, 3, 4, 5]},
+                                                        effect("act-1"))
+        with pytest.raises(InvalidParams, match="letters"):
+            make(GSheetsExecutor, extra={"effect_column": "5"}).execute("append_row", {"sheet": "T", "values": [1]},
+                                                                        effect("act-1"))
+
+
+class TestGSheetsDelete:
+    def fill(self, make: Make) -> GSheetsExecutor:
+        sheets = make(GSheetsExecutor)
+        for values in (["r1", 1], ["r2", 2.5, False], ["r3", 3]):
+            sheets.execute("append_row", {"sheet": "Tasks", "values": values})
+        assert isinstance(sheets, GSheetsExecutor)
+        return sheets
+
+    def test_the_delete_is_logged_in_the_same_batch_and_found_by_it(self, make: Make, sbx: SandboxClient) -> None:
+        sheets = self.fill(make)
+        params = {"sheet": "Tasks", "row": 2}
+        assert sheets.find("delete_row", params, effect("act-1")) is None  # no log tab yet: not done
+        sbx.clear_requests()
+        result = sheets.execute("delete_row", params, effect("act-1"))
+        assert result["values"] == ["r2", 2.5, False] and result["effect_key"] == "act-1"
+        batch = sbx.requests("gsheets")[-1]
+        kinds = [next(iter(r)) for r in batch["body"]["requests"]]
+        assert kinds == ["addSheet", "deleteDimension", "appendCells"]  # one atomic request
+        assert rows(sbx, "Tasks") == [["r1", 1], ["r3", 3]]
+        log = sbx.state("gsheets")["spreadsheets"]["book1"]["sheets"][EFFECT_SHEET]
+        assert log["hidden"] is True and [line[0] for line in log["rows"]] == ["act-1"]
+        sbx.clear_requests()
+        found = sheets.find("delete_row", params, effect("act-1"))
+        assert found == result
+        assert calls(sbx, "gsheets") == [("GET", f"/gsheets/v4/spreadsheets/book1/values/{EFFECT_SHEET}!A:F")]
+        assert sheets.find("delete_row", params, effect("act-2")) is None
+        # A second delete appends to the existing tab: no addSheet.
+        sheets.execute("delete_row", {"sheet": "Tasks", "row": 1}, effect("act-2"))
+        assert [next(iter(r)) for r in sbx.requests("gsheets")[-1]["body"]["requests"]] == [
+            "deleteDimension", "appendCells"]
+        assert sheets.find("delete_row", params, effect("act-2")) is not None
+
+    def test_undo_restores_in_one_batch_and_is_found_by_its_own_log_line(self, make: Make,
+                                                                         sbx: SandboxClient) -> None:
+        sheets = self.fill(make)
+        before = rows(sbx, "Tasks")
+        params = {"sheet": "Tasks", "row": 2}
+        sheets.execute("delete_row", params, effect("act-1"))
+        result = sheets.find("delete_row", params, effect("act-1"))  # as a reconciled attempt has it
+        assert result is not None
+        assert sheets.find_undone("delete_row", params, result) is None
+        assert sheets.compensate("delete_row", params, result)["restored"] is True  # type: ignore[index]
+        assert rows(sbx, "Tasks") == before
+        assert sheets.find_undone("delete_row", params, result) == {
+            "spreadsheet_id": "book1", "sheet": "Tasks", "row": 2, "restored": True}
+
+    def test_the_log_tab_off_is_at_least_once(self, make: Make, sbx: SandboxClient) -> None:
+        sheets = make(GSheetsExecutor, extra={"effect_sheet": ""})
+        sheets.execute("append_row", {"sheet": "Tasks", "values": ["r1"]})
+        sheets.execute("delete_row", {"sheet": "Tasks", "row": 1}, effect("act-1"))
+        assert EFFECT_SHEET not in sbx.state("gsheets")["spreadsheets"]["book1"]["sheets"]
+        with pytest.raises(NotImplementedError):
+            sheets.find("delete_row", {"sheet": "Tasks", "row": 1}, effect("act-1"))
+        assert GSheetsExecutor.guarantee("delete_row", {"effect_sheet": ""}) == AT_LEAST_ONCE
+        assert GSheetsExecutor.guarantee("delete_row") == EXACTLY_ONCE_EFFECT

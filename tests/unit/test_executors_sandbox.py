@@ -478,9 +478,15 @@ class TestGSheets:
         undo = sheets.compensate("delete_row", params, result)
         assert undo == {"spreadsheet_id": "book1", "sheet": "Tasks", "row": 2, "restored": True}
         assert rows(sbx, "Tasks") == before
-        put = sbx.requests("gsheets")[-1]
-        assert (put["method"], put["path"], put["query"]) == (
-            "PUT", "/gsheets/v4/spreadsheets/book1/values/Tasks!A2", {"valueInputOption": "RAW"})
+        # One batchUpdate (atomic): the row comes back with its values, or not at all.
+        batch = sbx.requests("gsheets")[-1]
+        assert (batch["method"], batch["path"]) == ("POST", "/gsheets/v4/spreadsheets/book1:batchUpdate")
+        assert batch["body"]["requests"][1] == {"updateCells": {
+            "start": {"sheetId": sheet_id, "rowIndex": 1, "columnIndex": 0},
+            "rows": [{"values": [{"userEnteredValue": {"stringValue": "r2"}},
+                                 {"userEnteredValue": {"numberValue": 2.5}},
+                                 {"userEnteredValue": {"boolValue": False}}]}],
+            "fields": "userEnteredValue"}}
 
     def test_unknown_tab_is_permanent(self, make: Make) -> None:
         with pytest.raises(PermanentError, match="no tab named 'Nope'"):

@@ -74,7 +74,8 @@ def test_noop_has_no_settings_nor_emulator():
 def test_the_environment_names_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch):
     s = Settings()
     assert s.executor_config("notion").extra == {"version": "2022-06-28", "effect_property": "opsq_effect"}
-    assert s.executor_config("gsheets").extra == {"spreadsheet_id": "opsqueue"}
+    assert s.executor_config("gsheets").extra == {"spreadsheet_id": "opsqueue", "effect_column": "",
+                                                  "effect_sheet": "opsq_effects"}
     assert s.executor_config("trello").extra == {}  # unset: left out
     monkeypatch.setenv("OPSQ_NOTION_VERSION", "2025-09-03")
     monkeypatch.setenv("OPSQ_TRELLO_API_KEY", "trello-key-1")
@@ -84,7 +85,8 @@ def test_the_environment_names_are_the_documented_ones(monkeypatch: pytest.Monke
     assert isinstance(s.model_dump()["trello_api_key"], SecretStr)
     assert s.executor_config("notion").extra == {"version": "2025-09-03", "effect_property": "opsq_effect"}
     assert s.executor_config("trello").extra == {"api_key": "trello-key-1"}
-    assert s.executor_config("gsheets").extra == {"spreadsheet_id": "book-7"}
+    assert s.executor_config("gsheets").extra == {"spreadsheet_id": "book-7", "effect_column": "",
+                                                  "effect_sheet": "opsq_effects"}
     assert s.platform("slack").base_url == "http://127.0.0.1:8765/slack"
     assert "trello-key-1" not in repr(s.platform("trello"))
 
