@@ -18,8 +18,10 @@ from typing import Any
 import redis
 from celery.beat import Scheduler
 
+from beat import alerts
 from beat.schedule import MAINTENANCE_TASK, build
 from workers import held_messages
+from workers.client import redis_cause
 from workers.guards.connection import guard_redis
 from workers.guards.scripts import RELEASE_KEY
 from workers.queues import MAINTENANCE_QUEUE
@@ -56,6 +58,8 @@ class LeaderScheduler(Scheduler):
         self._redis_run_id: str | None = None
         self._next_watch = 0.0
         self._recovery_sent_at = 0.0
+        self._next_memory_check = 0.0
+        self._memory_state: tuple[str, ...] | None = None
         super().__init__(*args, **kwargs)
 
     def setup_schedule(self) -> None:
@@ -78,14 +82,35 @@ class LeaderScheduler(Scheduler):
             self.redis.set(HEARTBEAT_KEY, json.dumps({"beat": self.token, "at": time.time()}),
                            ex=int(LOCK_TTL_S * 6))
             self._watch_for_losses()
+            self._watch_memory()
         except redis.RedisError as exc:
             if self.leader is not False:
-                self.logger.warning("beat %s: cannot reach Redis (%s); standing by until it is back", self.token,
-                                    exc)
+                self.logger.warning("beat %s: Redis refused (%s); standing by until it answers again", self.token,
+                                    redis_cause(exc))
             self.leader = False
+            self._watch_memory()
             return 1.0
         next_tick: float = super().tick(*args, **kwargs)
         return min(next_tick, LOCK_TTL_S / 3)
+
+    def _watch_memory(self) -> None:
+        """Redis full refuses every task beat would send, evaluate_alerts included, so beat itself watches
+        the redis_memory rule (every 15 s, one INFO) and raises or clears that alert straight in the database
+        when its state changes. Leader or not: a full Redis can refuse the leader's lock too."""
+        now = time.monotonic()
+        if now < self._next_memory_check:
+            return
+        self._next_memory_check = now + 15.0
+        try:
+            conditions = alerts.redis_memory_conditions()
+            state = tuple(sorted(c.key for c in conditions))
+            if state != self._memory_state:
+                result = alerts.sync(conditions, ("redis_memory",))
+                self._memory_state = state
+                if result["fired"]:
+                    self.logger.warning("beat %s: alert redis_memory raised: %s", self.token, conditions[0].message)
+        except Exception as exc:  # Redis or the database away: the next check tries again; beat goes on
+            self.logger.warning("beat %s: could not check Redis memory: %s", self.token, exc)
 
     def _watch_for_losses(self) -> None:
         """A loss reported by a worker (workers.held_messages) or a Redis restart seen here (its run_id

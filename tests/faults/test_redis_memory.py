@@ -6,12 +6,16 @@ one line: out of memory, credentials refused, connection refused."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import redis
 
 from tests.integration.opsq_cli import opsq
 from tests.support.private_redis import PrivateRedis
+from tests.support.wait import wait_for
+from tests.support.worker import ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -141,3 +145,26 @@ def test_a_stopped_redis_is_named_as_refusing_the_connection(opsq_env_sqlite, tm
     assert "Redis refused the connection" in _one_line(refused.stderr)
     code, checks = _checks(env)
     assert code != 0 and "refused the connection" in checks["redis"]["detail"]
+
+
+def test_beat_raises_the_memory_alert_itself_when_redis_is_full(opsq_env_sqlite, full_redis, tmp_path):
+    """Full, Redis refuses beat's lock and every task it would send, evaluate_alerts included: beat raises the
+    redis_memory alert straight into the database, and stays up."""
+    env = {**opsq_env_sqlite(), "OPSQ_REDIS_URL": full_redis.url()}
+    assert opsq(env, "db", "upgrade").returncode == 0
+    log_path = tmp_path / "beat.log"
+    with open(log_path, "wb") as log:
+        beat = subprocess.Popen([sys.executable, "-m", "workers.cli.main", "beat", "-l", "INFO"], env=env, cwd=ROOT,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for(lambda: b"now the leader" in log_path.read_bytes(), timeout=20, what="beat leading")
+            assert _fill(full_redis.client()) > 0
+            wait_for(lambda: b"alert redis_memory raised" in log_path.read_bytes(), timeout=30,
+                     what="beat raising the alert")
+            alerts = json.loads(opsq(env, "alerts", "list", "--json").stdout)
+            assert [a["key"] for a in alerts if a["kind"] == "redis_memory"] == ["redis_memory"]
+            assert b"out of memory" in log_path.read_bytes()  # the cause named, not "cannot reach Redis"
+            assert beat.poll() is None
+        finally:
+            beat.terminate()
+            beat.wait(15)
