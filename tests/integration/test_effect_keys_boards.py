@@ -1,0 +1,151 @@
+"""Effect keys (issue 11) for Trello, Notion and Google Sheets with real worker processes: 30 % of the calls
+are applied by the sandbox and their answer lost (held past the read timeout, the connection reset, a 502).
+Every action ends succeeded and the platforms hold exactly one object per action: the attempt after a lost
+answer looked the effect up (visible in the sandbox's request log) instead of calling again. And with no
+fault, no lookup is made at all."""
+
+from __future__ import annotations
+
+import collections
+import json
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from workers.client import submit_action, wait_all
+from workers.store import actions as store
+from workers.store.db import session
+from workers.store.models import ActionRun
+
+pytestmark = pytest.mark.integration
+
+N = 15  # creations per platform
+M = 6  # follow-ups per platform (labels, updates, deletes)
+LIST_ID = "listEffects01"
+DATABASE_ID = "db-effects"
+SHEET = "Effects"
+QUEUES = "trello,notion,gsheets"
+
+
+def _env(opsq_env_sqlite: Any) -> dict[str, str]:
+    # A short read timeout, so an applied_timeout's held answer is a lost one; attempts enough that an action
+    # whose every call (lookups included) may be faulted still gets through; no rate limit to wait for.
+    return opsq_env_sqlite(OPSQ_HTTP_READ_TIMEOUT_S="1", OPSQ_MAX_ATTEMPTS="20", OPSQ_RETRY_CAP_S="1",
+                           OPSQ_RATE_LIMITS=json.dumps({p: {"rate": 0} for p in ("trello", "notion", "gsheets")}),
+                           OPSQ_GSHEETS_EFFECT_COLUMN="Z")
+
+
+def _faults(sandbox_client: Any, modes: dict[str, str]) -> None:
+    for platform, mode in modes.items():
+        # An applied_timeout holds the answer 2.5 s: past the 1 s read timeout, short enough to end with the test.
+        extra = {"latency_ms": 2500} if mode == "applied_timeout" else {}
+        sandbox_client.fault(platform, mode=mode, rate=0.3, **extra)
+
+
+def _run(items: list[tuple[str, str, dict[str, Any]]]) -> list[Any]:
+    ids = [submit_action(platform, action, params).id for platform, action, params in items]
+    wait_all(ids, timeout=240)
+    views = [store.get(i) for i in ids]
+    failed = [(v.platform, v.action, v.error) for v in views if v.status != "succeeded"]
+    assert not failed, failed
+    return views
+
+
+def _lookups(sandbox_client: Any) -> dict[str, int]:
+    """The requests that only a reconciling attempt makes, per platform."""
+    counts: collections.Counter[str] = collections.Counter()
+    for r in sandbox_client.requests():
+        method, path = r["method"], r["path"]
+        if method == "GET" and path == f"/trello/1/lists/{LIST_ID}/cards":
+            counts["trello.create_card"] += 1
+        elif method == "GET" and path.startswith("/trello/1/cards/") and path.endswith("/actions"):
+            counts["trello.add_label"] += 1
+        elif method == "POST" and path == f"/notion/v1/databases/{DATABASE_ID}/query":
+            counts["notion.create_task"] += 1
+        elif method == "GET" and path.endswith(f"/values/{SHEET}!Z:Z"):
+            counts["gsheets.append_row"] += 1
+        elif method == "GET" and path.endswith("/values/opsq_effects!A:F"):
+            counts["gsheets.delete_row"] += 1
+    return dict(counts)
+
+
+def _creations() -> list[tuple[str, str, dict[str, Any]]]:
+    items: list[tuple[str, str, dict[str, Any]]] = []
+    for i in range(N):
+        items.append(("trello", "create_card", {"list_id": LIST_ID, "name": f"card-{i}"}))
+        items.append(("notion", "create_task", {"database_id": DATABASE_ID, "title": f"task-{i}"}))
+        items.append(("gsheets", "append_row", {"sheet": SHEET, "values": [f"row-{i}", i]}))
+    return items
+
+
+def test_lost_answers_are_reconciled_one_object_per_action(opsq_env_sqlite, workers_started, sandbox_client):
+    env = _env(opsq_env_sqlite)
+    for _ in range(2):
+        workers_started(env, queues=QUEUES, concurrency=4)
+
+    # Creations: each platform loses answers its own way.
+    _faults(sandbox_client, {"trello": "applied_timeout", "notion": "applied_reset", "gsheets": "applied_502"})
+    created = _run(_creations())
+    sandbox_client.clear_faults()
+
+    cards = collections.Counter(c["name"] for c in sandbox_client.state(platform="trello")["cards"])
+    assert cards == {f"card-{i}": 1 for i in range(N)}
+    pages = collections.Counter(p["properties"]["Name"]["title"][0]["plain_text"]
+                                for p in sandbox_client.state(platform="notion")["pages"])
+    assert pages == {f"task-{i}": 1 for i in range(N)}
+    sheet_rows = sandbox_client.state(platform="gsheets")["spreadsheets"]["opsqueue"]["sheets"][SHEET]["rows"]
+    assert collections.Counter(r[0] for r in sheet_rows) == {f"row-{i}": 1 for i in range(N)}
+    # Each row carries its action's key, so each could be found.
+    assert sorted(r[25] for r in sheet_rows) == sorted(v.id for v in created if v.platform == "gsheets")
+
+    applied = [r for r in sandbox_client.requests() if r.get("fault", "") and str(r["fault"]).startswith("applied")]
+    assert applied, "no answer was lost: the faults did not bite"
+    lookups = _lookups(sandbox_client)
+    for name in ("trello.create_card", "notion.create_task", "gsheets.append_row"):
+        assert lookups.get(name, 0) > 0, (name, lookups)
+    with session() as s:
+        reconciled = s.scalars(select(ActionRun.platform).where(ActionRun.reconciled.is_(True))).all()
+    assert set(reconciled) == {"trello", "notion", "gsheets"}, reconciled
+
+    # Follow-ups on what was created, the modes rotated.
+    sandbox_client.clear_requests()
+    _faults(sandbox_client, {"trello": "applied_reset", "notion": "applied_502", "gsheets": "applied_timeout"})
+    trello_cards = [v.result["card_id"] for v in created if v.platform == "trello"][:M]
+    notion_pages = [v.result["page_id"] for v in created if v.platform == "notion"][:M]
+    follow = [("trello", "add_label", {"card_id": c, "label_id": "red"}) for c in trello_cards]
+    follow += [("notion", "update_task", {"page_id": p, "status": "Done"}) for p in notion_pages]
+    follow += [("gsheets", "delete_row", {"sheet": SHEET, "row": 1}) for _ in range(M)]
+    done = _run(follow)
+    sandbox_client.clear_faults()
+
+    # A repeated add_label would have failed (Trello refuses a label already on the card, 400): all succeeded,
+    # and each says it added its label (so its undo would remove it).
+    assert all(v.result["added"] is True for v in done if v.action == "add_label")
+    by_id = {c["id"]: c for c in sandbox_client.state(platform="trello")["cards"]}
+    assert all(by_id[c]["idLabels"] == ["red"] for c in trello_cards)
+    pages_by_id = {p["id"]: p for p in sandbox_client.state(platform="notion")["pages"]}
+    assert all(pages_by_id[p]["properties"]["Status"]["status"]["name"] == "Done" for p in notion_pages)
+    # M deletes of row 1 took exactly M rows (a repeated delete would have taken the next one too), and each
+    # delete's values are the row it took.
+    tabs = sandbox_client.state(platform="gsheets")["spreadsheets"]["opsqueue"]["sheets"]
+    assert len(tabs[SHEET]["rows"]) == N - M
+    deleted = sorted(v.result["values"][0] for v in done if v.action == "delete_row")
+    remaining = {r[0] for r in tabs[SHEET]["rows"]}
+    assert len(set(deleted)) == M and not set(deleted) & remaining
+    assert len(tabs["opsq_effects"]["rows"]) == M  # one log line per delete, none twice
+    applied = [r for r in sandbox_client.requests() if str(r.get("fault") or "").startswith("applied")]
+    assert applied, "no answer was lost: the faults did not bite"
+
+
+def test_no_fault_no_lookup(opsq_env_sqlite, workers_started, sandbox_client):
+    workers_started(_env(opsq_env_sqlite), queues=QUEUES, concurrency=4)
+    created = _run(_creations()[:9])
+    card = next(v.result["card_id"] for v in created if v.platform == "trello")
+    page = next(v.result["page_id"] for v in created if v.platform == "notion")
+    _run([("trello", "add_label", {"card_id": card, "label_id": "red"}),
+          ("notion", "update_task", {"page_id": page, "status": "Done"}),
+          ("gsheets", "delete_row", {"sheet": SHEET, "row": 1})])
+    assert _lookups(sandbox_client) == {}
+    with session() as s:
+        assert not s.scalars(select(ActionRun.id).where(ActionRun.reconciled.is_(True))).all()
