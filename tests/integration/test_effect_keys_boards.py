@@ -17,6 +17,8 @@ from workers.client import submit_action, wait_all
 from workers.store import actions as store
 from workers.store.db import session
 from workers.store.models import ActionRun
+from workflows import state
+from workflows.client import submit_workflow
 
 pytestmark = pytest.mark.integration
 
@@ -26,14 +28,18 @@ LIST_ID = "listEffects01"
 DATABASE_ID = "db-effects"
 SHEET = "Effects"
 QUEUES = "trello,notion,gsheets"
+# Every call of an attempt may be faulted, lookups included (an ambiguous lookup is only looked again): enough
+# attempts that 0.3 ** ATTEMPTS-like runs of bad luck do not fail an action.
+ATTEMPTS = 20
 
 
 def _env(opsq_env_sqlite: Any) -> dict[str, str]:
     # A short read timeout, so an applied_timeout's held answer is a lost one; attempts enough that an action
     # whose every call (lookups included) may be faulted still gets through; no rate limit to wait for.
-    return opsq_env_sqlite(OPSQ_HTTP_READ_TIMEOUT_S="1", OPSQ_MAX_ATTEMPTS="20", OPSQ_RETRY_CAP_S="1",
+    # The breaker kept closed: 30 % of calls failing would open it, and the test would only wait longer.
+    return opsq_env_sqlite(OPSQ_HTTP_READ_TIMEOUT_S="1", OPSQ_MAX_ATTEMPTS=str(ATTEMPTS), OPSQ_RETRY_CAP_S="1",
                            OPSQ_RATE_LIMITS=json.dumps({p: {"rate": 0} for p in ("trello", "notion", "gsheets")}),
-                           OPSQ_GSHEETS_EFFECT_COLUMN="Z")
+                           OPSQ_BREAKER=json.dumps({"failure_threshold": 100000}), OPSQ_GSHEETS_EFFECT_COLUMN="Z")
 
 
 def _faults(sandbox_client: Any, modes: dict[str, str]) -> None:
@@ -44,7 +50,7 @@ def _faults(sandbox_client: Any, modes: dict[str, str]) -> None:
 
 
 def _run(items: list[tuple[str, str, dict[str, Any]]]) -> list[Any]:
-    ids = [submit_action(platform, action, params).id for platform, action, params in items]
+    ids = [submit_action(platform, action, params, max_attempts=ATTEMPTS).id for platform, action, params in items]
     wait_all(ids, timeout=240)
     views = [store.get(i) for i in ids]
     failed = [(v.platform, v.action, v.error) for v in views if v.status != "succeeded"]
@@ -149,3 +155,43 @@ def test_no_fault_no_lookup(opsq_env_sqlite, workers_started, sandbox_client):
     assert _lookups(sandbox_client) == {}
     with session() as s:
         assert not s.scalars(select(ActionRun.id).where(ActionRun.reconciled.is_(True))).all()
+
+
+ROLLBACK = {"name": "lost-undo", "steps": [
+    {"id": "card", "platform": "trello", "action": "create_card", "params": {"list_id": LIST_ID, "name": "c"}},
+    {"id": "page", "platform": "notion", "action": "create_task",
+     "params": {"database_id": DATABASE_ID, "title": "p"}, "depends_on": ["card"]},
+    {"id": "row", "platform": "gsheets", "action": "append_row", "params": {"sheet": SHEET, "values": ["r"]},
+     "depends_on": ["page"]},
+    {"id": "msg", "platform": "slack", "action": "send_message", "params": {"channel": "#ops", "text": "x"},
+     "depends_on": ["row"]},
+]}
+
+
+def test_a_compensation_whose_answer_is_lost_is_not_repeated(opsq_env_sqlite, workers_started, sandbox_client):
+    workers_started(_env(opsq_env_sqlite), concurrency=2)
+    sandbox_client.fault("slack", mode="error", status=400)  # the last step fails for good: roll back
+    # Each undo's own request is applied and its answer lost, once (the creations do not match these paths).
+    sandbox_client.fault("trello", mode="applied_reset", match="/1/cards/", times=1)
+    sandbox_client.fault("notion", mode="applied_502", match="/v1/pages/", times=1)
+    sandbox_client.fault("gsheets", mode="applied_timeout", latency_ms=2500, match=":batchUpdate", times=1)
+    handle = submit_workflow(ROLLBACK)
+    assert handle.wait(120, until=("rolled_back", "rollback_failed")) == "rolled_back"
+    comps = state.compensations(handle.id)
+    assert [(c["step_id"], c["status"]) for c in comps] == [("row", "done"), ("page", "done"), ("card", "done")]
+
+    log = sandbox_client.requests()
+    lost = [(r["platform"], r["method"]) for r in log if str(r.get("fault") or "").startswith("applied")]
+    assert sorted(lost) == [("gsheets", "POST"), ("notion", "PATCH"), ("trello", "DELETE")]
+    # Each undo was made once; the attempt after its lost answer looked instead (a 404 for the card, the page
+    # archived, no row holding the key) and found it done.
+    assert [r["method"] for r in log if r["platform"] == "trello" and r["method"] == "DELETE"] == ["DELETE"]
+    assert len([r for r in log if r["platform"] == "notion" and r["method"] == "PATCH"]) == 1
+    assert len([r for r in log if r["platform"] == "gsheets" and r["path"].endswith(":batchUpdate")]) == 1
+    card_lookups = [r for r in log if r["platform"] == "trello" and r["method"] == "GET"]
+    assert card_lookups and all(r["status"] == 404 for r in card_lookups)
+    assert any(r["platform"] == "notion" and r["method"] == "GET" for r in log)
+    assert sum(r["path"].endswith(f"/values/{SHEET}!Z:Z") for r in log) >= 2  # undo's own, then the check
+    platforms = sandbox_client.state()
+    assert platforms["trello"]["cards"] == [] and platforms["notion"]["pages"] == []
+    assert not platforms["gsheets"]["spreadsheets"]["opsqueue"]["sheets"][SHEET]["rows"]
