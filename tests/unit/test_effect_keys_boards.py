@@ -374,3 +374,16 @@ class TestGSheetsDelete:
             sheets.find("delete_row", {"sheet": "Tasks", "row": 1}, effect("act-1"))
         assert GSheetsExecutor.guarantee("delete_row", {"effect_sheet": ""}) == AT_LEAST_ONCE
         assert GSheetsExecutor.guarantee("delete_row") == EXACTLY_ONCE_EFFECT
+
+    def test_a_log_tab_added_meanwhile_by_another_worker_is_used(self, make: Make, sbx: SandboxClient) -> None:
+        sheets = self.fill(make)
+        sheets.execute("delete_row", {"sheet": "Tasks", "row": 1}, effect("act-1"))  # creates the log tab
+        # This worker read the tabs before that (no log tab then): its addSheet is refused, and it appends
+        # to the tab that is there, deleting its row once.
+        sheet_id = sheets._sheet_id("book1", "Tasks")
+        sheets._batch_logged("book1", [sheets._rows_request("deleteDimension", sheet_id, 1)], {"Tasks": sheet_id},
+                             "act-2", "Tasks", sheet_id, 1, ["r2", 2.5, False])
+        assert rows(sbx, "Tasks") == [["r3", 3]]
+        log = sbx.state("gsheets")["spreadsheets"]["book1"]["sheets"][EFFECT_SHEET]["rows"]
+        assert [line[0] for line in log] == ["act-1", "act-2"]
+        assert sheets.find("delete_row", {"sheet": "Tasks", "row": 1}, effect("act-2")) is not None
