@@ -55,8 +55,10 @@ def transport_options(settings: Settings) -> dict[str, Any]:
 
 def broker_transport(target: RedisTarget) -> str | None:
     """Our transports (the quarantine, workers.broker_transport) for every scheme that has one; None leaves
-    kombu's own (rediss://: kombu's plain transport name, given explicitly, would skip its TLS default)."""
-    return {"redis": QUARANTINING_TRANSPORT, "sentinel": QUARANTINING_SENTINEL_TRANSPORT}.get(target.scheme)
+    kombu's own (unix://). rediss:// is the plain transport over TLS: given by name, kombu no longer sees
+    the scheme, so the TLS options are given as well (broker_use_ssl)."""
+    return {"redis": QUARANTINING_TRANSPORT, "rediss": QUARANTINING_TRANSPORT,
+            "sentinel": QUARANTINING_SENTINEL_TRANSPORT}.get(target.scheme)
 
 
 def sentinel_options(target: RedisTarget) -> dict[str, Any]:
@@ -83,6 +85,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # kombu would "fail over" along the Sentinels' URLs and lose our transport and the password on the way;
         # the Sentinel client does the failing over (workers.broker_sentinel).
         broker_failover_strategy=stay_on_the_sentinels if target.is_sentinel else None,
+        # rediss://: TLS for the broker and the result backend, the URL's options (certificate checked unless
+        # it says ssl_cert_reqs=none); the guards' client gets the same (workers.guards.connection).
+        broker_use_ssl=target.ssl,
+        redis_backend_use_ssl=target.ssl,
         # ... and a consumer that quarantines messages that are messages but cannot be run (unknown task, broken
         # arguments, pickle, no task header, oversized params): acked, logged without their body (workers.consumer).
         worker_consumer="workers.consumer:OpsqConsumer",

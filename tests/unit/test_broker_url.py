@@ -4,6 +4,7 @@ what the broker, the result backend and the guards' client are each given (worke
 from __future__ import annotations
 
 import importlib
+import ssl
 
 import pytest
 import redis
@@ -109,10 +110,32 @@ def test_the_broker_the_backend_and_the_guards_get_the_same_sentinels(monkeypatc
     assert conf["broker_transport_options"]["visibility_timeout"] == 3600  # ours are kept beside them
 
 
+def test_a_rediss_url_gives_every_client_the_same_tls_options(monkeypatch):
+    t = parse_redis_url("rediss://:pw@cache:6380/1?ssl_ca_certs=/etc/ca.pem&ssl_certfile=/c.pem&ssl_keyfile=/k.pem")
+    assert t.ssl == {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": "/etc/ca.pem", "ssl_certfile": "/c.pem",
+                     "ssl_keyfile": "/k.pem"}  # the certificate is checked unless the URL says otherwise
+    assert parse_redis_url("rediss://h/0?ssl_cert_reqs=none").ssl == {"ssl_cert_reqs": ssl.CERT_NONE}
+    assert parse_redis_url("rediss://h/0?ssl_cert_reqs=CERT_OPTIONAL").ssl == {"ssl_cert_reqs": ssl.CERT_OPTIONAL}
+    with pytest.raises(ConfigError, match="ssl_cert_reqs must be one of"):
+        parse_redis_url("rediss://h/0?ssl_cert_reqs=maybe")
+    assert parse_redis_url("redis://h/0").ssl is None
+    # ... and taken out of the URL, which kombu would let replace them whole
+    assert parse_redis_url("rediss://h/0?ssl_cert_reqs=none&health_check_interval=5").url == \
+        "rediss://h/0?health_check_interval=5"
+    monkeypatch.setenv("OPSQ_REDIS_URL", "rediss://cache:6380/0?ssl_ca_certs=/etc/ca.pem")
+    conf = celery_config(Settings())
+    assert conf["broker_transport"] == QUARANTINING_TRANSPORT
+    assert conf["broker_use_ssl"] == conf["redis_backend_use_ssl"] == {"ssl_cert_reqs": ssl.CERT_REQUIRED,
+                                                                         "ssl_ca_certs": "/etc/ca.pem"}
+    conn = Connection(conf["broker_url"], transport=conf["broker_transport"], ssl=conf["broker_use_ssl"])
+    assert conn.ssl == conf["broker_use_ssl"] and conn.transport_cls == QUARANTINING_TRANSPORT
+
+
 def test_each_scheme_gets_its_transport():
     assert broker_transport(parse_redis_url("redis://h/0")) == QUARANTINING_TRANSPORT
     assert broker_transport(parse_redis_url(SENTINELS, master="m")) == QUARANTINING_SENTINEL_TRANSPORT
-    assert broker_transport(parse_redis_url("rediss://h/0")) is None  # kombu's, with its TLS handling
+    assert broker_transport(parse_redis_url("rediss://h/0")) == QUARANTINING_TRANSPORT  # over TLS
+    assert broker_transport(parse_redis_url("unix:///run/redis.sock")) is None  # kombu's
 
 
 def test_a_failed_connection_keeps_our_transport_and_the_password(monkeypatch):

@@ -2,7 +2,10 @@
 
 OPSQ_REDIS_URL is one of:
 
-- `redis://[[user]:password@]host[:port][/db]` (or `rediss://` for TLS, `unix://`): one Redis server;
+- `redis://[[user]:password@]host[:port][/db]` (or `unix://`): one Redis server;
+- `rediss://...` the same over TLS, with redis-py's query parameters: `ssl_cert_reqs` (`required`, the
+  default; `optional`; `none`), `ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile`. The broker, the result
+  backend and the guards' client get the same TLS options (`RedisTarget.ssl`);
 - `sentinel://[[user]:password@]host[:port][/db];sentinel://host2[:port];...`: the Redis Sentinels that
   watch a replicated Redis (port 26379 by default). OPSQ_REDIS_SENTINEL_MASTER names the master they
   watch (`sentinel monitor NAME ...` in sentinel.conf); OPSQ_REDIS_SENTINEL_PASSWORD is the Sentinels'
@@ -19,8 +22,10 @@ Every Redis client of opsqueue (the broker, the result backend, the guards' clie
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
-from urllib.parse import SplitResult, quote, unquote, urlsplit
+from typing import Any
+from urllib.parse import SplitResult, parse_qs, quote, unquote, urlsplit
 
 from workers.dev import embedded_redis
 from workers.errors import ConfigError
@@ -30,13 +35,16 @@ SENTINEL_SCHEME = "sentinel"
 SENTINEL_DEFAULT_PORT = 26379
 # The schemes of one Redis server that redis-py's from_url and kombu's Redis transport both understand.
 SERVER_SCHEMES = ("redis", "rediss", "unix")
+SSL_QUERY_KEYS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
 
 
 @dataclass(frozen=True)
 class RedisTarget:
     """Where opsqueue's Redis is, parsed once from OPSQ_REDIS_URL and the Redis settings."""
 
-    #: the URL to hand to kombu, Celery and redis-py: OPSQ_REDIS_PASSWORD put in when set. Holds secrets.
+    #: the URL to hand to kombu, Celery and redis-py: OPSQ_REDIS_PASSWORD put in when set, the TLS options
+    #: taken out (`ssl`). Holds secrets.
     url: str = field(repr=False)
     scheme: str
     #: (host, port) of each Sentinel; empty for a single server
@@ -46,6 +54,8 @@ class RedisTarget:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     sentinel_password: str | None = field(default=None, repr=False)
+    #: for rediss://, the TLS options (kombu's `broker_use_ssl` and Celery's `redis_backend_use_ssl`)
+    ssl: dict[str, Any] | None = None
 
     @property
     def is_sentinel(self) -> bool:
@@ -97,9 +107,13 @@ def parse_redis_url(url: str, *, master: str | None = None, password: str | None
         url_password = unquote(first.password) if first.password is not None else None
         if password and url_password:
             raise ConfigError("the Redis password is set twice: in OPSQ_REDIS_URL and OPSQ_REDIS_PASSWORD; keep one")
+        if scheme == "rediss":
+            # The TLS options travel apart (RedisTarget.ssl): kombu would let the URL's replace them whole.
+            chunks[0] = _without_ssl_query(chunks[0])
         return RedisTarget(url=_with_password(chunks[0], password) if password else chunks[0], scheme=scheme,
                            db=_db(first, scheme), username=unquote(first.username) if first.username else None,
-                           password=password or url_password, sentinel_password=sentinel_password)
+                           password=password or url_password, sentinel_password=sentinel_password,
+                           ssl=_ssl_options(first) if scheme == "rediss" else None)
 
     if not master:
         raise ConfigError("OPSQ_REDIS_URL is a sentinel:// URL: set OPSQ_REDIS_SENTINEL_MASTER to the name the "
@@ -162,6 +176,22 @@ def _db(parts: SplitResult, scheme: str) -> int:
     if not path.isdigit():
         raise ConfigError(f"OPSQ_REDIS_URL: the db ({path!r}) must be a number")
     return int(path)
+
+
+def _ssl_options(parts: SplitResult) -> dict[str, Any]:
+    """A rediss:// URL's TLS options, as kombu and Celery take them. The certificate is checked unless the
+    URL says otherwise (as redis-py's from_url does; kombu alone would not check it)."""
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items() if k in SSL_QUERY_KEYS}
+    reqs = query.pop("ssl_cert_reqs", "required").lower().removeprefix("cert_")
+    if reqs not in CERT_REQS:
+        raise ConfigError(f"OPSQ_REDIS_URL: ssl_cert_reqs must be one of {', '.join(CERT_REQS)}, not {reqs!r}")
+    return {"ssl_cert_reqs": CERT_REQS[reqs], **query}
+
+
+def _without_ssl_query(chunk: str) -> str:
+    base, _, query = chunk.partition("?")
+    kept = "&".join(p for p in query.split("&") if p and p.split("=", 1)[0] not in SSL_QUERY_KEYS)
+    return f"{base}?{kept}" if kept else base
 
 
 def _with_password(chunk: str, password: str) -> str:

@@ -48,7 +48,7 @@ def guard_redis(settings: Settings | None = None) -> redis.Redis:
     target = redis_target(settings or get_settings())
     # Keyed by PID: a forked pool process builds its own pool (and its own Sentinel connections) rather
     # than share the parent's sockets.
-    key = f"{target.url}#{target.master}#{target.sentinel_password}"
+    key = f"{target.url}#{target.master}#{target.sentinel_password}#{target.ssl}"
     if _client is None or _client[0] != os.getpid() or _client[1] != key:
         _client = (os.getpid(), key, make_client(target))
     return _client[2]
@@ -59,7 +59,7 @@ def make_client(target: RedisTarget, **overrides: Any) -> redis.Redis:
     options: dict[str, Any] = {"socket_timeout": SOCKET_TIMEOUT_S, "socket_connect_timeout": SOCKET_TIMEOUT_S,
                                "health_check_interval": 30, **overrides}
     if not target.is_sentinel:
-        return redis.Redis.from_url(target.url, **options)
+        return redis.Redis.from_url(target.url, **(target.ssl or {}), **options)
     assert target.master is not None  # parse_redis_url refuses a sentinel:// URL without one
     master_options = {k: v for k, v in (("username", target.username), ("password", target.password)) if v}
     client: redis.Redis = sentinels(target).master_for(target.master, db=target.db, **master_options, **options)
