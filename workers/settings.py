@@ -74,7 +74,10 @@ class PlatformSettings:
 class _Base(BaseSettings):
     """The settings read before the platforms' (the order `opsq validate-env` shows them in)."""
 
-    model_config = SettingsConfigDict(env_prefix="OPSQ_", extra="ignore", case_sensitive=False)
+    # hide_input_in_errors: a refused setting's error would otherwise print the tail of every setting read
+    # (pydantic's input_value), a password in OPSQ_REDIS_URL or a token included.
+    model_config = SettingsConfigDict(env_prefix="OPSQ_", extra="ignore", case_sensitive=False,
+                                      hide_input_in_errors=True)
     #: the executors whose settings are fields of this class (set by with_platforms)
     registry: ClassVar[Mapping[str, type[Executor]]] = {}
 

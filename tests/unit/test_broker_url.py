@@ -96,6 +96,16 @@ def test_a_sentinel_url_without_its_master_is_refused_when_the_settings_load(mon
     assert (t.master, t.password, t.sentinel_password) == ("mymaster", "master-secret", "sentinel-secret")
 
 
+def test_a_refused_setting_prints_no_secret(monkeypatch):
+    """pydantic would print the tail of every setting read with the error: here a password in the URL."""
+    monkeypatch.setenv("OPSQ_REDIS_URL", "sentinel://h1:26379;sentinel://:master-secret-in-url@h2:26379")
+    monkeypatch.setenv("OPSQ_SLACK_TOKEN", "xoxb-slack-secret-token")
+    with pytest.raises(ValueError) as exc:
+        Settings()
+    assert "OPSQ_REDIS_SENTINEL_MASTER" in str(exc.value)
+    assert "secret" not in str(exc.value)
+
+
 def test_the_broker_the_backend_and_the_guards_get_the_same_sentinels(monkeypatch):
     monkeypatch.setenv("OPSQ_REDIS_URL", SENTINELS)
     monkeypatch.setenv("OPSQ_REDIS_SENTINEL_MASTER", "mymaster")
