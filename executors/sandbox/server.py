@@ -160,7 +160,8 @@ class Sandbox:
         body, understood = _parse_body(raw, headers.get("Content-Type") or "")
         # Only the scheme is kept: tests can see a credential was sent without the log ever holding it.
         scheme = (headers.get("Authorization") or "").strip().partition(" ")[0] or None
-        entry = self._received(platform, method, path, query, body, scheme)
+        # Not a credential, and what a test needs to tie a request to its action (the effect key, issue 11).
+        entry = self._received(platform, method, path, query, body, scheme, headers.get("Idempotency-Key"))
         try:
             reply = self._dispatch(entry, method, raw_segments[1:], query, headers, body, understood)
         except Exception as exc:
@@ -169,14 +170,15 @@ class Sandbox:
         return reply
 
     def _received(self, platform: str, method: str, path: str, query: dict[str, list[str]],
-                  body: Any, auth: str | None) -> dict[str, Any]:
+                  body: Any, auth: str | None, idempotency_key: str | None = None) -> dict[str, Any]:
         shown = {k: v[0] if len(v) == 1 else v
                  for k, v in query.items() if k.lower() not in SECRET_QUERY_KEYS}
         with self.lock:
             self._seq += 1
             entry = {"seq": self._seq, "platform": platform, "method": method, "path": path, "query": shown,
                      "body": _copy(body), "auth": auth, "status": None, "response": None, "fault": None,
-                     "applied": None, "answer": None, "started": time.time(), "finished": None}
+                     "applied": None, "answer": None, "replayed": False, "idempotency_key": idempotency_key,
+                     "started": time.time(), "finished": None}
             self._log.append(entry)
             del self._log[:-MAX_LOG]
         return entry
@@ -192,8 +194,6 @@ class Sandbox:
                 entry["applied"] = False
             if entry["answer"] is None:
                 entry["answer"] = "none" if dropped else "sent"
-            # An emulator that answered a repeated Idempotency-Key with its first answer (webhook) says so.
-            entry["replayed"] = reply.headers.get("Idempotent-Replayed") == "true"
             entry["finished"] = time.time()
 
     def _dispatch(self, entry: dict[str, Any], method: str, raw_segments: list[str],
@@ -242,9 +242,13 @@ class Sandbox:
         with self.lock:
             entry["applied"] = True
             try:
-                return emulator.handle(call)
+                reply = emulator.handle(call)
             except ApiError as exc:
-                return exc.reply
+                reply = exc.reply
+            # An emulator that answered a repeated Idempotency-Key with its first answer (webhook) says so,
+            # from the moment it did (an applied_* fault may hold that answer long after).
+            entry["replayed"] = reply.headers.get("Idempotent-Replayed") == "true"
+            return reply
 
     def _lose_answer(self, entry: dict[str, Any], emulator: Emulator, fault: Fault, reply: Reply) -> Reply:
         """The request has been applied (`reply` is the emulator's answer, kept in the log as `applied_status`
