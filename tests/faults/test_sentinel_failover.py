@@ -32,6 +32,7 @@ from typing import Any
 
 import pytest
 
+from beat.scheduler import HEARTBEAT_KEY
 from tests.conftest import make_env
 from tests.integration.opsq_cli import opsq
 from tests.support.sentinel_cluster import MASTER_NAME, SentinelCluster
@@ -58,6 +59,28 @@ LEASE_S = 5
 STALLED_S = VISIBILITY_TIMEOUT_S + 6  # no action became final for this long: only detect_stuck can help
 OUR_TRANSPORT = "workers.broker_sentinel:SentinelTransport"
 SLACK_LISTS = ["slack", *(f"slack\x06\x16{p}" for p in (3, 6, 9))]  # the queue's list per priority step
+
+
+@pytest.fixture
+def beat(tmp_path: Path):
+    """Starts `opsq beat` (its own process group) with the given environment; stopped after the test."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Path]:
+        log_path = tmp_path / "beat.log"
+        log = open(log_path, "wb")  # noqa: SIM115 - the process owns it until the test ends
+        started.append(subprocess.Popen([sys.executable, "-m", "workers.cli.main", "beat", "-l", "INFO"], env=env,
+                                        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        return started[-1], log_path
+
+    yield start
+    for proc in started:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 @pytest.fixture
@@ -100,6 +123,7 @@ class Drill:
     calls: collections.Counter[int]  # Slack calls per submit number
     first_call: dict[int, float]  # when each submit's first call reached the sandbox (epoch seconds)
     cut_at: float  # when the replica stopped getting the master's writes (the kill, without a cut)
+    killed_at: float  # when the master was SIGKILLed (epoch seconds)
     failover_s: float
     slowest_submit_s: float
     worker_log: str
@@ -164,7 +188,7 @@ def _drill(cluster: SentinelCluster, env: dict[str, str], worker: Any, sandbox: 
             calls[n] += 1
             first_call[n] = min(first_call.get(n, r["started"]), r["started"])
     refused_at = sorted(x["at"] - kill_wall for x in lines if "error" in x)
-    drill = Drill(accepted, refused, refused_at, lost, calls, first_call, cut_at, failover_s,
+    drill = Drill(accepted, refused, refused_at, lost, calls, first_call, cut_at, kill_wall, failover_s,
                   max(x["s"] for x in lines), worker.log_path.read_text(errors="replace"))
     window = f"{refused_at[0]:+.2f}s to {refused_at[-1]:+.2f}s from the kill" if refused_at else "none"
     print(f"\nsentinel failover{f' (replica {replica_behind_s:g}s behind)' if replica_behind_s else ''}: "
@@ -190,9 +214,11 @@ def _start(cluster: SentinelCluster, sandbox: Any, sqlite_url: str, workers_star
 
 
 def test_a_master_failover_under_load_loses_and_duplicates_nothing(cluster, sandbox, sandbox_client, sqlite_url,
-                                                                   workers_started, monkeypatch):
+                                                                   workers_started, beat, monkeypatch):
     env, worker = _start(cluster, sandbox, sqlite_url, workers_started, monkeypatch)
     pid = worker.proc.pid
+    beat_proc, beat_log = beat(env)
+    wait_for(lambda: b"now the leader" in beat_log.read_bytes(), timeout=30, what="beat leading")
     health = opsq(env, "health", "--json")
     assert health.returncode in (0, 1), health.stderr  # 1: beat is not running here
     sentinel_check = next(c for c in json.loads(health.stdout) if c["name"] == "redis sentinel")
@@ -221,6 +247,11 @@ def test_a_master_failover_under_load_loses_and_duplicates_nothing(cluster, sand
     health = opsq(env, "health", "--json")
     sentinel_check = next(c for c in json.loads(health.stdout) if c["name"] == "redis sentinel")
     assert f"127.0.0.1:{cluster.replica.port}" in sentinel_check["detail"]  # the new master, named
+    # Beat is the same process and leads on the new master (its heartbeat there is newer than the kill).
+    assert beat_proc.poll() is None, beat_log.read_text(errors="replace")[-3000:]
+    assert MASTER_PASSWORD not in beat_log.read_text(errors="replace")
+    wait_for(lambda: json.loads(new_master.get(HEARTBEAT_KEY) or b'{"at": 0}')["at"] > d.killed_at, timeout=30,
+             what="beat's heartbeat on the new master")
     # The old master is dead: nothing left to fail over to, and health says so.
     assert sentinel_check["status"] == "warn" and "0 of 1 replica(s) up" in sentinel_check["detail"], sentinel_check
 
