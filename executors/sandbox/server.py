@@ -177,7 +177,8 @@ class Sandbox:
             self._seq += 1
             entry = {"seq": self._seq, "platform": platform, "method": method, "path": path, "query": shown,
                      "body": _copy(body), "auth": auth, "status": None, "response": None, "fault": None,
-                     "applied": None, "answer": None, "replayed": False, "idempotency_key": idempotency_key,
+                     "applied": None, "answer": None, "replayed": False, "applied_at": None,
+                     "idempotency_key": idempotency_key,
                      "started": time.time(), "finished": None}
             self._log.append(entry)
             del self._log[:-MAX_LOG]
@@ -241,6 +242,9 @@ class Sandbox:
                     query={k: v[0] for k, v in query.items()}, body=body, headers=headers, token=token)
         with self.lock:
             entry["applied"] = True
+            # When it took effect: a request the sandbox was slow to reach can take effect after the client
+            # gave up on it, even after the lookup that followed (the window a lookup cannot close).
+            entry["applied_at"] = time.time()
             try:
                 reply = emulator.handle(call)
             except ApiError as exc:

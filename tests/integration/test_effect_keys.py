@@ -1,0 +1,201 @@
+"""Effect keys end to end (issue 11) for Slack, Google Drive and webhooks: real worker processes, real Redis,
+the sandbox over real HTTP. A fault applies 30 % of the calls and loses their answers (held past the read
+timeout, the connection dropped, a gateway's 502); every action still ends succeeded and the platform's
+*state* holds exactly one object per action, because the attempt after a lost answer looks the effect up
+(Slack, Drive) or repeats it under the same Idempotency-Key, which the receiver replays (webhook). Without
+faults, no lookup is made at all."""
+
+from __future__ import annotations
+
+import collections
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from executors.gdrive import EFFECT_PROPERTY
+from executors.slack import EFFECT_EVENT_TYPE
+from tests.support.wait import wait_for
+from workers.client import submit_action
+from workers.status import ActionStatus
+from workers.store.db import session
+from workers.store.models import ActionRun
+
+pytestmark = pytest.mark.integration
+
+PER_PLATFORM = 25
+#: 30 % of calls fail on purpose, lookups included: enough attempts that none runs out (0.3^12).
+MAX_ATTEMPTS = 12
+CHANNEL = "C0EFFECTS1"  # an ID: conversations.history (Slack's lookup) takes IDs only
+PLATFORMS = ("slack", "gdrive", "webhook")
+#: The request that makes each platform's object, and the lookup that finds it again.
+CREATES = {"slack": "/slack/chat.postMessage", "gdrive": "/gdrive/drive/v3/files", "webhook": "/webhook/"}
+LOOKUPS = {"slack": "/slack/conversations.history", "gdrive": "/gdrive/drive/v3/files"}
+
+
+def _env(opsq_env_sqlite: Callable[..., dict[str, str]]) -> dict[str, str]:
+    return opsq_env_sqlite(
+        # A lost answer must be noticed quickly: the applied_timeout fault holds it past this. Not lower: a
+        # request the (in-process, shared-CPU) sandbox reaches only after this and after the next attempt's
+        # lookup takes effect after that lookup, which no lookup can see (the failure message says so).
+        OPSQ_HTTP_READ_TIMEOUT_S="2",
+        OPSQ_RATE_LIMITS=json.dumps({p: {"rate": 0} for p in PLATFORMS}),
+        # A breaker that stays closed under 30 % failures: the test is about reconciliation, not cool-downs.
+        OPSQ_BREAKER=json.dumps({"failure_threshold": 100000}),
+    )
+
+
+def _submit(sandbox_url: str, tag: str) -> dict[str, list[str]]:
+    ids: dict[str, list[str]] = {p: [] for p in PLATFORMS}
+    for i in range(PER_PLATFORM):
+        ids["slack"].append(submit_action("slack", "send_message", {"channel": CHANNEL, "text": f"{tag}-{i}"},
+                                          max_attempts=MAX_ATTEMPTS).id)
+        ids["gdrive"].append(submit_action("gdrive", "create_file", {"name": f"{tag}-{i}.txt"},
+                                           max_attempts=MAX_ATTEMPTS).id)
+        ids["webhook"].append(submit_action("webhook", "post", {"url": f"{sandbox_url}/webhook/hooks/{tag}",
+                                                                "json": {"n": i}}, max_attempts=MAX_ATTEMPTS).id)
+    return ids
+
+
+def _wait_final(ids: list[str]) -> dict[str, ActionRun]:
+    def final() -> bool:
+        with session() as s:
+            return not s.scalars(select(ActionRun.id).where(ActionRun.id.in_(ids), ActionRun.status.not_in(
+                [ActionStatus.SUCCEEDED, ActionStatus.FAILED]))).all()
+
+    try:
+        # Under pytest-timeout's 180 s, so that a stall says which actions stalled, and where.
+        wait_for(final, timeout=150, what="every action final", interval=0.5)
+    except AssertionError:
+        with session() as s:
+            open_runs = [(r.id, r.platform, r.status, r.attempts, r.error_kind, r.error) for r in s.scalars(
+                select(ActionRun).where(ActionRun.id.in_(ids), ActionRun.status.not_in(
+                    [ActionStatus.SUCCEEDED, ActionStatus.FAILED]))).all()]
+        raise AssertionError(f"{len(open_runs)} actions not final after 150 s: {open_runs[:10]}") from None
+    with session() as s:
+        runs = {r.id: r for r in s.scalars(select(ActionRun).where(ActionRun.id.in_(ids))).all()}
+        for run in runs.values():
+            s.expunge(run)
+    return runs
+
+
+def _objects_per_key(state: dict[str, Any]) -> dict[str, collections.Counter[str]]:
+    """platform -> effect key -> how many objects in the sandbox's state carry it."""
+    slack = collections.Counter(
+        m["metadata"]["event_payload"]["key"] for m in state["slack"]["messages"]
+        if (m.get("metadata") or {}).get("event_type") == EFFECT_EVENT_TYPE)
+    gdrive = collections.Counter(f["appProperties"][EFFECT_PROPERTY] for f in state["gdrive"]["files"]
+                                 if EFFECT_PROPERTY in (f.get("appProperties") or {}))
+    webhook = collections.Counter(r["idempotency_key"] for r in state["webhook"]["received"]
+                                  if r.get("idempotency_key"))
+    return {"slack": slack, "gdrive": gdrive, "webhook": webhook}
+
+
+def _key_of(platform: str, entry: dict[str, Any]) -> str | None:
+    """The effect key a create request carried, where the platform carries it."""
+    body = entry.get("body") or {}
+    if platform == "slack":
+        return ((body.get("metadata") or {}).get("event_payload") or {}).get("key")
+    if platform == "gdrive":
+        return (body.get("appProperties") or {}).get(EFFECT_PROPERTY)
+    return entry.get("idempotency_key")
+
+
+def _creates(log: list[dict[str, Any]], platform: str) -> list[dict[str, Any]]:
+    return [e for e in log if e["method"] == "POST" and e["path"].startswith(CREATES[platform])]
+
+
+def _lookups(log: list[dict[str, Any]], platform: str) -> list[dict[str, Any]]:
+    return [e for e in log if e["method"] == "GET" and e["path"] == LOOKUPS[platform]]
+
+
+def _timeline(platform: str, log: list[dict[str, Any]], objects: collections.Counter[str]) -> str:
+    """For a key with two objects: when each create was sent, took effect and was answered, and the lookups."""
+    lines = [f"{platform}: more than one object for a key"]
+    for key in [k for k, n in objects.items() if n > 1]:
+        for e in log:
+            if (e["method"] == "POST" and _key_of(platform, e) == key) or (e["method"] == "GET" and
+                                                                          e["path"] == LOOKUPS.get(platform)):
+                lines.append(f"  {key[:8]} seq {e['seq']} {e['method']} {e['path']} sent {e['started']:.3f} "
+                             f"applied {e['applied_at']} answered {e['finished']} {e['answer']} {e['fault']}")
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("mode", ["applied_timeout", "applied_reset", "applied_502"])
+def test_lost_answers_leave_one_object_per_action(opsq_env_sqlite, workers_started, sandbox, sandbox_client,
+                                                  mode: str) -> None:
+    env = _env(opsq_env_sqlite)
+    for platform in PLATFORMS:
+        # applied_timeout holds 4 s, past the 2 s read timeout; the others lose the answer at once.
+        sandbox_client.fault(platform, mode=mode, rate=0.3, latency_ms=4000 if mode == "applied_timeout" else 0)
+    workers_started(env, queues=",".join(PLATFORMS), concurrency=4)
+    workers_started(env, queues=",".join(PLATFORMS), concurrency=4)
+    ids = _submit(sandbox.url, f"lost-{mode}")
+    every = [i for p in PLATFORMS for i in ids[p]]
+    runs = _wait_final(every)
+    sandbox_client.clear_faults()
+    failed = {i: (r.platform, r.attempts, r.error_kind, r.error) for i, r in runs.items()
+              if r.status != ActionStatus.SUCCEEDED}
+    assert failed == {}
+
+    state = sandbox_client.state()
+    objects = _objects_per_key(state)
+    log = sandbox_client.requests()
+    summary = {}
+    for platform in PLATFORMS:
+        # Exactly one object per action in the platform's state, and none that no action made.
+        assert objects[platform] == {i: 1 for i in ids[platform]}, _timeline(platform, log, objects[platform])
+        creates = _creates(log, platform)
+        lost = [e for e in creates if e["answer"] == "lost"]
+        assert lost and all(e["applied"] for e in lost), f"{platform}: the fault never hit a create"
+        if platform == "webhook":
+            # No lookup exists: the repeat call under the same key is the reconciliation, and the receiver
+            # answered it with its first answer instead of delivering again.
+            per_key = collections.Counter(e["idempotency_key"] for e in creates)
+            assert set(per_key) == set(ids["webhook"])
+            replays = state["webhook"]["replays"]
+            # Every request after a key's first was replayed, and every key whose answer was lost had one.
+            assert {k: n - 1 for k, n in per_key.items() if n > 1} == replays
+            assert {e["idempotency_key"] for e in lost} <= set(replays)
+            assert sum(e["replayed"] for e in creates) == sum(replays.values())
+            assert not any(r.reconciled for i, r in runs.items() if i in ids["webhook"])
+            summary[platform] = f"{len(lost)} answers lost, {sum(replays.values())} replays, 0 lookups"
+            continue
+        lookups = _lookups(log, platform)
+        # Each lost create was followed by an attempt that looked first (a lookup can be lost too, and is
+        # made again), and no action looked without cause.
+        assert len(lookups) >= len(lost)
+        lost_keys = {_key_of(platform, e) for e in lost}
+        reconciled = {i for i in ids[platform] if runs[i].reconciled}
+        # Every action whose create answer was lost found its object by the key; no other action reconciled.
+        assert reconciled == lost_keys, {k: (platform, runs[k].attempts, runs[k].result, [
+            (e["seq"], e["status"], e["answer"], e["fault"]) for e in creates if _key_of(platform, e) == k])
+            for k in lost_keys ^ reconciled}
+        # And no create was made after the lost one for those actions: one create per action, exactly.
+        assert collections.Counter(_key_of(platform, e) for e in creates if e["applied"]) == \
+            {i: 1 for i in ids[platform]}
+        summary[platform] = f"{len(lost)} answers lost, {len(lookups)} lookups, {len(reconciled)} reconciled"
+    print(f"\n{mode}: {PER_PLATFORM} actions per platform, one object each; " + "; ".join(
+        f"{p}: {s}" for p, s in summary.items()))
+
+
+def test_no_lookup_when_no_answer_is_lost(opsq_env_sqlite, workers_started, sandbox, sandbox_client) -> None:
+    """The happy path costs nothing: not one lookup, no replay, nothing reconciled."""
+    env = _env(opsq_env_sqlite)
+    workers_started(env, queues=",".join(PLATFORMS), concurrency=4)
+    ids = _submit(sandbox.url, "happy")
+    every = [i for p in PLATFORMS for i in ids[p]]
+    runs = _wait_final(every)
+    assert collections.Counter(r.status for r in runs.values()) == {ActionStatus.SUCCEEDED: len(every)}
+    assert not any(r.reconciled for r in runs.values())
+    log = sandbox_client.requests()
+    assert [e for p in LOOKUPS for e in _lookups(log, p)] == []
+    assert not any(e["replayed"] for e in log)
+    state = sandbox_client.state()
+    assert state["webhook"]["replays"] == {}
+    objects = _objects_per_key(state)
+    for platform in PLATFORMS:
+        assert objects[platform] == {i: 1 for i in ids[platform]}
+        assert len(_creates(log, platform)) == PER_PLATFORM
