@@ -204,11 +204,7 @@ class SlackExecutor(Executor):
         conversations.replies, a top-level message only in conversations.history."""
         if effect.key is None:
             return None
-        if not _CHANNEL_ID.match(channel):
-            # conversations.* take an ID only; a `#name` or a user's ID cannot be read back without more
-            # scopes (conversations.list, channels:read) than sending needs: this call is at-least-once.
-            raise NotImplementedError(f"slack: the channel {channel!r} is not a channel ID (C..., G..., D...); "
-                                      "a message posted to it cannot be looked up")
+        channel = self._channel_id(channel)
         args = {"channel": channel, "include_all_metadata": "true", "limit": str(LOOKUP_PAGE)}
         if effect.since is not None:
             args["oldest"] = f"{max(0.0, effect.since - LOOKBACK_MARGIN_S):.6f}"
@@ -227,6 +223,41 @@ class SlackExecutor(Executor):
             cursor = str((data.get("response_metadata") or {}).get("next_cursor") or "")
             if not data.get("has_more") or not cursor or cursor in seen:
                 return None
+            seen.add(cursor)
+            args["cursor"] = cursor
+
+    def _channel_id(self, channel: str) -> str:
+        """The ID conversations.* need, for a channel given as sending allows: an ID as is; a `#name` found
+        with conversations.list (cached for the process: a channel's ID never changes, and a name not in the
+        cache reads the list again).
+        NotImplementedError (the action is then at-least-once, as run_attempt logs) for what cannot be
+        resolved: a user's ID (a DM), a name not listed, or a token without channels:read/groups:read."""
+        if _CHANNEL_ID.match(channel):
+            return channel
+        name = channel.removeprefix("#")
+        if _USER_ID.match(name) or not name:
+            raise NotImplementedError(f"slack: {channel!r} names a user, not a channel: a message sent to it "
+                                      "cannot be looked up")
+        cache: dict[str, str] = self.__dict__.setdefault("_channel_ids", {})
+        if name in cache:
+            return cache[name]
+        args = {"types": "public_channel,private_channel", "exclude_archived": "true", "limit": "1000"}
+        seen: set[str] = set()
+        while True:
+            try:
+                data = self.read("conversations.list", args)
+            except AuthError as exc:
+                raise NotImplementedError(f"slack: cannot resolve {channel!r} to an ID ({exc.message}); add "
+                                          "channels:read (and groups:read for private channels) to look "
+                                          "messages up") from None
+            for listed in data.get("channels") or []:
+                if isinstance(listed, dict) and listed.get("id") and listed.get("name"):
+                    cache[str(listed["name"])] = str(listed["id"])
+            if name in cache:
+                return cache[name]
+            cursor = str((data.get("response_metadata") or {}).get("next_cursor") or "")
+            if not cursor or cursor in seen:
+                raise NotImplementedError(f"slack: no channel named {channel!r} is visible to the token")
             seen.add(cursor)
             args["cursor"] = cursor
 

@@ -38,6 +38,9 @@ class SlackEmulator(Emulator):
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
         # Slack's ts is the post time in microseconds, unique per channel: lookups filter on it (oldest).
         self._last_us = 0
+        # id -> name of every channel posted to: what conversations.list shows (the sandbox has no other
+        # notion of a channel existing).
+        self.channels: dict[str, str] = {}
 
     def snapshot(self) -> dict[str, Any]:
         return {"messages": list(self.messages.values())}
@@ -71,7 +74,7 @@ class SlackEmulator(Emulator):
             return self._post_message(args)
         if method == "chat.delete":
             return self._delete(args)
-        if method in ("conversations.history", "conversations.replies"):
+        if method in ("conversations.history", "conversations.replies", "conversations.list"):
             # Read methods take query or form arguments; Slack ignores a JSON body for them.
             content_type = (call.headers.get("Content-Type") or "").lower()
             read_args = dict(call.query)
@@ -79,6 +82,8 @@ class SlackEmulator(Emulator):
                 read_args.update(call.body)
             if method == "conversations.history":
                 return self._history(read_args)
+            if method == "conversations.list":
+                return self._list_channels(read_args)
             return self._replies(read_args)
         if method == "auth.test":
             return Reply(200, {"ok": True, "url": "https://opsq-sandbox.slack.com/", "team": "opsq sandbox",
@@ -94,6 +99,8 @@ class SlackEmulator(Emulator):
 
     def _post_message(self, args: dict[str, Any]) -> Reply:
         channel = self._channel(args)
+        given = str(args["channel"]).strip()
+        self.channels.setdefault(channel, given.lstrip("#") if given != channel else f"ch-{channel.lower()}")
         text = args.get("text") or ""
         blocks = args.get("blocks")
         if isinstance(blocks, str):  # form-encoded calls send blocks as a JSON string
@@ -169,6 +176,23 @@ class SlackEmulator(Emulator):
         replies.sort(key=lambda m: _ts_key(m["ts"]))
         head = self.messages.get((channel, thread_ts))
         return self._page(replies, args, newest_first=False, head=head)
+
+    def _list_channels(self, args: dict[str, Any]) -> Reply:
+        """conversations.list: the channels, by name order, `limit` a page (up to 1000), an offset cursor."""
+        try:
+            limit = min(int(args.get("limit") or DEFAULT_LIMIT), 1000)
+            offset = int(base64.urlsafe_b64decode(str(args["cursor"])).decode().removeprefix("offset:")) \
+                if args.get("cursor") else 0
+        except (ValueError, TypeError):
+            raise self._refuse("invalid_cursor") from None
+        if limit < 1:
+            raise self._refuse("invalid_limit")
+        listed = [{"id": cid, "name": name, "is_channel": True, "is_private": cid.startswith("G"),
+                   "is_archived": False} for cid, name in sorted(self.channels.items(), key=lambda c: c[1])]
+        page = listed[offset:offset + limit]
+        more = offset + limit < len(listed)
+        cursor = base64.urlsafe_b64encode(f"offset:{offset + limit}".encode()).decode() if more else ""
+        return Reply(200, {"ok": True, "channels": page, "response_metadata": {"next_cursor": cursor}})
 
     def _read_channel(self, args: dict[str, Any]) -> str:
         """The read methods want the channel's ID: a `#name` is channel_not_found, as on Slack."""

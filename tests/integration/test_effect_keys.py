@@ -28,7 +28,9 @@ pytestmark = pytest.mark.integration
 PER_PLATFORM = 25
 #: 30 % of calls fail on purpose, lookups included: enough attempts that none runs out (0.3^12).
 MAX_ATTEMPTS = 12
-CHANNEL = "C0EFFECTS1"  # an ID: conversations.history (Slack's lookup) takes IDs only
+CHANNEL = "C0EFFECTS1"
+#: Half the messages go to a #name: the lookup resolves it with conversations.list (history takes IDs only).
+CHANNEL_NAME = "#effects-by-name"
 PLATFORMS = ("slack", "gdrive", "webhook")
 #: The request that makes each platform's object, and the lookup that finds it again.
 CREATES = {"slack": "/slack/chat.postMessage", "gdrive": "/gdrive/drive/v3/files", "webhook": "/webhook/"}
@@ -50,7 +52,8 @@ def _env(opsq_env_sqlite: Callable[..., dict[str, str]]) -> dict[str, str]:
 def _submit(sandbox_url: str, tag: str) -> dict[str, list[str]]:
     ids: dict[str, list[str]] = {p: [] for p in PLATFORMS}
     for i in range(PER_PLATFORM):
-        ids["slack"].append(submit_action("slack", "send_message", {"channel": CHANNEL, "text": f"{tag}-{i}"},
+        channel = CHANNEL if i % 2 else CHANNEL_NAME
+        ids["slack"].append(submit_action("slack", "send_message", {"channel": channel, "text": f"{tag}-{i}"},
                                           max_attempts=MAX_ATTEMPTS).id)
         ids["gdrive"].append(submit_action("gdrive", "create_file", {"name": f"{tag}-{i}.txt"},
                                            max_attempts=MAX_ATTEMPTS).id)
@@ -177,6 +180,9 @@ def test_lost_answers_leave_one_object_per_action(opsq_env_sqlite, workers_start
         assert collections.Counter(_key_of(platform, e) for e in creates if e["applied"]) == \
             {i: 1 for i in ids[platform]}
         summary[platform] = f"{len(lost)} answers lost, {len(lookups)} lookups, {len(reconciled)} reconciled"
+        if platform == "slack":
+            by_name = sum(1 for i in reconciled if runs[i].params["channel"] == CHANNEL_NAME)
+            summary[platform] += f" ({by_name} sent to {CHANNEL_NAME})"
     print(f"\n{mode}: {PER_PLATFORM} actions per platform, one object each; " + "; ".join(
         f"{p}: {s}" for p, s in summary.items()))
 
@@ -192,6 +198,7 @@ def test_no_lookup_when_no_answer_is_lost(opsq_env_sqlite, workers_started, sand
     assert not any(r.reconciled for r in runs.values())
     log = sandbox_client.requests()
     assert [e for p in LOOKUPS for e in _lookups(log, p)] == []
+    assert [e for e in log if e["path"] == "/slack/conversations.list"] == []
     assert not any(e["replayed"] for e in log)
     state = sandbox_client.state()
     assert state["webhook"]["replays"] == {}

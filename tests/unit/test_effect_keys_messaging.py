@@ -147,11 +147,43 @@ class TestSlack:
         assert slack.find("request_approval", params, effect) == result
         assert SlackExecutor.guarantee("request_approval") == EXACTLY_ONCE_EFFECT
 
-    def test_a_channel_name_cannot_be_looked_up(self, make: Make, sbx: SandboxClient) -> None:
-        """conversations.history takes an ID only: a #name is at-least-once (run_attempt calls again)."""
+    def test_a_channel_name_is_resolved_with_conversations_list(self, make: Make, sbx: SandboxClient) -> None:
+        """conversations.history takes an ID only: a #name is looked up in conversations.list first (once per
+        process: the ID is cached)."""
+        slack = make(SlackExecutor)
+        params = {"channel": "#ops", "text": "hi"}
+        effect = Effect("by-name", since_now())
+        result = slack.execute("send_message", params, effect)
+        slack.execute("send_message", {"channel": "#other", "text": "x"})
+        sbx.clear_requests()
+        assert slack.find("send_message", params, effect) == result
+        listing, lookup = sbx.requests("slack")
+        assert (listing["method"], listing["path"]) == ("GET", "/slack/conversations.list")
+        assert lookup["query"]["channel"] == result["channel"]
+        assert slack.find("send_message", params, Effect("absent", since_now())) is None
+        assert [e["path"] for e in sbx.requests("slack")][2:] == ["/slack/conversations.history"]  # cached
+
+    def test_conversations_list_pages(self, make: Make, server: SandboxServer, http: HttpClient) -> None:
+        slack = make(SlackExecutor)
+        for name in ("a", "b", "c"):
+            slack.execute("send_message", {"channel": f"#{name}", "text": "x"})
+        url, auth = f"{server.url}/slack/conversations.list", {"Authorization": f"Bearer {TOKEN}"}
+        first = http.json("GET", url, platform="slack", params={"limit": "2"}, headers=auth)
+        cursor = first["response_metadata"]["next_cursor"]
+        second = http.json("GET", url, platform="slack", params={"limit": "2", "cursor": cursor}, headers=auth)
+        assert [c["name"] for c in first["channels"] + second["channels"]] == ["a", "b", "c"]
+        assert second["response_metadata"]["next_cursor"] == ""
+
+    @pytest.mark.parametrize("channel", ["U0123ABCD", "#nowhere"])
+    def test_what_cannot_be_resolved_is_at_least_once(self, make: Make, sbx: SandboxClient, channel: str) -> None:
+        """A user's ID (a DM) or a name the token cannot see: NotImplementedError, run_attempt calls again."""
         with pytest.raises(NotImplementedError):
+            make(SlackExecutor).find("send_message", {"channel": channel, "text": "hi"}, Effect("k", since_now()))
+
+    def test_a_token_that_cannot_list_channels_is_at_least_once(self, make: Make, sbx: SandboxClient) -> None:
+        sbx.fault("slack", "auth", match="conversations.list")
+        with pytest.raises(NotImplementedError, match="channels:read"):
             make(SlackExecutor).find("send_message", {"channel": "#ops", "text": "hi"}, Effect("k", since_now()))
-        assert sbx.requests("slack") == []
 
     @pytest.mark.parametrize("action", ["send_message", "request_approval"])
     def test_find_undone(self, make: Make, sbx: SandboxClient, action: str) -> None:
