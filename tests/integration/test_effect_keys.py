@@ -22,6 +22,8 @@ from workers.client import submit_action
 from workers.status import ActionStatus
 from workers.store.db import session
 from workers.store.models import ActionRun
+from workflows import state as workflow_state
+from workflows.client import submit_workflow
 
 pytestmark = pytest.mark.integration
 
@@ -230,3 +232,51 @@ def test_a_call_that_takes_effect_after_the_read_timeout_is_not_made_twice(opsq_
     messages = sandbox_client.state("slack")["messages"]
     assert len(messages) == 1, _timeline("slack", sandbox_client.requests("slack"),
                                          collections.Counter({action.id: len(messages)}))
+
+
+def _rollback_spec(sandbox_url: str) -> dict[str, Any]:
+    return {"name": "lost-undo-messaging", "steps": [
+        {"id": "file", "platform": "gdrive", "action": "create_file", "params": {"name": "undo-me.txt"}},
+        {"id": "msg", "platform": "slack", "action": "send_message", "params": {"channel": CHANNEL, "text": "undo me"},
+         "depends_on": ["file"]},
+        {"id": "hook", "platform": "webhook", "action": "post",
+         "params": {"url": f"{sandbox_url}/webhook/hooks/do", "json": {"do": 1},
+                    "compensation_url": f"{sandbox_url}/webhook/hooks/undo"}, "depends_on": ["msg"]},
+        # Fails for good (Drive answers 404 for a file that does not exist): the workflow rolls back.
+        {"id": "fail", "platform": "gdrive", "action": "delete_file", "params": {"file_id": "missing0"},
+         "depends_on": ["hook"]},
+    ]}
+
+
+def test_a_compensation_whose_answer_is_lost_is_not_repeated(opsq_env_sqlite, workers_started, sandbox,
+                                                             sandbox_client) -> None:
+    """Rollback through lost answers: each undo's request is applied and its answer lost once. Slack's and
+    Drive's are not made again (the next attempt sees the message / the file gone: already undone); the
+    webhook's is repeated under the compensation's own key and the receiver replays it (one delivery)."""
+    workers_started(_env(opsq_env_sqlite), concurrency=2)  # every queue: a rollback is driven from control
+    # Only the undo requests match: chat.delete, a DELETE of a created file (Drive ids start with "1"; the
+    # lookup's GET on the same path comes after the fault is used up), the compensation URL.
+    sandbox_client.fault("slack", mode="applied_reset", match="chat.delete", times=1)
+    sandbox_client.fault("gdrive", mode="applied_502", match="/drive/v3/files/1", times=1)
+    sandbox_client.fault("webhook", mode="applied_timeout", latency_ms=4000, match="/hooks/undo", times=1)
+    handle = submit_workflow(_rollback_spec(sandbox.url))
+    assert handle.wait(120, until=("rolled_back", "rollback_failed")) == "rolled_back"
+    comps = workflow_state.compensations(handle.id)
+    assert [(c["step_id"], c["status"]) for c in comps] == [("hook", "done"), ("msg", "done"), ("file", "done")]
+
+    log = sandbox_client.requests()
+    lost = sorted((e["platform"], e["method"]) for e in log if e["answer"] == "lost")
+    assert lost == [("gdrive", "DELETE"), ("slack", "POST"), ("webhook", "POST")]
+    deletes = [e for e in log if e["path"] == "/slack/chat.delete"]
+    assert len(deletes) == 1  # not repeated: the lookup found the message gone
+    checks = [e for e in log if e["path"] == "/slack/conversations.history"]
+    assert checks and checks[-1]["response"]["messages"] == []
+    drive_deletes = [e for e in log if e["platform"] == "gdrive" and e["method"] == "DELETE"]
+    assert len(drive_deletes) == 1
+    assert any(e["platform"] == "gdrive" and e["method"] == "GET" and e["status"] == 404 for e in log)
+    undo_posts = [e for e in log if e["path"] == "/webhook/hooks/undo"]
+    assert len(undo_posts) == 2 and [e["replayed"] for e in undo_posts] == [False, True]
+    assert len({e["idempotency_key"] for e in undo_posts}) == 1
+    platforms = sandbox_client.state()
+    assert platforms["slack"]["messages"] == [] and platforms["gdrive"]["files"] == []
+    assert [r["path"] for r in platforms["webhook"]["received"]] == ["/hooks/do", "/hooks/undo"]
