@@ -18,8 +18,9 @@ from sqlalchemy import select
 from executors.gdrive import EFFECT_PROPERTY
 from executors.slack import EFFECT_EVENT_TYPE
 from tests.support.wait import wait_for
-from workers.client import submit_action
+from workers.client import submit_action, wait_all
 from workers.status import ActionStatus
+from workers.store import actions as store
 from workers.store.db import session
 from workers.store.models import ActionRun
 from workflows import state as workflow_state
@@ -280,3 +281,37 @@ def test_a_compensation_whose_answer_is_lost_is_not_repeated(opsq_env_sqlite, wo
     platforms = sandbox_client.state()
     assert platforms["slack"]["messages"] == [] and platforms["gdrive"]["files"] == []
     assert [r["path"] for r in platforms["webhook"]["received"]] == ["/hooks/do", "/hooks/undo"]
+
+
+def test_a_worker_killed_during_the_call_leaves_one_object(opsq_env_sqlite, workers_started, sandbox,
+                                                          sandbox_client) -> None:
+    """The call reached the platform and acted; the worker died waiting for the answer. Once its lease ran
+    out another worker runs the action: a lease that expired while running is ambiguous, so Slack and Drive
+    look the effect up and find it (reconciled, one create each); the webhook is sent again under the same
+    Idempotency-Key and the receiver replays it (one delivery)."""
+    env = {**_env(opsq_env_sqlite), "OPSQ_HTTP_READ_TIMEOUT_S": "30", "OPSQ_IDEMPOTENCY_LEASE_S": "4",
+           "OPSQ_CONSUMER_TTL_S": "4"}
+    for platform in PLATFORMS:  # applied at once, the answer held 20 s: the worker is killed while it waits
+        sandbox_client.fault(platform, mode="applied_timeout", latency_ms=20_000, times=1)
+    victim = workers_started(env, queues=",".join(PLATFORMS), concurrency=3)
+    ids = {"slack": submit_action("slack", "send_message", {"channel": CHANNEL_NAME, "text": "killed"},
+                                  max_attempts=MAX_ATTEMPTS).id,
+           "gdrive": submit_action("gdrive", "create_file", {"name": "killed.txt"}, max_attempts=MAX_ATTEMPTS).id,
+           "webhook": submit_action("webhook", "post", {"url": f"{sandbox.url}/webhook/hooks/killed",
+                                                        "json": {"k": 1}}, max_attempts=MAX_ATTEMPTS).id}
+    wait_for(lambda: sum(1 for e in sandbox_client.requests() if e["fault"] == "applied_timeout") == 3,
+             timeout=30, what="the three calls applied, their answers held")
+    victim.kill()
+    workers_started(env, queues=",".join(PLATFORMS), concurrency=3)
+    wait_all(list(ids.values()), timeout=120)
+    views = {p: store.get(i) for p, i in ids.items()}
+    assert {p: (v.status, v.reconciled) for p, v in views.items()} == {
+        "slack": ("succeeded", True), "gdrive": ("succeeded", True), "webhook": ("succeeded", False)}, \
+        {p: v.error for p, v in views.items()}
+    objects = _objects_per_key(sandbox_client.state())
+    assert {p: dict(objects[p]) for p in PLATFORMS} == {p: {ids[p]: 1} for p in PLATFORMS}
+    log = sandbox_client.requests()
+    for platform in ("slack", "gdrive"):
+        assert len(_creates(log, platform)) == 1 and _lookups(log, platform), platform  # looked, did not call
+    hooks = _creates(log, "webhook")
+    assert [e["replayed"] for e in hooks] == [False, True] and {e["idempotency_key"] for e in hooks} == {ids["webhook"]}
