@@ -483,6 +483,13 @@ class _HTTPServer(ThreadingHTTPServer):
         self.server_name = str(host)
         self.server_port = int(port)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that died (a SIGKILLed worker) or dropped its connection resets it, often while it sat idle
+        # in a keep-alive pool: nothing went wrong in the sandbox, so no traceback on stderr.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
     def track(self, conn: socket.socket, *, add: bool) -> None:
         with self._connections_lock:
             if add:
