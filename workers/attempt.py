@@ -104,6 +104,9 @@ def run_attempt(ctx: Attempt, call: Call, *, max_attempts: int, find: Find | Non
         settings = get_settings()
         delay = backoff_delay(ctx.attempt, base_s=settings.retry_base_s, cap_s=settings.retry_cap_s,
                               retry_after=exc.retry_after)
+        if exc.ambiguous:
+            # The platform may still be applying the call: give it time before the next attempt looks.
+            delay = max(delay, settings.ambiguous_settle)
         return AttemptEnd(Ending.RETRY, kind=exc.kind, message=exc.message, delay_s=delay, started_at=started)
     except ExecutorError as exc:
         _settle_failure(guard, ctx, admission, exc, final=True)

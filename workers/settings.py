@@ -158,6 +158,9 @@ class Settings(_WithPlatforms):
     # A workflow spec (its YAML/JSON bytes, or its input's JSON) is stored with its run and read at every step:
     # one larger than this is refused at submit, before it is parsed (workflows.spec).
     max_spec_bytes: int = Field(1_048_576, ge=1024)
+    # A workflow is sent in segments of at most this many levels (workflows.compiler): each Celery message
+    # carries the rest of its segment, so a long chain sent whole would cost time quadratic in its length.
+    workflow_segment_levels: int = Field(50, ge=1)
     # A pool process is replaced after this many tasks, or once its resident memory passes this (KiB) at the
     # end of a task: one large action must not leave a process holding hundreds of MB for good. 0: never.
     worker_max_tasks_per_child: int = Field(10_000, ge=0)
@@ -186,6 +189,11 @@ class Settings(_WithPlatforms):
     # A consuming worker refreshes its liveness this often x5; past it, any worker gives back the messages it
     # held (workers.held_messages) and beat scans for what it had popped but not recorded.
     consumer_ttl_s: float = Field(10.0, ge=2, le=300)
+    # After an ambiguous failure (the answer lost, the platform may still be acting on the request), the next
+    # attempt waits at least this long before it looks the effect up: a platform slower than the read timeout
+    # applies the call late, and a lookup made at once would not see it and call again. Unset: the HTTP read
+    # timeout (the platform gets as long again as the first attempt waited).
+    ambiguous_settle_s: float | None = Field(None, ge=0)
     stuck_fail_after_s: float = Field(86400.0, gt=0)
     stuck_max_requeues: int = Field(3, ge=1)
     retention_days: float = Field(30.0, gt=0)
@@ -274,6 +282,10 @@ class Settings(_WithPlatforms):
             return own
         cls = self.registry.get(platform)
         return RateLimitConfig.of(cls.default_rate_limit) if cls is not None else RateLimitConfig(rate=0)
+
+    @property
+    def ambiguous_settle(self) -> float:
+        return self.http_read_timeout_s if self.ambiguous_settle_s is None else self.ambiguous_settle_s
 
     @property
     def lease_s(self) -> float:

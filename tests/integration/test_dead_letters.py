@@ -31,7 +31,7 @@ def _dead_letter(action_id: str) -> int:
 def test_exhausted_retries_land_in_dead_letters_and_replay_runs_again(opsq_env, workers_started,
                                                                       sandbox_client):
     workers_started(opsq_env())
-    sandbox_client.fault("gsheets", "error", status=502, times=3)
+    sandbox_client.fault("gsheets", "error", status=503, times=3)  # refused, not ambiguous (a 502 is looked up)
     view = submit_action("gsheets", "append_row", {"sheet": "s", "values": [1]}, max_attempts=3).wait(30)
     assert view.status == "failed" and view.attempts == 3 and view.error_kind == "retryable"
     (dead,) = store.dead_letters()
@@ -46,7 +46,7 @@ def test_exhausted_retries_land_in_dead_letters_and_replay_runs_again(opsq_env, 
     replayed = store.get(new_id)
     final = ActionHandle(new_id).wait(30)
     assert final.status == "succeeded" and replayed.replay_of == view.id
-    assert [r["status"] for r in sandbox_client.requests(platform="gsheets")] == [502, 502, 502, 200]
+    assert [r["status"] for r in sandbox_client.requests(platform="gsheets")] == [503, 503, 503, 200]
     assert store.dead_letters() == []  # replayed ones are hidden unless --all
     again = CliRunner().invoke(cli, ["dlq", "replay", str(dead.id)])
     assert again.exit_code != 0 and "already replayed" in again.output

@@ -211,17 +211,14 @@ def test_no_lookup_when_no_answer_is_lost(opsq_env_sqlite, workers_started, sand
         assert len(_creates(log, platform)) == PER_PLATFORM
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 11's own repro: the attempt after a read timeout looks the message up at once (about the read "
-    "timeout after the call), before a platform that is merely slow has applied it; nothing is found, the "
-    "message is posted again, then the first call lands. The reconciling lookup must wait (workers/attempt.py "
-    "or the retry delay after an ambiguous failure); reported to the lead. Strict: this fails the day it is fixed, "
-    "and the mark must go."))
 def test_a_call_that_takes_effect_after_the_read_timeout_is_not_made_twice(opsq_env_sqlite, workers_started,
                                                                             sandbox_client) -> None:
     """A platform slower than the read timeout (the sandbox holds the call 2.5 s *before* applying it, 1 s
-    read timeout): the call is ambiguous, its effect is not there yet when the next attempt looks."""
-    env = opsq_env_sqlite(OPSQ_HTTP_READ_TIMEOUT_S="1", OPSQ_RATE_LIMITS=json.dumps({"slack": {"rate": 0}}))
+    read timeout): the call is ambiguous and its effect not there yet when it times out. The next attempt waits
+    OPSQ_AMBIGUOUS_SETTLE_S (here 3 s; the read timeout by default) before it looks, finds the late message and
+    posts nothing."""
+    env = opsq_env_sqlite(OPSQ_HTTP_READ_TIMEOUT_S="1", OPSQ_AMBIGUOUS_SETTLE_S="3",
+                          OPSQ_RATE_LIMITS=json.dumps({"slack": {"rate": 0}}))
     sandbox_client.fault("slack", mode="ok", latency_ms=2500, times=1, match="chat.postMessage")
     workers_started(env, queues="slack", concurrency=1)
     action = submit_action("slack", "send_message", {"channel": CHANNEL, "text": "late"}, max_attempts=MAX_ATTEMPTS)

@@ -275,9 +275,12 @@ def test_a_lookup_that_fails_is_retried_like_a_call(guard):
     assert (end.ending, call.count) == (Ending.RETRY, 0)
 
 
-def test_an_ambiguous_failure_is_settled_as_ambiguous(guard):
+def test_an_ambiguous_failure_is_settled_as_ambiguous_and_retried_after_the_settle_time(guard, monkeypatch):
+    monkeypatch.setenv("OPSQ_AMBIGUOUS_SETTLE_S", "7")
+    reload_settings()
     end = run_attempt(ctx(1), Call(error=RetryableError("read timed out", ambiguous=True)), max_attempts=3)
-    assert end.ending == Ending.RETRY
+    assert end.ending == Ending.RETRY and end.delay_s >= 7  # the platform may still be applying it
+    plain = run_attempt(ctx(1), Call(error=RetryableError("503")), max_attempts=3)
+    assert plain.delay_s <= 0.5  # only the backoff
     assert guard.settled[0].ambiguous is True
-    run_attempt(ctx(1), Call(error=RetryableError("connect refused")), max_attempts=3)
     assert guard.settled[1].ambiguous is False
