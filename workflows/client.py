@@ -27,7 +27,7 @@ from workers.store.audit import default_actor
 from workers.store.db import session
 from workers.store.models import utcnow
 from workflows import state
-from workflows.compiler import compile_segment, plan_segment
+from workflows.compiler import send_segment
 from workflows.models import WorkflowRun
 from workflows.spec import WorkflowSpec, levels, load, validate
 from workflows.status import ApprovalStatus, StepStatus, WorkflowStatus
@@ -106,12 +106,8 @@ def launch(workflow_id: str, spec: WorkflowSpec, *, from_level: int, approved: b
     """Send the next part of the workflow's canvas: from `from_level` up to the next approval gate,
     leaving out the steps in `done`."""
     run = state.get_run_row(workflow_id)
-    settings = get_settings()
-    plan = plan_segment(spec, from_level=from_level, approved=approved, done=done)
-    action_ids = state.queue_steps(workflow_id, plan.step_ids, spec, settings.max_attempts)
-    compile_segment(workflow_id, plan, spec, action_ids, priority=run["priority"],
-                    max_attempts=settings.max_attempts).apply_async()
-    return plan.step_ids
+    return send_segment(workflow_id, spec, from_level=from_level, approved=approved, priority=run["priority"],
+                        max_attempts=get_settings().max_attempts, done=done)
 
 
 def resume(workflow_id: str, actor: str | None = None, *, only_if_idle: bool = False) -> str:

@@ -120,6 +120,14 @@ def workflow_pause(workflow_id: str, level: int) -> str | None:
     return approval_id
 
 
+@app.task(name="opsq.workflow.continue", acks_late=True)
+def workflow_continue(workflow_id: str, level: int, max_attempts: int) -> list[str]:
+    """The end of one segment of a long workflow: sends the next (workflows.compiler, continue_segment)."""
+    from workflows.compiler import continue_segment  # noqa: PLC0415 - workflows.compiler imports this module
+
+    return continue_segment(workflow_id, level, max_attempts)
+
+
 @app.task(name="opsq.workflow.complete", acks_late=True)
 def workflow_complete(workflow_id: str) -> bool:
     return state.transition(workflow_id, WorkflowStatus.SUCCEEDED, allowed_from=(WorkflowStatus.RUNNING,),

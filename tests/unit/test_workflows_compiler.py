@@ -142,3 +142,34 @@ def test_a_resumed_workflow_leaves_out_the_steps_already_done():
 def test_every_step_carries_the_workflow_priority(priority):
     canvas = compiled(spec(step("a"), step("b", "a")), priority=priority)
     assert [t.options["priority"] for t in canvas.tasks[:-1]] == [priority_value(priority)] * 2
+
+
+def _chain_spec(n: int, **gate: Any) -> WorkflowSpec:
+    return spec(step("s0"), *(step(f"s{i}", f"s{i - 1}", **(gate if i == n - 2 else {})) for i in range(1, n)))
+
+
+def test_a_long_chain_is_cut_into_segments_that_continue_where_they_stop():
+    s = _chain_spec(7)
+    first = plan_segment(s, from_level=0, approved=False, max_levels=3)
+    assert first == Plan([["s0"], ["s1"], ["s2"]], pauses_at=None, continues_at=3)
+    assert plan_segment(s, from_level=3, approved=False, max_levels=3) == Plan([["s3"], ["s4"], ["s5"]], None, 6)
+    assert plan_segment(s, from_level=6, approved=False, max_levels=3) == Plan([["s6"]], None)
+    # the segment's last task sends the next segment, with the submitter's max_attempts
+    sig = compile_segment(WF, first, s, {x.id: f"act-{x.id}" for x in s.steps}, priority="normal", max_attempts=4)
+    assert [step_of(t) for t in sig.tasks[:-1]] == ["s0", "s1", "s2"]
+    assert is_end(sig.tasks[-1], "opsq.workflow.continue", WF, 3, 4)
+
+
+def test_a_gate_ends_a_segment_before_the_cut_and_done_levels_do_not_count():
+    s = _chain_spec(7, requires_approval=True)  # s5 needs approval
+    assert plan_segment(s, from_level=3, approved=False, max_levels=3) == Plan([["s3"], ["s4"]], pauses_at=5)
+    assert plan_segment(s, from_level=5, approved=True, max_levels=1) == Plan([["s5"]], None, continues_at=6)
+    done = frozenset({"s0", "s1"})
+    assert plan_segment(s, from_level=0, approved=False, done=done, max_levels=2) == Plan([["s2"], ["s3"]], None, 4)
+
+
+def test_a_message_of_a_long_chain_carries_at_most_a_segment():
+    s = _chain_spec(200)
+    plan = plan_segment(s, from_level=0, approved=False, max_levels=50)
+    sig = compile_segment(WF, plan, s, {x.id: f"act-{x.id}" for x in s.steps}, priority="normal", max_attempts=4)
+    assert len(sig.tasks) == 51 and plan.continues_at == 50
