@@ -14,6 +14,7 @@ import pytest
 from beat import backup
 from tests.integration.opsq_cli import opsq
 from tests.support.private_redis import PrivateRedis, free_port
+from workers.broker_transport import QUARANTINE_KEY
 from workers.client import submit_action
 from workers.ops.queue_ops import PAUSED
 from workers.store import actions as store
@@ -316,3 +317,22 @@ def test_a_pause_that_cannot_be_audited_leaves_a_real_worker_consuming(opsq_env_
     assert view.status == "succeeded"
     assert "not paused" in _one_clear_line(refused.stderr) and "undone" in refused.stderr
     assert worker.proc is not None and worker.proc.poll() is None
+
+
+def test_quarantine_changes_whose_audit_write_fails_are_undone(opsq_env_sqlite, sqlite_url, redis_client):
+    """The quarantine's drop and requeue change Redis: an entry that cannot be written puts the items back."""
+    env = opsq_env_sqlite()
+    assert opsq(env, "db", "upgrade").returncode == 0
+    store_db.reset_engine()
+    items = [json.dumps({"queue": "noop", "reason": "not JSON", "bytes": 3, "head": "", "n": n}).encode()
+             for n in range(3)]
+    for item in items:
+        redis_client.lpush(QUARANTINE_KEY, item)
+    before = redis_client.lrange(QUARANTINE_KEY, 0, -1)
+    _refuse_audit_writes(sqlite_url)
+
+    refused = opsq(env, "queue", "quarantine", "drop", "--yes", "--actor", "dana")
+    assert refused.returncode != 0
+    assert "not dropped" in _one_clear_line(refused.stderr)
+    assert redis_client.lrange(QUARANTINE_KEY, 0, -1) == before  # all back, in their order
+    assert _trail(env, "quarantine_drop") == []

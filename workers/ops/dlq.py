@@ -11,7 +11,6 @@ from workers.errors import SubmitError
 from workers.ops import quarantine
 from workers.redaction import contains_redacted
 from workers.store import actions as store
-from workers.store import audit
 
 
 def replay(dl_id: int, params_override: dict[str, Any] | None = None, actor: str | None = None) -> ActionHandle:
@@ -38,9 +37,9 @@ def replay(dl_id: int, params_override: dict[str, Any] | None = None, actor: str
     except BaseException:
         store.unclaim_dead_letter(dl_id)
         raise
-    store.mark_replayed(dl_id, handle.id)
-    audit.append("dlq_replay", f"dead_letter:{dl_id}", {"action_id": dl.action_id, "replayed_as": handle.id},
-                 actor=actor)
+    # The replay's record and its audit entry in one transaction: the trail names exactly the replays recorded.
+    store.mark_replayed(dl_id, handle.id, actor=actor, audit_entry=(
+        "dlq_replay", f"dead_letter:{dl_id}", {"action_id": dl.action_id, "replayed_as": handle.id}))
     return handle
 
 

@@ -36,14 +36,25 @@ def counts(client: redis.Redis | None = None) -> dict[str, int]:
 
 
 def drop(actor: str | None = None, client: redis.Redis | None = None) -> int:
-    """Empty the quarantine (what an operator does once the sender is fixed); audited."""
+    """Empty the quarantine (what an operator does once the sender is fixed); audited, and put back if its
+    entry cannot be written (workers.store.audit.audited_change)."""
     r = client or guard_redis()
-    pipe = r.pipeline(transaction=True)
-    pipe.llen(QUARANTINE_KEY)
-    pipe.delete(QUARANTINE_KEY)
-    dropped = int(pipe.execute()[0])
-    audit.append("quarantine_drop", "quarantine", {"dropped": dropped}, actor=actor or audit.default_actor())
-    return dropped
+
+    def change() -> list[bytes]:
+        pipe = r.pipeline(transaction=True)
+        pipe.lrange(QUARANTINE_KEY, 0, -1)
+        pipe.delete(QUARANTINE_KEY)
+        items: list[bytes] = pipe.execute()[0]
+        return items
+
+    def undo(items: list[bytes]) -> None:
+        if items:
+            r.rpush(QUARANTINE_KEY, *items)  # newest first, as they were; anything quarantined since stays ahead
+
+    dropped = audit.audited_change(change, lambda items: ("quarantine_drop", "quarantine", {"dropped": len(items)}),
+                                   undo, subject="the quarantine", verb="dropped",
+                                   actor=actor or audit.default_actor())
+    return len(dropped)
 
 
 # Put one quarantined item back on its queue, atomically: the item is removed from the quarantine only by the
@@ -112,20 +123,39 @@ def requeue(index: int | None = None, *, every: bool = False, actor: str | None 
         candidates = [(index, raw)]
     script = r.register_script(_REQUEUE)
     out = Requeued()
-    for i, raw in candidates:
-        record = json.loads(raw)
-        why = why_not_requeueable(record)
-        if why is not None:
-            out.refused.append((i, why))
-            continue
-        message = json.loads(record["message"])
-        if script(keys=[QUARANTINE_KEY, queue_key(record["queue"], message)], args=[raw, record["message"]]):
-            out.requeued.append({"index": i, "queue": record["queue"], "task": record.get("task"),
-                                 "id": record.get("id")})
-    if out.requeued:
-        audit.append("quarantine_requeue", "quarantine",
-                     {"requeued": [{k: m[k] for k in ("queue", "task", "id")} for m in out.requeued]},
-                     actor=actor or audit.default_actor())
+    moved: list[tuple[Any, str, Any]] = []  # (quarantine item, queue list, message): what undo puts back
+
+    def change() -> Requeued:
+        for i, raw in candidates:
+            record = json.loads(raw)
+            why = why_not_requeueable(record)
+            if why is not None:
+                out.refused.append((i, why))
+                continue
+            message = json.loads(record["message"])
+            target = queue_key(record["queue"], message)
+            if script(keys=[QUARANTINE_KEY, target], args=[raw, record["message"]]):
+                moved.append((raw, target, record["message"]))
+                out.requeued.append({"index": i, "queue": record["queue"], "task": record.get("task"),
+                                     "id": record.get("id")})
+        return out
+
+    def undo(_: Requeued) -> None:
+        # Back into the quarantine what no worker has taken yet; a message already taken cannot be (the
+        # operator is told by audited_change when undoing fails).
+        for raw, target, message in moved:
+            if not script(keys=[target, QUARANTINE_KEY], args=[message, raw]):
+                raise OpsqError(f"a requeued message was already taken from {target}")
+
+    def entry(result: Requeued) -> tuple[str, str | None, dict[str, Any]]:
+        return ("quarantine_requeue", "quarantine",
+                {"requeued": [{k: m[k] for k in ("queue", "task", "id")} for m in result.requeued]})
+
+    if any(why_not_requeueable(json.loads(raw)) is None for _, raw in candidates):
+        audit.audited_change(change, entry, undo, subject="the quarantined messages", verb="requeued",
+                             actor=actor or audit.default_actor())
+    else:
+        change()  # nothing can be requeued: nothing changes, nothing to audit
     if index is not None and out.refused:
         raise OpsqError(f"quarantined item {index} cannot be requeued: {out.refused[0][1]}")
     return out

@@ -307,10 +307,14 @@ def unclaim_dead_letter(dl_id: int) -> None:
                      .values(replayed_at=None))
 
 
-def mark_replayed(dl_id: int, new_action_id: str) -> None:
-    """After claim_dead_letter and a successful submit: which action the replay is."""
+def mark_replayed(dl_id: int, new_action_id: str, *, audit_entry: tuple[str, str, dict[str, Any]] | None = None,
+                  actor: str | None = None) -> None:
+    """After claim_dead_letter and a successful submit: which action the replay is; `audit_entry` (action,
+    target, detail) is written in the same transaction."""
     with get_engine().begin() as conn:
         conn.execute(update(DeadLetter).where(DeadLetter.id == dl_id).values(replayed_as=new_action_id))
+        if audit_entry is not None:
+            audit.append(*audit_entry, actor=actor, conn=conn)
 
 
 def touch(action_id: str) -> None:
