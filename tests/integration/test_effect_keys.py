@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from executors.gdrive import EFFECT_PROPERTY
 from executors.slack import EFFECT_EVENT_TYPE
+from tests.integration.opsq_cli import opsq
 from tests.support.wait import wait_for
 from workers.client import submit_action, wait_all
 from workers.status import ActionStatus
@@ -312,3 +313,15 @@ def test_a_worker_killed_during_the_call_leaves_one_object(opsq_env_sqlite, work
         assert len(_creates(log, platform)) == 1 and _lookups(log, platform), platform  # looked, did not call
     hooks = _creates(log, "webhook")
     assert [e["replayed"] for e in hooks] == [False, True] and {e["idempotency_key"] for e in hooks} == {ids["webhook"]}
+
+
+def test_action_status_says_each_actions_guarantee(opsq_env_sqlite) -> None:
+    """An action whose lost answer can be looked up says exactly-once-effect; one that cannot (a webhook: only
+    a receiver that honours Idempotency-Key makes its repeat harmless) says at-least-once."""
+    env = opsq_env_sqlite()
+    slack = submit_action("slack", "send_message", {"channel": CHANNEL, "text": "g"})
+    hook = submit_action("webhook", "post", {"url": "http://receiver.test/hook"})
+    shown = {h.id: json.loads(opsq(env, "action", "status", h.id, "--json").stdout)["guarantee"]
+             for h in (slack, hook)}
+    assert shown == {slack.id: "exactly-once-effect", hook.id: "at-least-once"}
+    assert "if an answer is lost: at-least-once" in opsq(env, "action", "status", hook.id).stdout

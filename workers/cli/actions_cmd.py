@@ -12,12 +12,25 @@ from workers.status import ActionStatus
 LIST_STATUSES = [s.value for s in ActionStatus if s is not ActionStatus.SKIPPED]
 
 
+def _guarantee(platform: str, action: str) -> str | None:
+    """What happens to this action when a call's answer is lost (docs/ARCHITECTURE.md, "The effect key")."""
+    from executors.registry import executor_class
+
+    try:
+        return executor_class(platform).guarantee(action)
+    except Exception:  # a platform this installation does not know (an old record): say nothing
+        return None
+
+
 def _show(view, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+    guarantee = _guarantee(view.platform, view.action)
     if as_json:
-        emit_json(view.to_dict())
+        emit_json({**view.to_dict(), "guarantee": guarantee})
         return
     click.echo(f"action   {view.id}")
     click.echo(f"what     {view.platform}.{view.action}  (queue {view.queue}, priority {view.priority})")
+    if guarantee:
+        click.echo(f"if an answer is lost: {guarantee}")
     click.echo(f"status   {status_text(view.status)}  attempts {view.attempts}/{view.max_attempts}")
     if view.duration_s is not None:
         click.echo(f"took     {view.duration_s:.3f}s")
