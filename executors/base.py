@@ -134,8 +134,10 @@ class Executor(ABC):
         return undone
 
     @classmethod
-    def guarantee(cls, action: str) -> str:
-        """EXACTLY_ONCE_EFFECT when a lost answer can be reconciled (the action has a finder), else AT_LEAST_ONCE."""
+    def guarantee(cls, action: str, extra: Mapping[str, str] | None = None) -> str:
+        """EXACTLY_ONCE_EFFECT when a lost answer can be reconciled (the action has a finder), else AT_LEAST_ONCE.
+        `extra` is the platform's settings (`config.extra`): a platform whose lookup depends on them (Notion's
+        effect property, Sheets' marker column) answers for those settings; None means its defaults."""
         return EXACTLY_ONCE_EFFECT if callable(getattr(cls, f"find_{action}", None)) else AT_LEAST_ONCE
 
     def find(self, action: str, params: Mapping[str, Any], effect: Effect) -> Result | None:

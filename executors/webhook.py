@@ -11,6 +11,7 @@ seen, so webhooks have no lookup: after a lost answer the call is repeated, with
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
@@ -99,7 +100,7 @@ class WebhookExecutor(Executor):
         return headers
 
     @classmethod
-    def guarantee(cls, action: str) -> str:
+    def guarantee(cls, action: str, extra: Mapping[str, str] | None = None) -> str:
         """At-least-once, as far as opsqueue can tell. After a lost answer the call is repeated (there is no
         lookup to make: no standard lets a sender ask a receiver whether it saw a key), but with the same
         Idempotency-Key: a receiver that honours the header (Stripe-style: the first answer replayed, the

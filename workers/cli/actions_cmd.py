@@ -15,9 +15,13 @@ LIST_STATUSES = [s.value for s in ActionStatus if s is not ActionStatus.SKIPPED]
 def _guarantee(platform: str, action: str) -> str | None:
     """What happens to this action when a call's answer is lost (docs/ARCHITECTURE.md, "The effect key")."""
     from executors.registry import executor_class
+    from workers.settings import get_settings
 
     try:
-        return executor_class(platform).guarantee(action)
+        cls = executor_class(platform)
+        extra = get_settings().executor_config(platform).extra
+        # Notion's and Sheets' guarantees depend on their settings (the effect property, the marker column).
+        return cls.guarantee(action, extra)
     except Exception:  # a platform this installation does not know (an old record): say nothing
         return None
 
