@@ -4,19 +4,13 @@ faults that must not touch anyone else's data (a full Redis, a password, a serve
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import redis
 
-
-def free_port() -> int:
-    """A port nothing listens on (bound once by us, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.redis_server import free_port
 
 
 class PrivateRedis:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -14,13 +13,9 @@ from typing import Any
 
 import redis
 
+from tests.support.redis_server import free_port
+
 MASTER_NAME = "opsq-ha"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:
