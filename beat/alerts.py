@@ -161,38 +161,58 @@ def evaluate() -> dict[str, list[str]]:
     return result
 
 
+# Higher is worse. A firing alert whose condition gets worse (a Redis near its maxmemory, then full) is
+# notified again; one that eases is updated quietly.
+SEVERITY_RANK = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
+
+
 def sync(conditions: list[Condition], owned_prefixes: tuple[str, ...]) -> dict[str, list[str]]:
+    """Fire what started, clear what ended (among `owned_prefixes`), and bring a firing alert's severity and
+    message up to date when its condition changed: one alert per episode, never a second row for the same
+    key. Returns the keys fired, escalated (severity rose: notified) and cleared."""
     now = utcnow()
     current = {c.key: c for c in conditions}
-    fired, cleared = [], []
+    fired, escalated, cleared = [], [], []
     with get_engine().begin() as conn:
-        open_rows = conn.execute(select(_A.c.id, _A.c.key, _A.c.message).where(_A.c.state == AlertState.FIRING)).all()
+        open_rows = conn.execute(select(_A.c.id, _A.c.key, _A.c.severity, _A.c.message, _A.c.fired_at)
+                                 .where(_A.c.state == AlertState.FIRING)).all()
         open_keys = {row.key: row for row in open_rows}
         for key, cond in current.items():
-            if key not in open_keys:
+            row = open_keys.get(key)
+            if row is None:
                 conn.execute(insert(_A).values(key=key, kind=cond.kind, severity=cond.severity, state=AlertState.FIRING,
                                                message=cond.message, fired_at=now))
                 fired.append(key)
+            elif (row.severity, row.message) != (cond.severity, cond.message):
+                conn.execute(update(_A).where(_A.c.id == row.id).values(severity=cond.severity, message=cond.message))
+                if SEVERITY_RANK.get(cond.severity, 0) > SEVERITY_RANK.get(row.severity, 0):
+                    escalated.append(key)
         for key, row in open_keys.items():
             if key not in current and key.startswith(owned_prefixes):
                 conn.execute(update(_A).where(_A.c.id == row.id).values(state=AlertState.CLEARED, cleared_at=now))
                 cleared.append(key)
     for key in fired:
         _notify("FIRING", current[key].severity, current[key].message, key, now.isoformat())
+    for key in escalated:
+        # Keyed on the episode (fired_at) and the level: a condition that flaps across a threshold posts each
+        # level to Slack once per episode, not at every crossing.
+        _notify("ESCALATED", current[key].severity, current[key].message, key,
+                f"{current[key].severity}:{open_keys[key].fired_at.isoformat()}")
     for key in cleared:
         _notify("RESOLVED", "info", open_keys[key].message, key, now.isoformat())
-    return {"fired": fired, "cleared": cleared}
+    return {"fired": fired, "escalated": escalated, "cleared": cleared}
 
 
 def _notify(state: str, severity: str, message: str, key: str = "", at: str = "") -> None:
-    line = f"[{state}] {message}"
-    if state == "FIRING":
+    line = f"[{state}] {message}" if state != "ESCALATED" else f"[{state} to {severity}] {message}"
+    firing = state != "RESOLVED"
+    if firing:
         log.warning("alert %s", line)
     else:
         log.info("alert %s", line)
     try:
         if sentry_sdk.get_client().is_active():
-            sentry_sdk.capture_message(f"opsqueue alert {line}", level="warning" if state == "FIRING" else "info")
+            sentry_sdk.capture_message(f"opsqueue alert {line}", level="warning" if firing else "info")
     except Exception:  # pragma: no cover - alerting must never break the evaluation
         log.exception("could not send the alert to Sentry")
     channel = get_settings().alert_slack_channel

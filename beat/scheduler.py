@@ -59,7 +59,9 @@ class LeaderScheduler(Scheduler):
         self._next_watch = 0.0
         self._recovery_sent_at = 0.0
         self._next_memory_check = 0.0
-        self._memory_state: tuple[str, ...] | None = None
+        # What the redis_memory rule said last (key, severity, message): a Redis that fills up goes from a
+        # warning to full under the same key, and the alert must follow it.
+        self._memory_state: tuple[tuple[str, str, str], ...] | None = None
         super().__init__(*args, **kwargs)
 
     def setup_schedule(self) -> None:
@@ -103,12 +105,13 @@ class LeaderScheduler(Scheduler):
         self._next_memory_check = now + 15.0
         try:
             conditions = alerts.redis_memory_conditions()
-            state = tuple(sorted(c.key for c in conditions))
+            state = tuple(sorted((c.key, c.severity, c.message) for c in conditions))
             if state != self._memory_state:
                 result = alerts.sync(conditions, ("redis_memory",))
                 self._memory_state = state
-                if result["fired"]:
-                    self.logger.warning("beat %s: alert redis_memory raised: %s", self.token, conditions[0].message)
+                if result["fired"] or result["escalated"]:
+                    self.logger.warning("beat %s: alert redis_memory raised (%s): %s", self.token,
+                                        conditions[0].severity, conditions[0].message)
         except Exception as exc:  # Redis or the database away: the next check tries again; beat goes on
             self.logger.warning("beat %s: could not check Redis memory: %s", self.token, exc)
 

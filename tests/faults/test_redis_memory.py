@@ -20,14 +20,24 @@ from tests.support.worker import ROOT
 pytestmark = pytest.mark.integration
 
 
-def _fill(client: redis.Redis) -> int:
-    """SET 1 KiB values until Redis refuses: full, as a broker with a backlog gets."""
-    for n in range(200_000):
+def _fill(client: redis.Redis, up_to: float | None = None) -> int:
+    """SET values until Redis refuses even a small one: full, as a broker with a backlog gets (or, with `up_to`,
+    until it uses that share of its maxmemory). Large values first, then small ones for the last of the room:
+    a Redis that refused one large SET still takes smaller writes, and once the filler's buffers are freed it
+    reads below the line at which opsq calls it full (at a 2 MiB maxmemory a refused 1 KiB SET left it at 97 %,
+    taking writes again: whether beat saw it full depended on when it looked)."""
+    limit = int(client.config_get("maxmemory")["maxmemory"])
+    assert limit > 0, "Redis never fills up: is maxmemory set?"
+    n = 0
+    for size in (65536, 1024, 32):
         try:
-            client.set(f"fill:{n}", b"x" * 1024)
+            while up_to is None or int(client.info("memory")["used_memory"]) < up_to * limit:
+                client.set(f"fill:{n}", b"x" * size)
+                n += 1
         except redis.exceptions.OutOfMemoryError:
-            return n
-    raise AssertionError("Redis never filled up: is maxmemory set?")
+            continue
+        return n
+    return n
 
 
 def _checks(env: dict[str, str]) -> tuple[int, dict[str, dict[str, str]]]:
@@ -44,7 +54,9 @@ def _one_line(stderr: str) -> str:
 
 @pytest.fixture
 def full_redis(tmp_path):
-    server = PrivateRedis(tmp_path / "full", "--maxmemory", "2mb", "--maxmemory-policy", "noeviction").start()
+    # Large enough that one client's buffers (tens of KiB, allocated and freed as clients come and go) stay
+    # well inside the 2 % below maxmemory that opsq still counts as full.
+    server = PrivateRedis(tmp_path / "full", "--maxmemory", "16mb", "--maxmemory-policy", "noeviction").start()
     yield server
     server.stop()
 
@@ -58,7 +70,7 @@ def test_a_full_redis_is_named_by_health_the_alert_and_the_submit(opsq_env_sqlit
     assert code != 0
     memory = checks["redis memory"]
     assert memory["status"] == "fail" and memory["detail"].startswith("Redis is out of memory")
-    assert "maxmemory 2.0 MiB" in memory["detail"] and "noeviction" in memory["detail"]
+    assert "maxmemory 16.0 MiB" in memory["detail"] and "noeviction" in memory["detail"]
     assert checks["redis"]["status"] == "ok"  # it answers: it is full, not down
     assert checks["workers"]["status"] != "fail" and "out of memory" in checks["workers"]["detail"]
     text = opsq(env, "health")
@@ -74,7 +86,7 @@ def test_a_full_redis_is_named_by_health_the_alert_and_the_submit(opsq_env_sqlit
     refused = opsq(env, "submit", "noop", "noop", "-p", "echo=1")
     assert refused.returncode != 0
     line = _one_line(refused.stderr)
-    assert "Redis is out of memory (maxmemory 2.00M" in line and "nothing was queued" in line
+    assert "Redis is out of memory (maxmemory 16.00M" in line and "nothing was queued" in line
     assert "is Redis up" not in line
     assert json.loads(opsq(env, "action", "list", "--json").stdout) == []
     assert json.loads(opsq(env, "audit", "list", "--action", "submit", "--json").stdout) == []
@@ -149,21 +161,36 @@ def test_a_stopped_redis_is_named_as_refusing_the_connection(opsq_env_sqlite, tm
 
 def test_beat_raises_the_memory_alert_itself_when_redis_is_full(opsq_env_sqlite, full_redis, tmp_path):
     """Full, Redis refuses beat's lock and every task it would send, evaluate_alerts included: beat raises the
-    redis_memory alert straight into the database, and stays up."""
+    redis_memory alert straight into the database, and stays up. Filling up, the alert is high first and then
+    the same alert turns critical (it stayed high when beat remembered only which alerts held)."""
     env = {**opsq_env_sqlite(), "OPSQ_REDIS_URL": full_redis.url()}
     assert opsq(env, "db", "upgrade").returncode == 0
     log_path = tmp_path / "beat.log"
+
+    def redis_memory_alerts(*flags: str) -> list[dict[str, str]]:
+        return [a for a in json.loads(opsq(env, "alerts", "list", *flags, "--json").stdout)
+                if a["kind"] == "redis_memory"]
+
     with open(log_path, "wb") as log:
         beat = subprocess.Popen([sys.executable, "-m", "workers.cli.main", "beat", "-l", "INFO"], env=env, cwd=ROOT,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_for(lambda: b"now the leader" in log_path.read_bytes(), timeout=20, what="beat leading")
+            assert _fill(full_redis.client(), up_to=0.9) > 0
+            # Beat looks every 15 s.
+            wait_for(lambda: b"alert redis_memory raised (high)" in log_path.read_bytes(), timeout=45,
+                     what="beat raising the alert as high")
+            (alert,) = redis_memory_alerts()
+            assert alert["severity"] == "high" and "above OPSQ_REDIS_MEMORY_WARN_RATIO" in alert["message"]
+
             assert _fill(full_redis.client()) > 0
-            wait_for(lambda: b"alert redis_memory raised" in log_path.read_bytes(), timeout=30,
-                     what="beat raising the alert")
-            alerts = json.loads(opsq(env, "alerts", "list", "--json").stdout)
-            assert [a["key"] for a in alerts if a["kind"] == "redis_memory"] == ["redis_memory"]
-            assert b"out of memory" in log_path.read_bytes()  # the cause named, not "cannot reach Redis"
+            wait_for(lambda: b"alert redis_memory raised (critical): Redis is out of memory" in log_path.read_bytes(),
+                     timeout=45, what="beat raising the alert to critical")
+            (alert,) = redis_memory_alerts()
+            assert alert["state"] == "firing" and alert["severity"] == "critical"
+            assert alert["message"].startswith("Redis is out of memory")
+            assert len(redis_memory_alerts("--all")) == 1  # the same alert, updated: not a second one
+            assert b"[ESCALATED to critical] Redis is out of memory" in log_path.read_bytes()  # notified again
             assert beat.poll() is None
         finally:
             beat.terminate()
