@@ -96,7 +96,7 @@ def _truncate_pg(url: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def sandbox() -> Iterator[object]:
+def sandbox() -> Iterator[SandboxServer]:
     server = SandboxServer().start()
     yield server
     server.stop()

@@ -13,7 +13,7 @@ import pytest
 
 from beat import backup
 from tests.integration.opsq_cli import opsq
-from tests.support.private_redis import PrivateRedis, free_port
+from tests.support.redis_server import OwnedRedis, free_port
 from workers.broker_transport import QUARANTINE_KEY
 from workers.client import submit_action
 from workers.ops.queue_ops import PAUSED
@@ -41,7 +41,7 @@ def _trail(env: dict[str, str], action: str) -> list[dict]:
 
 def test_a_submit_the_broker_refused_is_not_audited(opsq_env_sqlite, tmp_path):
     env = opsq_env_sqlite()
-    server = PrivateRedis(tmp_path / "redis").start()
+    server = OwnedRedis(tmp_path / "redis").start()
     server.stop()  # a real refusal: the port it listened on is closed now
     down = {**env, "OPSQ_REDIS_URL": server.url()}
 

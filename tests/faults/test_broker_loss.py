@@ -44,10 +44,10 @@ def _calls_per_text(sandbox_client) -> collections.Counter[str]:
 @pytest.mark.parametrize("empty", [False, True], ids=["from-aof", "empty"])
 def test_workers_and_beat_survive_a_redis_restart_under_load(owned_redis, empty, opsq_env_sqlite,
                                                              workers_started, sandbox_client, tmp_path):
-    env = opsq_env_sqlite(OPSQ_REDIS_URL=owned_redis.url, OPSQ_STUCK_AFTER_S="5",
+    env = opsq_env_sqlite(OPSQ_REDIS_URL=owned_redis.url(), OPSQ_STUCK_AFTER_S="5",
                           OPSQ_BEAT_INTERVALS='{"detect_stuck": 2}',
                           OPSQ_RATE_LIMITS='{"slack": {"rate": 0}}')
-    with client_uses(owned_redis.url):
+    with client_uses(owned_redis.url()):
         _drill(owned_redis, empty, env, workers_started, sandbox_client, tmp_path)
 
 

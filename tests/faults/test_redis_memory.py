@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from tests.integration.opsq_cli import opsq
-from tests.support.private_redis import PrivateRedis
+from tests.support.redis_server import OwnedRedis
 from tests.support.wait import wait_for
 from tests.support.worker import ROOT
 
@@ -56,7 +56,7 @@ def _one_line(stderr: str) -> str:
 def full_redis(tmp_path):
     # Large enough that one client's buffers (tens of KiB, allocated and freed as clients come and go) stay
     # well inside the 2 % below maxmemory that opsq still counts as full.
-    server = PrivateRedis(tmp_path / "full", "--maxmemory", "16mb", "--maxmemory-policy", "noeviction").start()
+    server = OwnedRedis(tmp_path / "full", "--maxmemory", "16mb", "--maxmemory-policy", "noeviction").start()
     yield server
     server.stop()
 
@@ -116,7 +116,7 @@ def test_a_full_redis_is_named_by_health_the_alert_and_the_submit(opsq_env_sqlit
 
 
 def test_an_evicting_policy_is_flagged_before_anything_is_lost(opsq_env_sqlite, tmp_path):
-    server = PrivateRedis(tmp_path / "lru", "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru").start()
+    server = OwnedRedis(tmp_path / "lru", "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru").start()
     try:
         env = {**opsq_env_sqlite(), "OPSQ_REDIS_URL": server.url()}
         code, checks = _checks(env)
@@ -129,7 +129,7 @@ def test_an_evicting_policy_is_flagged_before_anything_is_lost(opsq_env_sqlite, 
 
 
 def test_a_password_refused_is_named(opsq_env_sqlite, tmp_path):
-    server = PrivateRedis(tmp_path / "auth", password="right-password").start()
+    server = OwnedRedis(tmp_path / "auth", password="right-password").start()
     try:
         base = opsq_env_sqlite()
         for url in (server.url(), server.url("wrong-password")):
@@ -149,7 +149,7 @@ def test_a_password_refused_is_named(opsq_env_sqlite, tmp_path):
 
 
 def test_a_stopped_redis_is_named_as_refusing_the_connection(opsq_env_sqlite, tmp_path):
-    server = PrivateRedis(tmp_path / "gone").start()
+    server = OwnedRedis(tmp_path / "gone").start()
     server.stop()
     env = {**opsq_env_sqlite(), "OPSQ_REDIS_URL": server.url()}
     refused = opsq(env, "submit", "noop", "noop")

@@ -1,5 +1,5 @@
-"""A redis-server the test owns (a free port, its own directory): SIGKILL it, restart it, with or without
-its AOF, without touching the machine's shared Redis."""
+"""A redis-server the test owns (a free port, its own directory), never the machine's shared Redis: SIGKILL
+it, restart it, with or without its AOF; fill it up, give it a password, stop it."""
 
 from __future__ import annotations
 
@@ -27,31 +27,39 @@ def free_port() -> int:
 
 
 class OwnedRedis:
-    def __init__(self, directory: Path, *, aof: bool = True, port: int | None = None,
-                 extra: tuple[str, ...] = ()) -> None:
+    """`extra` are more redis-server arguments (`--maxmemory 2mb`, `--maxmemory-policy allkeys-lru`).
+    `aof`: every write fsynced to an append-only file, so `restart()` brings back what it held (a broker
+    restarted from its AOF); without it what it holds dies with it. `password`: the server requires it and
+    `client()` gives it (`url()` only when asked, so a test can also present none or a wrong one)."""
+
+    def __init__(self, directory: Path, *extra: str, aof: bool = False, port: int | None = None,
+                 password: str | None = None) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed: this test needs the real binary")
+        self.binary = binary
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.aof = aof
-        self.extra = extra
+        self.password = password
+        self.extra = [*extra, *(["--requirepass", password] if password else [])]
         self.proc: subprocess.Popen[bytes] | None = None
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed: the fault tests need the real binary")
-        self.binary = binary
 
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+    def url(self, password: str | None = None, db: int = 0) -> str:
+        auth = f":{password}@" if password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/{db}"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, socket_connect_timeout=2)
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=5,
+                           socket_connect_timeout=2)
 
     def start(self, timeout: float = 10.0) -> OwnedRedis:
+        log = self.dir / "redis.log"
         cmd = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-               "--save", "", "--logfile", str(self.dir / "redis.log")]
+               "--save", "", "--logfile", str(log)]
         cmd += ["--appendonly", "yes", "--appendfsync", "always"] if self.aof else ["--appendonly", "no"]
-        cmd += list(self.extra)
+        cmd += self.extra
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while True:
@@ -62,7 +70,7 @@ class OwnedRedis:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server on {self.port} did not start:\n"
-                                   f"{(self.dir / 'redis.log').read_text(errors='replace')[-2000:]}")
+                                   f"{log.read_text(errors='replace')[-2000:] if log.exists() else ''}")
             time.sleep(0.05)
 
     def kill(self) -> None:
@@ -81,7 +89,13 @@ class OwnedRedis:
         return self.start()
 
     def stop(self) -> None:
-        self.kill()
+        """A clean shutdown (SIGTERM), SIGKILL if it does not come: its port is closed afterwards."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
 
 
 @contextmanager

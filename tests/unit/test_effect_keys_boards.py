@@ -5,7 +5,7 @@ when there is none), and `find_undone` tells an undo that took effect from one t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -27,18 +27,8 @@ EXTRA: dict[str, dict[str, str]] = {
 Make = Callable[..., Executor]
 
 
-@pytest.fixture(autouse=True)
-def sbx(control: SandboxClient) -> SandboxClient:
-    control.reset()
-    control.clear_requests()
-    return control
-
-
-@pytest.fixture(scope="module")
-def http() -> Iterator[HttpClient]:
-    client = HttpClient(connect_timeout_s=2, read_timeout_s=5)
-    yield client
-    client.close()
+# Every test talks to the sandbox: empty it before each (tests/unit/conftest.py).
+pytestmark = pytest.mark.usefixtures("sbx")
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ a call whose answer the sandbox loses (applied_*) surfaces as an ambiguous Retry
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,26 +24,8 @@ CHANNEL = "C0EFFECT1"
 Make = Callable[..., Executor]
 
 
-@pytest.fixture(autouse=True)
-def sbx(control: SandboxClient) -> SandboxClient:
-    control.reset()
-    control.clear_requests()
-    return control
-
-
-@pytest.fixture(scope="module")
-def http() -> Iterator[HttpClient]:
-    client = HttpClient(connect_timeout_s=2, read_timeout_s=5)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def quick_http() -> Iterator[HttpClient]:
-    """A read timeout well under an applied_timeout fault's hold."""
-    client = HttpClient(connect_timeout_s=2, read_timeout_s=0.5)
-    yield client
-    client.close()
+# Every test talks to the sandbox: empty it before each (tests/unit/conftest.py).
+pytestmark = pytest.mark.usefixtures("sbx")
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -38,25 +38,8 @@ EXTRA: dict[str, dict[str, str]] = {
 Make = Callable[..., Executor]
 
 
-@pytest.fixture(autouse=True)
-def sbx(control: SandboxClient) -> SandboxClient:
-    control.reset()
-    control.clear_requests()
-    return control
-
-
-@pytest.fixture(scope="module")
-def http() -> Iterator[HttpClient]:
-    client = HttpClient(connect_timeout_s=2, read_timeout_s=5)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def quick_http() -> Iterator[HttpClient]:
-    client = HttpClient(connect_timeout_s=1, read_timeout_s=0.3)
-    yield client
-    client.close()
+# Every test talks to the sandbox: empty it before each (tests/unit/conftest.py).
+pytestmark = pytest.mark.usefixtures("sbx")
 
 
 @pytest.fixture

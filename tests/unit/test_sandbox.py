@@ -25,10 +25,9 @@ NOTION = {**BEARER, "Notion-Version": "2022-06-28"}
 
 
 @pytest.fixture(autouse=True)
-def client(control: SandboxClient) -> SandboxClient:
-    control.reset()
-    control.clear_requests()
-    return control
+def client(sbx: SandboxClient) -> SandboxClient:
+    """This module's name for the emptied sandbox (tests/unit/conftest.py)."""
+    return sbx
 
 
 @pytest.fixture(scope="module")

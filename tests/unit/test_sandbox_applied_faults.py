@@ -5,7 +5,6 @@ through the executors' own HTTP layer, so what a worker would see is what is che
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -21,18 +20,9 @@ BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(autouse=True)
-def client(control: SandboxClient) -> SandboxClient:
-    control.reset()
-    control.clear_requests()
-    return control
-
-
-@pytest.fixture(scope="module")
-def quick() -> Iterator[HttpClient]:
-    """The executors' HTTP layer with a read timeout far below the sandbox's default hold."""
-    http = HttpClient(connect_timeout_s=2, read_timeout_s=0.5)
-    yield http
-    http.close()
+def client(sbx: SandboxClient) -> SandboxClient:
+    """This module's name for the emptied sandbox (tests/unit/conftest.py)."""
+    return sbx
 
 
 def create_file(server: SandboxServer, http: HttpClient, name: str = "report.txt") -> dict[str, Any]:
@@ -46,11 +36,11 @@ def test_the_modes_are_known() -> None:
 
 
 @pytest.mark.parametrize("mode", APPLIED_MODES)
-def test_applied_then_answer_lost_is_ambiguous(server: SandboxServer, client: SandboxClient, quick: HttpClient,
+def test_applied_then_answer_lost_is_ambiguous(server: SandboxServer, client: SandboxClient, quick_http: HttpClient,
                                                 mode: str) -> None:
     client.fault("gdrive", mode, times=1)
     with pytest.raises(RetryableError) as caught:
-        create_file(server, quick)
+        create_file(server, quick_http)
     assert caught.value.ambiguous, caught.value.message
     # The object was created all the same: the client cannot tell, which is the point.
     (made,) = client.state("gdrive")["files"]
@@ -59,7 +49,7 @@ def test_applied_then_answer_lost_is_ambiguous(server: SandboxServer, client: Sa
     assert entry["fault"] == mode and entry["applied"] is True and entry["answer"] == "lost"
     assert entry["applied_status"] == 200 and entry["applied_response"]["id"] == made["id"]
     # times=1: the next call is answered, and makes a second file (the sandbox does not deduplicate).
-    again = create_file(server, quick)
+    again = create_file(server, quick_http)
     assert again["id"] != made["id"] and len(client.state("gdrive")["files"]) == 2
     second = client.requests("gdrive")[-1]
     assert second["fault"] is None and second["applied"] is True and second["answer"] == "sent"
@@ -124,20 +114,20 @@ def test_a_held_answer_does_not_block_other_requests(server: SandboxServer, clie
 
 
 def test_applied_modes_honour_rate_times_and_match(server: SandboxServer, client: SandboxClient,
-                                                   quick: HttpClient) -> None:
+                                                   quick_http: HttpClient) -> None:
     client.fault("gdrive", "applied_502", rate=0.0)
-    create_file(server, quick)
+    create_file(server, quick_http)
     assert client.faults()[0]["hits"] == 0
     client.fault("gdrive", "applied_502", match="/about", times=2)
-    create_file(server, quick)  # not matched: answered
+    create_file(server, quick_http)  # not matched: answered
     assert client.requests("gdrive")[-1]["fault"] is None
     for _ in range(2):
         with pytest.raises(RetryableError):
-            quick.json("GET", f"{server.url}/gdrive/drive/v3/about", platform="gdrive", params={"fields": "user"},
-                       headers=BEARER)
+            quick_http.json("GET", f"{server.url}/gdrive/drive/v3/about", platform="gdrive", params={"fields": "user"},
+                            headers=BEARER)
     assert client.faults() == []
-    quick.json("GET", f"{server.url}/gdrive/drive/v3/about", platform="gdrive", params={"fields": "user"},
-               headers=BEARER)
+    quick_http.json("GET", f"{server.url}/gdrive/drive/v3/about", platform="gdrive", params={"fields": "user"},
+                    headers=BEARER)
 
 
 def test_a_refused_request_is_not_applied_even_under_an_applied_fault(server: SandboxServer,
