@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -14,16 +12,14 @@ import redis
 
 from executors.errors import InvalidParams
 from executors.registry import validate_action
+from workers import waiting
 from workers.enqueue import send_action
 from workers.errors import ConfigError, EnqueueError, SubmitError
-from workers.guards.base import RunState
 from workers.guards.connection import guard_redis
-from workers.guards.execution import live_state
 from workers.guards.idempotency import claim, derive_key, release
 from workers.priorities import PRIORITY_NAMES
 from workers.queues import queue_for
 from workers.settings import get_settings
-from workers.status import OPEN_ACTION_STATUSES, ActionStatus
 from workers.store import actions as store
 from workers.store.actions import ActionView
 
@@ -37,58 +33,24 @@ class ActionHandle:
     def status(self) -> ActionView:
         return current_status(self.id)
 
-    def wait(self, timeout: float = 60.0, poll_s: float = 0.05) -> ActionView:
-        """Block until the action succeeded or failed for good; TimeoutError if it takes longer."""
-        deadline = time.monotonic() + timeout
-        while True:
-            view = store.get(self.id)
-            if view.done:
-                return view
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"action {self.id} still {view.status} after {timeout:g}s")
-            time.sleep(poll_s)
-            poll_s = min(poll_s * 1.5, 0.5)
+    def wait(self, timeout: float = 60.0) -> ActionView:
+        """Block until the action succeeded or failed for good; TimeoutError if it takes longer. The outcome is
+        pushed by Redis the moment the attempt settles (workers.waiting), so this returns within a round trip
+        of the worker's settle, before the database row is written behind."""
+        return waiting.wait_one(self.id, timeout)
 
 
-def wait_all(handles: Iterable[ActionHandle | str], timeout: float = 300.0, poll_s: float = 0.02) -> None:
+def wait_all(handles: Iterable[ActionHandle | str], timeout: float = 300.0) -> None:
     """Block until every action (handles or ids) succeeded or failed for good; TimeoutError naming how
-    many are still open if that takes longer.
-
-    Each poll asks the store about the oldest WAIT_WINDOW open actions only (actions finish roughly in
-    the order they were submitted), and moves on to the next ones as soon as those are done: asking about
-    thousands of ids every few milliseconds cost the database more than the work it waited for. The
-    window is small enough that PostgreSQL looks the ids up by primary key even in a young table with
-    no statistics yet (with 50 it read the whole table on every poll)."""
-    pending = [h.id if isinstance(h, ActionHandle) else h for h in handles]
-    deadline = time.monotonic() + timeout
-    with store.polling_connection() as conn:
-        while pending:
-            still = store.not_final(pending[:WAIT_WINDOW], conn)
-            pending = still + pending[WAIT_WINDOW:]
-            if still:
-                if time.monotonic() >= deadline:
-                    pending = store.not_final(pending, conn)  # the exact count, once
-                    if not pending:
-                        return
-                    raise TimeoutError(f"{len(pending)} action(s) still open after {timeout:g}s "
-                                       f"(first: {pending[0]})")
-                time.sleep(poll_s)
-
-
-WAIT_WINDOW = 16
+    many are still open if that takes longer. Outcomes are pushed (workers.waiting); the store is read once
+    at the start and then only as a fallback for a notification that did not arrive."""
+    waiting.wait_many([h.id if isinstance(h, ActionHandle) else h for h in handles], timeout)
 
 
 def current_status(action_id: str) -> ActionView:
-    """The stored record, with 'running' taken from the live lease in Redis (the worker writes no
-    running row to the database: that would cost a commit per action on the hot path)."""
-    view = store.get(action_id)
-    if view.status in OPEN_ACTION_STATUSES and get_settings().guards_enabled:
-        live = live_state(action_id)
-        if live and live.get("state") == RunState.RUNNING:
-            return dataclasses.replace(view, status=ActionStatus.RUNNING,
-                                       attempts=int(live.get("attempt", view.attempts)),
-                                       started_at=view.started_at or live.get("started"))
-    return view
+    """The stored record, with `running` from the live lease and a settled success from the execution record
+    in Redis (workers.waiting.current_status)."""
+    return waiting.current_status(action_id)
 
 
 def check_submission(platform: str, action: str, params: Any, priority: str, max_attempts: int | None) -> None:

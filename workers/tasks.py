@@ -7,13 +7,14 @@ from typing import Any, NoReturn
 
 from celery import Task
 
-from workers import outages, step_hooks
+from workers import outages, step_hooks, waiting
 from workers.attempt import Ending, run_attempt
 from workers.celery_app import EXECUTE_ACTION, app
 from workers.errors import ActionFailed
 from workers.executor_pool import executor
 from workers.guards import Attempt
 from workers.redaction import kwargs_repr
+from workers.settings import get_settings
 from workers.status import ErrorKind
 from workers.store import actions as store
 from workers.store import outcomes
@@ -63,6 +64,7 @@ def _execute(self: Task, *, action_id: str, platform: str, action: str, params: 
         if prepared is None or not hooks.started(step, attempt):
             log.info("step skipped: its workflow is no longer running", extra=extra)
             store.mark_skipped(action_id, "its workflow is no longer running")
+            waiting.notify(action_id)
             return {"skipped": True}
         params = prepared
     end = run_attempt(ctx, lambda effect: executor(platform).execute(action, params, effect),
@@ -119,10 +121,15 @@ def _execute(self: Task, *, action_id: str, platform: str, action: str, params: 
         log.exception("recording the outcome failed; retrying the bookkeeping", extra=extra)
         raise self.retry(kwargs=self.request.kwargs, countdown=2.0,
                          kwargsrepr=kwargs_repr(self.request.kwargs)) from None
+    if end.already or end.unsettled or not get_settings().guards_enabled:
+        # The settle script published nothing this time (no settle, or none that reached Redis): the store
+        # has the outcome now, so waiters are told here.
+        waiting.notify(action_id)
     return result
 
 
 def _fail(ctx: Attempt, kind: str, message: str, *, started: Any, extra: dict[str, Any]) -> NoReturn:
     store.mark_failed(ctx.action_id, ctx.attempt, message, kind, started_at=started)
+    waiting.notify(ctx.action_id)  # after the store has it: a waiter reads a failure (dead letter or not) there
     log.error("action failed for good (%s): %s", kind, message, extra=extra)
     raise ActionFailed(kind, message) from None

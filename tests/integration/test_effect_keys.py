@@ -18,10 +18,9 @@ from sqlalchemy import select
 from executors.gdrive import EFFECT_PROPERTY
 from executors.slack import EFFECT_EVENT_TYPE
 from tests.integration.opsq_cli import opsq
-from tests.support.wait import wait_for
+from tests.support.wait import stored, wait_for
 from workers.client import submit_action, wait_all
 from workers.status import ActionStatus
-from workers.store import actions as store
 from workers.store.db import session
 from workers.store.models import ActionRun
 from workflows import state as workflow_state
@@ -302,7 +301,7 @@ def test_a_worker_killed_during_the_call_leaves_one_object(opsq_env_sqlite, work
     victim.kill()
     workers_started(env, queues=",".join(PLATFORMS), concurrency=3)
     wait_all(list(ids.values()), timeout=120)
-    views = {p: store.get(i) for p, i in ids.items()}
+    views = dict(zip(ids, stored(list(ids.values())), strict=True))
     assert {p: (v.status, v.reconciled) for p, v in views.items()} == {
         "slack": ("succeeded", True), "gdrive": ("succeeded", True), "webhook": ("succeeded", False)}, \
         {p: v.error for p, v in views.items()}

@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from tests.support.wait import wait_for
+from tests.support.wait import stored, wait_for
 from workers.client import submit_action, wait_all
-from workers.store import actions as store
 from workers.store.db import session
 from workers.store.models import ActionRun
 from workflows import state
@@ -53,7 +52,7 @@ def _faults(sandbox_client: Any, modes: dict[str, str]) -> None:
 def _run(items: list[tuple[str, str, dict[str, Any]]]) -> list[Any]:
     ids = [submit_action(platform, action, params, max_attempts=ATTEMPTS).id for platform, action, params in items]
     wait_all(ids, timeout=240)
-    views = [store.get(i) for i in ids]
+    views = stored(ids)
     failed = [(v.platform, v.action, v.error) for v in views if v.status != "succeeded"]
     assert not failed, failed
     return views
@@ -220,7 +219,7 @@ def test_a_worker_killed_during_the_call_leaves_one_object(opsq_env_sqlite, work
     victim.kill()
     workers_started(env, queues=QUEUES, concurrency=3)
     wait_all(ids, timeout=120)
-    views = [store.get(i) for i in ids]
+    views = stored(ids)
     assert [(v.status, v.reconciled) for v in views] == [("succeeded", True)] * 3, [v.error for v in views]
     platforms = sandbox_client.state()
     assert [c["name"] for c in platforms["trello"]["cards"]] == ["killed"]

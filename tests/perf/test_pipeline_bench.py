@@ -64,10 +64,18 @@ class Opsq:
     @staticmethod
     def check(handles: list) -> None:
         ids = [h.id for h in handles]
-        with get_engine().connect() as conn:
-            done = sum(conn.execute(select(func.count()).where(ActionRun.id.in_(ids[i:i + 500]),
-                                                               ActionRun.status == "succeeded")).scalar()
-                       for i in range(0, len(ids), 500))
+
+        def succeeded() -> int:
+            with get_engine().connect() as conn:
+                return sum(conn.execute(select(func.count()).where(ActionRun.id.in_(ids[i:i + 500]),
+                                                                   ActionRun.status == "succeeded")).scalar()
+                           for i in range(0, len(ids), 500))
+
+        # wait_all returns when Redis has every outcome; the worker's write-behind commits the rows just after.
+        done = 0
+        deadline = time.monotonic() + 10
+        while (done := succeeded()) < len(ids) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert done == len(ids), f"{len(ids) - done} noop actions did not succeed"
 
 

@@ -46,6 +46,12 @@ def idempotency(key: str) -> str:
     return f"{PREFIX}:idem:{key}"
 
 
+def outcome_channel(action_id: str) -> str:
+    """Pub/sub channel: a message the moment the action's outcome is final (workers.waiting). Not a key:
+    nothing is stored, and a publish nobody listens to costs nothing."""
+    return f"{PREFIX}:outcome:{action_id}"
+
+
 def action_keys(platform: str, action_id: str) -> list[str]:
     """KEYS of the ADMIT and SETTLE scripts, in their order (workers.guards.scripts)."""
     return [run(action_id), breaker(platform), breaker_failures(platform), breaker_history(platform),

@@ -56,6 +56,7 @@ class RedisGuard:
             keys=keys.action_keys(attempt.platform, attempt.action_id),
             args=[attempt.token, int(outcome.ok), int(outcome.health_failure), int(admission.probe), payload,
                   int(outcome.final), s.idempotency_ttl_s, breaker.failure_threshold, breaker.window_s,
-                  HISTORY_MAX, outcome.error_kind or "", int(outcome.ambiguous)],
+                  HISTORY_MAX, outcome.error_kind or "", int(outcome.ambiguous),
+                  keys.outcome_channel(attempt.action_id)],
         )
         return state.decode() if isinstance(state, bytes) else str(state)

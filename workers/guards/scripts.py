@@ -115,8 +115,12 @@ return {'run', '', probe, 0}
 
 # ARGV: 1 owner token, 2 ok, 3 health_failure, 4 probe, 5 payload (result or error JSON), 6 final,
 #       7 ttl_s, 8 failure_threshold, 9 window_s, 10 history_max, 11 error kind, 12 ambiguous (the failure may
-#       have acted: the record is kept, as `ambiguous`, for the next attempt to reconcile)
+#       have acted: the record is kept, as `ambiguous`, for the next attempt to reconcile), 13 the action's
+#       outcome channel (keys.outcome_channel)
 # Returns the breaker state after this outcome.
+# A success is published on the outcome channel in the same round trip: whoever waits for the action
+# (workers.waiting) has it the moment Redis does. A final failure is published by the worker after the
+# database has it (workers.tasks), since the failure's record there (dead letter or not) is what a waiter reads.
 SETTLE = _COMMON + r"""
 local token, ok, health, probe = ARGV[1], ARGV[2] == '1', ARGV[3] == '1', ARGV[4] == '1'
 local ttl_s, threshold, window_s, hist_max = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]),
@@ -131,6 +135,7 @@ if ok then
   redis.call('HDEL', KEYS[1], 'lease_until')
   redis.call('EXPIRE', KEYS[1], ttl_s)
   redis.call('HINCRBY', KEYS[6], 'ok', 1)
+  if ARGV[13] and ARGV[13] ~= '' then redis.call('PUBLISH', ARGV[13], 'done') end
   if probe and state == 'half_open' then
     transition('closed', 'probe succeeded', hist_max)
     redis.call('DEL', KEYS[3])

@@ -1,0 +1,95 @@
+"""Waiting for outcomes is pushed, not polled (workers.waiting; issue 12), on real Redis, a real store and real
+worker processes. Most tests push the fallback poll out of reach (FALLBACK_MIN_S/MAX_S set to minutes), so a
+wait that returns at all was woken by the notification; the fallback itself is shown where nothing publishes."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import select
+
+from tests.support.wait import wait_for
+from workers import waiting
+from workers.client import ActionHandle, current_status, submit_action, wait_all
+from workers.guards.connection import guard_redis
+from workers.store import actions as store
+from workers.store.db import get_engine
+from workers.store.models import ActionRun
+
+pytestmark = pytest.mark.integration
+
+NO_POLL_S = 600.0
+
+
+@pytest.fixture
+def no_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(waiting, "FALLBACK_MIN_S", NO_POLL_S)
+    monkeypatch.setattr(waiting, "FALLBACK_MAX_S", NO_POLL_S)
+
+
+def db_status(action_id: str) -> str:
+    with get_engine().connect() as conn:
+        return str(conn.execute(select(ActionRun.status).where(ActionRun.id == action_id)).scalar_one())
+
+
+def test_a_success_wakes_its_waiter_before_the_database_has_it(opsq_env, workers_started, no_fallback):
+    # The write-behind holds the success record for a minute: the waiter must not wait for it.
+    workers_started(opsq_env(OPSQ_OUTCOME_FLUSH_MS="60000"), queues="noop")
+    view = submit_action("noop", "noop", {"echo": 7}).wait(30)
+    assert view.status == "succeeded" and view.result == {"echo": 7, "ok": True} and view.finished_at is not None
+    assert db_status(view.id) == "queued"  # the row is still behind, by design
+    assert current_status(view.id).status == "succeeded"  # and what operators read says so already
+
+
+def test_a_final_failure_wakes_its_waiter_once_the_store_has_it(opsq_env, workers_started, no_fallback):
+    workers_started(opsq_env(OPSQ_SLACK_TOKEN="invalid"), queues="slack")
+    view = submit_action("slack", "send_message", {"channel": "#a", "text": "x"}).wait(30)
+    assert view.status == "failed" and view.error_kind == "auth"
+    assert [d.action_id for d in store.dead_letters()] == [view.id]  # read after the store recorded it
+
+
+def test_wait_all_is_woken_by_every_outcome(opsq_env, workers_started, no_fallback):
+    workers_started(opsq_env(), queues="noop")
+    handles = [submit_action("noop", "noop", {"echo": i}) for i in range(60)]
+    wait_all(handles, timeout=60)
+    assert {current_status(h.id).status for h in handles} == {"succeeded"}
+
+
+def test_many_waiters_on_one_action_all_return(opsq_env, workers_started, no_fallback):
+    handle = submit_action("noop", "noop", {"echo": 1})
+    seen: list[str] = []
+    threads = [threading.Thread(target=lambda: seen.append(handle.wait(30).status)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    workers_started(opsq_env(), queues="noop")
+    for t in threads:
+        t.join(35)
+    assert seen == ["succeeded"] * 4
+
+
+def test_an_outcome_nobody_published_is_found_by_the_fallback_poll(opsq_env):
+    # The stuck detector and an operator's purge finish actions without publishing: the waiter still returns.
+    handle = submit_action("noop", "noop", {"echo": 2})
+    timer = threading.Timer(0.5, lambda: store.mark_failed(handle.id, 1, "dropped by an operator", "purged"))
+    timer.start()
+    try:
+        view = handle.wait(10)
+    finally:
+        timer.cancel()
+    assert view.status == "failed" and view.error_kind == "purged"
+
+
+def test_a_waiter_survives_its_subscription_being_cut(opsq_env, workers_started):
+    handle = submit_action("noop", "noop", {"echo": 3})
+    seen: list[str] = []
+    waiter = threading.Thread(target=lambda: seen.append(handle.wait(30).status))
+    waiter.start()
+    wait_for(lambda: guard_redis().pubsub_numsub(f"opsq:outcome:{handle.id}")[0][1] == 1, timeout=10,
+             what="the waiter to subscribe")
+    guard_redis().client_kill_filter(_type="pubsub")  # as a Redis restart or a proxy would
+    workers_started(opsq_env(), queues="noop")
+    waiter.join(35)
+    assert seen == ["succeeded"]
+    # The next wait subscribes again, on a new connection.
+    assert ActionHandle(submit_action("noop", "noop", {"echo": 4}).id).wait(30).status == "succeeded"
