@@ -130,13 +130,13 @@ class _Listener:
         for i in range(0, len(channels), SUBSCRIBE_BATCH):
             self.pubsub.unsubscribe(*channels[i:i + SUBSCRIBE_BATCH])
 
-    def notified(self, timeout: float) -> list[str]:
-        """Channels that published within `timeout` (blocks until the first, then takes what else is read)."""
-        out: list[str] = []
+    def notified(self, timeout: float) -> list[tuple[str, str]]:
+        """(channel, message) published within `timeout` (blocks until the first, then takes what else is read)."""
+        out: list[tuple[str, str]] = []
         msg = self.pubsub.get_message(timeout=max(timeout, 0.0))
         while msg is not None:
             if msg["type"] == "message":
-                out.append(as_text(msg["channel"]))
+                out.append((as_text(msg["channel"]), as_text(msg["data"])))
             msg = self.pubsub.get_message(timeout=0.0)
         return out
 
@@ -180,8 +180,8 @@ def _drop(listener: _Listener | None) -> None:
         _local.listener = None
 
 
-def _block(listener: _Listener | None, timeout: float) -> list[str]:
-    """Notified channels within `timeout`; sleeps it out when there is no listener (or it broke)."""
+def _block(listener: _Listener | None, timeout: float) -> list[tuple[str, str]]:
+    """(channel, message) published within `timeout`; sleeps it out when there is no listener (or it broke)."""
     if listener is not None:
         try:
             return listener.notified(timeout)
@@ -196,39 +196,48 @@ def _block(listener: _Listener | None, timeout: float) -> list[str]:
 def wait_one(action_id: str, timeout: float) -> ActionView:
     """Blocks until the action is final (succeeded in Redis, or final in the store); TimeoutError if not
     within `timeout`."""
-    return wait_until(keys.outcome_channel(action_id), lambda: _read(action_id), lambda view: view.done, timeout,
+    stored: ActionView | None = None
+
+    def read(note: str | None) -> ActionView:
+        nonlocal stored
+        # A published success is in the execution record: overlay the record read before on it (one Redis
+        # round trip), rather than ask the database again for a row the write-behind has not written yet.
+        if stored is None or note != RunState.DONE:
+            stored = store.get(action_id)
+        try:
+            return overlay(stored)
+        except redis.RedisError:
+            return stored  # Redis away: the store still says what it knows
+
+    return wait_until(keys.outcome_channel(action_id), read, lambda view: view.done, timeout,
                       lambda view: f"action {action_id} still {view.status} after {timeout:g}s")
 
 
-def wait_until(channel: str, read: Callable[[], T], done: Callable[[T], bool], timeout: float,
+def wait_until(channel: str, read: Callable[[str | None], T], done: Callable[[T], bool], timeout: float,
                timed_out: Callable[[T], str]) -> T:
-    """Reads with `read` until `done` says yes, again each time `channel` publishes (and on a fallback poll);
-    TimeoutError(timed_out(last read)) after `timeout`. Subscribed before the first read, so a publish that
-    follows the state it announces is never missed."""
+    """Reads with `read` until `done` says yes, again each time `channel` publishes (`read` gets what was
+    published; None on the first read and a fallback poll); TimeoutError(timed_out(last read)) after `timeout`.
+    Subscribed before the first read, so a publish that follows the state it announces is never missed."""
     deadline = time.monotonic() + timeout
     with _listening([channel]) as listener:
         fallback = FALLBACK_MIN_S
+        note: str | None = None
         while True:
-            value = read()
+            value = read(note)
             if done(value):
                 return value
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(timed_out(value))
-            if channel not in _block(listener if _alive(listener) else None, min(left, fallback)):
+            notes = [data for ch, data in _block(listener if _alive(listener) else None, min(left, fallback))
+                     if ch == channel]
+            note = notes[-1] if notes else None
+            if note is None:
                 fallback = min(fallback * 2, FALLBACK_MAX_S)
 
 
 def _alive(listener: _Listener | None) -> bool:
     return listener is not None and getattr(_local, "listener", None) is listener
-
-
-def _read(action_id: str) -> ActionView:
-    view = store.get(action_id)
-    try:
-        return overlay(view)
-    except redis.RedisError:
-        return view  # Redis away: the store still says what it knows
 
 
 def wait_many(action_ids: Iterable[str], timeout: float) -> None:
@@ -255,7 +264,7 @@ def wait_many(action_ids: Iterable[str], timeout: float) -> None:
                 fallback = min(fallback * 2, FALLBACK_MAX_S)
                 next_poll = now + fallback
                 continue
-            for channel in _block(listener if _alive(listener) else None, min(deadline, next_poll) - now):
+            for channel, _ in _block(listener if _alive(listener) else None, min(deadline, next_poll) - now):
                 # Only final outcomes are published: a message is the outcome.
                 action = by_channel.get(channel)
                 if action is not None:
