@@ -13,27 +13,15 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from typing import Any
 from urllib.parse import urlsplit
 
-import redis
 from kombu.transport import redis as kombu_redis
 
 from workers.broker_transport import OpsqChannelMixin
 
 
 class SentinelChannel(OpsqChannelMixin, kombu_redis.SentinelChannel):
-    def _connparams(self, asynchronous: bool = False) -> Any:
-        # A channel closed because its connection was lost has no connection left. A task that finishes
-        # after that acks its message on this channel, which needs a new pool, which reads the connection's
-        # parameters: AttributeError ('NoneType' object has no attribute 'client', kombu#582), which Celery
-        # does not expect from an ack and so stops the whole worker ("Unrecoverable error"; 1 drill run in
-        # ~15). As a connection error it is what it is: Celery logs "Couldn't ack" and goes on, and the
-        # message, still unacknowledged in Redis, is given back and answered by the guards' record.
-        # (The same belongs in OpsqChannelMixin for the plain transport.)
-        if self.connection is None:
-            raise redis.ConnectionError("the channel is closed: its connection to Redis was lost")
-        return super()._connparams(asynchronous)
+    pass
 
 
 class SentinelTransport(kombu_redis.SentinelTransport):

@@ -20,6 +20,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
@@ -93,7 +94,8 @@ class OwnedQoS(kombu_redis.QoS):
         # died, that write goes to a connection that is gone and raised out of Celery's consumer, ending
         # the worker (kombu#582: AttributeError from _connparams, or a ConnectionError). The messages are
         # still in Redis under this channel's owner: the held-messages thread gives them back once Redis
-        # answers again, so the worker goes on.
+        # answers again, so the worker goes on. (The ack of a task that finishes after the close goes
+        # through OpsqChannelMixin._connparams.)
         try:
             super().restore_unacked(client)
             self.channel.opsq_gave_back = True
@@ -136,6 +138,17 @@ class OpsqChannelMixin(_ChannelBase):
             if gave_back:  # a clean goodbye: nothing left to reap, so leave no trace in `opsq workers list`
                 with contextlib.suppress(Exception):  # else the others reap it once its heartbeat runs out
                     held_messages.retire(self._create_client(), owner)
+
+    def _connparams(self, asynchronous: bool = False) -> Any:
+        # A channel closed because its connection was lost has no connection left. A task that finishes
+        # after that acks its message on this channel, which needs a new pool, which reads the connection's
+        # parameters: AttributeError ('NoneType' object has no attribute 'client', kombu#582), which Celery
+        # does not expect from an ack and so stops the whole worker ("Unrecoverable error"; 1 Sentinel drill
+        # run in ~15). As a connection error it is what it is: Celery logs "Couldn't ack" and goes on, and
+        # the message, still unacknowledged in Redis, is given back and answered by the guards' record.
+        if self.connection is None:
+            raise redis.ConnectionError("the channel is closed: its connection to Redis was lost")
+        return super()._connparams(asynchronous)
 
     def _brpop_read(self, **options: Any) -> bool:
         # kombu's own, but for the check: the popped item is checked before it is delivered.

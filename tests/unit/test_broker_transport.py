@@ -1,4 +1,5 @@
-"""workers.broker_transport: what is a deliverable kombu message, and what a quarantine record keeps."""
+"""workers.broker_transport: what is a deliverable kombu message, what a quarantine record keeps, and the
+kombu#582 guards every channel class of ours carries (plain Redis and Sentinel alike)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,19 @@ import base64
 import json
 
 import pytest
+import redis
 from click.testing import CliRunner
 
-from workers.broker_transport import RAW_KEPT_BYTES, NotAMessage, check_message, quarantine_record
+from workers.broker_sentinel import SentinelChannel
+from workers.broker_transport import (
+    RAW_KEPT_BYTES,
+    Channel,
+    NotAMessage,
+    OpsqChannelMixin,
+    OwnedQoS,
+    check_message,
+    quarantine_record,
+)
 from workers.celery_app import QUARANTINING_TRANSPORT
 from workers.cli import worker_cmd
 
@@ -49,6 +60,29 @@ def test_a_quarantine_record_keeps_the_first_bytes_and_the_size():
 def test_the_quarantining_transport_is_importable_by_its_path():
     module, _, name = QUARANTINING_TRANSPORT.partition(":")
     assert getattr(__import__(module, fromlist=[name]), name).Channel.__name__ == "Channel"
+
+
+def _closed(cls: type[OpsqChannelMixin]) -> OpsqChannelMixin:
+    """A channel as kombu leaves it once its connection died and Celery closed it: no connection."""
+    channel = cls.__new__(cls)
+    channel.connection = None
+    return channel
+
+
+@pytest.mark.parametrize("cls", [Channel, SentinelChannel])
+def test_a_closed_channel_of_either_transport_has_the_kombu_582_guards(cls, caplog):
+    channel = _closed(cls)
+    # An ack after the close: a connection error Celery logs ("Couldn't ack"), not an AttributeError that
+    # stops the worker.
+    with pytest.raises(redis.ConnectionError, match="connection to Redis was lost"):
+        channel._connparams()
+    # The close's restore into the dead connection: swallowed, the messages left to the held-messages thread.
+    qos = channel.QoS(channel)
+    assert isinstance(qos, OwnedQoS)
+    qos._delivered["tag-1"] = object()
+    qos.restore_unacked()
+    assert not qos._delivered and channel.opsq_gave_back is False
+    assert "could not give back the messages this channel held (ConnectionError" in caplog.text
 
 
 def test_opsq_worker_exits_with_celerys_status(monkeypatch):
