@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import sentry_sdk
 from sqlalchemy import func, insert, select, update
 
 from beat.models import Alert, AlertState
@@ -17,6 +16,7 @@ from workers.client import submit_action
 from workers.guards import breaker
 from workers.guards.base import BreakerState
 from workers.guards.connection import guard_redis, server_time
+from workers.observability.sentry import sentry_on
 from workers.ops import quarantine
 from workers.ops.health import FAIL, OK, redis_memory
 from workers.ops.queue_ops import priority_lists
@@ -211,8 +211,10 @@ def _notify(state: str, severity: str, message: str, key: str = "", at: str = ""
     else:
         log.info("alert %s", line)
     try:
-        if sentry_sdk.get_client().is_active():
-            sentry_sdk.capture_message(f"opsqueue alert {line}", level="warning" if firing else "info")
+        # Asked, not imported: a worker without Sentry never loads sentry_sdk (workers.observability.sentry).
+        sdk = sentry_on()
+        if sdk is not None:
+            sdk.capture_message(f"opsqueue alert {line}", level="warning" if firing else "info")
     except Exception:  # pragma: no cover - alerting must never break the evaluation
         log.exception("could not send the alert to Sentry")
     channel = get_settings().alert_slack_channel

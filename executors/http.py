@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -77,16 +78,29 @@ def raise_for_status(response: httpx.Response, platform: str) -> None:
 
 
 class HttpClient:
-    """Wraps one httpx.Client (connection pool) for the whole process; executors share it."""
+    """Wraps one httpx.Client (connection pool) for the whole process; executors share it.
+
+    The httpx.Client is made on the first request, not here: making one loads httpcore and a TLS context
+    with every CA certificate (about 2.5 MiB), and a worker process that only runs workflow bookkeeping,
+    maintenance or noop actions never sends a request (docs/PERFORMANCE.md, "Worker memory")."""
 
     def __init__(self, connect_timeout_s: float = 5.0, read_timeout_s: float = 30.0) -> None:
         self.timeout = httpx.Timeout(read_timeout_s, connect=connect_timeout_s)
-        self._client = httpx.Client(
-            timeout=self.timeout,
-            headers={"User-Agent": USER_AGENT},
-            limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
-            follow_redirects=False,
-        )
+        self._lock = threading.Lock()
+        self._made: httpx.Client | None = None
+
+    @property
+    def _client(self) -> httpx.Client:
+        if self._made is None:
+            with self._lock:  # executors share this client across a thread pool's threads too
+                if self._made is None:
+                    self._made = httpx.Client(
+                        timeout=self.timeout,
+                        headers={"User-Agent": USER_AGENT},
+                        limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
+                        follow_redirects=False,
+                    )
+        return self._made
 
     def request(
         self,
@@ -121,4 +135,5 @@ class HttpClient:
         return body if isinstance(body, dict) else {"data": body}
 
     def close(self) -> None:
-        self._client.close()
+        if self._made is not None:
+            self._made.close()

@@ -6,6 +6,7 @@ so task modules, the client API and the CLI import cleanly on a machine with no 
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any
 
@@ -154,6 +155,8 @@ def create_app() -> Celery:
     signal_scope.connect(worker_init, app, _schema_ready, "opsq.worker.schema")
     signal_scope.connect(celeryd_after_setup, app, _skip_paused_queues, "opsq.worker.paused_queues")
     signal_scope.connect(celeryd_after_setup, app, _name_the_consumer, "opsq.worker.node_name")
+    # Last of the setup hooks: celeryd_after_setup comes right before the pool forks its processes.
+    signal_scope.connect(celeryd_after_setup, app, _freeze_before_fork, "opsq.worker.gc_freeze")
     signal_scope.connect(worker_process_init, app, _fresh_connections_after_fork, "opsq.worker.after_fork")
     signal_scope.connect(worker_process_shutdown, app, _flush_buffered_outcomes, "opsq.worker.flush_outcomes")
     return app
@@ -182,6 +185,15 @@ def _skip_paused_queues(sender: str, instance: Any, **_: Any) -> None:
         queues.deselect(queue)
         logging.getLogger("opsq.worker").warning("queue %s is paused (opsq queue resume %s); not consuming it",
                                                  queue, queue)
+
+
+def _freeze_before_fork(**_: Any) -> None:
+    """What the parent holds (the modules, the app, the settings) moves out of the collector's reach before
+    the pool forks. A collection walks every object it tracks and writes to each one's header, so each pool
+    process (and the parent itself) would make a private copy of nearly every page it shares with the parent;
+    frozen, they stay shared (fork is copy-on-write). Python's own advice for a process that forks workers
+    (gc.freeze); the frozen objects live as long as the worker, as they would anyway."""
+    gc.freeze()
 
 
 def _fresh_connections_after_fork(**_: Any) -> None:

@@ -8,7 +8,6 @@ import json
 
 import pytest
 import redis
-from click.testing import CliRunner
 
 from workers.broker_sentinel import SentinelChannel
 from workers.broker_transport import (
@@ -21,7 +20,6 @@ from workers.broker_transport import (
     quarantine_record,
 )
 from workers.celery_app import QUARANTINING_TRANSPORT
-from workers.cli import worker_cmd
 
 BODY = base64.b64encode(json.dumps([[], {"echo": 1}, {}]).encode()).decode()
 MESSAGE = {"body": BODY, "content-encoding": "utf-8", "content-type": "application/json",
@@ -83,20 +81,3 @@ def test_a_closed_channel_of_either_transport_has_the_kombu_582_guards(cls, capl
     qos.restore_unacked()
     assert not qos._delivered and channel.opsq_gave_back is False
     assert "could not give back the messages this channel held (ConnectionError" in caplog.text
-
-
-def test_opsq_worker_exits_with_celerys_status(monkeypatch):
-    """A worker Celery stopped on an unrecoverable error must exit non-zero (a supervisor restarts it)."""
-    from workers.celery_app import app  # noqa: PLC0415 - patched below, as opsq worker imports it
-    from workers.cli import broker  # noqa: PLC0415
-    from workers.store import db  # noqa: PLC0415
-
-    monkeypatch.setattr(broker, "ensure_broker", lambda: ("redis://127.0.0.1:1/0", None))
-    monkeypatch.setattr(db, "get_engine", lambda: None)
-    seen: list[list[str]] = []
-    monkeypatch.setattr(app, "start", lambda argv: seen.append(argv) or 1)
-    result = CliRunner().invoke(worker_cmd.worker, ["-Q", "noop", "-c", "1"])
-    assert result.exit_code == 1
-    assert seen and seen[0][:3] == ["worker", "-Q", "noop"]
-    monkeypatch.setattr(app, "start", lambda argv: None)
-    assert CliRunner().invoke(worker_cmd.worker, ["-Q", "noop"]).exit_code == 0

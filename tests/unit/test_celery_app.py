@@ -107,3 +107,32 @@ def test_opsqueues_own_app_gets_its_json_logs(tmp_path):
                      + LOG_SETUP.format(prelude=prelude), tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "JsonFormatter"
+
+
+# What a worker process never uses, so it must not hold it (docs/PERFORMANCE.md, "Worker memory"): Alembic
+# (a current schema needs no migration), Flower and the `celery` command's other subcommands (opsq worker runs
+# Celery's worker command alone), the sandbox.
+NEVER_IN_A_WORKER = ("alembic", "flower", "click_repl", "prompt_toolkit", "celery.bin.celery", "executors.sandbox")
+# What it loads only when it needs it: sentry_sdk with a DSN, httpcore with the first HTTP request.
+ON_FIRST_USE = ("sentry_sdk", "httpcore")
+
+
+def test_a_worker_loads_nothing_it_never_uses(tmp_path):
+    result = _python("import sys\n"
+                     "import workers.celery_app, workers.tasks, workflows.tasks, beat.tasks\n"
+                     "from workers.cli import main, worker_cmd\n"
+                     "main.register()\n"
+                     f"print(sorted(m for m in {NEVER_IN_A_WORKER!r} if m in sys.modules))", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_what_a_worker_needs_only_sometimes_is_loaded_when_needed(tmp_path):
+    result = _python("import sys\n"
+                     "import workers.celery_app, workers.tasks, workflows.tasks, beat.tasks\n"
+                     "from workers import executor_pool\n"
+                     "from workers.observability import sentry\n"
+                     "executor_pool.executor('noop')\n"
+                     f"print(sorted(m for m in {ON_FIRST_USE!r} if m in sys.modules), sentry.sentry_on())", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[] None"

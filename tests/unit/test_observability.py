@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
 import sys
 
 import pytest
@@ -264,3 +265,20 @@ def test_settings(monkeypatch):
     monkeypatch.setenv("OPSQ_LOG_FORMAT", "text")
     assert logs._log_format() == "text"
     assert sentry.init_sentry(config.ObservabilitySettings(sentry_dsn=None)) is False
+
+
+SENTRY_ON = """
+import os, sys
+os.environ['OPSQ_SENTRY_DSN'] = 'http://key@127.0.0.1:9/1'
+from workers.observability import sentry
+print('sentry_sdk' in sys.modules, sentry.sentry_on())
+sentry.init_sentry()
+print(sentry.sentry_on() is sys.modules['sentry_sdk'])
+"""
+
+
+def test_sentry_sdk_is_loaded_by_init_with_a_dsn_and_then_sentry_on_answers_it():
+    # In a process of its own: init patches Celery for good.
+    result = subprocess.run([sys.executable, "-c", SENTRY_ON], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "None", "True"]

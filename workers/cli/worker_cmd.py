@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from workers.cli.options import actor_option
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
@@ -29,14 +34,34 @@ def worker(queues: str | None, concurrency: int | None, pool: str, hostname: str
     from workers.store.db import get_engine
 
     get_engine()  # migrate (when enabled) and fail now, not on the first action
-    argv = ["worker", "-Q", ",".join(names), "-l", loglevel, "-P", pool, "-n", hostname or "opsq@%h"]
+    argv = ["-Q", ",".join(names), "-l", loglevel, "-P", pool, "-n", hostname or "opsq@%h"]
     if concurrency:
         argv += ["-c", str(concurrency)]
     # Celery's exit status, passed on: a worker that stopped on an unrecoverable error exits non-zero, so a
     # supervisor (systemd's Restart=on-failure, Kubernetes) starts it again.
-    code = app.start(argv=[*argv, *celery_args])
+    code = run_celery_worker(app, [*argv, *celery_args])
     if code:
         raise SystemExit(code)
+
+
+def run_celery_worker(app: Celery, argv: list[str]) -> int:
+    """`celery worker` with `argv` (Celery's own options and parsing), returning the worker's exit status.
+
+    Celery's worker command alone, not through the `celery` command (`app.start`): that one imports every
+    other subcommand and the plugins installed beside it (click_repl and prompt_toolkit for `celery shell`,
+    Flower with tornado and prometheus_client), about 12 MiB that the worker and every pool process forked
+    from it would hold and never use (docs/PERFORMANCE.md, "Worker memory"). And `app.start` drops the exit
+    status that click hands back."""
+    from celery.bin.base import CLIContext
+    from celery.bin.worker import worker as celery_worker
+
+    # What `celery` does before it runs a subcommand: the app's own worker options, the context object.
+    for option in app.user_options.get("worker", ()):
+        if option not in celery_worker.params:
+            celery_worker.params.append(option)
+    code = celery_worker.main(args=argv, prog_name="opsq worker", standalone_mode=False,
+                              obj=CLIContext(app=app, no_color=None, workdir=None))
+    return code if isinstance(code, int) else 0
 
 
 @click.group("workers")

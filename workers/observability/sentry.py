@@ -1,5 +1,9 @@
 """Sentry: initialised once per process when OPSQ_SENTRY_DSN is set, every event scrubbed, each
-opsqueue task's scope tagged with its ids."""
+opsqueue task's scope tagged with its ids.
+
+sentry_sdk is imported only when a DSN is set: with its transport (urllib3), its Celery integration (which
+loads celery.beat) and the rest, it is a few MiB that every worker process without Sentry would hold for
+nothing (docs/PERFORMANCE.md, "Worker memory"). Whoever needs to know whether Sentry is on asks sentry_on()."""
 
 from __future__ import annotations
 
@@ -7,15 +11,16 @@ import contextlib
 import inspect
 import logging
 import os
+import sys
 from importlib.metadata import version
-from typing import Any
-
-import sentry_sdk
-from sentry_sdk.integrations.celery import CeleryIntegration
-from sentry_sdk.types import Event, Hint
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from workers.observability.config import ObservabilitySettings, observability_settings
 from workers.redaction import configured_secrets, scrub_text, scrub_value
+
+if TYPE_CHECKING:
+    from sentry_sdk.types import Event, Hint
 
 log = logging.getLogger("opsq.observability")
 
@@ -56,6 +61,10 @@ def init_sentry(settings: ObservabilitySettings | None = None) -> bool:
     if not dsn:
         return False
 
+    # Imported here, not at the top: only a process with a DSN needs it (see the module's docstring).
+    import sentry_sdk  # noqa: PLC0415
+    from sentry_sdk.integrations.celery import CeleryIntegration  # noqa: PLC0415
+
     # One integration object per process tree: creating another would patch Celery beat a second time.
     if _celery_integration is None:
         _celery_integration = CeleryIntegration(monitor_beat_tasks=True)
@@ -85,9 +94,10 @@ _announced = False
 def announce_sentry() -> None:
     """Says once per worker that Sentry is on (in the main process, once its logging is set up)."""
     global _announced
-    if _sentry_pid == os.getpid() and not _announced and logging.getLogger().handlers:
+    sdk = _ours()
+    if sdk is not None and not _announced and logging.getLogger().handlers:
         _announced = True
-        environment = sentry_sdk.get_client().options.get("environment")
+        environment = sdk.get_client().options.get("environment")
         log.info("Sentry error reporting is on (environment %s)", environment)
 
 
@@ -107,6 +117,15 @@ def reinit_sentry_in_child(**_: Any) -> None:
         init_sentry_logged()
 
 
+def sentry_on() -> ModuleType | None:
+    """sentry_sdk when a Sentry client is active in this process (init_sentry's, or one its host service
+    made), else None. Found without importing it: no client can be active where nothing imported sentry_sdk."""
+    sdk = sys.modules.get("sentry_sdk")
+    if sdk is None or not sdk.get_client().is_active():
+        return None
+    return sdk
+
+
 def _is_opsq_task(name: str) -> bool:
     return name == "opsq.execute_action" or name.startswith("opsq.workflow.")
 
@@ -123,12 +142,18 @@ def task_tags(task: Any, args: Any, kwargs: Any) -> dict[str, str]:
     return {key: str(named[key]) for key in SENTRY_TAGS if named.get(key) is not None}
 
 
+def _ours() -> ModuleType | None:
+    """sentry_sdk if init_sentry ran in this process (so it is imported), else None."""
+    return sys.modules.get("sentry_sdk") if _sentry_pid == os.getpid() else None
+
+
 def on_task_prerun(sender: Any = None, task_id: Any = None, task: Any = None, args: Any = None,
                     kwargs: Any = None, **_: Any) -> None:
-    if _sentry_pid != os.getpid() or task is None or not _is_opsq_task(getattr(task, "name", "")):
+    sdk = _ours()
+    if sdk is None or task is None or not _is_opsq_task(getattr(task, "name", "")):
         return
 
-    scope = sentry_sdk.get_isolation_scope()
+    scope = sdk.get_isolation_scope()
     for key, value in task_tags(task, args, kwargs).items():
         scope.set_tag(key, value)
     if isinstance(kwargs, dict) and "attempt" in kwargs:
@@ -136,10 +161,11 @@ def on_task_prerun(sender: Any = None, task_id: Any = None, task: Any = None, ar
 
 
 def on_task_postrun(sender: Any = None, task: Any = None, **_: Any) -> None:
-    if _sentry_pid != os.getpid() or task is None or not _is_opsq_task(getattr(task, "name", "")):
+    sdk = _ours()
+    if sdk is None or task is None or not _is_opsq_task(getattr(task, "name", "")):
         return
 
-    scope = sentry_sdk.get_isolation_scope()
+    scope = sdk.get_isolation_scope()
     for key in SENTRY_TAGS:
         scope.remove_tag(key)
     scope.remove_context("opsq")
