@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from workers.cli.options import actor_option, json_option, ts
+from workers.cli.options import actor_option, json_option, read_only, ts
 from workers.cli.output import emit_json, table
 
 
@@ -36,6 +36,7 @@ def maintenance_run(name: str, enqueue: bool) -> None:
 
 @maintenance.command("list")
 @json_option
+@read_only
 def maintenance_list(as_json: bool) -> None:
     """Each job's schedule and last run."""
     from beat import maintenance as jobs
@@ -82,6 +83,7 @@ def backup_create(directory: Path | None) -> None:
 @backup.command("list")
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path))
 @json_option
+@read_only
 def backup_list(directory: Path | None, as_json: bool) -> None:
     """The backups kept (OPSQ_BACKUP_DIR)."""
     from beat import backup as backups
@@ -114,6 +116,7 @@ def alerts() -> None:
 @alerts.command("list")
 @click.option("--all", "show_all", is_flag=True, help="Cleared ones too.")
 @json_option
+@read_only
 def alerts_list(show_all: bool, as_json: bool) -> None:
     """Firing alerts (and cleared ones with --all)."""
     from beat.alerts import alerts as read

@@ -29,6 +29,6 @@ def _last_job() -> str:
             row = conn.execute(select(MaintenanceRun.name, func.max(MaintenanceRun.started_at))
                                .group_by(MaintenanceRun.name)
                                .order_by(func.max(MaintenanceRun.started_at).desc())).first()
-    except Exception:  # the database check reports the database; this line only adds detail
-        return "last job unknown (database unreachable)"
+    except Exception:  # the database check reports the database (down, or a schema to upgrade); this adds detail
+        return "last job unknown (see the database check)"
     return f"last job {row[0]} at {row[1]:%H:%M:%S}" if row else "no job has run yet"

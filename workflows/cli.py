@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from workers.cli.options import actor_option, json_option, parse_params
+from workers.cli.options import actor_option, json_option, parse_params, read_only
 from workers.cli.output import emit_json, status_text, table
 from workflows.status import ApprovalStatus, CompensationStatus, StepStatus, WorkflowStatus
 
@@ -89,6 +89,7 @@ def workflow_run(file: str, inputs: tuple[str, ...], priority: str | None, idemp
 @workflow.command("validate")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--input", "-i", "inputs", multiple=True, metavar="K=V")
+@read_only
 def workflow_validate(file: str, inputs: tuple[str, ...]) -> None:
     """Check a workflow file: every problem is listed, nothing runs."""
     from workflows.spec import WorkflowInvalid, levels, load, validate
@@ -106,6 +107,7 @@ def workflow_validate(file: str, inputs: tuple[str, ...]) -> None:
 @click.option("--status", type=click.Choice(WF_STATUSES))
 @click.option("--limit", type=click.IntRange(1, 10000), default=20, show_default=True)
 @json_option
+@read_only
 def workflow_list(status: str | None, limit: int, as_json: bool) -> None:
     """The newest workflows."""
     from workflows import state
@@ -121,6 +123,7 @@ def workflow_list(status: str | None, limit: int, as_json: bool) -> None:
 @workflow.command("status")
 @click.argument("workflow_id")
 @json_option
+@read_only
 def workflow_status(workflow_id: str, as_json: bool) -> None:
     """One line a step: status, platform, duration, error."""
     from workflows import state
@@ -138,6 +141,7 @@ def workflow_status(workflow_id: str, as_json: bool) -> None:
 @workflow.command("state")
 @click.argument("workflow_id")
 @json_option
+@read_only
 def workflow_state(workflow_id: str, as_json: bool) -> None:
     """The whole record: spec, input, step outputs, compensations, approvals, timeline."""
     from workflows import state
@@ -195,6 +199,7 @@ def approvals() -> None:
 @approvals.command("list")
 @click.option("--all", "show_all", is_flag=True, help="Also decided and expired ones.")
 @json_option
+@read_only
 def approvals_list(show_all: bool, as_json: bool) -> None:
     """Pending approvals (oldest first)."""
     from workflows import state

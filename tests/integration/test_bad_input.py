@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from workers.client import submit_action
 from workers.errors import SubmitError
-from workers.store.db import session
+from workers.store.db import get_engine, session
 from workers.store.models import ActionRun
 
 pytestmark = pytest.mark.integration
@@ -63,6 +63,7 @@ def _opsq(env, *args):
 ])
 def test_cli_bad_input_is_one_clear_line(opsq_env_sqlite, redis_client, args, message):
     env = opsq_env_sqlite()
+    get_engine()  # the store made, as once anything has run: a read command does not make it
     result = _opsq(env, *args)
     assert result.returncode != 0
     assert message in result.stderr

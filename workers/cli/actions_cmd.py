@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from workers.cli.options import json_option, parse_params, priority_option
+from workers.cli.options import json_option, parse_params, priority_option, read_only
 from workers.cli.output import emit_json, status_text, table
 from workers.status import ActionStatus
 
@@ -95,6 +95,7 @@ def action() -> None:
 @action.command("status")
 @click.argument("action_id")
 @json_option
+@read_only
 def action_status(action_id: str, as_json: bool) -> None:
     """One action: status, attempts, result or error."""
     from workers.client import current_status
@@ -106,6 +107,7 @@ def action_status(action_id: str, as_json: bool) -> None:
 @click.option("--platform")
 @click.option("--limit", type=click.IntRange(1, 10000), default=20, show_default=True)
 @json_option
+@read_only
 def action_list(status: str | None, platform: str | None, limit: int, as_json: bool) -> None:
     """The newest actions."""
     from workers.client import current_status

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from workers.cli.options import actor_option, json_option, parse_params
+from workers.cli.options import actor_option, json_option, parse_params, read_only
 from workers.cli.output import emit_json, table
 
 
@@ -16,6 +16,7 @@ def dlq() -> None:
 @click.option("--all", "include_replayed", is_flag=True, help="Include replayed ones.")
 @click.option("--limit", type=click.IntRange(1, 10000), default=100, show_default=True)
 @json_option
+@read_only
 def dlq_list(include_replayed: bool, limit: int, as_json: bool) -> None:
     """Dead letters, newest first; and how many queue items are quarantined (opsq queue quarantine list)."""
     from workers.ops.dlq import quarantined_note

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from workers.cli.options import actor_option, json_option
+from workers.cli.options import actor_option, json_option, read_only
 from workers.cli.output import emit_json, table
 
 STATE_COLOURS = {"closed": "green", "half_open": "yellow", "open": "red"}
@@ -27,6 +27,7 @@ def circuit() -> None:
 @circuit.command("status")
 @click.argument("platform", required=False)
 @json_option
+@read_only
 def circuit_status(platform: str | None, as_json: bool) -> None:
     """State, failures in the window, time until half-open."""
     from workers.guards import breaker
@@ -70,6 +71,7 @@ def circuit_open(platform: str, reason: str, actor: str) -> None:
 @click.argument("platform", required=False)
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @json_option
+@read_only
 def circuit_history(platform: str | None, limit: int, as_json: bool) -> None:
     """Every transition: time, from, to, reason (newest first)."""
     from workers.guards import breaker
@@ -92,6 +94,7 @@ def ratelimit() -> None:
 @ratelimit.command("status")
 @click.argument("platform", required=False)
 @json_option
+@read_only
 def ratelimit_status(platform: str | None, as_json: bool) -> None:
     """Rate, burst, tokens available now, how often actions had to wait."""
     from workers.guards import ratelimit as rl
@@ -112,6 +115,7 @@ def idempotency() -> None:
 @idempotency.command("show")
 @click.argument("key")
 @json_option
+@read_only
 def idempotency_show(key: str, as_json: bool) -> None:
     """Which action a key names, and that action's execution record."""
     from workers.errors import NotFound

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import click
 
-from workers.cli.options import json_option, print_checks
+from workers.cli.options import json_option, print_checks, read_only
 
 
 @click.command()
 @click.option("--strict", is_flag=True, help="Warnings count as unhealthy too.")
 @json_option
+@read_only
 def health(strict: bool, as_json: bool) -> None:
     """Redis (and its memory: maxmemory, policy), database, workers and their queues, beat, breakers, Flower.
     Exit 1 when unhealthy."""
@@ -24,6 +25,7 @@ def health(strict: bool, as_json: bool) -> None:
 
 @click.command("validate-env")
 @json_option
+@read_only
 def validate_env(as_json: bool) -> None:
     """Every OPSQ_ setting (secrets masked) and what is wrong with them. Exit 1 on errors."""
     from beat.schedule import build
@@ -43,6 +45,7 @@ def validate_env(as_json: bool) -> None:
 @click.command("test-auth")
 @click.argument("platform", required=False)
 @json_option
+@read_only
 def test_auth(platform: str | None, as_json: bool) -> None:
     """Each platform's credentials against its configured base URL. Exit 1 if any fails."""
     from workers.ops.health import test_auth as run_checks

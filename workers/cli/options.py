@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -15,6 +17,37 @@ CHECK_COLOURS = {"ok": "green", "warn": "yellow", "fail": "red"}
 priority_option = click.option("--priority", type=click.Choice(PRIORITY_NAMES), default="normal",
                                show_default=True)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def read_only(command: F) -> F:
+    """Marks a read command (put it right above the `def`): it writes nothing, not even a migration of an
+    older schema. It reads a database whose schema is this opsq's (or newer); any other is refused in one
+    line that says to run `opsq db upgrade` (workers.store.db.reading_only). `opsq db` and the commands that
+    run or change things migrate as before (OPSQ_AUTO_MIGRATE)."""
+    return read_only_since(None)(command)
+
+
+def read_only_since(revision: str | None) -> Callable[[F], F]:
+    """`read_only` for a command whose tables have not changed since `revision`: it also reads a schema that
+    old as it is (the audit trail of a copy kept from before an upgrade)."""
+
+    def mark(command: F) -> F:
+        @functools.wraps(command)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            # The store is loaded when a command runs, not for `opsq --help`.
+            from workers.store.db import HEAD_REVISION, reading_only
+
+            with reading_only(revision or HEAD_REVISION):
+                return command(*args, **kwargs)
+
+        run.opsq_read_only = True  # type: ignore[attr-defined]  # tests/unit/test_cli_read_only.py walks the tree
+        return run  # type: ignore[return-value]
+
+    return mark
+
+
 def _default_actor() -> str:
     # The store (SQLAlchemy, the models) is loaded when a command runs, not for `opsq --help`.
     from workers.store.audit import default_actor

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from workers.cli.options import actor_option, json_option
+from workers.cli.options import actor_option, json_option, read_only
 from workers.cli.output import emit_json, table
 
 
@@ -14,6 +14,7 @@ def queue() -> None:
 
 @queue.command("status")
 @json_option
+@read_only
 def queue_status(as_json: bool) -> None:
     """Depth per queue and priority, oldest message, consumers, paused."""
     from workers.celery_app import app
@@ -30,6 +31,7 @@ def queue_status(as_json: bool) -> None:
 
 @queue.command("stuck")
 @json_option
+@read_only
 def queue_stuck(as_json: bool) -> None:
     """What detect_stuck would act on (changes nothing)."""
     from workers.ops.stuck import detect
@@ -98,6 +100,7 @@ def quarantine() -> None:
 @quarantine.command("list")
 @click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
 @json_option
+@read_only
 def quarantine_list(limit: int, as_json: bool) -> None:
     """The newest quarantined items: when, from which queue, why, how big."""
     import time

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from workers.cli.options import json_option, ts
+from workers.cli.options import json_option, read_only, ts
 from workers.cli.output import emit_json, status_text, table
 
 
@@ -18,6 +18,7 @@ def logs() -> None:
 @logs.command("errors")
 @click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
 @json_option
+@read_only
 def logs_errors(limit: int, as_json: bool) -> None:
     """The newest failures: actions and compensations."""
     from workers.ops import reports
@@ -34,6 +35,7 @@ def logs_errors(limit: int, as_json: bool) -> None:
 @logs.command("workflow")
 @click.argument("workflow_id")
 @json_option
+@read_only
 def logs_workflow(workflow_id: str, as_json: bool) -> None:
     """A workflow's timeline."""
     from workflows import state
@@ -50,6 +52,7 @@ def logs_workflow(workflow_id: str, as_json: bool) -> None:
 @click.argument("platform")
 @click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
 @json_option
+@read_only
 def logs_platform(platform: str, limit: int, as_json: bool) -> None:
     """The newest actions on one platform."""
     from workers.guards.breaker import check_platform
@@ -70,6 +73,7 @@ def analyze() -> None:
 @analyze.command("failures")
 @click.option("--since", default="24h", show_default=True)
 @json_option
+@read_only
 def analyze_failures(since: str, as_json: bool) -> None:
     """Failures grouped by platform, action and error class, with the top messages."""
     from workers.ops.reports import failures, parse_since
@@ -88,6 +92,7 @@ def analyze_failures(since: str, as_json: bool) -> None:
 @click.command()
 @click.option("--since", default="1h", show_default=True)
 @json_option
+@read_only
 def metrics(since: str, as_json: bool) -> None:
     """Per platform: throughput, success rate, p50/p95 duration, retries, breaker state."""
     from workers.ops.reports import metrics as compute

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from workers.cli.options import actor_option
+from workers.cli.options import actor_option, read_only
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -71,6 +71,7 @@ def workers_group() -> None:
 
 @workers_group.command("list")
 @click.option("--json", "as_json", is_flag=True)
+@read_only
 def workers_list(as_json: bool) -> None:
     """Each consuming connection: its node, alive or not (its heartbeat), how many messages it holds."""
     from workers.cli.output import emit_json, table

@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
-from workers.errors import NotFound
+from workers.errors import NotFound, OpsqError
 from workers.settings import get_settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -34,6 +34,15 @@ _purpose_pid: int | None = None
 
 class DatabaseError(RuntimeError):
     pass
+
+
+class SchemaNotReadable(OpsqError):
+    """A read-only process found no schema, or one older than this code, and does not migrate it."""
+
+
+# While an `opsq` read command runs (workers.cli.options.read_only): the oldest schema revision it reads.
+# get_engine() then never migrates.
+_reading_only: str | None = None
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
@@ -79,12 +88,55 @@ def get_engine() -> Engine:
             _engine = None
         if _engine is None:
             settings = get_settings()
-            engine = make_engine(settings.resolved_database_url)
-            if settings.auto_migrate:
-                ensure_schema(engine)
+            if _reading_only:
+                engine = _readable_engine(settings.resolved_database_url, _reading_only)
+            else:
+                engine = make_engine(settings.resolved_database_url)
+                if settings.auto_migrate:
+                    ensure_schema(engine)
             _engine, _engine_pid = engine, pid
             _sessionmaker = sessionmaker(engine, expire_on_commit=False)
     return _engine
+
+
+@contextlib.contextmanager
+def reading_only(oldest: str = HEAD_REVISION) -> Iterator[None]:
+    """While it lasts, the process's engine is made without migrating anything, whatever OPSQ_AUTO_MIGRATE
+    says: a read command writes nothing, and an operator who points one at a copy kept for an investigation
+    or at a database another version still runs on must find it as it was. It reads a schema at revision
+    `oldest` or newer (migrations only add: what an older opsq reads is still there, as during a rolling
+    upgrade); `oldest` is older than this code's only for tables that have not changed since."""
+    global _reading_only
+    before, _reading_only = _reading_only, oldest
+    try:
+        yield
+    finally:
+        _reading_only = before
+
+
+def _readable_engine(url: str, oldest: str) -> Engine:
+    """An engine on a schema at revision `oldest` or newer, or SchemaNotReadable in one line saying what to do."""
+    parsed = make_url(url)
+    name = parsed.render_as_string(hide_password=True)
+    nothing = (f"database {name} has no opsqueue schema (nothing recorded yet, or the wrong OPSQ_DATABASE_URL): "
+               "`opsq db upgrade` creates it")
+    sqlite_file = parsed.database if parsed.get_backend_name() == "sqlite" and parsed.database != ":memory:" else None
+    if sqlite_file and not Path(sqlite_file).exists():  # connecting would create the file
+        raise SchemaNotReadable(nothing)
+    engine = make_engine(url)
+    try:
+        revision = current_revision(engine)
+    except Exception:
+        engine.dispose()
+        raise
+    # Revision ids are four-digit numbers in order (workers/migrations/versions).
+    if revision is not None and revision.isdigit() and int(revision) >= int(oldest):
+        return engine
+    engine.dispose()
+    if revision is None:
+        raise SchemaNotReadable(nothing)
+    raise SchemaNotReadable(f"database {name}: the schema is at revision {revision}, this opsq needs "
+                            f"{HEAD_REVISION}: run `opsq db upgrade` (a read command never migrates)")
 
 
 def outcome_engine() -> Engine:
