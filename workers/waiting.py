@@ -60,12 +60,17 @@ FALLBACK_WINDOW = 64
 
 
 def notify(action_id: str) -> None:
-    """Tells whoever waits for `action_id` that its outcome is final in the store. Best effort: a waiter that
-    misses it finds the outcome on its next fallback poll."""
+    """Tells whoever waits for `action_id` that its outcome is final in the store."""
+    publish(keys.outcome_channel(action_id), "final")
+
+
+def publish(channel: str, message: str) -> None:
+    """Best effort: a waiter that misses it finds the change on its next fallback poll, and the change it
+    announces is already committed, so a failure here must not fail the caller."""
     try:
-        guard_redis().publish(keys.outcome_channel(action_id), "final")
+        guard_redis().publish(channel, message)
     except redis.RedisError as exc:
-        log.debug("could not publish the outcome of %s: %s", action_id, exc)
+        log.debug("could not publish on %s: %s", channel, exc)
 
 
 def current_status(action_id: str) -> ActionView:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,8 +13,10 @@ import redis
 from kombu.exceptions import OperationalError as KombuOperationalError
 from sqlalchemy import update
 
+from workers import waiting
 from workers.client import redis_cause
 from workers.errors import EnqueueError, OpsqError, SubmitError
+from workers.guards import keys
 from workers.guards.base import RunState
 from workers.guards.execution import live_state
 from workers.guards.idempotency import claim, release
@@ -49,17 +50,10 @@ class WorkflowHandle:
 
     def wait(self, timeout: float = 120.0, until: tuple[str, ...] = SETTLED) -> str:
         """Block until the workflow reaches one of `until` (by default: finished, or waiting for an
-        approval); TimeoutError if it takes longer."""
-        deadline = time.monotonic() + timeout
-        poll = 0.05
-        while True:
-            status = self.status()
-            if status in until:
-                return status
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"workflow {self.id} still {status} after {timeout:g}s")
-            time.sleep(poll)
-            poll = min(poll * 1.5, 0.5)
+        approval); TimeoutError if it takes longer. Each status change is published (workflows.state.transition)
+        and wakes this at once (workers.waiting), with a bounded fallback poll."""
+        return waiting.wait_until(keys.workflow_channel(self.id), lambda _note: self.status(), lambda s: s in until,
+                                  timeout, lambda s: f"workflow {self.id} still {s} after {timeout:g}s")
 
 
 def submit_workflow(spec_or_path: str | Path | Mapping[str, Any] | WorkflowSpec, input: Mapping[str, Any] | None = None,

@@ -14,6 +14,8 @@ from typing import Any
 from sqlalchemy import CursorResult, Result, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from workers import waiting
+from workers.guards import keys
 from workers.redaction import redact
 from workers.status import ActionStatus
 from workers.store import audit
@@ -131,6 +133,9 @@ def transition(workflow_id: str, to: str, *, allowed_from: Iterable[str], error:
             if audit_as is not None:
                 s.flush()
                 _audit(s, audit_as)
+    if won:
+        # After the commit: whoever waits for this workflow (WorkflowHandle.wait) reads the new status at once.
+        waiting.publish(keys.workflow_channel(workflow_id), to)
     return won
 
 

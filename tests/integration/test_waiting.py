@@ -16,6 +16,8 @@ from workers.guards.connection import guard_redis
 from workers.store import actions as store
 from workers.store.db import get_engine
 from workers.store.models import ActionRun
+from workflows import state as workflow_state
+from workflows.client import approve, submit_workflow
 
 pytestmark = pytest.mark.integration
 
@@ -93,3 +95,17 @@ def test_a_waiter_survives_its_subscription_being_cut(opsq_env, workers_started)
     assert seen == ["succeeded"]
     # The next wait subscribes again, on a new connection.
     assert ActionHandle(submit_action("noop", "noop", {"echo": 4}).id).wait(30).status == "succeeded"
+
+
+def test_a_workflow_waiter_is_woken_by_each_status_change(opsq_env, workers_started, no_fallback):
+    workers_started(opsq_env())
+    spec = {"name": "pushed", "steps": [
+        {"id": "a", "platform": "noop", "action": "noop", "params": {"echo": 1}},
+        {"id": "b", "platform": "noop", "action": "noop", "params": {"echo": 2}, "depends_on": ["a"]},
+        {"id": "c", "platform": "noop", "action": "noop", "params": {"echo": 3}, "depends_on": ["b"],
+         "requires_approval": True}]}
+    handle = submit_workflow(spec)
+    assert handle.wait(30) == "awaiting_approval"
+    (approval,) = workflow_state.approvals(workflow_id=handle.id)
+    approve(approval["id"], actor="tester")
+    assert handle.wait(30) == "succeeded"

@@ -52,6 +52,11 @@ def outcome_channel(action_id: str) -> str:
     return f"{PREFIX}:outcome:{action_id}"
 
 
+def workflow_channel(workflow_id: str) -> str:
+    """Pub/sub channel: a message each time the workflow's status changes (workflows.state.transition)."""
+    return f"{PREFIX}:workflow:{workflow_id}"
+
+
 def action_keys(platform: str, action_id: str) -> list[str]:
     """KEYS of the ADMIT and SETTLE scripts, in their order (workers.guards.scripts)."""
     return [run(action_id), breaker(platform), breaker_failures(platform), breaker_history(platform),
