@@ -83,6 +83,15 @@ def test_read_commands_leave_an_old_schema_as_it_was_and_say_to_upgrade(opsq_env
     listed = opsq(env, "action", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     assert [a["id"] for a in json.loads(listed.stdout)] == ["old-1"]
+
+    # A newer opsq migrated it meanwhile (a rolling upgrade): reads go on, and health says this host is behind.
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    listed = opsq(env, "action", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    health = opsq(env, "health", "--json")
+    (database,) = [c for c in json.loads(health.stdout) if c["name"] == "database"]
+    assert database["status"] == "warn" and "newer than this opsq's" in database["detail"], database
     engine.dispose()
 
 

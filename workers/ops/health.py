@@ -143,6 +143,11 @@ def _database(settings: Settings) -> Check:
         return Check("database", FAIL, f"{name}: {str(getattr(exc, 'orig', exc)).splitlines()[0]}")
     finally:
         engine.dispose()
+    if rev is not None and rev > HEAD_REVISION:
+        # A newer opsq migrated it (a rolling upgrade): this one still reads and writes it (migrations only add),
+        # as its read commands do; the host is behind.
+        return Check("database", WARN, f"{name}: schema at {rev}, newer than this opsq's {HEAD_REVISION} (a rolling "
+                                       "upgrade: upgrade opsqueue on this host)")
     if rev != HEAD_REVISION:
         return Check("database", FAIL, f"{name}: schema at {rev or 'nothing'}, needs {HEAD_REVISION} (opsq db upgrade)")
     return Check("database", OK, f"{name} at revision {rev}")
