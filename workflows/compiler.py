@@ -27,7 +27,7 @@ from workers.settings import get_settings
 from workflows import state
 from workflows.spec import WorkflowSpec, levels
 from workflows.status import StepStatus, WorkflowStatus
-from workflows.tasks import workflow_complete, workflow_continue, workflow_pause, workflow_step_failed
+from workflows.tasks import spec_of, workflow_complete, workflow_continue, workflow_pause, workflow_step_failed
 
 
 def step_signature(workflow_id: str, spec: WorkflowSpec, step_id: str, action_id: str, priority: str,
@@ -107,14 +107,15 @@ def continue_segment(workflow_id: str, level: int, max_attempts: int) -> list[st
     """What `opsq.workflow.continue` does at the end of a segment: send the next one, from `level`. Nothing
     for a workflow no longer running (rolled back, resolved), nor when the steps at `level` were sent
     already (a redelivered continuation must not send a segment twice)."""
-    run = state.get_run_row(workflow_id)
+    spec, run = spec_of(workflow_id)
     if run["status"] != WorkflowStatus.RUNNING:
         return []
-    steps = state.steps(workflow_id)
-    if any(s["level"] == level and s["status"] != StepStatus.PENDING for s in steps):
+    sent = state.sent_from(workflow_id, level)
+    if any(s["level"] == level for s in sent):
         return []
-    done = frozenset(s["step_id"] for s in steps if s["status"] == StepStatus.SUCCEEDED)
-    sent = send_segment(workflow_id, WorkflowSpec.model_validate(run["spec"]), from_level=level, approved=False,
-                        priority=run["priority"], max_attempts=max_attempts, done=done)
-    state.record(workflow_id, "continued", detail=f"from level {level}: {len(sent)} step(s) sent")
-    return sent
+    # Only levels from `level` on are planned, so only their successes matter (a resumed workflow's).
+    done = frozenset(s["step_id"] for s in sent if s["status"] == StepStatus.SUCCEEDED)
+    ids = send_segment(workflow_id, spec, from_level=level, approved=False,
+                       priority=run["priority"], max_attempts=max_attempts, done=done)
+    state.record(workflow_id, "continued", detail=f"from level {level}: {len(ids)} step(s) sent")
+    return ids

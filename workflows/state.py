@@ -15,6 +15,7 @@ from sqlalchemy import CursorResult, Result, delete, func, insert, select, updat
 from sqlalchemy.orm import Session
 
 from workers import waiting
+from workers.errors import NotFound
 from workers.guards import keys
 from workers.redaction import redact
 from workers.status import ActionStatus
@@ -82,7 +83,7 @@ def queue_steps(workflow_id: str, step_ids: Iterable[str], spec: WorkflowSpec, m
     step id -> action id."""
     ids = list(step_ids)
     now = utcnow()
-    run = get_run_row(workflow_id)
+    run = run_head(workflow_id)
     with session() as s:
         rows = s.scalars(select(WorkflowStep).where(WorkflowStep.workflow_id == workflow_id,
                                                     WorkflowStep.step_id.in_(ids))).all()
@@ -104,6 +105,29 @@ def queue_steps(workflow_id: str, step_ids: Iterable[str], spec: WorkflowSpec, m
 def get_run_row(workflow_id: str) -> dict[str, Any]:
     with session() as s:
         return _row(require(s, WorkflowRun, workflow_id, "workflow"))
+
+
+# Every column of the run but its spec, which grows with the workflow's length: what the hot paths read.
+_HEAD = tuple(c for c in WorkflowRun.__table__.columns if c.key != "spec")
+
+
+def run_head(workflow_id: str) -> dict[str, Any]:
+    """The run's row without its spec (get_run_row has it), read on every step: the spec is read once per
+    process and workflow (workflows.tasks.spec_of)."""
+    with session() as s:
+        row = s.execute(select(*_HEAD).where(WorkflowRun.id == workflow_id)).mappings().first()
+    if row is None:
+        raise NotFound(f"no workflow with id {workflow_id}")
+    return {k: as_utc(v) for k, v in row.items()}
+
+
+def run_spec(workflow_id: str) -> dict[str, Any]:
+    """The spec as submitted (never changed afterwards)."""
+    with session() as s:
+        spec: dict[str, Any] | None = s.scalar(select(WorkflowRun.spec).where(WorkflowRun.id == workflow_id))
+    if spec is None:
+        raise NotFound(f"no workflow with id {workflow_id}")
+    return spec
 
 
 #: An audit entry written with a state change, in its transaction: (action, target, detail, actor).
@@ -187,7 +211,8 @@ def step_succeeded(workflow_id: str, step_id: str, params: dict[str, Any], outpu
     finishing at once get distinct, correctly ordered numbers."""
     now = utcnow()
     with session() as s:
-        # Lock the run row first (PostgreSQL: row lock; SQLite: the write lock), then number.
+        # Lock the run row first (PostgreSQL: row lock; SQLite: the write lock), then number. The MAX is read
+        # from the end of ix_workflow_steps_completed_seq, not by walking every step of the workflow.
         s.execute(update(WorkflowRun).where(WorkflowRun.id == workflow_id).values(updated_at=now))
         seq = (s.scalar(select(func.max(WorkflowStep.completed_seq)).where(WorkflowStep.workflow_id == workflow_id))
                or 0) + 1
@@ -230,6 +255,11 @@ def step_for_action(action_id: str) -> dict[str, Any] | None:
         return _row(row) if row else None
 
 
+def step(workflow_id: str, step_id: str) -> dict[str, Any]:
+    with session() as s:
+        return _row(require(s, WorkflowStep, (workflow_id, step_id), "workflow step"))
+
+
 def steps(workflow_id: str) -> list[dict[str, Any]]:
     with session() as s:
         rows = s.scalars(select(WorkflowStep).where(WorkflowStep.workflow_id == workflow_id)
@@ -237,11 +267,29 @@ def steps(workflow_id: str) -> list[dict[str, Any]]:
         return [_row(r) for r in rows]
 
 
-def outputs(workflow_id: str) -> dict[str, Any]:
+def sent_from(workflow_id: str, level: int) -> list[dict[str, Any]]:
+    """The steps at `level` or deeper that were sent (no longer pending), with their level and status: what a
+    segment's continuation needs to know, instead of every step of the workflow (state.steps) at each segment."""
     with session() as s:
-        rows = s.execute(select(WorkflowStep.step_id, WorkflowStep.output)
-                         .where(WorkflowStep.workflow_id == workflow_id,
-                                 WorkflowStep.status == StepStatus.SUCCEEDED)).all()
+        rows = s.execute(select(WorkflowStep.step_id, WorkflowStep.level, WorkflowStep.status)
+                         .where(WorkflowStep.workflow_id == workflow_id, WorkflowStep.level >= level,
+                                WorkflowStep.status != StepStatus.PENDING)).all()
+    return [{"step_id": sid, "level": lvl, "status": status} for sid, lvl, status in rows]
+
+
+def outputs(workflow_id: str, step_ids: Iterable[str] | None = None) -> dict[str, Any]:
+    """The succeeded steps' outputs, as templates read them (`steps.<id>.output`): all of them, or those of
+    `step_ids` only, by key (a step's templates name a few steps; reading every earlier output made each
+    step of a long chain cost more than the one before)."""
+    q = select(WorkflowStep.step_id, WorkflowStep.output).where(WorkflowStep.workflow_id == workflow_id,
+                                                                WorkflowStep.status == StepStatus.SUCCEEDED)
+    if step_ids is not None:
+        wanted = sorted(set(step_ids))
+        if not wanted:
+            return {}
+        q = q.where(WorkflowStep.step_id.in_(wanted))
+    with session() as s:
+        rows = s.execute(q).all()
     return {sid: {"output": out or {}} for sid, out in rows}
 
 
@@ -268,6 +316,11 @@ def plan_compensations(workflow_id: str, plan: list[dict[str, Any]]) -> list[dic
             existing = s.scalars(select(Compensation).where(Compensation.workflow_id == workflow_id)
                                  .order_by(Compensation.position)).all()
         return [_row(c) for c in existing]
+
+
+def compensation(comp_id: int) -> dict[str, Any]:
+    with session() as s:
+        return _row(require(s, Compensation, comp_id, "compensation"))
 
 
 def compensations(workflow_id: str) -> list[dict[str, Any]]:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from typing import Any, NoReturn
 
 from celery import Task, chain
@@ -33,9 +37,58 @@ RUNNABLE = (WorkflowStatus.RUNNING,)
 ROLLBACK_FROM = (WorkflowStatus.RUNNING, WorkflowStatus.AWAITING_APPROVAL, WorkflowStatus.FAILED)
 
 
+class SpecCache:
+    """Parsed specs, the least recently used dropped first, bounded by their size as stored (JSON) as well as
+    by their number: a parsed spec takes about ten times its JSON, and one may be OPSQ_MAX_SPEC_BYTES (1 MiB),
+    so a count alone would let a worker hold hundreds of MB. A spec larger than the whole budget is parsed
+    each time, as before. Callers must not change the spec they get (none does)."""
+
+    def __init__(self, max_bytes: int = 4 << 20, max_items: int = 64) -> None:
+        self.max_bytes, self.max_items = max_bytes, max_items
+        self._items: OrderedDict[Hashable, tuple[WorkflowSpec, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()  # a worker may run tasks in threads (-P threads)
+
+    def get(self, key: Hashable, load: Callable[[], dict[str, Any]]) -> WorkflowSpec:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+                return hit[0]
+        raw = load()
+        spec = WorkflowSpec.model_validate(raw)
+        size = len(json.dumps(raw, separators=(",", ":"), default=str))
+        if size <= self.max_bytes:
+            with self._lock:
+                if key not in self._items:
+                    self._items[key] = (spec, size)
+                    self._bytes += size
+                while self._bytes > self.max_bytes or len(self._items) > self.max_items:
+                    self._bytes -= self._items.popitem(last=False)[1][1]
+        return spec
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+_specs = SpecCache()
+
+
 def spec_of(workflow_id: str) -> tuple[WorkflowSpec, dict[str, Any]]:
-    run = state.get_run_row(workflow_id)
-    return WorkflowSpec.model_validate(run["spec"]), run
+    """The workflow's spec and its run's row (without the spec: state.run_head). Every step's bookkeeping
+    asks for it, and a spec grows with the workflow: it is read and parsed once per process and workflow.
+    A spec never changes after submit, so a parsed one stays right for as long as its run exists; the key has
+    the submit time too, since a workflow id seen again with another spec (a database restored from another
+    store's backup, test databases in one process) is another run."""
+    run = state.run_head(workflow_id)
+    return _specs.get((workflow_id, run["created_at"]), lambda: state.run_spec(workflow_id)), run
+
+
+def context_for(workflow_id: str, spec: WorkflowSpec, run: dict[str, Any], params: Any) -> dict[str, Any]:
+    """What `params`' templates can read: the input, and the outputs of the steps they name (not every
+    earlier output: a step of a long chain reads one row, not all the rows before it)."""
+    return {"input": {**spec.input, **run["input"]},
+            "steps": state.outputs(workflow_id, templates.steps_referenced(params))}
 
 
 class WorkflowStepHooks:
@@ -47,8 +100,7 @@ class WorkflowStepHooks:
         if run["status"] not in RUNNABLE:
             state.step_skipped(wid, sid, f"workflow is {run['status']}")
             return None
-        context = {"input": {**spec.input, **run["input"]}, "steps": state.outputs(wid)}
-        rendered: dict[str, Any] = templates.render(params, context)
+        rendered: dict[str, Any] = templates.render(params, context_for(wid, spec, run, params))
         if contains_redacted(rendered):
             raise templates.TemplateError("a template rendered a stored secret ('[redacted]'); secrets cannot "
                                           "flow through workflow templates")
@@ -103,7 +155,7 @@ def workflow_pause(workflow_id: str, level: int) -> str | None:
     if run["status"] != WorkflowStatus.RUNNING:  # rolled back or resolved meanwhile: no approval for a dead workflow
         return None
     gated = [s for s in levels(spec)[level] if spec.step(s).requires_approval]
-    context = {"input": {**spec.input, **run["input"]}, "steps": state.outputs(workflow_id)}
+    context = context_for(workflow_id, spec, run, [spec.step(s).params for s in gated])
     details = {}
     for s in gated:
         try:  # show the approver what will really be sent
@@ -175,20 +227,20 @@ def compensate_step(self: Task, workflow_id: str, comp_id: int, attempt: int = 1
 
 
 def _compensate(self: Task, workflow_id: str, comp_id: int, attempt: int) -> dict[str, Any]:
-    comp = next(c for c in state.compensations(workflow_id) if c["id"] == comp_id)
+    comp = state.compensation(comp_id)
     if comp["status"] == CompensationStatus.DONE:
         return comp["result"] or {}
     spec, run = spec_of(workflow_id)
-    step = next(s for s in state.steps(workflow_id) if s["step_id"] == comp["step_id"])
+    step = state.step(workflow_id, comp["step_id"])
     ctx = Attempt(action_id=undo_action_id(step["action_id"], comp_id), platform=comp["platform"],
                   action=comp["action"], attempt=attempt)
     override = spec.step(comp["step_id"]).compensation
 
     def override_params() -> dict[str, Any]:
         assert isinstance(override, CompensationSpec)
-        context = {"input": {**spec.input, **run["input"]}, "steps": state.outputs(workflow_id)}
         try:
-            rendered: dict[str, Any] = templates.render(override.params, context)
+            rendered: dict[str, Any] = templates.render(override.params,
+                                                        context_for(workflow_id, spec, run, override.params))
         except templates.TemplateError as exc:
             raise UndoTemplateError(str(exc)) from None
         return rendered

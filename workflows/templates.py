@@ -28,6 +28,20 @@ def references(value: Any) -> Iterator[str]:
             yield from references(v)
 
 
+def steps_referenced(value: Any) -> set[str] | None:
+    """The ids of the steps whose outputs `value`'s templates read (`steps.<id>...`), so a step's context
+    holds those and not every earlier output; None when a template reads the whole `steps` mapping
+    (`{{ steps }}`: validation refuses it, but render would look it up)."""
+    ids: set[str] = set()
+    for expr in references(value):
+        parts = expr.split(".")  # as lookup walks it
+        if parts[0] == "steps":
+            if len(parts) == 1:
+                return None
+            ids.add(parts[1])
+    return ids
+
+
 def check_reference(expr: str, upstream: set[str]) -> str | None:
     """Why `expr` cannot work for a step whose upstream steps are `upstream`, or None if it can."""
     if not PATH.match(expr):

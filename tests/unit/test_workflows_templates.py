@@ -7,7 +7,15 @@ import re
 
 import pytest
 
-from workflows.templates import TemplateError, check_reference, lookup, references, render, render_input_only
+from workflows.templates import (
+    TemplateError,
+    check_reference,
+    lookup,
+    references,
+    render,
+    render_input_only,
+    steps_referenced,
+)
 
 CONTEXT = {
     "input": {"customer": "ACME", "amount": 120, "tags": ["a", "b"]},
@@ -21,6 +29,15 @@ def test_references_finds_every_template_at_any_depth():
     assert list(references(params)) == ["input.customer", "steps.scan.output.file_id", "input.amount"]
     assert list(references("no template {here}")) == []
     assert list(references(42)) == []
+
+
+def test_steps_referenced_names_the_steps_whose_outputs_the_templates_read():
+    params = {"a": "{{ steps.scan.output.file_id }} and {{ input.customer }}", "b": ["{{steps.review.output}}"],
+              "c": {"d": "{{ steps.scan.output.rows.0.n }}"}, "e": 7}
+    assert steps_referenced(params) == {"scan", "review"}
+    assert steps_referenced({"x": "{{ input.customer }}", "y": "plain"}) == set()
+    # {{ steps }} reads every output (validation refuses it; rendering would still look it up).
+    assert steps_referenced({"x": "{{ steps }}", "y": "{{ steps.scan.output }}"}) is None
 
 
 @pytest.mark.parametrize(("expr", "upstream", "problem"), [
