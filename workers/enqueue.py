@@ -15,7 +15,7 @@ from workers.tasks import execute_action
 
 def action_signature(*, action_id: str, platform: str, action: str, params: dict[str, Any], queue: str,
                      priority: str, max_attempts: int, idempotency_key: str | None = None, fail_fast: bool = False,
-                     attempt: int = 1, step: dict[str, str] | None = None) -> Signature:
+                     attempt: int = 1, step: dict[str, Any] | None = None) -> Signature:
     kwargs: dict[str, Any] = {"action_id": action_id, "platform": platform, "action": action, "params": params,
                               "max_attempts": max_attempts, "idempotency_key": idempotency_key,
                               "fail_fast": fail_fast}

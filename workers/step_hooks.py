@@ -10,14 +10,15 @@ from typing import Any, Protocol
 
 
 class StepHooks(Protocol):
-    def prepare(self, step: dict[str, Any], params: dict[str, Any]) -> dict[str, Any] | None:
-        """The params to run with (templates rendered), or None: the step must not run (its workflow
-        is rolling back or finished)."""
+    def begin(self, step: dict[str, Any], params: dict[str, Any], attempt: int) -> dict[str, Any] | None:
+        """The params to run with (templates rendered), the step claimed for this attempt; None: the step
+        must not run (its workflow is rolling back or finished, or a rollback skipped it). A template that
+        finds nothing raises ValueError."""
 
-    def started(self, step: dict[str, Any], attempt: int) -> bool:
-        """Claim the step for this attempt; False: it must not run (skipped by a rollback)."""
-
-    def succeeded(self, step: dict[str, Any], params: dict[str, Any], result: dict[str, Any]) -> None: ...
+    def succeeded(self, step: dict[str, Any], params: dict[str, Any], result: dict[str, Any],
+                  action_row: dict[str, Any] | None = None) -> None:
+        """Records the step's success, with `action_row` (its action's success record,
+        workers.store.actions.succeeded_row) in the same transaction."""
 
     def failed(self, step: dict[str, Any], kind: str, message: str) -> None: ...
 

@@ -55,13 +55,13 @@ def _execute(self: Task, *, action_id: str, platform: str, action: str, params: 
             _fail(ctx, ErrorKind.INTERNAL, "this worker cannot run workflow steps (workflows.tasks is not loaded)",
                   started=None, extra=extra)
         try:
-            prepared = hooks.prepare(step, params)
+            # begin() claims the step (queued -> running) only while its workflow runs: a rollback that
+            # began meanwhile has skipped it, and then it must not call the platform.
+            prepared = hooks.begin(step, params, attempt)
         except ValueError as exc:  # a template that finds nothing: the step cannot run as written
             hooks.failed(step, ErrorKind.TEMPLATE, str(exc))
             _fail(ctx, ErrorKind.TEMPLATE, str(exc), started=None, extra=extra)
-        # started() claims the step (queued -> running) only while its workflow runs: a rollback that
-        # began meanwhile has skipped it, and then it must not call the platform.
-        if prepared is None or not hooks.started(step, attempt):
+        if prepared is None:
             log.info("step skipped: its workflow is no longer running", extra=extra)
             store.mark_skipped(action_id, "its workflow is no longer running")
             waiting.notify(action_id)
@@ -101,9 +101,10 @@ def _execute(self: Task, *, action_id: str, platform: str, action: str, params: 
         log.info("already done; returning the stored result", extra=extra)
     try:
         if hooks and step:
-            if not (end.already and store.is_final(action_id)):
-                store.mark_succeeded(action_id, attempt, result, end.started_at, reconciled=end.reconciled)
-            hooks.succeeded(step, params, result)
+            # The action's record and the step's in one transaction (and the workflow's end, after its last step).
+            row = None if end.already and store.is_final(action_id) else store.succeeded_row(
+                action_id, attempt, result, end.started_at, reconciled=end.reconciled)
+            hooks.succeeded(step, params, result, row)
         elif end.already:
             if not store.is_final(action_id):
                 store.mark_succeeded(action_id, attempt, result, None)

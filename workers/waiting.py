@@ -221,9 +221,13 @@ def wait_one(action_id: str, timeout: float) -> ActionView:
 def wait_until(channel: str, read: Callable[[str | None], T], done: Callable[[T], bool], timeout: float,
                timed_out: Callable[[T], str]) -> T:
     """Reads with `read` until `done` says yes, again each time `channel` publishes (`read` gets what was
-    published; None on the first read and a fallback poll); TimeoutError(timed_out(last read)) after `timeout`.
-    Subscribed before the first read, so a publish that follows the state it announces is never missed."""
+    published; None on the first reads and a fallback poll); TimeoutError(timed_out(last read)) after `timeout`.
+    Read once before subscribing (what is done already costs no subscription), then again once subscribed,
+    so a publish that follows the state it announces is never missed."""
     deadline = time.monotonic() + timeout
+    value = read(None)
+    if done(value):  # already there (a handle waited for long after its submit): no subscription to make
+        return value
     with _listening([channel]) as listener:
         fallback = FALLBACK_MIN_S
         note: str | None = None
@@ -251,29 +255,38 @@ def wait_many(action_ids: Iterable[str], timeout: float) -> None:
     if not pending:
         return
     deadline = time.monotonic() + timeout
-    by_channel = {keys.outcome_channel(a): a for a in pending}
-    with _listening(list(by_channel)) as listener, store.polling_connection() as conn:
-        open_ = set(_still_open(pending, conn))
-        fallback = FALLBACK_MIN_S
-        next_poll = time.monotonic() + fallback
-        while open_:
-            now = time.monotonic()
-            if now >= deadline:
-                left = _still_open([a for a in pending if a in open_], conn)  # the exact count, once
-                if not left:
-                    return
-                raise TimeoutError(f"{len(left)} action(s) still open after {timeout:g}s (first: {left[0]})")
-            if now >= next_poll:
-                window = [a for a in pending if a in open_][:FALLBACK_WINDOW]
-                open_ -= set(window) - set(_still_open(window, conn))
-                fallback = min(fallback * 2, FALLBACK_MAX_S)
-                next_poll = now + fallback
-                continue
-            for channel, _ in _block(listener if _alive(listener) else None, min(deadline, next_poll) - now):
-                # Only final outcomes are published: a message is the outcome.
-                action = by_channel.get(channel)
-                if action is not None:
-                    open_.discard(action)
+    with store.polling_connection() as conn:
+        pending = _still_open(pending, conn)  # what is done already costs no subscription
+        if not pending:
+            return
+        by_channel = {keys.outcome_channel(a): a for a in pending}
+        with _listening(list(by_channel)) as listener:
+            _wait_open(pending, by_channel, listener, conn, deadline, timeout)
+
+
+def _wait_open(pending: list[str], by_channel: dict[str, str], listener: _Listener | None, conn: Connection,
+               deadline: float, timeout: float) -> None:
+    open_ = set(_still_open(pending, conn))  # again, now that a publish cannot be missed
+    fallback = FALLBACK_MIN_S
+    next_poll = time.monotonic() + fallback
+    while open_:
+        now = time.monotonic()
+        if now >= deadline:
+            left = _still_open([a for a in pending if a in open_], conn)  # the exact count, once
+            if not left:
+                return
+            raise TimeoutError(f"{len(left)} action(s) still open after {timeout:g}s (first: {left[0]})")
+        if now >= next_poll:
+            window = [a for a in pending if a in open_][:FALLBACK_WINDOW]
+            open_ -= set(window) - set(_still_open(window, conn))
+            fallback = min(fallback * 2, FALLBACK_MAX_S)
+            next_poll = now + fallback
+            continue
+        for channel, _ in _block(listener if _alive(listener) else None, min(deadline, next_poll) - now):
+            # Only final outcomes are published: a message is the outcome.
+            action = by_channel.get(channel)
+            if action is not None:
+                open_.discard(action)
 
 
 def _still_open(action_ids: list[str], conn: Connection) -> list[str]:

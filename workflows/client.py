@@ -28,7 +28,7 @@ from workers.store.audit import default_actor
 from workers.store.db import session
 from workers.store.models import utcnow
 from workflows import state
-from workflows.compiler import send_segment
+from workflows.compiler import compile_segment, plan_segment, send_segment
 from workflows.models import WorkflowRun
 from workflows.spec import WorkflowSpec, levels, load, validate
 from workflows.status import ApprovalStatus, StepStatus, WorkflowStatus
@@ -43,7 +43,7 @@ class WorkflowHandle:
     deduplicated: bool = False
 
     def status(self) -> str:
-        return str(state.get_run_row(self.id)["status"])
+        return state.run_status(self.id)
 
     def state(self) -> dict[str, Any]:
         return state.whole(self.id)
@@ -75,12 +75,15 @@ def submit_workflow(spec_or_path: str | Path | Mapping[str, Any] | WorkflowSpec,
         if first is not None:
             return WorkflowHandle(first, deduplicated=True)
     try:
-        state.create_run(spec, input_, prio, workflow_id=workflow_id, idempotency_key=idempotency_key,
-                         created_by=created_by or default_actor())
+        # The first segment is planned before anything is written, so the run, its steps, the segment's action
+        # records and the audit entry go in one transaction; then its canvas is sent.
+        max_attempts = settings.max_attempts
+        plan = plan_segment(spec, from_level=0, approved=False, max_levels=settings.workflow_segment_levels)
+        action_ids = state.start_run(spec, input_, prio, workflow_id=workflow_id, idempotency_key=idempotency_key,
+                                     created_by=created_by or default_actor(), queued=plan.step_ids,
+                                     max_attempts=max_attempts)
         try:
-            state.transition(workflow_id, WorkflowStatus.RUNNING, allowed_from=(WorkflowStatus.PENDING,),
-                             event="started")
-            launch(workflow_id, spec, from_level=0, approved=False)
+            compile_segment(workflow_id, plan, spec, action_ids, priority=prio, max_attempts=max_attempts).apply_async()
         except Exception as exc:
             if not isinstance(exc, (redis.RedisError, KombuOperationalError)):
                 state.delete_run(workflow_id, f"not enqueued: {' '.join(str(exc).split())[:300]}")

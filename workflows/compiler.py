@@ -35,7 +35,9 @@ def step_signature(workflow_id: str, spec: WorkflowSpec, step_id: str, action_id
     step = spec.step(step_id)
     sig = action_signature(action_id=action_id, platform=step.platform, action=step.action, params=step.params,
                            queue=step.platform, priority=priority, max_attempts=step.max_attempts or max_attempts,
-                           step={"workflow_id": workflow_id, "step_id": step_id})
+                           step={"workflow_id": workflow_id, "step_id": step_id,
+                                 # its success may end the workflow (workflows.state.step_succeeded)
+                                 **({"last_level": True} if step_id in levels(spec)[-1] else {})})
     sig.link_error(workflow_step_failed.s(workflow_id=workflow_id, step_id=step_id))
     return sig
 
@@ -82,7 +84,10 @@ def compile_segment(workflow_id: str, plan: Plan, spec: WorkflowSpec, action_ids
     parts: list[Signature] = []
     for level in plan.levels:
         sigs = [step_signature(workflow_id, spec, s, action_ids[s], priority, max_attempts) for s in level]
-        parts.append(sigs[0] if len(sigs) == 1 else group(sigs))
+        # A step alone in its level keeps no Celery result: nothing reads it (its outcome is in the store and in
+        # its execution record), and storing it cost the step two Redis round trips before its successor was
+        # sent. A group's steps keep theirs: the chord that follows counts them in the result backend.
+        parts.append(sigs[0].set(ignore_result=True) if len(sigs) == 1 else group(sigs))
     if plan.pauses_at is not None:
         end = workflow_pause.si(workflow_id, plan.pauses_at)
     elif plan.continues_at is not None:

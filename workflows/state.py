@@ -19,7 +19,7 @@ from workers.errors import NotFound
 from workers.guards import keys
 from workers.redaction import redact
 from workers.status import ActionStatus
-from workers.store import audit
+from workers.store import actions, audit
 from workers.store.db import require, session
 from workers.store.models import ActionRun, as_utc, utcnow
 from workflows.models import Approval, Compensation, WorkflowEvent, WorkflowRun, WorkflowStep
@@ -43,23 +43,56 @@ def _row(obj: Any) -> dict[str, Any]:
 
 def create_run(spec: WorkflowSpec, input_: dict[str, Any], priority: str, *, workflow_id: str,
                idempotency_key: str | None, created_by: str | None) -> str:
+    """Records the workflow (`pending`), its steps and its audit entry in one transaction; `transition` and
+    `queue_steps` start it."""
+    _insert_run(spec, input_, priority, workflow_id=workflow_id, idempotency_key=idempotency_key,
+                created_by=created_by, queued=None, max_attempts=1)
+    return workflow_id
+
+
+def start_run(spec: WorkflowSpec, input_: dict[str, Any], priority: str, *, workflow_id: str,
+              idempotency_key: str | None, created_by: str | None, queued: Iterable[str],
+              max_attempts: int) -> dict[str, str]:
+    """create_run, transition to `running` and queue_steps for the first segment (`queued`), in one
+    transaction: the submit's bookkeeping in one commit rather than four (each a durable commit on
+    PostgreSQL). Returns the queued steps' action ids (step id -> action id)."""
+    return _insert_run(spec, input_, priority, workflow_id=workflow_id, idempotency_key=idempotency_key,
+                       created_by=created_by, queued=queued, max_attempts=max_attempts)
+
+
+def _insert_run(spec: WorkflowSpec, input_: dict[str, Any], priority: str, *, workflow_id: str,
+                idempotency_key: str | None, created_by: str | None, queued: Iterable[str] | None,
+                max_attempts: int) -> dict[str, str]:
     now = utcnow()
     depth = {sid: n for n, level in enumerate(levels(spec)) for sid in level}
+    first = set(queued or ())
+    action_ids = {step.id: uuid.uuid4().hex for step in spec.steps}
+    status = WorkflowStatus.RUNNING if queued is not None else WorkflowStatus.PENDING
     with session() as s:
-        s.add(WorkflowRun(id=workflow_id, name=spec.name, spec=spec.model_dump(mode="json"), input=redact(input_),
-                          priority=priority, status=WorkflowStatus.PENDING, idempotency_key=idempotency_key,
-                          resume_level=0, created_by=created_by, created_at=now, updated_at=now))
-        s.flush()
-        for step in spec.steps:
-            s.add(WorkflowStep(workflow_id=workflow_id, step_id=step.id, action_id=uuid.uuid4().hex,
-                               platform=step.platform, action=step.action, level=depth[step.id],
-                               status=StepStatus.PENDING, attempts=0))
-        s.add(WorkflowEvent(workflow_id=workflow_id, at=now, kind="submitted",
-                            detail=f"{spec.name}: {len(spec.steps)} steps, priority {priority}"))
-        s.flush()
+        s.execute(insert(WorkflowRun).values(
+            id=workflow_id, name=spec.name, spec=spec.model_dump(mode="json"), input=redact(input_), priority=priority,
+            status=status, idempotency_key=idempotency_key, resume_level=0, created_by=created_by, created_at=now,
+            updated_at=now))
+        s.execute(insert(WorkflowStep), [
+            {"workflow_id": workflow_id, "step_id": step.id, "action_id": action_ids[step.id],
+             "platform": step.platform, "action": step.action, "level": depth[step.id],
+             "status": StepStatus.QUEUED if step.id in first else StepStatus.PENDING, "attempts": 0}
+            for step in spec.steps])
+        if first:
+            s.execute(insert(ActionRun), [
+                {"id": action_ids[step.id], "platform": step.platform, "action": step.action,
+                 "params": redact(step.params), "priority": priority, "queue": step.platform,
+                 "status": ActionStatus.QUEUED, "attempts": 0, "max_attempts": step.max_attempts or max_attempts,
+                 "workflow_id": workflow_id, "created_at": now, "updated_at": now}
+                for step in spec.steps if step.id in first])
+        events = [{"workflow_id": workflow_id, "at": now, "kind": "submitted",
+                   "detail": f"{spec.name}: {len(spec.steps)} steps, priority {priority}"}]
+        if queued is not None:
+            events.append({"workflow_id": workflow_id, "at": now, "kind": "started", "detail": None})
+        s.execute(insert(WorkflowEvent), events)
         audit.append("workflow_submit", f"workflow:{workflow_id}", {"name": spec.name, "priority": priority},
                      actor=created_by, conn=s.connection())
-    return workflow_id
+    return {sid: action_ids[sid] for sid in first}
 
 
 def delete_run(workflow_id: str, reason: str | None = None) -> None:
@@ -119,6 +152,15 @@ def run_head(workflow_id: str) -> dict[str, Any]:
     if row is None:
         raise NotFound(f"no workflow with id {workflow_id}")
     return {k: as_utc(v) for k, v in row.items()}
+
+
+def run_status(workflow_id: str) -> str:
+    """The run's status alone (what a waiter reads on each notification)."""
+    with session() as s:
+        status: str | None = s.scalar(select(WorkflowRun.status).where(WorkflowRun.id == workflow_id))
+    if status is None:
+        raise NotFound(f"no workflow with id {workflow_id}")
+    return status
 
 
 def run_spec(workflow_id: str) -> dict[str, Any]:
@@ -183,34 +225,59 @@ def record(workflow_id: str, kind: str, *, step_id: str | None = None, detail: s
             _audit(s, audit_as)
 
 
-def step_started(workflow_id: str, step_id: str, attempt: int) -> bool:
-    """Claims the step (queued/running -> running) only while the workflow runs, in one statement, so a
-    rollback that skipped it can never race this. True also for a step already succeeded (a redelivered
-    message, which the guards answer with the stored result)."""
+def begin_step(workflow_id: str, step_id: str, attempt: int,
+               wanted: Iterable[str] | None) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """What a step needs before its call, in one transaction: its run's row (without the spec), the outputs of
+    the steps in `wanted` (None: all of them), and the claim of the step, made only while the workflow runs.
+    Returns (run, outputs, claimed); nothing is claimed for a run that is not running."""
+    with session() as s:
+        head = s.execute(select(*_HEAD).where(WorkflowRun.id == workflow_id)).mappings().first()
+        if head is None:
+            raise NotFound(f"no workflow with id {workflow_id}")
+        run = {k: as_utc(v) for k, v in head.items()}
+        if run["status"] != WorkflowStatus.RUNNING:
+            return run, {}, False
+        outputs = _outputs(s, workflow_id, wanted)
+        return run, outputs, _claim(s, workflow_id, step_id, attempt)
+
+
+# Claims the step (queued/running -> running) only while the workflow runs, in one statement, so a rollback that
+# skipped it can never race this. True also for a step already succeeded (a redelivered message, which the
+# guards answer with the stored result).
+def _claim(s: Session, workflow_id: str, step_id: str, attempt: int) -> bool:
     now = utcnow()
     running = select(WorkflowRun.id).where(WorkflowRun.id == workflow_id, WorkflowRun.status == WorkflowStatus.RUNNING)
-    with session() as s:
-        res = s.execute(update(WorkflowStep).where(WorkflowStep.workflow_id == workflow_id,
-                                                   WorkflowStep.step_id == step_id,
-                                                   WorkflowStep.status.in_([StepStatus.QUEUED, StepStatus.RUNNING]),
-                                                   running.exists())
-                        .values(status=StepStatus.RUNNING, attempts=attempt,
-                                started_at=func.coalesce(WorkflowStep.started_at, now)))
-        if _rowcount(res):
-            if attempt == 1:
-                s.add(WorkflowEvent(workflow_id=workflow_id, at=now, kind="step_started", step_id=step_id))
-            return True
-        status = s.scalar(select(WorkflowStep.status).where(WorkflowStep.workflow_id == workflow_id,
-                                                            WorkflowStep.step_id == step_id))
-        return status == StepStatus.SUCCEEDED
+    res = s.execute(update(WorkflowStep).where(WorkflowStep.workflow_id == workflow_id,
+                                               WorkflowStep.step_id == step_id,
+                                               WorkflowStep.status.in_([StepStatus.QUEUED, StepStatus.RUNNING]),
+                                               running.exists())
+                    .values(status=StepStatus.RUNNING, attempts=attempt,
+                            started_at=func.coalesce(WorkflowStep.started_at, now)))
+    if _rowcount(res):
+        if attempt == 1:
+            s.add(WorkflowEvent(workflow_id=workflow_id, at=now, kind="step_started", step_id=step_id))
+        return True
+    status = s.scalar(select(WorkflowStep.status).where(WorkflowStep.workflow_id == workflow_id,
+                                                        WorkflowStep.step_id == step_id))
+    return status == StepStatus.SUCCEEDED
 
 
-def step_succeeded(workflow_id: str, step_id: str, params: dict[str, Any], output: dict[str, Any]) -> bool:
+def step_succeeded(workflow_id: str, step_id: str, params: dict[str, Any], output: dict[str, Any], *,
+                   action_row: dict[str, Any] | None = None, last_level: bool = False) -> bool:
     """Records the step's output and its place in the order of completion (the rollback undoes steps in
     the reverse of it). Completions of one workflow are serialised on its run row, so two branches
-    finishing at once get distinct, correctly ordered numbers."""
+    finishing at once get distinct, correctly ordered numbers.
+
+    In the same transaction: `action_row` (workers.store.actions.succeeded_row), the step's action record;
+    and, for a step of the workflow's last level (`last_level`) after which no step is left unfinished, the
+    workflow's success, so the last step ends its workflow without waiting for `opsq.workflow.complete`'s
+    message (which still comes, and finds it done). One commit per step instead of two or three. True if this
+    call recorded the step; the workflow's success is published after the commit."""
     now = utcnow()
+    completed = False
     with session() as s:
+        if action_row is not None:
+            actions.write_succeeded(s.connection(), [action_row])
         # Lock the run row first (PostgreSQL: row lock; SQLite: the write lock), then number. The MAX is read
         # from the end of ix_workflow_steps_completed_seq, not by walking every step of the workflow.
         s.execute(update(WorkflowRun).where(WorkflowRun.id == workflow_id).values(updated_at=now))
@@ -223,9 +290,23 @@ def step_succeeded(workflow_id: str, step_id: str, params: dict[str, Any], outpu
                         .values(status=StepStatus.SUCCEEDED, params=redact(params), output=redact(output), error=None,
                                 completed_seq=seq, finished_at=now,
                                 started_at=func.coalesce(WorkflowStep.started_at, now)))
-        if _rowcount(res):
+        recorded = bool(_rowcount(res))
+        if recorded:
             s.add(WorkflowEvent(workflow_id=workflow_id, at=now, kind="step_succeeded", step_id=step_id))
-        return bool(_rowcount(res))
+        if recorded and last_level:
+            # Only the last level's steps look (once each): a count per step would make a long chain quadratic.
+            left = s.scalar(select(func.count()).select_from(WorkflowStep).where(
+                WorkflowStep.workflow_id == workflow_id, WorkflowStep.status != StepStatus.SUCCEEDED))
+            if not left:
+                done = s.execute(update(WorkflowRun).where(WorkflowRun.id == workflow_id,
+                                                           WorkflowRun.status == WorkflowStatus.RUNNING)
+                                 .values(status=WorkflowStatus.SUCCEEDED, finished_at=now, updated_at=now))
+                if _rowcount(done):
+                    s.add(WorkflowEvent(workflow_id=workflow_id, at=now, kind=WorkflowStatus.SUCCEEDED))
+                    completed = True
+    if completed:
+        waiting.publish(keys.workflow_channel(workflow_id), WorkflowStatus.SUCCEEDED)
+    return recorded
 
 
 def step_failed(workflow_id: str, step_id: str, error: str) -> None:
@@ -281,6 +362,11 @@ def outputs(workflow_id: str, step_ids: Iterable[str] | None = None) -> dict[str
     """The succeeded steps' outputs, as templates read them (`steps.<id>.output`): all of them, or those of
     `step_ids` only, by key (a step's templates name a few steps; reading every earlier output made each
     step of a long chain cost more than the one before)."""
+    with session() as s:
+        return _outputs(s, workflow_id, step_ids)
+
+
+def _outputs(s: Session, workflow_id: str, step_ids: Iterable[str] | None) -> dict[str, Any]:
     q = select(WorkflowStep.step_id, WorkflowStep.output).where(WorkflowStep.workflow_id == workflow_id,
                                                                 WorkflowStep.status == StepStatus.SUCCEEDED)
     if step_ids is not None:
@@ -288,9 +374,7 @@ def outputs(workflow_id: str, step_ids: Iterable[str] | None = None) -> dict[str
         if not wanted:
             return {}
         q = q.where(WorkflowStep.step_id.in_(wanted))
-    with session() as s:
-        rows = s.execute(q).all()
-    return {sid: {"output": out or {}} for sid, out in rows}
+    return {sid: {"output": out or {}} for sid, out in s.execute(q).all()}
 
 
 def skip_unfinished(workflow_id: str, reason: str) -> None:

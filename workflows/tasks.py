@@ -29,7 +29,7 @@ from workers.status import ErrorKind
 from workers.store.models import utcnow
 from workflows import state, templates
 from workflows.spec import CompensationSpec, WorkflowSpec, levels
-from workflows.status import CompensationStatus, StepStatus, WorkflowStatus
+from workflows.status import ApprovalStatus, CompensationStatus, StepStatus, WorkflowStatus
 
 log = logging.getLogger("opsq.workflow")
 
@@ -94,26 +94,34 @@ def context_for(workflow_id: str, spec: WorkflowSpec, run: dict[str, Any], param
 class WorkflowStepHooks:
     """How execute_action reports the steps it runs (registered below, when the worker loads this)."""
 
-    def prepare(self, step: dict[str, Any], params: dict[str, Any]) -> dict[str, Any] | None:
+    def begin(self, step: dict[str, Any], params: dict[str, Any], attempt: int) -> dict[str, Any] | None:
+        """The params to run with, the step claimed (one transaction: state.begin_step); None: it must not run."""
         wid, sid = step["workflow_id"], step["step_id"]
-        spec, run = spec_of(wid)
+        run, outputs, claimed = state.begin_step(wid, sid, attempt, templates.steps_referenced(params))
         if run["status"] not in RUNNABLE:
             state.step_skipped(wid, sid, f"workflow is {run['status']}")
             return None
-        rendered: dict[str, Any] = templates.render(params, context_for(wid, spec, run, params))
-        if contains_redacted(rendered):
-            raise templates.TemplateError("a template rendered a stored secret ('[redacted]'); secrets cannot "
-                                          "flow through workflow templates")
-        return rendered
+        if not claimed:
+            return None
+        spec = _specs.get((wid, run["created_at"]), lambda: state.run_spec(wid))
+        return _rendered(params, {"input": {**spec.input, **run["input"]}, "steps": outputs})
 
-    def started(self, step: dict[str, Any], attempt: int) -> bool:
-        return state.step_started(step["workflow_id"], step["step_id"], attempt)
-
-    def succeeded(self, step: dict[str, Any], params: dict[str, Any], result: dict[str, Any]) -> None:
-        state.step_succeeded(step["workflow_id"], step["step_id"], params, result)
+    def succeeded(self, step: dict[str, Any], params: dict[str, Any], result: dict[str, Any],
+                  action_row: dict[str, Any] | None = None) -> None:
+        # `last_level` comes with the message (workflows.compiler): no read of the spec to know it.
+        state.step_succeeded(step["workflow_id"], step["step_id"], params, result, action_row=action_row,
+                             last_level=bool(step.get("last_level")))
 
     def failed(self, step: dict[str, Any], kind: str, message: str) -> None:
         state.step_failed(step["workflow_id"], step["step_id"], f"[{kind}] {message}")
+
+
+def _rendered(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    rendered: dict[str, Any] = templates.render(params, context)
+    if contains_redacted(rendered):
+        raise templates.TemplateError("a template rendered a stored secret ('[redacted]'); secrets cannot "
+                                      "flow through workflow templates")
+    return rendered
 
 
 step_hooks.register(WorkflowStepHooks())
@@ -154,6 +162,17 @@ def workflow_pause(workflow_id: str, level: int) -> str | None:
     spec, run = spec_of(workflow_id)
     if run["status"] != WorkflowStatus.RUNNING:  # rolled back or resolved meanwhile: no approval for a dead workflow
         return None
+    asked = [a for a in state.approvals(status=None, workflow_id=workflow_id) if a["level"] == level]
+    if asked:
+        # A redelivered pause (its worker was stopped after the pause, before the ack): the approval was asked for
+        # already. Given, the workflow runs on, and pausing it again would hold it for good; still pending, the
+        # first pause may have stopped before the workflow waited for it, and that is finished here.
+        approval = asked[0]
+        if approval["status"] == ApprovalStatus.PENDING:
+            state.transition(workflow_id, WorkflowStatus.AWAITING_APPROVAL, allowed_from=(WorkflowStatus.RUNNING,),
+                             event="awaiting_approval",
+                             detail=f"approval {approval['id']} for step(s) {', '.join(approval['step_ids'])}")
+        return str(approval["id"])
     gated = [s for s in levels(spec)[level] if spec.step(s).requires_approval]
     context = context_for(workflow_id, spec, run, [spec.step(s).params for s in gated])
     details = {}

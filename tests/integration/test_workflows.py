@@ -17,6 +17,7 @@ from workflows import state
 from workflows.client import WorkflowHandle, approve, submit_workflow
 from workflows.models import WorkflowRun
 from workflows.spec import WorkflowInvalid
+from workflows.tasks import workflow_pause
 
 pytestmark = pytest.mark.integration
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
@@ -195,6 +196,23 @@ GATED = {
          "depends_on": ["draft"], "requires_approval": True},
     ],
 }
+
+
+def test_a_redelivered_pause_does_not_hold_an_approved_workflow(opsq_env, workers_started, sandbox_client):
+    """A worker stopped (SIGTERM to its whole process group, as systemd does) right after the pause committed
+    and before its ack leaves the pause message to be delivered again, after the approval: it must neither
+    ask again nor hold the approved workflow."""
+    workers_started(opsq_env())
+    handle = submit_workflow(GATED)
+    assert handle.wait(60) == "awaiting_approval"
+    (pending,) = state.approvals(workflow_id=handle.id)
+    assert workflow_pause.run(handle.id, pending["level"]) is None  # delivered again while it waits: nothing to do
+    assert handle.status() == "awaiting_approval" and len(state.approvals(status=None, workflow_id=handle.id)) == 1
+    approve(pending["id"], actor="dana")
+    assert workflow_pause.run(handle.id, pending["level"]) == pending["id"]  # ... and after the approval
+    assert handle.wait(60) == "succeeded"
+    assert len(state.approvals(status=None, workflow_id=handle.id)) == 1
+    assert platforms_in_order(sandbox_client.requests()) == ["gdrive", "slack"]
 
 
 def test_approval_after_restarting_every_worker_resumes(opsq_env, workers_started, sandbox_client):

@@ -87,8 +87,8 @@ def engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
 def _bookkeeping(hooks: WorkflowStepHooks, workflow_id: str, spec: WorkflowSpec, i: int) -> dict[str, Any]:
     """What execute_action asks of the hooks for step i, with the noop action's output (its params)."""
     step = {"workflow_id": workflow_id, "step_id": f"s{i}"}
-    params = hooks.prepare(step, spec.step(f"s{i}").params)
-    assert params is not None and hooks.started(step, 1)
+    params = hooks.begin(step, spec.step(f"s{i}").params, 1)
+    assert params is not None
     hooks.succeeded(step, params, dict(params))
     return params
 
@@ -127,7 +127,7 @@ def test_a_template_naming_a_step_with_no_output_fails_as_before(engine):
     spec = _chain(3)
     _start(spec, "early")
     with pytest.raises(TemplateError, match=r"nothing at steps\.s0"):
-        WorkflowStepHooks().prepare({"workflow_id": "early", "step_id": "s1"}, spec.step("s1").params)
+        WorkflowStepHooks().begin({"workflow_id": "early", "step_id": "s1"}, spec.step("s1").params, 1)
 
 
 def test_a_workflow_id_seen_again_in_another_store_gets_its_own_spec(tmp_path, monkeypatch):

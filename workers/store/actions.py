@@ -170,7 +170,12 @@ def mark_succeeded_many(rows: list[dict[str, Any]]) -> None:
     """Success records (from succeeded_row) in one transaction: the worker's write-behind batches
     (workers.store.outcomes) and single writes alike."""
     with outcome_engine().begin() as conn:
-        conn.execute(_SUCCEEDED, rows if len(rows) > 1 else rows[0])
+        write_succeeded(conn, rows)
+
+
+def write_succeeded(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Success records (from succeeded_row) in the caller's transaction (a workflow step's, with its step)."""
+    conn.execute(_SUCCEEDED, rows if len(rows) > 1 else rows[0])
 
 
 def mark_failed(action_id: str, attempt: int, error: str, error_kind: str, *,
