@@ -203,12 +203,16 @@ def wait_one(action_id: str, timeout: float) -> ActionView:
     within `timeout`."""
     stored: ActionView | None = None
 
+
     def read(note: str | None) -> ActionView:
         nonlocal stored
         # A published success is in the execution record: overlay the record read before on it (one Redis
         # round trip), rather than ask the database again for a row the write-behind has not written yet.
         if stored is None or note != RunState.DONE:
-            stored = store.get(action_id)
+            # One statement, no session or transaction; the connection goes back to the pool at once (a
+            # waiter holding one for its whole wait would starve a service's other threads).
+            with store.polling_connection() as conn:
+                stored = store.read(action_id, conn)
         try:
             return overlay(stored)
         except redis.RedisError:

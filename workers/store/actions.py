@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from workers.errors import NotFound
 from workers.redaction import redact
 from workers.status import FINAL_ACTION_STATUSES, OPEN_ACTION_STATUSES, ActionStatus, is_dead_lettered
 from workers.store import audit
@@ -239,6 +240,18 @@ def polling_connection() -> Iterator[Connection]:
 def get(action_id: str) -> ActionView:
     with session() as s:
         return _view(require(s, ActionRun, action_id, "action"))
+
+
+_GET = select(_T).where(_BY_ID)
+
+
+def read(action_id: str, conn: Connection) -> ActionView:
+    """get(), as one statement on `conn` (a `polling_connection()`): what a waiter reads, with no session,
+    transaction or pool ping per read."""
+    row = conn.execute(_GET, {"aid": action_id}).first()
+    if row is None:
+        raise NotFound(f"no action with id {action_id}")
+    return _view(row)  # type: ignore[arg-type]  # a Row has the columns as attributes, as the model has
 
 
 def find(action_id: str) -> ActionView | None:
