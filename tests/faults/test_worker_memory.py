@@ -10,6 +10,7 @@ import re
 
 import pytest
 
+from tests.support.wait import wait_for
 from workers.client import submit_action
 
 pytestmark = pytest.mark.integration
@@ -36,7 +37,8 @@ def test_pool_processes_are_recycled(opsq_env_sqlite, workers_started, setting, 
     worker = workers_started(env, queues="noop", concurrency=1)
     for i in range(runs):
         assert submit_action("noop", "noop", {"echo": i}).wait(30).status == "succeeded"
-    ran = _processes_that_ran(worker.log_path.read_text())
-    assert len(ran) == runs
+    # A wait returns as the attempt settles, before Celery logs the task's end: wait for that line too.
+    ran = wait_for(lambda: (names := _processes_that_ran(worker.log_path.read_text())) and len(names) == runs
+                   and names, timeout=10, what=f"{runs} 'succeeded' lines in the worker's log")
     assert len(set(ran)) == expected, ran
     assert worker.proc is not None and worker.proc.poll() is None  # the worker itself stays
