@@ -19,9 +19,10 @@ from tests.support.wait import wait_for
 from workers.client import submit_action
 from workers.settings import reload_settings
 from workers.status import ActionStatus
-from workers.store import db
+from workers.store import actions as store
+from workers.store import db, outcomes
 from workers.store.db import session
-from workers.store.models import ActionRun, DeadLetter
+from workers.store.models import ActionRun, DeadLetter, utcnow
 
 pytestmark = pytest.mark.integration
 
@@ -85,3 +86,32 @@ def test_every_outcome_survives_a_database_outage(owned_pg, opsq_env_sqlite, wor
     assert len(notion) == 10  # an auth failure is final: one call each, however often its bookkeeping was redone
     assert len(sandbox_client.state(platform="trello")["cards"]) == 10  # each card created once
     print(f"\ndatabase outage: {OUTAGE_S}s; every action final {settled_in:.1f}s after the database was back")
+
+
+def test_a_success_recorded_just_before_a_crash_is_kept(monkeypatch):
+    """The worker's write-behind forgets a success once its commit returns, so that commit must be durable: one
+    that did not wait for its WAL flush (synchronous_commit=off) was lost when the server stopped right after it,
+    and the action stayed `queued` until detect_stuck. The WAL writer sleeps 10 s here, so a commit that left
+    its flush to it is still in memory when the server is stopped (immediate: as a crash)."""
+    home = Path(tempfile.mkdtemp(prefix="opsq-pg-"))
+    server = OwnedPostgres(home, settings={"wal_writer_delay": "10s"}).create()
+    try:
+        monkeypatch.setenv("OPSQ_DATABASE_URL", server.url)
+        reload_settings()
+        db.reset_engine()
+        ids = [f"crash-{i}" for i in range(2)]
+        for action_id in ids:
+            store.create(action_id=action_id, platform="slack", action="send_message", params={"text": action_id},
+                         priority="normal", queue="slack", max_attempts=3)
+        writer = outcomes.OutcomeWriter(interval_s=0.05)  # a worker process' write-behind (batched successes)
+        writer.add(store.succeeded_row(ids[0], 1, {"ok": 1}, utcnow()))
+        writer.stop()  # flushed: the writer holds nothing any more
+        store.mark_succeeded(ids[1], 1, {"ok": 2}, utcnow())  # a success written at once (a redelivery's)
+        server.stop()
+        server.start()
+        db.reset_engine()
+        assert [store.get(action_id).status for action_id in ids] == [ActionStatus.SUCCEEDED] * 2
+    finally:
+        db.reset_engine()
+        server.stop()
+        shutil.rmtree(home, ignore_errors=True)

@@ -22,8 +22,9 @@ def _pg_bin(name: str) -> str:
 
 
 class OwnedPostgres:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, settings: dict[str, str] | None = None) -> None:
         self.dir = directory
+        self.settings = settings or {}
         self.data = directory / "data"
         self.port = free_port()
         self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
@@ -46,7 +47,8 @@ class OwnedPostgres:
 
     def start(self) -> OwnedPostgres:
         self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "server.log"), "-w", "-o",
-                  f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+                  f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+                  + "".join(f" -c {name}={value}" for name, value in self.settings.items()), "start")
         return self
 
     def stop(self) -> None:

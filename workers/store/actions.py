@@ -169,8 +169,11 @@ def succeeded_row(action_id: str, attempt: int, result: dict[str, Any], started_
 
 def mark_succeeded_many(rows: list[dict[str, Any]]) -> None:
     """Success records (from succeeded_row) in one transaction: the worker's write-behind batches
-    (workers.store.outcomes) and single writes alike."""
-    with outcome_engine().begin() as conn:
+    (workers.store.outcomes) and single writes alike. Committed durably, never asynchronously: a success
+    is final, and once its commit returns the writer forgets it, so a commit that a PostgreSQL crash could
+    still undo (synchronous_commit=off) would leave the action open until detect_stuck. Batched, the WAL
+    flush costs the writer's thread one wait per batch, not the task."""
+    with get_engine().begin() as conn:
         write_succeeded(conn, rows)
 
 

@@ -140,15 +140,15 @@ def _readable_engine(url: str, oldest: str) -> Engine:
 
 
 def outcome_engine() -> Engine:
-    """For the worker's success and retry records. On PostgreSQL these commit asynchronously
-    (synchronous_commit=off): the commit does not wait for the WAL flush, which halved the worker's
-    time per action here. What that risks: a PostgreSQL *server* crash can lose the last fraction of a
-    second of such updates (never corrupt anything). The outcome was written to Redis first (the
-    execution record, kept for OPSQ_IDEMPOTENCY_TTL_S), so the action is never run twice because of it.
-    OPSQ_DB_ASYNC_COMMIT=false turns it off. Submits, failures and dead letters always commit durably.
+    """For the worker's retry records (and, through outcome_session, a workflow step's begin and success).
+    On PostgreSQL these commit asynchronously (synchronous_commit=off): the commit does not wait for the
+    WAL flush. What that risks: a PostgreSQL *server* crash can lose the last fraction of a second of such
+    updates (never corrupt anything). The outcome was written to Redis first (the execution record, kept
+    for OPSQ_IDEMPOTENCY_TTL_S), so the action is never run twice because of it. OPSQ_DB_ASYNC_COMMIT=false
+    turns it off. Submits, a standalone action's success (store.mark_succeeded_many: final, and forgotten by
+    the write-behind once committed), failures and dead letters always commit durably.
 
-    It keeps the pool's ping: a retry record (mark_retrying) has no retry of its own, and with the
-    successes batched the ping costs one round trip per batch."""
+    It keeps the pool's ping: a retry record (mark_retrying) has no retry of its own."""
     engine = get_engine()
     if engine.dialect.name != "postgresql" or not get_settings().db_async_commit:
         return engine

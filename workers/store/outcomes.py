@@ -16,7 +16,9 @@ single writes here (docs/PERFORMANCE.md). What a crash costs: a SIGKILLed proces
 unflushed buffer; those actions stay `queued` in the database until `detect_stuck` finds their outcome
 in Redis and records it (`opsq queue stuck` shows them as "reconciled"). A database that refuses a
 batch keeps it buffered and retried with backoff; past MAX_BUFFERED the task itself writes (and its
-bookkeeping retry takes over if that fails too), so memory stays bounded.
+bookkeeping retry takes over if that fails too), so memory stays bounded. A batch is forgotten once its
+commit returns, so that commit is durable (store.mark_succeeded_many), never left to PostgreSQL's WAL
+writer: a server crash right after it must not undo it.
 
 With the guards off (OPSQ_GUARDS_ENABLED=false) there is no outcome in Redis to fall back on, so
 successes are written at once.
