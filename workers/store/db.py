@@ -140,7 +140,7 @@ def _readable_engine(url: str, oldest: str) -> Engine:
 
 
 def outcome_engine() -> Engine:
-    """For the worker's retry records (and, through outcome_session, a workflow step's begin and success).
+    """For the worker's retry records.
     On PostgreSQL these commit asynchronously (synchronous_commit=off): the commit does not wait for the
     WAL flush. What that risks: a PostgreSQL *server* crash can lose the last fraction of a second of such
     updates (never corrupt anything). The outcome was written to Redis first (the execution record, kept
@@ -197,21 +197,6 @@ def session() -> Iterator[Session]:
     get_engine()
     assert _sessionmaker is not None
     with _sessionmaker() as s, s.begin():
-        yield s
-
-
-@contextlib.contextmanager
-def outcome_session() -> Iterator[Session]:
-    """A session on outcome_engine(): on PostgreSQL its commit does not wait for the WAL flush (2.5 to 3 ms
-    here, per commit). For the worker's bookkeeping whose truth is in Redis (a workflow step's begin and
-    success: its execution record holds the outcome, and a redelivery is answered from it); see
-    outcome_engine for what a server crash can cost. Elsewhere the process's engine, as session()."""
-    engine = outcome_engine()
-    if engine is get_engine():
-        with session() as s:
-            yield s
-        return
-    with Session(engine, expire_on_commit=False) as s, s.begin():
         yield s
 
 
