@@ -135,20 +135,24 @@ def test_breaker_keeps_an_outage_from_being_hammered(opsq_env_sqlite, workers_st
     assert len(sandbox_client.state(platform="trello")["cards"]) == 50
 
 
-def test_rate_limit_holds_across_worker_processes(opsq_env_sqlite, workers_started, sandbox_client):
+def test_rate_limit_holds_across_worker_processes(opsq_env_sqlite, workers_started, sandbox_client, redis_client):
     rate, burst = 5.0, 5
     env = opsq_env_sqlite(OPSQ_RATE_LIMITS='{"notion": {"rate": 5, "burst": 5}}')
     workers_started(env, queues="notion", concurrency=3)
     handles = [submit_action("notion", "create_task", {"database_id": "d", "title": f"t{i}"}) for i in range(50)]
     for handle in handles:
         assert handle.wait(60).status == "succeeded"
-    times = sorted(c["started"] for c in sandbox_client.requests(platform="notion"))
-    assert len(times) == 50
-    # In any window, the calls that reached the platform: at most burst + rate x window (+1 for arrival jitter).
+    assert len(sandbox_client.requests(platform="notion")) == 50
+    # What the fleet decides is when each call is admitted: the bucket in the admit script, on Redis' clock,
+    # and each action's admission is in its execution record. When a call then reaches the platform depends on
+    # the machine (a pool process' first call makes its HTTP client and connection first: up to 0.4 s later
+    # under load), so arrival times would measure the machine, not the limit.
+    times = sorted(float(redis_client.hget(keys.run(h.id), "started")) for h in handles)
+    # In any window, the admissions: at most burst + rate x window (Redis time, written to the microsecond).
     for i in range(len(times)):
         for j in range(i + 1, len(times)):
-            assert j - i + 1 <= burst + rate * (times[j] - times[i]) + 1, (i, j, times[j] - times[i])
-    assert times[-1] - times[0] >= (50 - burst) / rate * 0.9  # the limit really bit
+            assert j - i + 1 <= burst + rate * (times[j] - times[i] + 1e-3), (i, j, times[j] - times[i])
+    assert times[-1] - times[0] >= (50 - burst) / rate - 1e-3  # the limit really bit: 45 tokens take 9 s
 
 
 def test_guard_round_trips_seen_by_redis_monitor(opsq_env_sqlite, workers_started, redis_client, redis_url):
