@@ -8,7 +8,8 @@ connection that is gone: kombu#582) leaves its messages there for that hour. So:
 - each consuming channel has an owner id (`node|pid|nonce`), and each delivery is also recorded in the
   owner's `opsq:held:<owner>` set, in the same MULTI as kombu's own unacked entry (no extra round trip);
 - the worker process keeps a liveness key per live owner (`opsq:consumer:<owner>`, expiring after
-  OPSQ_CONSUMER_TTL_S) fresh from a small thread, so a busy event loop does not make it look dead;
+  OPSQ_CONSUMER_TTL_S), written when the channel registers (before its first delivery) and kept fresh from
+  a small thread, so a busy event loop does not make it look dead;
 - every worker's thread looks for owners whose key ran out (or channels of its own that closed without
   giving their messages back) and puts their held messages back on their queues with kombu's own
   restore (a WATCHed transaction: two workers doing it at once restore each message once);
@@ -137,12 +138,26 @@ class _ProcessRegistry:
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self._run, name="opsq-held-messages", daemon=True)
                 self.thread.start()
+        # Alive before it consumes anything, not from the thread's next beat (up to 2 s away when an earlier
+        # channel started it): a delivery adds the owner to CONSUMERS_KEY at once, and another worker's reaper
+        # takes an owner listed there without its alive key for a dead one and gives back what it is running.
+        try:
+            self._mark_alive(channel._create_client(), [channel.opsq_owner])
+        except Exception as exc:  # Redis away: nothing is delivered either; the thread's beat tries again
+            log.debug("held-messages registration could not reach Redis: %s", exc)
 
     def unregister(self, owner: str, *, gave_back: bool) -> None:
         with self.lock:
             self.live.pop(owner, None)
             if not gave_back:
                 self.orphans.add(owner)
+
+    def _mark_alive(self, client: redis.Redis, owners: Iterable[str]) -> None:
+        pipe = client.pipeline()
+        for owner in owners:
+            pipe.set(alive_key(owner), f"{os.getpid()} {time.time():.0f}", px=int(self.ttl_s * 1000))
+            pipe.sadd(CONSUMERS_KEY, owner)
+        pipe.execute()
 
     def _run(self) -> None:
         while True:
@@ -160,11 +175,7 @@ class _ProcessRegistry:
             return
         channel = next(iter(live.values()))
         client = channel._create_client()
-        pipe = client.pipeline()
-        for owner in live:
-            pipe.set(alive_key(owner), f"{os.getpid()} {time.time():.0f}", px=int(self.ttl_s * 1000))
-            pipe.sadd(CONSUMERS_KEY, owner)
-        pipe.execute()
+        self._mark_alive(client, live)
         for owner in orphans:
             give_back(client, channel, owner, "its channel closed without giving them back (connection lost)")
             with self.lock:
