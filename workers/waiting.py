@@ -80,19 +80,18 @@ def current_status(action_id: str) -> ActionView:
     return overlay(store.get(action_id))
 
 
-def overlay(view: ActionView, live: dict[str, object] | None = None, *, read: bool = True) -> ActionView:
+def overlay(view: ActionView) -> ActionView:
     """`view` (from the store) with what the execution record says that the store does not say yet."""
     if view.status not in OPEN_ACTION_STATUSES or not get_settings().guards_enabled:
         return view
-    if live is None and read:
-        live = live_state(view.id)
+    live = live_state(view.id)
     if not live:
         return view
     state = live.get("state")
     if state == RunState.RUNNING:
         return dataclasses.replace(view, status=ActionStatus.RUNNING,
                                    attempts=int(str(live.get("attempt", view.attempts))),
-                                   started_at=view.started_at or live.get("started"))  # type: ignore[arg-type]
+                                   started_at=view.started_at or live.get("started"))
     if state == RunState.DONE:
         try:
             result = json.loads(str(live.get("result") or "{}"))
@@ -100,8 +99,8 @@ def overlay(view: ActionView, live: dict[str, object] | None = None, *, read: bo
             return view
         return dataclasses.replace(view, status=ActionStatus.SUCCEEDED, result=result, error=None, error_kind=None,
                                    attempts=int(str(live.get("attempt", view.attempts))),
-                                   started_at=live.get("started") or view.started_at,  # type: ignore[arg-type]
-                                   finished_at=live.get("finished") or view.finished_at,  # type: ignore[arg-type]
+                                   started_at=live.get("started") or view.started_at,
+                                   finished_at=live.get("finished") or view.finished_at,
                                    next_attempt_at=None)
     # A failure is read from the store once it is final there: whether it went to the dead letters is
     # decided when the store records it.

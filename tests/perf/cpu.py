@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -16,21 +17,25 @@ def available() -> bool:
     return Path("/proc/self/stat").exists()
 
 
-def snapshot(worker_pgid: int | None) -> Counter[str]:
-    """CPU seconds so far by group: client (this process), worker (its process group), redis, postgres."""
-    out: Counter[str] = Counter()
-    me = os.getpid()
+def stat_lines() -> Iterator[tuple[int, str]]:
+    """(pid, /proc/<pid>/stat) of every process still there while it is read."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            raw = (entry / "stat").read_text()
+            yield int(entry.name), (entry / "stat").read_text()
         except OSError:
             continue
+
+
+def snapshot(worker_pgid: int | None) -> Counter[str]:
+    """CPU seconds so far by group: client (this process), worker (its process group), redis, postgres."""
+    out: Counter[str] = Counter()
+    me = os.getpid()
+    for pid, raw in stat_lines():
         name = raw[raw.index("(") + 1:raw.rindex(")")]
         fields = raw[raw.rindex(")") + 2:].split()
         pgid, cpu = int(fields[2]), (int(fields[11]) + int(fields[12])) / _TICK
-        pid = int(entry.name)
         if pid == me:
             out["client"] += cpu
         elif worker_pgid is not None and pgid == worker_pgid:

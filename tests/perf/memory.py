@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.perf.cpu import stat_lines
+
 
 def available() -> bool:
     return Path("/proc/self/smaps_rollup").exists()
@@ -41,14 +43,4 @@ def memory(pid: int) -> Memory:
 def children(pid: int) -> list[int]:
     """The direct children of pid (a prefork worker's pool processes), oldest first. From each process's
     stat line: /proc/<pid>/task/<tid>/children needs a kernel option not every kernel has."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(raw[raw.rindex(")") + 2:].split()[1]) == pid:
-            found.append(int(entry.name))
-    return sorted(found)
+    return sorted(child for child, raw in stat_lines() if int(raw[raw.rindex(")") + 2:].split()[1]) == pid)
