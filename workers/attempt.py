@@ -22,7 +22,7 @@ from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponenti
 
 from executors.base import Effect
 from executors.errors import ExecutorError, RetryableError
-from workers.guards import Admission, Attempt, Guard, Outcome, get_guard
+from workers.guards import Admission, Attempt, Guard, NotReplicated, Outcome, get_guard
 from workers.outages import REDIS, outage_of
 from workers.redaction import redact
 from workers.retry import backoff_delay
@@ -53,8 +53,9 @@ class AttemptEnd:
     already: bool = False
     #: An earlier attempt's answer was lost and its effect was found on the platform: not called again.
     reconciled: bool = False
-    #: The platform answered but Redis could not be told (away for longer than SETTLE_PATIENCE_S): the
-    #: database is the only record of the outcome, so the caller writes it there at once.
+    #: The platform answered but Redis could not be told (away for longer than SETTLE_PATIENCE_S), or no
+    #: replica confirmed it (OPSQ_REDIS_REPLICA_ACKS): the database is the only sure record of the outcome,
+    #: so the caller writes it there at once.
     unsettled: bool = False
     verdict: str = Verdict.RUN
 
@@ -123,6 +124,11 @@ def run_attempt(ctx: Attempt, call: Call, *, max_attempts: int, find: Find | Non
     # either: settle is retried (tenacity) for as long as a restart or failover takes.
     try:
         _settle_success(guard, ctx, admission, result)
+    except NotReplicated as exc:
+        # The master has it, a failover may not: the database becomes its record now, not after write-behind.
+        log.warning("%s succeeded; %s: writing its outcome to the database at once", what, exc,
+                    extra=dict(log_extra or {"action_id": ctx.action_id, "platform": ctx.platform}))
+        return AttemptEnd(Ending.SUCCEEDED, result=result, started_at=started, unsettled=True, reconciled=reconciled)
     except Exception as exc:
         if outage_of(exc) != REDIS:
             raise

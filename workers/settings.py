@@ -88,6 +88,13 @@ class _Base(BaseSettings):
     redis_password: SecretStr | None = None
     redis_sentinel_master: str | None = None
     redis_sentinel_password: SecretStr | None = None
+    # How many replicas must have the guards' record of a call before the platform is called, and of its
+    # success before the message is acknowledged (Redis' WAIT; workers.guards.redis_guard). 0: don't wait.
+    # With a replicated Redis (Sentinel), 1 closes the window in which a failover loses what the old master
+    # acknowledged and the new one never got: an action then runs once, not twice. It costs a replica's
+    # round trip per admit and per success, and while no replica keeps up, actions wait (they do not run).
+    redis_replica_acks: int = Field(0, ge=0, le=16)
+    redis_replica_ack_timeout_ms: int = Field(500, ge=1, le=60_000)
     database_url: str | None = None
     auto_migrate: bool = True
     # See workers.store.db.outcome_engine for what this trades.

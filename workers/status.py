@@ -33,6 +33,7 @@ class Verdict(StrEnum):
     HALF_OPEN_BUSY = "half_open_busy"  # breaker half-open, every probe slot taken: wait
     RATE_LIMITED = "rate_limited"  # no token: wait
     OPEN_FAIL = "open_fail"  # breaker open and the action chose to fail fast
+    UNREPLICATED = "unreplicated"  # the claim reached no replica in time (OPSQ_REDIS_REPLICA_ACKS): wait
 
 
 class ErrorKind(StrEnum):

@@ -84,8 +84,10 @@ def beat(tmp_path: Path):
 
 
 @pytest.fixture
-def cluster(tmp_path: Path):
-    c = SentinelCluster(tmp_path / "ha", password=MASTER_PASSWORD, sentinel_password=SENTINEL_PASSWORD).start()
+def cluster(request: pytest.FixtureRequest, tmp_path: Path):
+    """One replica, or as many as the test's `replicas` parameter says (indirect parametrization)."""
+    c = SentinelCluster(tmp_path / "ha", password=MASTER_PASSWORD, sentinel_password=SENTINEL_PASSWORD,
+                        replicas=getattr(request, "param", 1)).start()
     yield c
     c.stop()
 
@@ -142,18 +144,20 @@ def _drill(cluster: SentinelCluster, env: dict[str, str], worker: Any, sandbox: 
     wait_for(lambda: len(lines) >= KILL_AFTER or client.poll() is not None, timeout=60, what="the first submits")
     cut_at = time.time()
     if replica_behind_s:
-        # Stopped, then cut off: what the master sent before the cut is in the replica's socket buffer and
+        # Stopped, then cut off: what the master sent before the cut is in the replicas' socket buffers and
         # still arrives; what it acknowledges from now on never does.
-        cluster.replica.pause()
+        for replica in cluster.replicas:
+            replica.pause()
         cluster.master.client().client_kill_filter(_type="replica")
         time.sleep(replica_behind_s)
     kill_wall = time.time()
     cluster.master.kill()
     killed = time.monotonic()
     if replica_behind_s:
-        cluster.replica.resume()
-    wait_for(lambda: cluster.master_address() == ("127.0.0.1", cluster.replica.port), timeout=30,
-             what="the Sentinels promoting the replica", interval=0.05)
+        for replica in cluster.replicas:
+            replica.resume()
+    wait_for(lambda: cluster.promoted() is not None, timeout=30, what="the Sentinels promoting a replica",
+             interval=0.05)
     failover_s = time.monotonic() - killed
     assert client.wait(120) == 0, client.stderr.read() if client.stderr else ""
     reader.join(10)
@@ -177,7 +181,9 @@ def _drill(cluster: SentinelCluster, env: dict[str, str], worker: Any, sandbox: 
     # Whatever the new master still holds comes back too: an unacknowledged entry whose ack was lost with the
     # old master is restored after OPSQ_VISIBILITY_TIMEOUT_S (short here) and delivered again. Count the calls
     # once nothing is left to deliver.
-    new_master = cluster.replica.client()
+    promoted = cluster.promoted()
+    assert promoted is not None
+    new_master = promoted.client()
     wait_for(lambda: not new_master.hlen("unacked") and not any(new_master.llen(q) for q in SLACK_LISTS),
              timeout=60, interval=0.5, what="nothing left queued or unacknowledged on the new master")
     calls: collections.Counter[int] = collections.Counter()
@@ -196,13 +202,15 @@ def _drill(cluster: SentinelCluster, env: dict[str, str], worker: Any, sandbox: 
           f"{len(refused)} refused ({sorted({e.split(' (')[0] for e in refused.values()})}; started {window}); "
           f"{len(lost)} lost in the "
           f"failover and re-queued by detect_stuck; {sum(1 for i in accepted if calls[i] > 1)} called twice; "
-          f"slowest submit {drill.slowest_submit_s:.1f}s")
+          f"slowest submit {drill.slowest_submit_s:.1f}s; claims taken back for want of a replica: "
+          f"{drill.worker_log.count('not calling the platform')}, successes written at once for want of one: "
+          f"{drill.worker_log.count('writing its outcome to the database at once')}")
     return drill
 
 
 def _start(cluster: SentinelCluster, sandbox: Any, sqlite_url: str, workers_started: Any,
-           monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, str], Any]:
-    env = make_env(cluster.url, sqlite_url, sandbox.url, OPSQ_REDIS_PASSWORD=MASTER_PASSWORD,
+           monkeypatch: pytest.MonkeyPatch, **more: str) -> tuple[dict[str, str], Any]:
+    env = make_env(cluster.url, sqlite_url, sandbox.url, **more, OPSQ_REDIS_PASSWORD=MASTER_PASSWORD,
                    OPSQ_REDIS_SENTINEL_MASTER=MASTER_NAME, OPSQ_REDIS_SENTINEL_PASSWORD=SENTINEL_PASSWORD,
                    OPSQ_STUCK_AFTER_S="3", OPSQ_RATE_LIMITS='{"slack": {"rate": 0}}',
                    OPSQ_VISIBILITY_TIMEOUT_S=str(VISIBILITY_TIMEOUT_S), OPSQ_IDEMPOTENCY_LEASE_S=str(LEASE_S))
@@ -279,3 +287,27 @@ def test_writes_the_old_master_never_replicated(cluster, sandbox, sandbox_client
     twice = {i for i in d.accepted if d.calls[i] > 1}
     assert {i: d.first_call[i] - d.cut_at for i in twice if d.first_call[i] < d.cut_at - CALL_S - 0.2} == {}
     assert all(d.calls[i] == 2 for i in twice)
+
+
+@pytest.mark.parametrize("cluster", [2], indirect=True)
+def test_with_replica_acks_the_window_runs_nothing_twice(cluster, sandbox, sandbox_client, sqlite_url, workers_started,
+                                                        monkeypatch):
+    """The same window with OPSQ_REDIS_REPLICA_ACKS=1 (and two replicas, so that one is left to acknowledge after
+    the failover, as the runbook says to run it): both replicas cut off 0.6 s before the master dies. A claim made
+    in the window reaches no replica, so it is taken back and nothing is called; a success settled in the window
+    goes to the database at once, and its claim, replicated before, makes the redelivery look the message up
+    instead of sending it again. Every accepted action succeeds and no message is sent twice."""
+    env, worker = _start(cluster, sandbox, sqlite_url, workers_started, monkeypatch,
+                         OPSQ_REDIS_REPLICA_ACKS="1", OPSQ_REDIS_REPLICA_ACK_TIMEOUT_MS="500")
+    pid = worker.proc.pid
+    sandbox_client.fault("slack", mode="ok", latency_ms=int(CALL_S * 1000))
+
+    d = _drill(cluster, env, worker, sandbox, sandbox_client, replica_behind_s=0.6)
+
+    assert {store.get(a).status for a in d.accepted.values()} == {ActionStatus.SUCCEEDED}
+    assert {i: d.calls[i] for i in d.accepted if d.calls[i] != 1} == {}  # each accepted action's message once
+    assert {i: d.calls[i] for i in d.refused if d.calls[i]} == {}
+    assert worker.proc.poll() is None and worker.proc.pid == pid, worker.log()
+    assert "Unrecoverable error" not in d.worker_log
+    # The window was met, not slipped through: claims in it were refused for want of a replica.
+    assert "reached fewer than 1 replica(s)" in d.worker_log

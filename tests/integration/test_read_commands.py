@@ -6,6 +6,7 @@ it is) and leaves the file as it was (its Alembic revision, its tables and its r
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -102,3 +103,29 @@ def test_a_read_command_creates_no_database(opsq_env_sqlite, tmp_path):
     assert out.returncode == 1
     assert "has no opsqueue schema" in out.stderr and "`opsq db upgrade` creates it" in out.stderr, out.stderr
     assert not missing.exists() and not missing.parent.exists()
+    out = opsq(env, "db", "current")
+    assert out.returncode == 0, out.stderr
+    assert "does not exist" in out.stdout and "opsq db upgrade" in out.stdout
+    assert not missing.exists() and not missing.parent.exists()
+
+
+def test_read_commands_keep_a_copy_in_its_journal_mode(opsq_env_sqlite, tmp_path):
+    """A copy of the store kept for an investigation, in SQLite's default rollback journal (as `.backup` or a
+    plain copy of a database that was never opened in WAL leaves it): reading it must not switch it to WAL,
+    which rewrites its header and adds -wal and -shm files beside it."""
+    path = tmp_path / "copy.db"
+    url = f"sqlite:///{path}"
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0] == "delete"
+    header = path.read_bytes()[:100]
+    env = opsq_env_sqlite(OPSQ_DATABASE_URL=url)
+    for args in (("action", "list"), ("db", "current"), ("audit", "verify")):
+        out = opsq(env, *args)
+        assert out.returncode == 0, (args, out.stderr)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    assert path.read_bytes()[:100] == header
+    assert not (tmp_path / "copy.db-wal").exists()

@@ -75,7 +75,7 @@ class SentinelCluster:
     Sentinels' own (their requirepass)."""
 
     def __init__(self, directory: Path, *, password: str | None = None, sentinel_password: str | None = None,
-                 down_after_ms: int = 1000, failover_timeout_ms: int = 5000) -> None:
+                 down_after_ms: int = 1000, failover_timeout_ms: int = 5000, replicas: int = 1) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed: the Sentinel tests need the real binary")
@@ -83,12 +83,17 @@ class SentinelCluster:
         self.password = password
         self.sentinel_password = sentinel_password
         auth = ["--requirepass", password, "--masterauth", password] if password else []
-        data = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--logfile", "server.log", *auth]
+        # No delay before a diskless full sync: a replica re-pointed after a failover is in sync in moments.
+        data = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--logfile", "server.log",
+                "--repl-diskless-sync-delay", "0", *auth]
         self.master = Server("master", directory / "master", [], password)
         self.master.args = ["--port", str(self.master.port), *data]
-        self.replica = Server("replica", directory / "replica", [], password)
-        self.replica.args = ["--port", str(self.replica.port), *data,
-                             "--replicaof", "127.0.0.1", str(self.master.port)]
+        self.replicas: list[Server] = []
+        for i in range(replicas):
+            r = Server(f"replica{i}", directory / f"replica{i}", [], password)
+            r.args = ["--port", str(r.port), *data, "--replicaof", "127.0.0.1", str(self.master.port)]
+            self.replicas.append(r)
+        self.replica = self.replicas[0]
         self.sentinels: list[Server] = []
         for i in range(3):
             s = Server(f"sentinel{i}", directory / f"sentinel{i}", [], sentinel_password)
@@ -112,15 +117,16 @@ class SentinelCluster:
         return ";".join(f"sentinel://127.0.0.1:{s.port}/0" for s in self.sentinels)
 
     def start(self, timeout: float = 30.0) -> SentinelCluster:
-        for server in (self.master, self.replica, *self.sentinels):
+        for server in (self.master, *self.replicas, *self.sentinels):
             server.start(self.binary)
         # Ready when every Sentinel knows the replica and the two other Sentinels: only then can they agree
         # on a failover (quorum 2).
         deadline = time.monotonic() + timeout
         while True:
             views = [self.sentinel_view(s) for s in self.sentinels]
-            if (all(v and int(v["num-slaves"]) >= 1 and int(v["num-other-sentinels"]) >= 2 for v in views)
-                    and self.replica.client().info("replication").get("master_link_status") == "up"):
+            if (all(v and int(v["num-slaves"]) >= len(self.replicas) and int(v["num-other-sentinels"]) >= 2
+                    for v in views)
+                    and all(r.client().info("replication").get("master_link_status") == "up" for r in self.replicas)):
                 return self
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the Sentinels did not see the replica and each other: {views}")
@@ -149,6 +155,11 @@ class SentinelCluster:
                 return addr
         return None
 
+    def promoted(self) -> Server | None:
+        """The replica a majority of the Sentinels now name master, if any."""
+        addr = self.master_address()
+        return next((r for r in self.replicas if addr == ("127.0.0.1", r.port)), None)
+
     def stop(self) -> None:
-        for server in (*self.sentinels, self.replica, self.master):
+        for server in (*self.sentinels, *self.replicas, self.master):
             server.kill()

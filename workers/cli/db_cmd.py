@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
@@ -53,11 +55,18 @@ def db_downgrade(revision: str, yes: bool) -> None:
 
 @db.command("current")
 def db_current() -> None:
-    """Print the schema revision."""
+    """Print the schema revision (reads only: a missing SQLite file is not created)."""
+    from sqlalchemy.engine import make_url
+
     from workers.settings import get_settings
     from workers.store.db import current_revision, make_engine
 
-    engine = make_engine(get_settings().resolved_database_url)
+    url = make_url(get_settings().resolved_database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
+            and not Path(str(url.database)).exists():
+        click.echo(f"not migrated: {url.database} does not exist (run `opsq db upgrade`)")
+        return
+    engine = make_engine(url.render_as_string(hide_password=False), reading=True)
     click.echo(current_revision(engine) or "not migrated (run `opsq db upgrade`)")
 
 

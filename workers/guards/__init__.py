@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 
 from workers.guards.base import Admission, Attempt, Guard, Outcome, PassThrough, new_token
-from workers.guards.redis_guard import RedisGuard
+from workers.guards.redis_guard import NotReplicated, RedisGuard
 from workers.settings import get_settings
 
-__all__ = ["Admission", "Attempt", "Guard", "Outcome", "PassThrough", "get_guard", "new_token", "reset_guard"]
+__all__ = ["Admission", "Attempt", "Guard", "NotReplicated", "Outcome", "PassThrough", "get_guard", "new_token",
+           "reset_guard"]
 
 _guard: tuple[int, Guard] | None = None
 

@@ -1,8 +1,19 @@
-"""Admit and settle, one Lua script each: one Redis round trip before a call and one after."""
+"""Admit and settle, one Lua script each: one Redis round trip before a call and one after.
+
+With OPSQ_REDIS_REPLICA_ACKS set, each script is followed by Redis' WAIT in the same round trip (a pipeline:
+WAIT counts the replicas that have this connection's writes, so it must go on the connection that wrote).
+Why: replication is asynchronous, and a failover loses what the old master acknowledged but had not yet
+sent. A claim lost that way lets the redelivered message call the platform a second time; a claim a replica
+has means the new master answers "running elsewhere", then reconciles. So a claim no replica confirmed in
+time is taken back before any call, and the action waits; a success no replica confirmed is written to the
+database at once (the attempt ends `unsettled`), since the new master may never learn it.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+from typing import Any
 
 import redis
 
@@ -14,6 +25,12 @@ from workers.status import Verdict
 
 HISTORY_MAX = 1000
 
+log = logging.getLogger("opsq.action")
+
+
+class NotReplicated(Exception):
+    """A success settled on the master that no replica confirmed within the timeout (OPSQ_REDIS_REPLICA_ACKS)."""
+
 
 class RedisGuard:
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
@@ -22,20 +39,43 @@ class RedisGuard:
         # register_script sends EVALSHA and falls back to EVAL once if the server lacks the script.
         self._admit = self.redis.register_script(scripts.ADMIT)
         self._settle = self.redis.register_script(scripts.SETTLE)
+        self._release = self.redis.register_script(scripts.RELEASE_RUN)
+        self.replica_acks = settings.redis_replica_acks
+        self.ack_timeout_ms = settings.redis_replica_ack_timeout_ms
+
+    def _replicated(self, script: Any, keys: list[str], args: list[Any]) -> tuple[Any, bool]:
+        """Runs `script`; with replica acks wanted, WAITs for them on the same connection, in the same round
+        trip. Returns the script's reply and whether enough replicas have it."""
+        if not self.replica_acks:
+            return script(keys=keys, args=args), True
+        pipe = self.redis.pipeline(transaction=False)
+        script(keys=keys, args=args, client=pipe)
+        pipe.execute_command("WAIT", self.replica_acks, self.ack_timeout_ms)
+        reply, acked = pipe.execute()
+        return reply, int(acked) >= self.replica_acks
 
     def admit(self, attempt: Attempt) -> Admission:
         s = self.settings
         breaker = s.breaker_config(attempt.platform)
         limit = s.rate_limit(attempt.platform)
-        reply = self._admit(
-            keys=keys.action_keys(attempt.platform, attempt.action_id),
-            args=[attempt.token, s.lease_s, s.idempotency_ttl_s, breaker.open_s, breaker.half_open_max,
-                  limit.rate, limit.burst, int(attempt.fail_fast), attempt.attempt, HISTORY_MAX],
+        action_keys = keys.action_keys(attempt.platform, attempt.action_id)
+        reply, replicated = self._replicated(
+            self._admit, action_keys,
+            [attempt.token, s.lease_s, s.idempotency_ttl_s, breaker.open_s, breaker.half_open_max,
+             limit.rate, limit.burst, int(attempt.fail_fast), attempt.attempt, HISTORY_MAX],
         )
         verdict, detail, probe = reply[:3]
         reconcile = reply[3] if len(reply) > 3 else 0  # only a `run` says whether to reconcile
         verdict = verdict.decode() if isinstance(verdict, bytes) else verdict
         detail = detail.decode() if isinstance(detail, bytes) else detail
+        if verdict == Verdict.RUN and not replicated:
+            # Taken back on the master; if that is lost in a failover too, the new master never had the claim.
+            self._release(keys=[action_keys[0], action_keys[6]], args=[attempt.token, s.idempotency_ttl_s])
+            log.warning("the claim of %s reached fewer than %d replica(s) within %d ms (OPSQ_REDIS_REPLICA_ACKS): "
+                        "not calling the platform; trying again shortly", attempt.action_id, self.replica_acks,
+                        self.ack_timeout_ms,
+                        extra={"action_id": attempt.action_id, "platform": attempt.platform})
+            return Admission(verdict=Verdict.UNREPLICATED, wait_s=max(1.0, self.ack_timeout_ms / 1000))
         if verdict == Verdict.RUN:
             return Admission(probe=bool(probe), reconcile=bool(reconcile),
                              since=float(detail) if reconcile and detail else None)
@@ -52,11 +92,18 @@ class RedisGuard:
             payload = json.dumps(outcome.result, sort_keys=True, default=str)
         else:
             payload = json.dumps({"kind": outcome.error_kind, "message": outcome.error})
-        state = self._settle(
-            keys=keys.action_keys(attempt.platform, attempt.action_id),
-            args=[attempt.token, int(outcome.ok), int(outcome.health_failure), int(admission.probe), payload,
-                  int(outcome.final), s.idempotency_ttl_s, breaker.failure_threshold, breaker.window_s,
-                  HISTORY_MAX, outcome.error_kind or "", int(outcome.ambiguous),
-                  keys.outcome_channel(attempt.action_id)],
-        )
+        args: list[Any] = [attempt.token, int(outcome.ok), int(outcome.health_failure), int(admission.probe),
+                           payload, int(outcome.final), s.idempotency_ttl_s, breaker.failure_threshold,
+                           breaker.window_s, HISTORY_MAX, outcome.error_kind or "", int(outcome.ambiguous),
+                           keys.outcome_channel(attempt.action_id)]
+        action_keys = keys.action_keys(attempt.platform, attempt.action_id)
+        if not outcome.ok:
+            # A failure lost in a failover costs no second effect: the claim (replicated at admit) makes the next
+            # delivery reconcile, and a final failure is in the database before the message is acknowledged.
+            state = self._settle(keys=action_keys, args=args)
+        else:
+            state, replicated = self._replicated(self._settle, action_keys, args)
+            if not replicated:
+                raise NotReplicated(f"its record reached fewer than {self.replica_acks} replica(s) within "
+                                    f"{self.ack_timeout_ms} ms (OPSQ_REDIS_REPLICA_ACKS)")
         return state.decode() if isinstance(state, bytes) else str(state)

@@ -183,6 +183,23 @@ end
 return state
 """
 
+# An admission taken back before any call (workers.guards.redis_guard: its claim reached no replica in time).
+# KEYS: 1 run record, 2 breaker probes. ARGV: 1 owner token, 2 ttl_s. The record goes back to what the next
+# attempt needs: gone, or `ambiguous` when an earlier attempt may have acted (ADMIT kept that flag).
+RELEASE_RUN = r"""
+redis.call('ZREM', KEYS[2], ARGV[1])
+local run = redis.call('HMGET', KEYS[1], 'state', 'owner', 'ambiguous')
+if run[1] ~= 'running' or run[2] ~= ARGV[1] then return 0 end
+if run[3] == '1' then
+  redis.call('HSET', KEYS[1], 'state', 'ambiguous')
+  redis.call('HDEL', KEYS[1], 'lease_until', 'owner')
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+else
+  redis.call('DEL', KEYS[1])
+end
+return 1
+"""
+
 # KEYS: 1 idempotency key. ARGV: 1 action id, 2 ttl_s. Returns the first action's id, or nil if ours won.
 CLAIM_KEY = r"""
 local existing = redis.call('GET', KEYS[1])

@@ -134,6 +134,32 @@ def _sentinel(settings: Settings) -> Check | None:
     return Check("redis sentinel", WARN if warn else OK, detail)
 
 
+REDIS_REPLICAS = "redis replicas"
+
+
+def replicas_check(info: dict[str, Any], wanted: int) -> Check:
+    """From the master's INFO replication: do enough replicas keep up for OPSQ_REDIS_REPLICA_ACKS? A replica
+    acknowledges every second, so a `lag` above 1 s means it has fallen behind (or stopped)."""
+    replicas = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+    keeping_up = [r for r in replicas if r.get("state") == "online" and int(r.get("lag", 99)) <= 1]
+    detail = (f"{len(keeping_up)} of {len(replicas)} replica(s) online and keeping up; OPSQ_REDIS_REPLICA_ACKS "
+              f"wants {wanted}")
+    if len(keeping_up) < wanted:
+        return Check(REDIS_REPLICAS, FAIL, f"{detail}: actions wait instead of calling their platform until one "
+                                           f"does (or set OPSQ_REDIS_REPLICA_ACKS=0 and accept the failover window)")
+    return Check(REDIS_REPLICAS, OK, detail)
+
+
+def _replicas(settings: Settings) -> Check | None:
+    if not settings.redis_replica_acks:
+        return None
+    try:
+        info = guard_redis(settings).info("replication")
+    except Exception as exc:
+        return Check(REDIS_REPLICAS, FAIL, f"cannot read INFO replication: {redis_cause(exc)}")
+    return replicas_check(info, settings.redis_replica_acks)
+
+
 def _database(settings: Settings) -> Check:
     engine = make_engine(settings.resolved_database_url)
     name = engine.url.render_as_string(hide_password=True)
@@ -206,6 +232,9 @@ def health(app: Any | None = None, more: Callable[[], list[Check]] | None = None
         return checks
     memory = redis_memory(settings)
     checks.insert(1, memory)
+    replicas = _replicas(settings)
+    if replicas is not None:
+        checks.insert(2, replicas)
     if app is None:
         app = celery_app
     if memory.status == FAIL and memory.detail.startswith("Redis is out of memory"):
@@ -287,6 +316,11 @@ def _redis_url_checks(settings: Settings) -> list[Check]:
                  f"sentinel password {'set' if target.sentinel_password else 'not set'}")
     out = [Check("redis sentinel", OK, f"master {target.master} (db {target.db}) through "
                                        f"{len(target.sentinels)} sentinel(s): {where}; {passwords}")]
+    if not settings.redis_replica_acks:
+        out.append(Check("OPSQ_REDIS_REPLICA_ACKS", WARN, "0: a failover loses what the old master had not yet "
+                                                          "replicated, and an action run in that window can run "
+                                                          "twice (1 closes it; docs/RUNBOOK.md, Redis high "
+                                                          "availability)"))
     if len(target.sentinels) < 3:
         out.append(Check("redis sentinel", WARN, "fewer than 3 Sentinels listed: the client cannot find the master "
                                                  "when the one it knows is down (list every Sentinel)"))

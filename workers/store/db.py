@@ -49,19 +49,30 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     cur = dbapi_conn.cursor()
     # WAL lets the client, several worker processes and the CLI read while one writes.
     cur.execute("PRAGMA journal_mode=WAL")
+    cur.close()
+    _sqlite_reading_pragmas(dbapi_conn, _record)
+
+
+def _sqlite_reading_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    """Without the journal mode: setting WAL writes the file's header, and a read command must leave a copy
+    kept for an investigation as it found it."""
+    cur = dbapi_conn.cursor()
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=15000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
 
-def make_engine(url: str, *, async_commit: bool = False, pre_ping: bool = True, autocommit: bool = False) -> Engine:
+def make_engine(url: str, *, async_commit: bool = False, pre_ping: bool = True, autocommit: bool = False,
+                reading: bool = False) -> Engine:
+    """`reading`: for a process that only reads (workers.store.db.reading_only): on SQLite, the file keeps its
+    journal mode."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
+        if parsed.database and parsed.database != ":memory:" and not reading:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 15}, pool_pre_ping=False)
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_reading_pragmas if reading else _sqlite_pragmas)
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         # Plain postgresql:// would pick psycopg2, which we do not ship: use psycopg 3.
@@ -123,7 +134,7 @@ def _readable_engine(url: str, oldest: str) -> Engine:
     sqlite_file = parsed.database if parsed.get_backend_name() == "sqlite" and parsed.database != ":memory:" else None
     if sqlite_file and not Path(sqlite_file).exists():  # connecting would create the file
         raise SchemaNotReadable(nothing)
-    engine = make_engine(url)
+    engine = make_engine(url, reading=True)
     try:
         revision = current_revision(engine)
     except Exception:
