@@ -13,9 +13,8 @@ What a waiter returns is `current_status`: a success can be in Redis before the 
 write-behind commits within OPSQ_OUTCOME_FLUSH_MS); the record then reads `succeeded` with the result and
 times from the execution record, as `opsq action status` shows it.
 
-One pub/sub connection per thread is kept and reused (redis-py closes the socket of a PubSub it resets,
-and a new connection per wait costs more than the wait): channels are subscribed for a wait and
-unsubscribed after it, and messages for other channels are ignored.
+One pub/sub connection per process (`_Hub`), read by one daemon thread, is shared by every waiter in it:
+channels are subscribed for a wait and unsubscribed after it.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ import dataclasses
 import json
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -107,92 +107,198 @@ def overlay(view: ActionView) -> ActionView:
     return view
 
 
-class _Listener:
-    """This thread's pub/sub connection, kept across waits."""
+class _Box:
+    """What one waiter has been told: (channel, message), or (None, None) when the subscription broke and
+    notifications may have been missed (read the truth again)."""
+
+    def __init__(self) -> None:
+        self.inbox: queue.SimpleQueue[tuple[str | None, str | None]] = queue.SimpleQueue()
+
+    def take(self, timeout: float) -> list[tuple[str | None, str | None]]:
+        """Blocks up to `timeout` for the first, then takes what else is there."""
+        try:
+            out = [self.inbox.get(timeout=max(timeout, 0.0))]
+        except queue.Empty:
+            return []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                out.append(self.inbox.get_nowait())
+        return out
+
+
+#: The hub's own channel, subscribed for its whole life: the connection always exists for its reader.
+HUB_CHANNEL = "opsq:waiting:hub"
+#: How long a waiter waits for Redis to confirm its SUBSCRIBE before it falls back to polling.
+CONFIRM_S = 5.0
+
+
+class _Hub:
+    """This process's one pub/sub connection, read by one daemon thread and shared by every waiter.
+
+    Why not a connection per waiter (or per thread): a service with a thousand threads waiting would hold a
+    thousand Redis connections. Each waiter registers a box for its channels; the hub SUBSCRIBEs a channel
+    when its first waiter comes and UNSUBSCRIBEs it when its last goes, and the reader hands each message to
+    the boxes watching its channel. A waiter returns from `watch` only once Redis has confirmed every
+    SUBSCRIBE it needed (Redis answers in order, so counting confirmations per channel is exact), so what it
+    reads afterwards cannot miss a publish. When the connection breaks, redis-py reconnects on the next read
+    and subscribes again to every channel; the boxes are told (None, None) so their waiters read the truth
+    again rather than wait for their fallback poll."""
 
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.client = guard_redis()
         self.pubsub: PubSub = self.client.pubsub()
-
-    def subscribe(self, channels: list[str]) -> None:
-        """Subscribes and waits until Redis confirms: a success published before the confirmation would be
-        missed, and the caller reads the truth only after this returns."""
-        waiting = set(channels)
-        for i in range(0, len(channels), SUBSCRIBE_BATCH):
-            self.pubsub.subscribe(*channels[i:i + SUBSCRIBE_BATCH])
-        deadline = time.monotonic() + 5.0
-        while waiting:
-            left = deadline - time.monotonic()
-            if left <= 0:
+        self.lock = threading.Lock()
+        self.confirmed = threading.Condition(self.lock)
+        self.boxes: dict[str, set[_Box]] = {}
+        self.unconfirmed: dict[str, int] = {}  # SUBSCRIBEs sent for a channel, not yet confirmed
+        self.stopped = threading.Event()
+        self.pubsub.subscribe(HUB_CHANNEL)
+        deadline = time.monotonic() + CONFIRM_S
+        while True:  # the first confirmation, read here: the reader starts on a subscribed connection
+            msg = self.pubsub.get_message(timeout=max(deadline - time.monotonic(), 0.0))
+            if msg is not None and msg["type"] == "subscribe":
+                break
+            if time.monotonic() >= deadline:
+                self.pubsub.close()
                 raise redis.TimeoutError("no confirmation of SUBSCRIBE from Redis")
-            msg = self.pubsub.get_message(timeout=left)
-            if msg and msg["type"] == "subscribe":
-                waiting.discard(as_text(msg["channel"]))
+        self.thread = threading.Thread(target=self._read, name="opsq-waiting", daemon=True)
+        self.thread.start()
 
-    def unsubscribe(self, channels: list[str]) -> None:
-        for i in range(0, len(channels), SUBSCRIBE_BATCH):
-            self.pubsub.unsubscribe(*channels[i:i + SUBSCRIBE_BATCH])
+    def watch(self, channels: list[str], box: _Box) -> None:
+        """`box` gets what is published on `channels` from when this returns (Redis confirmed)."""
+        new: list[str] = []
+        with self.lock:
+            for channel in channels:
+                watchers = self.boxes.setdefault(channel, set())
+                if not watchers:
+                    new.append(channel)
+                    self.unconfirmed[channel] = self.unconfirmed.get(channel, 0) + 1
+                watchers.add(box)
+        for i in range(0, len(new), SUBSCRIBE_BATCH):
+            self.pubsub.subscribe(*new[i:i + SUBSCRIBE_BATCH])
+        deadline = time.monotonic() + CONFIRM_S
+        with self.lock:
+            while any(self.unconfirmed.get(c) for c in channels):
+                left = deadline - time.monotonic()
+                if left <= 0 or self.stopped.is_set():
+                    raise redis.TimeoutError("no confirmation of SUBSCRIBE from Redis")
+                self.confirmed.wait(left)
 
-    def notified(self, timeout: float) -> list[tuple[str, str]]:
-        """(channel, message) published within `timeout` (blocks until the first, then takes what else is read)."""
-        out: list[tuple[str, str]] = []
-        msg = self.pubsub.get_message(timeout=max(timeout, 0.0))
-        while msg is not None:
-            if msg["type"] == "message":
-                out.append((as_text(msg["channel"]), as_text(msg["data"])))
-            msg = self.pubsub.get_message(timeout=0.0)
-        return out
+    def unwatch(self, channels: list[str], box: _Box) -> None:
+        gone: list[str] = []
+        with self.lock:
+            for channel in channels:
+                watchers = self.boxes.get(channel)
+                if watchers is None:
+                    continue
+                watchers.discard(box)
+                if not watchers:
+                    del self.boxes[channel]
+                    gone.append(channel)
+        with contextlib.suppress(redis.RedisError, OSError):  # a broken connection is resubscribed without them
+            for i in range(0, len(gone), SUBSCRIBE_BATCH):
+                self.pubsub.unsubscribe(*gone[i:i + SUBSCRIBE_BATCH])
+
+    def _read(self) -> None:
+        pause = 0.1
+        while not self.stopped.is_set():
+            try:
+                msg = self.pubsub.get_message(timeout=1.0)
+            except Exception as exc:  # Redis gone (or any surprise): never let the reader die
+                if self.stopped.is_set():
+                    return
+                log.debug("waiting: the subscription broke (%s); subscribing again", exc)
+                self._broke()
+                time.sleep(pause)
+                pause = min(pause * 2, 2.0)
+                continue
+            pause = 0.1
+            if msg is not None:
+                self._dispatch(msg)
+
+    def _dispatch(self, msg: dict[str, object]) -> None:
+        channel = as_text(msg["channel"])  # type: ignore[arg-type]
+        if msg["type"] == "subscribe":
+            with self.lock:
+                left = self.unconfirmed.get(channel, 0) - 1  # a resubscription after a reconnect was not counted
+                if left > 0:
+                    self.unconfirmed[channel] = left
+                else:
+                    self.unconfirmed.pop(channel, None)
+                self.confirmed.notify_all()
+        elif msg["type"] == "message":
+            with self.lock:
+                watchers = list(self.boxes.get(channel, ()))
+            data = as_text(msg["data"])  # type: ignore[arg-type]
+            for box in watchers:
+                box.inbox.put((channel, data))
+
+    def _broke(self) -> None:
+        with self.lock:
+            # What was awaiting confirmation is confirmed by the resubscription, or never: its waiters poll.
+            self.unconfirmed.clear()
+            self.confirmed.notify_all()
+            watchers = {box for boxes in self.boxes.values() for box in boxes}
+        for box in watchers:
+            box.inbox.put((None, None))
 
     def close(self) -> None:
+        self.stopped.set()
+        with self.lock:
+            self.confirmed.notify_all()
         with contextlib.suppress(Exception):  # closing a broken connection
             self.pubsub.close()
 
 
-_local = threading.local()
+_hub: _Hub | None = None
+_hub_lock = threading.Lock()
+
+
+def _the_hub() -> _Hub:
+    """This process's hub, made on first use (a forked child, or new settings, get a new one)."""
+    global _hub
+    hub = _hub
+    if hub is not None and hub.pid == os.getpid() and hub.client is guard_redis() and not hub.stopped.is_set():
+        return hub
+    with _hub_lock:
+        hub = _hub
+        if hub is None or hub.pid != os.getpid() or hub.client is not guard_redis() or hub.stopped.is_set():
+            if hub is not None and hub.pid == os.getpid():
+                hub.close()
+            hub = _hub = _Hub()
+    return hub
 
 
 @contextmanager
-def _listening(channels: list[str]) -> Iterator[_Listener | None]:
-    """This thread's listener subscribed to `channels`; None when Redis cannot be reached for it (the
-    waiter then polls)."""
-    listener: _Listener | None = getattr(_local, "listener", None)
-    if listener is not None and (listener.pid != os.getpid() or listener.client is not guard_redis()):
-        _local.listener = listener = None  # forked, or the settings changed: not this process' connection
+def _listening(channels: list[str]) -> Iterator[_Box | None]:
+    """A box told what is published on `channels`, from the moment this yields; None when Redis cannot be
+    reached for it (the waiter then polls)."""
+    box = _Box()
     try:
-        if listener is None:
-            listener = _local.listener = _Listener()
-        listener.subscribe(channels)
-    except redis.RedisError as exc:
+        hub = _the_hub()
+    except (redis.RedisError, OSError) as exc:
         log.debug("waiting by polling: cannot subscribe (%s)", exc)
-        _drop(listener)
         yield None
         return
     try:
-        yield listener
+        hub.watch(channels, box)
+    except (redis.RedisError, OSError) as exc:
+        log.debug("waiting by polling: cannot subscribe (%s)", exc)
+        hub.unwatch(channels, box)
+        yield None
+        return
+    try:
+        yield box
     finally:
-        try:
-            listener.unsubscribe(channels)
-        except redis.RedisError:
-            _drop(listener)
+        hub.unwatch(channels, box)
 
 
-def _drop(listener: _Listener | None) -> None:
-    if listener is not None:
-        listener.close()
-    if getattr(_local, "listener", None) is listener:
-        _local.listener = None
-
-
-def _block(listener: _Listener | None, timeout: float) -> list[tuple[str, str]]:
-    """(channel, message) published within `timeout`; sleeps it out when there is no listener (or it broke)."""
-    if listener is not None:
-        try:
-            return listener.notified(timeout)
-        except (redis.RedisError, OSError, ValueError) as exc:
-            # Redis went away under the subscription: poll from here on; the next wait subscribes again.
-            log.debug("waiting by polling: the subscription broke (%s)", exc)
-            _drop(listener)
+def _block(box: _Box | None, timeout: float) -> list[tuple[str | None, str | None]]:
+    """What was published within `timeout` (or (None, None): notifications may have been missed); sleeps
+    it out when there is no box."""
+    if box is not None:
+        return box.take(timeout)
     time.sleep(max(timeout, 0.0))
     return []
 
@@ -224,14 +330,12 @@ def wait_one(action_id: str, timeout: float) -> ActionView:
 def wait_until(channel: str, read: Callable[[str | None], T], done: Callable[[T], bool], timeout: float,
                timed_out: Callable[[T], str]) -> T:
     """Reads with `read` until `done` says yes, again each time `channel` publishes (`read` gets what was
-    published; None on the first reads and a fallback poll); TimeoutError(timed_out(last read)) after `timeout`.
-    Read once before subscribing (what is done already costs no subscription), then again once subscribed,
-    so a publish that follows the state it announces is never missed."""
+    published; None on the first read and a fallback poll); TimeoutError(timed_out(last read)) after `timeout`.
+    Subscribes first and reads once subscribed, so a publish that follows the state it announces is never
+    missed, and a wait that is woken reads the store once (the subscription is one round trip to Redis on the
+    process' shared connection)."""
     deadline = time.monotonic() + timeout
-    value = read(None)
-    if done(value):  # already there (a handle waited for long after its submit): no subscription to make
-        return value
-    with _listening([channel]) as listener:
+    with _listening([channel]) as box:
         fallback = FALLBACK_MIN_S
         note: str | None = None
         while True:
@@ -241,15 +345,11 @@ def wait_until(channel: str, read: Callable[[str | None], T], done: Callable[[T]
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(timed_out(value))
-            notes = [data for ch, data in _block(listener if _alive(listener) else None, min(left, fallback))
-                     if ch == channel]
+            told = _block(box, min(left, fallback))
+            notes = [data for ch, data in told if ch == channel]
             note = notes[-1] if notes else None
-            if note is None:
+            if not told:
                 fallback = min(fallback * 2, FALLBACK_MAX_S)
-
-
-def _alive(listener: _Listener | None) -> bool:
-    return listener is not None and getattr(_local, "listener", None) is listener
 
 
 def wait_many(action_ids: Iterable[str], timeout: float) -> None:
@@ -263,11 +363,11 @@ def wait_many(action_ids: Iterable[str], timeout: float) -> None:
         if not pending:
             return
         by_channel = {keys.outcome_channel(a): a for a in pending}
-        with _listening(list(by_channel)) as listener:
-            _wait_open(pending, by_channel, listener, conn, deadline, timeout)
+        with _listening(list(by_channel)) as box:
+            _wait_open(pending, by_channel, box, conn, deadline, timeout)
 
 
-def _wait_open(pending: list[str], by_channel: dict[str, str], listener: _Listener | None, conn: Connection,
+def _wait_open(pending: list[str], by_channel: dict[str, str], box: _Box | None, conn: Connection,
                deadline: float, timeout: float) -> None:
     open_ = set(_still_open(pending, conn))  # again, now that a publish cannot be missed
     fallback = FALLBACK_MIN_S
@@ -285,7 +385,10 @@ def _wait_open(pending: list[str], by_channel: dict[str, str], listener: _Listen
             fallback = min(fallback * 2, FALLBACK_MAX_S)
             next_poll = now + fallback
             continue
-        for channel, _ in _block(listener if _alive(listener) else None, min(deadline, next_poll) - now):
+        for channel, _ in _block(box, min(deadline, next_poll) - now):
+            if channel is None:  # the subscription broke: what it may have missed is read now
+                next_poll = time.monotonic()
+                continue
             # Only final outcomes are published: a message is the outcome.
             action = by_channel.get(channel)
             if action is not None:

@@ -7,13 +7,14 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from tests.support.wait import wait_for
 from workers import waiting
 from workers.client import ActionHandle, current_status, submit_action, wait_all
-from workers.guards.connection import guard_redis
+from workers.guards.connection import as_text, guard_redis
 from workers.store import actions as store
+from workers.store.actions import ActionView
 from workers.store.db import get_engine
 from workers.store.models import ActionRun
 from workflows import state as workflow_state
@@ -109,3 +110,70 @@ def test_a_workflow_waiter_is_woken_by_each_status_change(opsq_env, workers_star
     (approval,) = workflow_state.approvals(workflow_id=handle.id)
     approve(approval["id"], actor="tester")
     assert handle.wait(30) == "succeeded"
+
+
+def test_a_woken_wait_reads_the_store_once(opsq_env, workers_started, no_fallback):
+    """The happy path of `wait()`: subscribe, read the store once (still open), be woken by the settle, and
+    overlay the execution record on that row: no second query (the write-behind holds the row for a minute,
+    so a second read would not even help). The worker starts only once the waiter is subscribed, so the
+    wait is woken, not answered by its first read."""
+    handle = submit_action("noop", "noop", {"echo": 5})
+    statements: list[str] = []
+    views: list[ActionView] = []
+    waiter = threading.Thread(target=lambda: views.append(handle.wait(60)))
+
+    def count(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        if threading.get_ident() == waiter.ident:
+            statements.append(statement)
+
+    event.listen(get_engine(), "before_cursor_execute", count)
+    try:
+        waiter.start()
+        wait_for(lambda: guard_redis().pubsub_numsub(f"opsq:outcome:{handle.id}")[0][1] == 1, timeout=10,
+                 what="the waiter to subscribe")
+        workers_started(opsq_env(OPSQ_OUTCOME_FLUSH_MS="60000"), queues="noop")
+        waiter.join(60)
+    finally:
+        event.remove(get_engine(), "before_cursor_execute", count)
+    assert [(v.status, v.result) for v in views] == [("succeeded", {"echo": 5, "ok": True})]
+    assert db_status(handle.id) == "queued"  # what it returned came from Redis, not from a later row
+    assert len(statements) == 1, statements
+
+
+def _pubsub_connections() -> list[dict[str, str]]:
+    return [dict(field.split("=", 1) for field in line.split() if "=" in field)
+            for line in as_text(guard_redis().execute_command("CLIENT", "LIST", "TYPE", "pubsub")).splitlines()]
+
+
+def test_a_thousand_concurrent_waiters_each_get_their_own_result(opsq_env, workers_started, no_fallback):
+    """1000 threads, each waiting for its own action at the same time: every one returns its own action's
+    result, and they share this process's one subscription (no connection per waiter)."""
+    n = 1000
+    handles = [submit_action("noop", "noop", {"echo": i}) for i in range(n)]
+    # The process's hub is made by its first wait: made here, so the connections are counted with it.
+    waiting.wait_until("opsq:test:warm-up", lambda _note: 1, lambda _v: True, 1.0, str)
+    before = len(_pubsub_connections())
+    seen: dict[int, object] = {}
+    errors: list[BaseException] = []
+
+    def wait(i: int) -> None:
+        try:
+            view = handles[i].wait(120)
+            seen[i] = (view.status, view.result)
+        except BaseException as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=wait, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    # Every waiter subscribed before any action can finish (no worker yet): all on one connection.
+    wait_for(lambda: sum(int(c.get("sub", 0)) for c in _pubsub_connections()) >= n, timeout=60,
+             what="every waiter subscribed")
+    conns = _pubsub_connections()
+    assert len(conns) == before, conns
+    assert max(int(c.get("sub", 0)) for c in conns) >= n + 1  # the hub's own channel and the 1000
+    workers_started(opsq_env(), queues="noop", concurrency=2)
+    for t in threads:
+        t.join(150)
+    assert errors == []
+    assert seen == {i: ("succeeded", {"echo": i, "ok": True}) for i in range(n)}
