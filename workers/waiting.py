@@ -308,7 +308,6 @@ def wait_one(action_id: str, timeout: float) -> ActionView:
     within `timeout`."""
     stored: ActionView | None = None
 
-
     def read(note: str | None) -> ActionView:
         nonlocal stored
         # A published success is in the execution record: overlay the record read before on it (one Redis
@@ -323,8 +322,26 @@ def wait_one(action_id: str, timeout: float) -> ActionView:
         except redis.RedisError:
             return stored  # Redis away: the store still says what it knows
 
+    if _succeeded_in_redis(action_id):
+        # Done before the wait began (a handle waited for long after its submit): no subscription to make.
+        view = read(RunState.DONE)
+        if view.done:
+            return view
+        stored = None
     return wait_until(keys.outcome_channel(action_id), read, lambda view: view.done, timeout,
                       lambda view: f"action {action_id} still {view.status} after {timeout:g}s")
+
+
+def _succeeded_in_redis(action_id: str) -> bool:
+    """One round trip to Redis, no store query: only a success is final in the execution record alone (a
+    failure is final once the store has it)."""
+    if not get_settings().guards_enabled:
+        return False
+    try:
+        state = guard_redis().hget(keys.run(action_id), "state")
+    except redis.RedisError:
+        return False
+    return state is not None and as_text(state) == RunState.DONE
 
 
 def wait_until(channel: str, read: Callable[[str | None], T], done: Callable[[T], bool], timeout: float,
