@@ -21,6 +21,8 @@ from workers.settings import Settings, get_settings
 
 # The guards' client waits this long for Redis: an attempt must hear "Redis is gone" in seconds.
 SOCKET_TIMEOUT_S = 5
+# Connections per process in the pool of `guard_redis` (redis-py's default).
+MAX_CONNECTIONS = 100
 # A Sentinel answers from memory: one that takes longer than this is as good as down, try the next.
 SENTINEL_TIMEOUT_S = 2
 
@@ -59,10 +61,17 @@ def make_client(target: RedisTarget, **overrides: Any) -> redis.Redis:
     options: dict[str, Any] = {"socket_timeout": SOCKET_TIMEOUT_S, "socket_connect_timeout": SOCKET_TIMEOUT_S,
                                "health_check_interval": 30, **overrides}
     if not target.is_sentinel:
-        return redis.Redis.from_url(target.url, **(target.ssl or {}), **options)
+        # Blocking: a service with more threads than connections (a thousand waiters) has them wait their
+        # turn for a connection, where redis-py's default pool raises "Too many connections" at the 101st.
+        pool = redis.BlockingConnectionPool.from_url(target.url, max_connections=MAX_CONNECTIONS,
+                                                     timeout=SOCKET_TIMEOUT_S, **(target.ssl or {}), **options)
+        return redis.Redis(connection_pool=pool)
     assert target.master is not None  # parse_redis_url refuses a sentinel:// URL without one
     master_options = {k: v for k, v in (("username", target.username), ("password", target.password)) if v}
-    client: redis.Redis = sentinels(target).master_for(target.master, db=target.db, **master_options, **options)
+    # redis-py has no blocking pool for Sentinel: a larger one instead.
+    client: redis.Redis = sentinels(target).master_for(target.master, db=target.db,
+                                                       max_connections=10 * MAX_CONNECTIONS, **master_options,
+                                                       **options)
     return client
 
 
