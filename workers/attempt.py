@@ -10,8 +10,10 @@ store whenever a failure is recorded (workers.status.is_dead_lettered).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -81,6 +83,7 @@ def run_attempt(ctx: Attempt, call: Call, *, max_attempts: int, find: Find | Non
     look (`find` None or NotImplementedError: the action is at-least-once), the call is made. On the happy
     path nothing extra happens: the flag comes back with the admission, in the same round trip."""
     guard = get_guard()
+    clock = _Clock()
     admission = guard.admit(ctx)
     if not admission.run:
         return _not_admitted(ctx, admission)
@@ -91,6 +94,7 @@ def run_attempt(ctx: Attempt, call: Call, *, max_attempts: int, find: Find | Non
     extra = dict(log_extra or {"action_id": ctx.action_id, "platform": ctx.platform, "action": ctx.action,
                                "attempt": ctx.attempt})
     reconciled = False
+    clock.call_started()
     try:
         found = _look_up(find, effect, extra, what) if admission.reconcile else None
         if found is not None:
@@ -99,7 +103,7 @@ def run_attempt(ctx: Attempt, call: Call, *, max_attempts: int, find: Find | Non
             result = redact(call(effect))
     except RetryableError as exc:
         final = ctx.attempt >= max_attempts
-        _settle_failure(guard, ctx, admission, exc, final=final)
+        _settle_failure(guard, ctx, admission, exc, final=final, clock=clock)
         if final:
             return AttemptEnd(Ending.FAILED, kind=exc.kind, message=exc.message, started_at=started)
         settings = get_settings()
@@ -110,20 +114,21 @@ def run_attempt(ctx: Attempt, call: Call, *, max_attempts: int, find: Find | Non
             delay = max(delay, settings.ambiguous_settle)
         return AttemptEnd(Ending.RETRY, kind=exc.kind, message=exc.message, delay_s=delay, started_at=started)
     except ExecutorError as exc:
-        _settle_failure(guard, ctx, admission, exc, final=True)
+        _settle_failure(guard, ctx, admission, exc, final=True, clock=clock)
         return AttemptEnd(Ending.FAILED, kind=exc.kind, message=exc.message, started_at=started)
     except Exception as exc:
         # A bug in an executor, not a platform failure: settle anyway (no probe slot or lease is left
         # behind), fail loudly, keep the message in the record.
         msg = f"{type(exc).__name__}: {exc}"
-        guard.settle(ctx, admission, Outcome(ok=False, error_kind=ErrorKind.INTERNAL, error=msg, final=True))
+        guard.settle(ctx, admission, clock.stamp(Outcome(ok=False, error_kind=ErrorKind.INTERNAL, error=msg,
+                                                         final=True)))
         log.exception("%s crashed", what, extra=extra)
         return AttemptEnd(Ending.FAILED, kind=ErrorKind.INTERNAL, message=msg, started_at=started)
     # Redis first: once the outcome is there, a redelivered message cannot call the platform again,
     # even if this process dies before the caller's database write. A Redis blip must not lose it
     # either: settle is retried (tenacity) for as long as a restart or failover takes.
     try:
-        _settle_success(guard, ctx, admission, result)
+        _settle_success(guard, ctx, admission, result, clock=clock, reconciled=reconciled)
     except NotReplicated as exc:
         # The master has it, a failover may not: the database becomes its record now, not after write-behind.
         log.warning("%s succeeded; %s: writing its outcome to the database at once", what, exc,
@@ -183,13 +188,36 @@ _settle_retry = retry(stop=stop_after_delay(SETTLE_PATIENCE_S), wait=wait_expone
                       retry=retry_if_exception(lambda exc: outage_of(exc) == REDIS), reraise=True)
 
 
-@_settle_retry
-def _settle_success(guard: Guard, ctx: Attempt, admission: Admission, result: dict[str, Any]) -> None:
-    guard.settle(ctx, admission, Outcome(ok=True, result=result))
+class _Clock:
+    """The attempt's durations for the metrics: from just before its admission, and the platform call's (its
+    lookup included) from just before it. Read once, when the call ends: a settle retried through a Redis blip
+    does not count the wait."""
+
+    def __init__(self) -> None:
+        self.admitted = time.perf_counter()
+        self.calling: float | None = None
+        self.ended: tuple[float | None, float] | None = None
+
+    def call_started(self) -> None:
+        self.calling = time.perf_counter()
+
+    def stamp(self, outcome: Outcome) -> Outcome:
+        """`outcome` with the durations."""
+        if self.ended is None:
+            now = time.perf_counter()
+            self.ended = (None if self.calling is None else now - self.calling, now - self.admitted)
+        return dataclasses.replace(outcome, call_s=self.ended[0], attempt_s=self.ended[1])
 
 
 @_settle_retry
-def _settle_failure(guard: Guard, ctx: Attempt, admission: Admission, exc: ExecutorError, *, final: bool) -> None:
-    guard.settle(ctx, admission, Outcome(ok=False, error_kind=exc.kind, error=exc.message,
-                                         health_failure=exc.health_failure, final=final,
-                                         ambiguous=bool(getattr(exc, "ambiguous", False))))
+def _settle_success(guard: Guard, ctx: Attempt, admission: Admission, result: dict[str, Any], *, clock: _Clock,
+                    reconciled: bool) -> None:
+    guard.settle(ctx, admission, clock.stamp(Outcome(ok=True, result=result, reconciled=reconciled)))
+
+
+@_settle_retry
+def _settle_failure(guard: Guard, ctx: Attempt, admission: Admission, exc: ExecutorError, *, final: bool,
+                    clock: _Clock) -> None:
+    guard.settle(ctx, admission, clock.stamp(Outcome(ok=False, error_kind=exc.kind, error=exc.message,
+                                                     health_failure=exc.health_failure, final=final,
+                                                     ambiguous=bool(getattr(exc, "ambiguous", False)))))

@@ -252,7 +252,7 @@ def _compensate(self: Task, workflow_id: str, comp_id: int, attempt: int) -> dic
     spec, run = spec_of(workflow_id)
     step = state.step(workflow_id, comp["step_id"])
     ctx = Attempt(action_id=undo_action_id(step["action_id"], comp_id), platform=comp["platform"],
-                  action=comp["action"], attempt=attempt)
+                  action=comp["action"], attempt=attempt, role="compensation")
     override = spec.step(comp["step_id"]).compensation
 
     def override_params() -> dict[str, Any]:

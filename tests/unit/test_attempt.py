@@ -242,7 +242,7 @@ def test_an_effect_found_after_a_lost_answer_is_the_result_and_nothing_is_called
     assert (end.ending, end.reconciled, call.count) == (Ending.SUCCEEDED, True, 0)
     assert lookups == [Effect(key="a1", since=1700000000.0)]
     assert end.result == {"ts": "1.2", "token": REDACTED}  # redacted like any result
-    assert guard.settled == [Outcome(ok=True, result=end.result)]
+    assert guard.settled == [Outcome(ok=True, result=end.result, reconciled=True)]  # counted as reconciled
 
 
 def test_an_effect_not_found_is_made(guard):

@@ -68,6 +68,7 @@ def register() -> None:
         db_cmd,
         demo_cmd,
         dlq_cmd,
+        exporter_cmd,
         flower_cmd,
         guards_cmd,
         health_cmd,
@@ -81,7 +82,7 @@ def register() -> None:
     if cli.commands:
         return
     for module in (actions_cmd, db_cmd, demo_cmd, dlq_cmd, guards_cmd, sandbox_cmd, worker_cmd, workflows_cli,
-                   audit_cmd, queue_cmd, health_cmd, reports_cmd, beat_cli, flower_cmd):
+                   audit_cmd, queue_cmd, health_cmd, reports_cmd, beat_cli, flower_cmd, exporter_cmd):
         module.register(cli)
 
 

@@ -47,6 +47,8 @@ class Attempt:
     #: what the platform can find the effect by (executors.base.Effect): the idempotency key when the action
     #: has one, else its id; stable across attempts, redeliveries and replays
     effect_key: str | None = None
+    #: "action", or "compensation" (a workflow step's undo): the metrics count each apart
+    role: str = "action"
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,11 @@ class Outcome:
     final: bool = False
     #: the failure may have acted (its answer was lost): the next attempt reconciles first
     ambiguous: bool = False
+    #: seconds: the platform call alone, and the whole attempt from its admission (metrics; None: not timed)
+    call_s: float | None = field(default=None, compare=False)
+    attempt_s: float | None = field(default=None, compare=False)
+    #: the effect of an earlier attempt was found on the platform instead of calling
+    reconciled: bool = False
 
 
 class Guard(Protocol):

@@ -41,6 +41,12 @@ def stats(platform: str) -> str:
     return f"{PREFIX}:stats:{platform}"
 
 
+def metrics() -> str:
+    """Hash: the workers' counters and duration histograms, written by the settle script
+    (workers.observability.metrics reads them): one for the fleet, so every worker's count adds up."""
+    return f"{PREFIX}:metrics"
+
+
 def idempotency(key: str) -> str:
     """String: the id of the action submitted with this idempotency key."""
     return f"{PREFIX}:idem:{key}"
@@ -60,4 +66,4 @@ def workflow_channel(workflow_id: str) -> str:
 def action_keys(platform: str, action_id: str) -> list[str]:
     """KEYS of the ADMIT and SETTLE scripts, in their order (workers.guards.scripts)."""
     return [run(action_id), breaker(platform), breaker_failures(platform), breaker_history(platform),
-            rate_bucket(platform), stats(platform), breaker_probes(platform)]
+            rate_bucket(platform), stats(platform), breaker_probes(platform), metrics()]

@@ -20,12 +20,20 @@ import redis
 from workers.guards import keys, scripts
 from workers.guards.base import Admission, Attempt, Outcome
 from workers.guards.connection import guard_redis
+from workers.observability.durations import bucket_index
 from workers.settings import Settings
 from workers.status import Verdict
 
 HISTORY_MAX = 1000
 
 log = logging.getLogger("opsq.action")
+
+
+def _timing(seconds: float | None) -> tuple[str | int, str | float]:
+    """A duration as the settle script counts it: its bucket index and its seconds; empty when not timed."""
+    if seconds is None:
+        return "", ""
+    return bucket_index(seconds), round(seconds, 6)
 
 
 class NotReplicated(Exception):
@@ -95,7 +103,9 @@ class RedisGuard:
         args: list[Any] = [attempt.token, int(outcome.ok), int(outcome.health_failure), int(admission.probe),
                            payload, int(outcome.final), s.idempotency_ttl_s, breaker.failure_threshold,
                            breaker.window_s, HISTORY_MAX, outcome.error_kind or "", int(outcome.ambiguous),
-                           keys.outcome_channel(attempt.action_id)]
+                           keys.outcome_channel(attempt.action_id),
+                           f"{attempt.platform}|{attempt.action}|{attempt.role}",
+                           *_timing(outcome.call_s), *_timing(outcome.attempt_s), int(outcome.reconciled)]
         action_keys = keys.action_keys(attempt.platform, attempt.action_id)
         if not outcome.ok:
             # A failure lost in a failover costs no second effect: the claim (replicated at admit) makes the next

@@ -2,7 +2,7 @@
 consistent breaker, bucket and execution record, and each side of a call costs one round trip.
 
 KEYS (ADMIT and SETTLE): 1 run record, 2 breaker, 3 breaker failures, 4 breaker history, 5 rate bucket,
-6 stats, 7 breaker probes. Times come from Redis' own clock (TIME), not the workers' clocks.
+6 stats, 7 breaker probes, 8 metrics (SETTLE only). Times come from Redis' own clock (TIME), not the workers' clocks.
 
 Half-open probe slots are leases, not a counter: KEYS[7] is a sorted set of the probing attempts' tokens
 scored by when their lease ends (now + lease_s). A probe that never settles (its worker was SIGKILLed,
@@ -44,9 +44,13 @@ local fail_fast, hist_max = ARGV[8] == '1', tonumber(ARGV[10])
 -- 1. Idempotency: a finished action is never run again; a live lease elsewhere means "running there".
 local run = redis.call('HMGET', KEYS[1], 'state', 'owner', 'lease_until', 'result', 'error', 'first_started',
                       'ambiguous')
-if run[1] == 'done' then return {'done', run[4] or '{}', 0} end
-if run[1] == 'failed' then return {'failed', run[5] or '{}', 0} end
+if run[1] == 'done' then redis.call('HINCRBY', KEYS[6], 'duplicates_done', 1); return {'done', run[4] or '{}', 0} end
+if run[1] == 'failed' then
+  redis.call('HINCRBY', KEYS[6], 'duplicates_failed', 1)
+  return {'failed', run[5] or '{}', 0}
+end
 if run[1] == 'running' and run[2] ~= token and (tonumber(run[3]) or 0) > now then
+  redis.call('HINCRBY', KEYS[6], 'busy_waits', 1)
   return {'busy', fmt(tonumber(run[3]) - now), 0}
 end
 
@@ -116,7 +120,10 @@ return {'run', '', probe, 0}
 # ARGV: 1 owner token, 2 ok, 3 health_failure, 4 probe, 5 payload (result or error JSON), 6 final,
 #       7 ttl_s, 8 failure_threshold, 9 window_s, 10 history_max, 11 error kind, 12 ambiguous (the failure may
 #       have acted: the record is kept, as `ambiguous`, for the next attempt to reconcile), 13 the action's
-#       outcome channel (keys.outcome_channel)
+#       outcome channel (keys.outcome_channel), 14 the metrics series ("platform|action"; empty: none),
+#       15/16 the platform call's duration bucket index and seconds, 17/18 the whole attempt's, 19 reconciled
+# KEYS[8]: the metrics hash (keys.metrics): the attempt's outcome and durations are counted here, in the
+# settle's own round trip, so metrics cost the hot path nothing more (workers.observability.metrics).
 # Returns the breaker state after this outcome.
 # A success is published on the outcome channel in the same round trip: whoever waits for the action
 # (workers.waiting) has it the moment Redis does. A final failure is published by the worker after the
@@ -129,6 +136,25 @@ local ttl_s, threshold, window_s, hist_max = tonumber(ARGV[7]), tonumber(ARGV[8]
 if probe then redis.call('ZREM', KEYS[7], token) end
 local state = redis.call('HGET', KEYS[2], 'state') or 'closed'
 redis.call('HINCRBY', KEYS[6], 'calls', 1)
+
+if KEYS[8] and ARGV[14] and ARGV[14] ~= '' then
+  local series = ARGV[14]
+  local outcome, kind = 'succeeded', ''
+  if not ok then
+    kind = ARGV[11]
+    if ARGV[6] == '1' then outcome = 'failed' else outcome = 'retried' end
+  end
+  redis.call('HINCRBY', KEYS[8], 'attempts|' .. series .. '|' .. outcome .. '|' .. kind, 1)
+  if ARGV[15] ~= '' then
+    redis.call('HINCRBY', KEYS[8], 'call|' .. series .. '|' .. ARGV[15], 1)
+    redis.call('HINCRBYFLOAT', KEYS[8], 'call_sum|' .. series, ARGV[16])
+  end
+  if ARGV[17] ~= '' then
+    redis.call('HINCRBY', KEYS[8], 'attempt|' .. series .. '|' .. ARGV[17], 1)
+    redis.call('HINCRBYFLOAT', KEYS[8], 'attempt_sum|' .. series, ARGV[18])
+  end
+  if ARGV[19] == '1' then redis.call('HINCRBY', KEYS[8], 'reconciled|' .. series, 1) end
+end
 
 if ok then
   redis.call('HSET', KEYS[1], 'state', 'done', 'result', ARGV[5], 'finished', fmt(now))

@@ -23,6 +23,10 @@ class ObservabilitySettings(BaseSettings):
     flower_password: SecretStr | None = None
     flower_port: int = Field(5555, ge=1, le=65535)
     flower_address: str = "0.0.0.0"
+    # `opsq exporter` (Prometheus): a bearer token scrapes must present; without one it serves loopback only.
+    exporter_token: SecretStr | None = None
+    exporter_port: int = Field(9808, ge=1, le=65535)
+    exporter_address: str = "127.0.0.1"
     # json or text; anything else falls back to json with a warning (see _log_format), so a typo here
     # cannot switch Sentry off.
     log_format: str = "json"

@@ -342,3 +342,21 @@ def touch(action_id: str) -> None:
     """Moves updated_at: the stuck detector waits a full period before looking at it again."""
     with get_engine().begin() as conn:
         conn.execute(update(_T).where(_BY_ID).values(updated_at=bindparam("now")), {"aid": action_id, "now": utcnow()})
+
+
+def counts() -> list[tuple[str, str, str, int]]:
+    """(platform, action, status, how many records) for every combination that has one: what the exporter
+    serves as `opsq_actions` (the store's own figure, not a second count that could disagree)."""
+    q = select(ActionRun.platform, ActionRun.action, ActionRun.status, func.count()).group_by(
+        ActionRun.platform, ActionRun.action, ActionRun.status)
+    with get_engine().connect() as conn:
+        return [(p, a, st, int(n)) for p, a, st, n in conn.execute(q)]
+
+
+def dead_letter_counts() -> list[tuple[str, str, str, int]]:
+    """(platform, action, error kind, how many) of the dead letters not replayed yet."""
+    q = (select(DeadLetter.platform, DeadLetter.action, DeadLetter.error_kind, func.count())
+         .where(DeadLetter.replayed_at.is_(None))
+         .group_by(DeadLetter.platform, DeadLetter.action, DeadLetter.error_kind))
+    with get_engine().connect() as conn:
+        return [(p, a, k, int(n)) for p, a, k, n in conn.execute(q)]

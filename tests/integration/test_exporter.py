@@ -1,0 +1,145 @@
+"""`opsq exporter` (issue 13, item 1): real worker processes run actions against the sandbox, a real exporter
+process serves /metrics over HTTP, and what it serves is checked against the store and against the faults
+injected in the sandbox. (A real Prometheus scraping it, the alert rules and the dashboards are not built yet.)"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.redis_server import free_port
+from tests.support.wait import stored, wait_for
+from tests.support.worker import ROOT
+from workers.client import submit_action, wait_all
+from workers.store import actions as store
+
+pytestmark = pytest.mark.integration
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+class Exporter:
+    def __init__(self, env: dict[str, str], log_dir: Path, *args: str) -> None:
+        self.port = free_port()
+        self.log = log_dir / f"exporter-{self.port}.log"
+        self.proc = subprocess.Popen([sys.executable, "-m", "workers.cli.main", "exporter", "--port", str(self.port),
+                                      *args], env=env, cwd=ROOT, stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{self.port}/metrics"
+        wait_for(self._answers, timeout=30, what="the exporter answering")
+
+    def _answers(self) -> bool:
+        assert self.proc.poll() is None, self.log.read_text(errors="replace")
+        try:
+            httpx.get(self.url, timeout=2)
+        except httpx.HTTPError:
+            return False
+        return True
+
+    def scrape(self, **headers: str) -> Samples:
+        response = httpx.get(self.url, headers=headers, timeout=30)
+        assert response.status_code == 200, response.text
+        return {(s.name, frozenset(s.labels.items())): s.value
+                for family in text_string_to_metric_families(response.text) for s in family.samples}
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def exporters(tmp_path: Path) -> Iterator[list[Exporter]]:
+    started: list[Exporter] = []
+    yield started
+    for e in started:
+        e.stop()
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def test_the_exporter_serves_what_the_workers_did(opsq_env, workers_started, sandbox, sandbox_client, exporters,
+                                                  tmp_path):
+    env = opsq_env(OPSQ_RETRY_BASE_S="0.1", OPSQ_RETRY_CAP_S="0.2",
+                   OPSQ_BREAKERS=json.dumps({"webhook": {"failure_threshold": 2, "open_s": 600}}))
+    sandbox_client.fault("trello", "error", status=503, times=2)  # two attempts fail, the third succeeds
+    sandbox_client.fault("notion", mode="auth")  # refused: failed for good, dead-lettered
+    workers_started(env, queues="noop,trello,notion")
+    done = [submit_action("noop", "noop", {"echo": i}) for i in range(3)]
+    done.append(submit_action("trello", "create_card", {"list_id": "l", "name": "retry me"}))
+    done.append(submit_action("notion", "create_task", {"database_id": "d", "title": "t"}))
+    waiting = [submit_action("gsheets", "append_row", {"sheet": "s", "values": [1]}, priority=p)
+               for p in ("high", "normal", "normal")]  # no worker consumes gsheets
+    wait_all(done, timeout=60)
+    stored([h.id for h in done])
+    exporter = Exporter(env, tmp_path)
+    exporters.append(exporter)
+    m = exporter.scrape()
+
+    assert value(m, "opsq_exporter_source_up", source="redis") == 1
+    assert value(m, "opsq_exporter_source_up", source="queues") == 1
+    assert value(m, "opsq_exporter_source_up", source="database") == 1
+    # The workers' counters, counted by the settle script.
+    assert value(m, "opsq_actions_finished_total", platform="noop", action="noop", outcome="succeeded",
+                 error_kind="") == 3
+    assert value(m, "opsq_action_retries_total", platform="trello", action="create_card", error_kind="retryable") == 2
+    assert value(m, "opsq_actions_finished_total", platform="trello", action="create_card", outcome="succeeded",
+                 error_kind="") == 1
+    assert value(m, "opsq_actions_finished_total", platform="notion", action="create_task", outcome="failed",
+                 error_kind="auth") == 1
+    assert value(m, "opsq_action_attempt_duration_seconds_count", platform="trello", action="create_card",
+                 role="action") == 3
+    assert value(m, "opsq_platform_call_duration_seconds_count", platform="noop", action="noop", role="action") == 3
+    assert value(m, "opsq_platform_call_duration_seconds_sum", platform="noop", action="noop", role="action") > 0
+    # The store's figures, exactly: every (platform, action, status) it has.
+    for platform, action, status, n in store.counts():
+        assert value(m, "opsq_actions", platform=platform, action=action, status=status) == n, (platform, status)
+    assert value(m, "opsq_actions", platform="noop", action="noop", status="succeeded") == 3
+    assert value(m, "opsq_dead_letters", platform="notion", action="create_task", error_kind="auth") == 1
+    # The queues: what waits, by priority.
+    assert value(m, "opsq_queue_messages", queue="gsheets", priority="normal") == 2
+    assert value(m, "opsq_queue_messages", queue="gsheets", priority="high") == 1
+    assert value(m, "opsq_queue_oldest_message_age_seconds", queue="gsheets") > 0
+    assert value(m, "opsq_breaker_state", platform="webhook", state="closed") == 1
+    assert len(waiting) == 3
+
+    # A fault in the sandbox opens the webhook breaker; the next scrape says so.
+    sandbox_client.fault("webhook", "error", status=503)
+    workers_started(env, queues="webhook")
+    submit_action("webhook", "post", {"url": f"{sandbox.url}/webhook/x", "json": {}}, max_attempts=5)
+    wait_for(lambda: value(exporter.scrape(), "opsq_breaker_state", platform="webhook", state="open") == 1,
+             timeout=60, what="the webhook breaker open in the metrics")
+    m = exporter.scrape()
+    assert value(m, "opsq_breaker_state", platform="webhook", state="closed") == 0
+    assert value(m, "opsq_action_retries_total", platform="webhook", action="post", error_kind="retryable") == 2
+    wait_for(lambda: value(exporter.scrape(), "opsq_guard_verdicts_total", platform="webhook", verdict="open") >= 1,
+             timeout=30, what="the next attempt held by the open breaker, counted")
+    # No id or secret in any label.
+    text = httpx.get(exporter.url, timeout=30).text
+    assert not any(h.id in text for h in done)
+
+
+def test_the_exporter_wants_its_token_and_refuses_to_serve_others_without_one(opsq_env, exporters, tmp_path):
+    env = opsq_env(OPSQ_EXPORTER_TOKEN="scrape-secret-91")
+    exporter = Exporter(env, tmp_path)
+    exporters.append(exporter)
+    assert httpx.get(exporter.url, timeout=10).status_code == 401
+    assert httpx.get(exporter.url, headers={"Authorization": "Bearer wrong"}, timeout=10).status_code == 401
+    samples = exporter.scrape(Authorization="Bearer scrape-secret-91")
+    assert value(samples, "opsq_exporter_source_up", source="redis") == 1
+    assert "scrape-secret-91" not in exporter.log.read_text(errors="replace")
+
+    no_token = {k: v for k, v in opsq_env().items() if k != "OPSQ_EXPORTER_TOKEN"}
+    out = subprocess.run([sys.executable, "-m", "workers.cli.main", "exporter", "--host", "0.0.0.0", "--port",
+                          str(free_port())], env=no_token, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        "error: the exporter serves 0.0.0.0 only with a token: set OPSQ_EXPORTER_TOKEN (scrapes send it as a bearer "
+        "token), or bind 127.0.0.1"]

@@ -1,0 +1,225 @@
+"""Prometheus metrics: what `opsq exporter` serves (issue 13), read at each scrape from where the figures live.
+
+Why counters in Redis, not prometheus-client's multiprocess mode in each worker: the settle script already
+makes one round trip to Redis per attempt, and it counts the attempt's outcome and durations in that same
+round trip (KEYS[8] of workers.guards.scripts.SETTLE), so the hot path pays nothing more; the counts are the
+fleet's (every worker on every host adds to one hash), survive a worker's restart (a counter that resets at
+each `worker_max_tasks_per_child` would make `rate()` guess), and need no shared directory per host or port
+per worker to scrape. Multiprocess mode would add a file write per observation in every pool process and a
+scrape target per worker.
+
+The rest is read at the scrape: the breakers, the rate-limit buckets, the guards' verdict counters and the
+queues from Redis; the records and dead letters from the store (the same figures `opsq action list` and
+`opsq dlq list` show). A source that cannot be read says so in `opsq_exporter_source_up` and its metrics are
+left out of that scrape, rather than failing the scrape. Labels are low-cardinality: platform, action,
+queue, priority, outcome, error kind, status; never an id.
+
+docs/OBSERVABILITY.md lists every metric.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from workers.broker_transport import QUARANTINED_COUNT_KEY
+from workers.guards import breaker, keys, ratelimit
+from workers.guards.base import BreakerState
+from workers.guards.connection import as_text, guard_redis
+from workers.observability.durations import BUCKETS
+from workers.ops import queue_ops
+from workers.queues import PLATFORM_QUEUES
+from workers.store import actions as store
+
+log = logging.getLogger("opsq.exporter")
+
+#: The guards' verdict counters (the stats hash each platform has; workers.guards.scripts) by verdict label.
+VERDICTS = {"breaker_waits": "open", "rate_waits": "rate_limited", "busy_waits": "busy",
+            "duplicates_done": "done", "duplicates_failed": "failed"}
+BREAKER_STATES = (BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN)
+UNACKED_KEY = "unacked"  # kombu's Redis transport: the messages delivered and not yet acknowledged
+
+
+def _series(field: str) -> tuple[str, list[str]]:
+    kind, _, rest = field.partition("|")
+    return kind, rest.split("|")
+
+
+class WorkerCounters:
+    """The settle script's counters (keys.metrics), as metric families."""
+
+    def __init__(self, raw: dict[bytes, bytes]) -> None:
+        self.attempts: dict[tuple[str, ...], float] = {}
+        self.buckets: dict[tuple[str, str, str, str], dict[int, float]] = defaultdict(dict)
+        self.sums: dict[tuple[str, str, str, str], float] = {}
+        self.reconciled: dict[tuple[str, str, str], float] = {}
+        for k, v in raw.items():
+            kind, parts = _series(as_text(k))
+            value = float(v)
+            if kind == "attempts" and len(parts) == 5:
+                self.attempts[tuple(parts)] = value  # platform, action, role, outcome, error kind
+            elif kind in ("call", "attempt") and len(parts) == 4:
+                self.buckets[(kind, parts[0], parts[1], parts[2])][int(parts[3])] = value
+            elif kind in ("call_sum", "attempt_sum") and len(parts) == 3:
+                self.sums[(kind[:-4], parts[0], parts[1], parts[2])] = value
+            elif kind == "reconciled" and len(parts) == 3:
+                self.reconciled[(parts[0], parts[1], parts[2])] = value
+
+    def families(self) -> Iterator[Metric]:
+        labels = ["platform", "action", "outcome", "error_kind"]
+        attempts = CounterMetricFamily("opsq_action_attempts", "Attempts of actions that reached their platform's "
+                                       "guards and settled, by outcome (succeeded, retried, failed)", labels=labels)
+        finished = CounterMetricFamily("opsq_actions_finished", "Actions whose attempt ended them: succeeded, or "
+                                       "failed for good, by error kind", labels=labels)
+        retries = CounterMetricFamily("opsq_action_retries", "Attempts that failed and were retried, by error kind",
+                                      labels=["platform", "action", "error_kind"])
+        compensations = CounterMetricFamily("opsq_compensation_attempts", "Attempts of workflow compensations "
+                                            "(undo of a completed step), by outcome", labels=labels)
+        for (platform, action, role, outcome, kind), n in sorted(self.attempts.items()):
+            if role == "compensation":
+                compensations.add_metric([platform, action, outcome, kind], n)
+                continue
+            attempts.add_metric([platform, action, outcome, kind], n)
+            if outcome == "retried":
+                retries.add_metric([platform, action, kind], n)
+            else:
+                finished.add_metric([platform, action, outcome, kind], n)
+        yield from (attempts, finished, retries, compensations)
+        for kind, name, doc in (
+                ("call", "opsq_platform_call_duration_seconds",
+                 "The platform call alone (a lookup of an earlier attempt's effect included), per attempt"),
+                ("attempt", "opsq_action_attempt_duration_seconds",
+                 "A whole attempt, from its admission by the guards to its settle")):
+            hist = HistogramMetricFamily(name, doc, labels=["platform", "action", "role"])
+            for (k, platform, action, role), counts in sorted(self.buckets.items()):
+                if k != kind:
+                    continue
+                cumulative, buckets = 0.0, []
+                for i, bound in enumerate(BUCKETS):
+                    cumulative += counts.get(i, 0.0)
+                    buckets.append((_le(bound), cumulative))
+                cumulative += counts.get(len(BUCKETS), 0.0)
+                buckets.append(("+Inf", cumulative))
+                hist.add_metric([platform, action, role], buckets, sum_value=self.sums.get((kind, platform, action,
+                                                                                            role), 0.0))
+            yield hist
+        reconciled = CounterMetricFamily("opsq_actions_reconciled", "Attempts that found an earlier attempt's effect "
+                                         "on the platform (its answer was lost) instead of calling again",
+                                         labels=["platform", "action", "role"])
+        for (platform, action, role), n in sorted(self.reconciled.items()):
+            reconciled.add_metric([platform, action, role], n)
+        yield reconciled
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))
+
+
+def _redis_families() -> Iterator[Metric]:
+    r = guard_redis()
+    raw = r.hgetall(keys.metrics())
+    yield from WorkerCounters(raw).families()  # type: ignore[arg-type]
+
+    verdicts = CounterMetricFamily("opsq_guard_verdicts", "Attempts the guards did not let call the platform, by "
+                                   "verdict: open (breaker), rate_limited, busy (running elsewhere), done and failed "
+                                   "(a duplicate delivery of a finished action, answered from its record)",
+                                   labels=["platform", "verdict"])
+    state = GaugeMetricFamily("opsq_breaker_state", "1 for the state each platform's circuit breaker is in",
+                              labels=["platform", "state"])
+    failures = GaugeMetricFamily("opsq_breaker_failures_in_window", "Health failures counted in the breaker's "
+                                 "window (closed breakers)", labels=["platform"])
+    tokens = GaugeMetricFamily("opsq_rate_limit_tokens", "Tokens in each rate-limited platform's bucket",
+                               labels=["platform"])
+    pipe = r.pipeline(transaction=False)
+    for platform in PLATFORM_QUEUES:
+        pipe.hgetall(keys.stats(platform))
+    stats = pipe.execute()
+    for platform, counters in zip(PLATFORM_QUEUES, stats, strict=True):
+        fields = {as_text(k): float(v) for k, v in counters.items()}
+        for field, verdict in VERDICTS.items():
+            verdicts.add_metric([platform, verdict], fields.get(field, 0.0))
+        b = breaker.status(platform, client=r)
+        for s in BREAKER_STATES:
+            state.add_metric([platform, s], 1.0 if b.state == s else 0.0)
+        failures.add_metric([platform], float(b.failures_in_window))
+        limit = ratelimit.status(platform, client=r)
+        if limit["tokens_available"] is not None:
+            tokens.add_metric([platform], float(limit["tokens_available"]))
+    yield from (verdicts, state, failures, tokens)
+
+
+def _queue_families() -> Iterator[Metric]:
+    r = guard_redis()
+    depth = GaugeMetricFamily("opsq_queue_messages", "Messages waiting in each queue, by priority",
+                              labels=["queue", "priority"])
+    oldest = GaugeMetricFamily("opsq_queue_oldest_message_age_seconds", "Age of the oldest message waiting in each "
+                               "queue (from its action's record; 0 when none)", labels=["queue"])
+    now = datetime.now().astimezone()
+    for q in queue_ops.status(None, client=r, with_consumers=False):
+        for priority, n in q["by_priority"].items():
+            depth.add_metric([q["queue"], priority], float(n))
+        age = 0.0
+        if q["oldest_enqueued_at"]:
+            age = max(0.0, (now - datetime.fromisoformat(q["oldest_enqueued_at"])).total_seconds())
+        oldest.add_metric([q["queue"]], age)
+    unacked = GaugeMetricFamily("opsq_unacked_messages", "Messages delivered to a worker and not yet acknowledged")
+    unacked.add_metric([], float(r.hlen(UNACKED_KEY)))
+    quarantined = CounterMetricFamily("opsq_quarantined_messages", "Items found on a queue that were not messages "
+                                      "a worker could run, moved to the quarantine")
+    quarantined.add_metric([], float(r.get(QUARANTINED_COUNT_KEY) or 0))
+    yield from (depth, oldest, unacked, quarantined)
+
+
+def _store_families() -> Iterator[Metric]:
+    records = GaugeMetricFamily("opsq_actions", "Action records in the store, by status",
+                                labels=["platform", "action", "status"])
+    for platform, action, status, n in store.counts():
+        records.add_metric([platform, action, status], float(n))
+    dead = GaugeMetricFamily("opsq_dead_letters", "Dead letters not replayed yet", labels=["platform", "action",
+                                                                                           "error_kind"])
+    for platform, action, kind, n in store.dead_letter_counts():
+        dead.add_metric([platform, action, kind], float(n))
+    yield from (records, dead)
+
+
+#: (source name, what it yields): each read at every scrape; a layer above adds its own (the CLI composes them).
+Source = tuple[str, Callable[[], Iterable[Metric]]]
+SOURCES: list[Source] = [("redis", _redis_families), ("queues", _queue_families), ("database", _store_families)]
+
+
+class OpsqCollector(Collector):
+    def __init__(self, sources: list[Source]) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("opsq_exporter_source_up", "1 when the source could be read at this scrape",
+                               labels=["source"])
+        took = GaugeMetricFamily("opsq_exporter_source_seconds", "How long reading the source took",
+                                 labels=["source"])
+        for name, read in self.sources:
+            started = time.perf_counter()
+            try:
+                families = list(read())
+            except Exception as exc:  # a source away must not fail the scrape: the others still tell
+                log.warning("could not read %s for the metrics: %s", name, exc)
+                up.add_metric([name], 0.0)
+            else:
+                up.add_metric([name], 1.0)
+                yield from families
+            took.add_metric([name], time.perf_counter() - started)
+        yield up
+        yield took
+
+
+def registry(more: list[Source] | None = None) -> CollectorRegistry:
+    """A registry with opsqueue's collector only (no process or platform metrics of the exporter itself)."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(OpsqCollector([*SOURCES, *(more or [])]))
+    return reg
