@@ -1,6 +1,7 @@
 """`opsq exporter` (issue 13, item 1): real worker processes run actions against the sandbox, a real exporter
 process serves /metrics over HTTP, and what it serves is checked against the store and against the faults
-injected in the sandbox. (A real Prometheus scraping it, the alert rules and the dashboards are not built yet.)"""
+injected in the sandbox, and the workflows' and beat's figures against what the test did. (A real Prometheus
+scraping it, the alert rules and the dashboards are not built yet.)"""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.integration.opsq_cli import opsq
 from tests.support.redis_server import free_port
 from tests.support.wait import stored, wait_for
 from tests.support.worker import ROOT
 from workers.client import submit_action, wait_all
 from workers.store import actions as store
+from workflows.client import submit_workflow
 
 pytestmark = pytest.mark.integration
 
@@ -71,14 +74,19 @@ def test_the_exporter_serves_what_the_workers_did(opsq_env, workers_started, san
                    OPSQ_BREAKERS=json.dumps({"webhook": {"failure_threshold": 2, "open_s": 600}}))
     sandbox_client.fault("trello", "error", status=503, times=2)  # two attempts fail, the third succeeds
     sandbox_client.fault("notion", mode="auth")  # refused: failed for good, dead-lettered
-    workers_started(env, queues="noop,trello,notion")
+    workers_started(env, queues="noop,trello,notion,control")
     done = [submit_action("noop", "noop", {"echo": i}) for i in range(3)]
     done.append(submit_action("trello", "create_card", {"list_id": "l", "name": "retry me"}))
     done.append(submit_action("notion", "create_task", {"database_id": "d", "title": "t"}))
     waiting = [submit_action("gsheets", "append_row", {"sheet": "s", "values": [1]}, priority=p)
                for p in ("high", "normal", "normal")]  # no worker consumes gsheets
+    gated = submit_workflow({"name": "gated", "steps": [
+        {"id": "a", "platform": "noop", "action": "noop", "params": {"echo": 1}, "requires_approval": True}]})
     wait_all(done, timeout=60)
     stored([h.id for h in done])
+    assert gated.wait(30) == "awaiting_approval"
+    ran = opsq(env, "maintenance", "run", "detect_stuck")
+    assert ran.returncode == 0, ran.stderr
     exporter = Exporter(env, tmp_path)
     exporters.append(exporter)
     m = exporter.scrape()
@@ -109,6 +117,16 @@ def test_the_exporter_serves_what_the_workers_did(opsq_env, workers_started, san
     assert value(m, "opsq_queue_oldest_message_age_seconds", queue="gsheets") > 0
     assert value(m, "opsq_breaker_state", platform="webhook", state="closed") == 1
     assert len(waiting) == 3
+    # The workflows' and beat's parts.
+    assert value(m, "opsq_exporter_source_up", source="workflows") == 1
+    assert value(m, "opsq_exporter_source_up", source="beat") == 1
+    assert value(m, "opsq_workflows", status="awaiting_approval") == 1
+    assert value(m, "opsq_workflows", status="succeeded") == 0
+    assert value(m, "opsq_approvals_pending") == 1
+    assert value(m, "opsq_approval_oldest_pending_age_seconds") > 0
+    assert value(m, "opsq_beat_up") == 0  # no beat runs here
+    assert value(m, "opsq_maintenance_last_run_ok", job="detect_stuck") == 1
+    assert value(m, "opsq_maintenance_last_success_timestamp_seconds", job="detect_stuck") > 0
 
     # A fault in the sandbox opens the webhook breaker; the next scrape says so.
     sandbox_client.fault("webhook", "error", status=503)

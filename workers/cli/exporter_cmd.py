@@ -53,9 +53,11 @@ def metrics_app() -> WsgiApp:
     """The WSGI app serving every layer's metrics (the workflows' and beat's sources added here, by the face)."""
     from prometheus_client import make_wsgi_app
 
+    from beat.health import metric_families as beat_families
     from workers.observability.metrics import registry
+    from workflows.reports import metric_families as workflow_families
 
-    app: WsgiApp = make_wsgi_app(registry())
+    app: WsgiApp = make_wsgi_app(registry(more=[("workflows", workflow_families), ("beat", beat_families)]))
     return app
 
 
