@@ -6,6 +6,7 @@ scraping it, the alert rules and the dashboards are not built yet.)"""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -161,3 +162,45 @@ def test_the_exporter_wants_its_token_and_refuses_to_serve_others_without_one(op
     assert out.stderr.strip().splitlines() == [
         "error: the exporter serves 0.0.0.0 only with a token: set OPSQ_EXPORTER_TOKEN (scrapes send it as a bearer "
         "token), or bind 127.0.0.1"]
+
+
+DASHBOARDS = ROOT / "deploy" / "observability" / "grafana" / "dashboards"
+
+
+def served_names(text: str) -> set[str]:
+    """The sample names the exporter can serve: from its `# TYPE` lines (a family is declared even when it has
+    no sample yet), with each type's suffixes."""
+    names = {"up"}  # Prometheus' own, per target
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            if kind == "counter":  # declared with or without its _total, depending on the client's version
+                names.add(name if name.endswith("_total") else f"{name}_total")
+            elif kind == "histogram":
+                names.update({f"{name}_bucket", f"{name}_sum", f"{name}_count"})
+            else:
+                names.add(name)
+    return names
+
+
+def test_every_dashboard_panel_queries_metrics_the_exporter_serves(opsq_env, exporters, tmp_path):
+    exporter = Exporter(opsq_env(), tmp_path)
+    exporters.append(exporter)
+    served = served_names(httpx.get(exporter.url, timeout=30).text)
+    files = sorted(DASHBOARDS.glob("*.json"))
+    assert [f.name for f in files] == ["opsqueue-guards.json", "opsqueue-overview.json", "opsqueue-system.json",
+                                       "opsqueue-workflows.json"]
+    for path in files:
+        board = json.loads(path.read_text())
+        assert board["uid"] and board["title"].startswith("opsqueue: ") and board["panels"], path.name
+        ids = [p["id"] for p in board["panels"]]
+        assert len(ids) == len(set(ids)), path.name
+        for p in board["panels"]:
+            assert p["targets"] and p["datasource"]["uid"] == "${datasource}", (path.name, p["title"])
+            for target in p["targets"]:
+                # Metric names: identifiers not followed by "(" (functions) and not inside {...} or [...].
+                expr = re.sub(r"\{[^}]*\}|\[[^\]]*\]|\"[^\"]*\"", "", target["expr"])
+                words = set(re.findall(r"[a-zA-Z_][a-zA-Z0-9_]*(?!\s*\()", expr))
+                metrics = {w for w in words if w.startswith("opsq_") or w == "up"}
+                assert metrics, (path.name, p["title"], target["expr"])
+                assert metrics <= served, (path.name, p["title"], metrics - served)
