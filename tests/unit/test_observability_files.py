@@ -1,0 +1,38 @@
+"""deploy/observability and the Kubernetes monitoring manifests say the same thing (issue 13): the
+PrometheusRule carries exactly the groups of rules.yml (promtool tests those: tests/integration/
+test_prometheus.py), and the exporter's Deployment, Service and ServiceMonitor agree on port and token."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+
+
+def load(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def test_the_prometheusrule_carries_the_rules_of_rules_yml():
+    (rule,) = load(DEPLOY / "k8s" / "monitoring" / "prometheusrule.yaml")
+    (rules,) = load(DEPLOY / "observability" / "rules.yml")
+    assert rule["kind"] == "PrometheusRule"
+    assert rule["spec"]["groups"] == rules["groups"]
+
+
+def test_the_exporter_its_service_and_its_servicemonitor_agree():
+    deployment, service = load(DEPLOY / "k8s" / "base" / "exporter.yaml")
+    (monitor,) = load(DEPLOY / "k8s" / "monitoring" / "servicemonitor.yaml")
+    assert "exporter.yaml" in (DEPLOY / "k8s" / "base" / "kustomization.yaml").read_text()
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    port = container["ports"][0]
+    assert container["command"][:2] == ["opsq", "exporter"] and str(port["containerPort"]) in container["command"]
+    token = next(e for e in container["env"] if e["name"] == "OPSQ_EXPORTER_TOKEN")["valueFrom"]["secretKeyRef"]
+    assert service["spec"]["ports"][0]["targetPort"] == port["name"]
+    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    assert monitor["spec"]["endpoints"][0]["authorization"]["credentials"] == token
+    assert monitor["spec"]["selector"]["matchLabels"] == service["metadata"]["labels"]
