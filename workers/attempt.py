@@ -25,6 +25,7 @@ from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponenti
 from executors.base import Effect
 from executors.errors import ExecutorError, RetryableError
 from workers.guards import Admission, Attempt, Guard, NotReplicated, Outcome, get_guard
+from workers.observability import tracing
 from workers.outages import REDIS, outage_of
 from workers.redaction import redact
 from workers.retry import backoff_delay
@@ -69,6 +70,25 @@ Find = Callable[[Effect], dict[str, Any] | None]
 def run_attempt(ctx: Attempt, call: Call, *, max_attempts: int, find: Find | None = None,
                 on_admitted: Callable[[], None] | None = None, log_extra: Mapping[str, Any] | None = None,
                 what: str = "action") -> AttemptEnd:
+    """One guarded attempt, in its own span when tracing is on (OPSQ_TRACING): the platform's HTTP calls are
+    its children. See `_run_attempt`."""
+    with tracing.span("opsq.attempt", {"opsq.platform": ctx.platform, "opsq.action": ctx.action,
+                                       "opsq.action_id": ctx.action_id, "opsq.attempt": ctx.attempt,
+                                       "opsq.role": ctx.role}) as span:
+        end = _run_attempt(ctx, call, max_attempts=max_attempts, find=find, on_admitted=on_admitted,
+                           log_extra=log_extra, what=what)
+        if span is not None:
+            span.set_attribute("opsq.outcome", end.ending.value)
+            if end.kind:
+                span.set_attribute("opsq.error_kind", end.kind)
+            if end.verdict != Verdict.RUN:
+                span.set_attribute("opsq.verdict", end.verdict)
+        return end
+
+
+def _run_attempt(ctx: Attempt, call: Call, *, max_attempts: int, find: Find | None,
+                 on_admitted: Callable[[], None] | None, log_extra: Mapping[str, Any] | None,
+                 what: str) -> AttemptEnd:
     """Runs `call` (the platform call) once, if the guards admit it, and settles its outcome in Redis.
     Never raises for a platform failure or an executor bug: both end as an AttemptEnd.
 

@@ -24,6 +24,7 @@ from workers.broker_sentinel import stay_on_the_sentinels
 from workers.dev.broker_url import RedisTarget, redis_target
 from workers.guards import reset_guard
 from workers.guards.connection import sentinel_kwargs
+from workers.observability import tracing
 from workers.ops import queue_ops
 from workers.priorities import PRIORITY_STEPS, PRIORITY_VALUES
 from workers.queues import celery_queues
@@ -201,11 +202,13 @@ def _fresh_connections_after_fork(**_: Any) -> None:
     db.reset_engine(close=False)
     executor_pool.reset()
     reset_guard()
+    tracing.setup("opsqueue-worker")  # OPSQ_TRACING: the exporter's thread is the child's own
 
 
 def _flush_buffered_outcomes(**_: Any) -> None:
     # A pool process that ends (warm shutdown, max_tasks_per_child) commits its buffered success records.
     outcomes.shutdown()
+    tracing.flush()
 
 
 app = create_app()

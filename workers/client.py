@@ -17,6 +17,7 @@ from workers.enqueue import send_action
 from workers.errors import ConfigError, EnqueueError, SubmitError
 from workers.guards.connection import guard_redis
 from workers.guards.idempotency import claim, derive_key, release
+from workers.observability import tracing
 from workers.priorities import PRIORITY_NAMES
 from workers.queues import queue_for
 from workers.settings import get_settings
@@ -102,25 +103,29 @@ def submit_action(platform: str, action: str, params: dict[str, Any] | None = No
             return ActionHandle(first, deduplicated=True)
     attempts = max_attempts or settings.max_attempts
     queue = queue_for(platform)
-    try:
-        store.create(action_id=action_id, platform=platform, action=action, params=params, priority=priority,
-                     queue=queue, max_attempts=attempts, idempotency_key=idempotency_key, fail_fast=fail_fast,
-                     replay_of=_replay_of, actor=actor)
+    # The trace of the action (OPSQ_TRACING) starts here: the publish below, the worker's run and its attempts
+    # continue it through the message headers.
+    with tracing.span("opsq.submit", {"opsq.platform": platform, "opsq.action": action, "opsq.action_id": action_id,
+                                      "opsq.priority": priority}):
         try:
-            send_action(action_id=action_id, platform=platform, action=action, params=params, queue=queue,
-                        priority=priority, max_attempts=attempts, idempotency_key=idempotency_key,
-                        fail_fast=fail_fast)
-        except ConfigError as exc:
-            store.discard(action_id, f"not enqueued: {exc}")
+            store.create(action_id=action_id, platform=platform, action=action, params=params, priority=priority,
+                         queue=queue, max_attempts=attempts, idempotency_key=idempotency_key, fail_fast=fail_fast,
+                         replay_of=_replay_of, actor=actor)
+            try:
+                send_action(action_id=action_id, platform=platform, action=action, params=params, queue=queue,
+                            priority=priority, max_attempts=attempts, idempotency_key=idempotency_key,
+                            fail_fast=fail_fast)
+            except ConfigError as exc:
+                store.discard(action_id, f"not enqueued: {exc}")
+                raise
+            except Exception as exc:
+                cause = redis_cause(exc)
+                store.discard(action_id, f"the broker refused the message: {cause}")
+                raise EnqueueError(f"could not enqueue: {cause}; nothing was queued or kept") from exc
+        except Exception:
+            if idempotency_key is not None:
+                release(idempotency_key, action_id)
             raise
-        except Exception as exc:
-            cause = redis_cause(exc)
-            store.discard(action_id, f"the broker refused the message: {cause}")
-            raise EnqueueError(f"could not enqueue: {cause}; nothing was queued or kept") from exc
-    except Exception:
-        if idempotency_key is not None:
-            release(idempotency_key, action_id)
-        raise
     return ActionHandle(action_id)
 
 

@@ -20,6 +20,7 @@ from workers.guards import keys
 from workers.guards.base import RunState
 from workers.guards.execution import live_state
 from workers.guards.idempotency import claim, release
+from workers.observability import tracing
 from workers.ops.queue_ops import message_ids_in_flight
 from workers.priorities import PRIORITY_NAMES
 from workers.queues import CONTROL_QUEUE
@@ -74,27 +75,30 @@ def submit_workflow(spec_or_path: str | Path | Mapping[str, Any] | WorkflowSpec,
         first = claim(f"wf:{idempotency_key}", workflow_id, settings.idempotency_ttl_s)
         if first is not None:
             return WorkflowHandle(first, deduplicated=True)
-    try:
-        # The first segment is planned before anything is written, so the run, its steps, the segment's action
-        # records and the audit entry go in one transaction; then its canvas is sent.
-        max_attempts = settings.max_attempts
-        plan = plan_segment(spec, from_level=0, approved=False, max_levels=settings.workflow_segment_levels)
-        action_ids = state.start_run(spec, input_, prio, workflow_id=workflow_id, idempotency_key=idempotency_key,
-                                     created_by=created_by or default_actor(), queued=plan.step_ids,
-                                     max_attempts=max_attempts)
+    # One trace per workflow (OPSQ_TRACING): its steps and compensations are sent from within this span's context.
+    with tracing.span("opsq.workflow.submit", {"opsq.workflow": spec.name, "opsq.workflow_id": workflow_id}):
         try:
-            compile_segment(workflow_id, plan, spec, action_ids, priority=prio, max_attempts=max_attempts).apply_async()
-        except Exception as exc:
-            if not isinstance(exc, (redis.RedisError, KombuOperationalError)):
-                state.delete_run(workflow_id, f"not enqueued: {' '.join(str(exc).split())[:300]}")
-                raise
-            cause = redis_cause(exc)
-            state.delete_run(workflow_id, f"the broker refused the message: {cause}")
-            raise EnqueueError(f"could not enqueue the workflow: {cause}; nothing was queued or kept") from exc
-    except Exception:
-        if idempotency_key is not None:
-            release(f"wf:{idempotency_key}", workflow_id)
-        raise
+            # The first segment is planned before anything is written, so the run, its steps, the segment's action
+            # records and the audit entry go in one transaction; then its canvas is sent.
+            max_attempts = settings.max_attempts
+            plan = plan_segment(spec, from_level=0, approved=False, max_levels=settings.workflow_segment_levels)
+            action_ids = state.start_run(spec, input_, prio, workflow_id=workflow_id, idempotency_key=idempotency_key,
+                                         created_by=created_by or default_actor(), queued=plan.step_ids,
+                                         max_attempts=max_attempts)
+            try:
+                compile_segment(workflow_id, plan, spec, action_ids, priority=prio,
+                                max_attempts=max_attempts).apply_async()
+            except Exception as exc:
+                if not isinstance(exc, (redis.RedisError, KombuOperationalError)):
+                    state.delete_run(workflow_id, f"not enqueued: {' '.join(str(exc).split())[:300]}")
+                    raise
+                cause = redis_cause(exc)
+                state.delete_run(workflow_id, f"the broker refused the message: {cause}")
+                raise EnqueueError(f"could not enqueue the workflow: {cause}; nothing was queued or kept") from exc
+        except Exception:
+            if idempotency_key is not None:
+                release(f"wf:{idempotency_key}", workflow_id)
+            raise
     return WorkflowHandle(workflow_id)
 
 

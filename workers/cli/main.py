@@ -87,13 +87,18 @@ def register() -> None:
 
 
 def main() -> None:
+    from workers.observability import tracing  # imports nothing of OpenTelemetry unless OPSQ_TRACING is on
+
     register()
+    # The CLI's submits start their traces; `opsq worker` sets tracing up in each pool process itself.
+    tracing.setup("opsqueue-cli")
     try:
         cli(prog_name="opsq")
     except ConfigError as exc:  # pragma: no cover - raised outside invoke only in odd set-ups
         _die(str(exc))
     finally:
         _close_result_subscriptions()
+        tracing.flush()  # the command's spans, before the process ends
 
 
 def _close_result_subscriptions() -> None:

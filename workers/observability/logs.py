@@ -12,6 +12,7 @@ from typing import Any
 from celery._state import get_current_task
 from pydantic import ValidationError
 
+from workers.observability import tracing
 from workers.observability.config import LOG_FORMATS, observability_settings
 from workers.observability.sentry import announce_sentry
 from workers.redaction import scrub_text
@@ -62,6 +63,9 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, field, None)
             if value is not None:
                 doc[field] = value
+        ids = tracing.current_ids()
+        if ids is not None:
+            doc["trace_id"], doc["span_id"] = ids
         task_id, task_name = _task_context(record)
         if task_id:
             doc["task_id"] = task_id
