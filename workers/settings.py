@@ -94,7 +94,8 @@ class _Base(BaseSettings):
     # acknowledged and the new one never got: an action then runs once, not twice. It costs a replica's
     # round trip per admit and per success, and while no replica keeps up, actions wait (they do not run).
     redis_replica_acks: int = Field(0, ge=0, le=16)
-    redis_replica_ack_timeout_ms: int = Field(500, ge=1, le=60_000)
+    # Below the guards' socket timeout (5 s): a WAIT longer than that would read as Redis gone.
+    redis_replica_ack_timeout_ms: int = Field(500, ge=1, le=4_000)
     database_url: str | None = None
     auto_migrate: bool = True
     # See workers.store.db.outcome_engine for what this trades.

@@ -35,9 +35,10 @@ import redis
 from redis.client import PubSub
 from sqlalchemy import Connection
 
+from workers.dev.broker_url import redis_target
 from workers.guards import keys
 from workers.guards.base import RunState
-from workers.guards.connection import as_text, guard_redis
+from workers.guards.connection import as_text, guard_redis, make_client
 from workers.guards.execution import live_state
 from workers.settings import get_settings
 from workers.status import OPEN_ACTION_STATUSES, ActionStatus
@@ -132,6 +133,11 @@ HUB_CHANNEL = "opsq:waiting:hub"
 CONFIRM_S = 5.0
 
 
+def hub_name() -> str:
+    """The client name of this process's pub/sub connection in Redis (CLIENT LIST)."""
+    return f"opsq-waiting-{os.getpid()}"
+
+
 class _Hub:
     """This process's one pub/sub connection, read by one daemon thread and shared by every waiter.
 
@@ -147,7 +153,11 @@ class _Hub:
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.client = guard_redis()
-        self.pubsub: PubSub = self.client.pubsub()
+        # Its own client, without redis-py's periodic health-check PING: the reader thread would send it
+        # outside the lock the waiters send their SUBSCRIBEs under, and could split one on the wire.
+        # Named, so `CLIENT LIST` shows whose it is.
+        self.pubsub: PubSub = make_client(redis_target(get_settings()), health_check_interval=0,
+                                          client_name=hub_name()).pubsub()
         self.lock = threading.Lock()
         self.confirmed = threading.Condition(self.lock)
         self.boxes: dict[str, set[_Box]] = {}
@@ -166,7 +176,9 @@ class _Hub:
         self.thread.start()
 
     def watch(self, channels: list[str], box: _Box) -> None:
-        """`box` gets what is published on `channels` from when this returns (Redis confirmed)."""
+        """`box` gets what is published on `channels` from when this returns (Redis confirmed). The SUBSCRIBE is
+        sent under the lock, so the commands reach Redis in the order the bookkeeping decided them (a waiter's
+        SUBSCRIBE can never be overtaken by the UNSUBSCRIBE of the last waiter before it)."""
         new: list[str] = []
         with self.lock:
             for channel in channels:
@@ -175,8 +187,19 @@ class _Hub:
                     new.append(channel)
                     self.unconfirmed[channel] = self.unconfirmed.get(channel, 0) + 1
                 watchers.add(box)
-        for i in range(0, len(new), SUBSCRIBE_BATCH):
-            self.pubsub.subscribe(*new[i:i + SUBSCRIBE_BATCH])
+            try:
+                for i in range(0, len(new), SUBSCRIBE_BATCH):
+                    self.pubsub.subscribe(*new[i:i + SUBSCRIBE_BATCH])
+            except BaseException:
+                # Not sent (or not all of it): no confirmation will come for these; take the box back out.
+                for channel in new:
+                    still = self.unconfirmed.get(channel, 0) - 1
+                    if still > 0:
+                        self.unconfirmed[channel] = still
+                    else:
+                        self.unconfirmed.pop(channel, None)
+                self._forget(channels, box)
+                raise
         deadline = time.monotonic() + CONFIRM_S
         with self.lock:
             while any(self.unconfirmed.get(c) for c in channels):
@@ -186,19 +209,26 @@ class _Hub:
                 self.confirmed.wait(left)
 
     def unwatch(self, channels: list[str], box: _Box) -> None:
-        gone: list[str] = []
         with self.lock:
-            for channel in channels:
-                watchers = self.boxes.get(channel)
-                if watchers is None:
-                    continue
-                watchers.discard(box)
-                if not watchers:
-                    del self.boxes[channel]
-                    gone.append(channel)
-        with contextlib.suppress(redis.RedisError, OSError):  # a broken connection is resubscribed without them
-            for i in range(0, len(gone), SUBSCRIBE_BATCH):
-                self.pubsub.unsubscribe(*gone[i:i + SUBSCRIBE_BATCH])
+            gone = self._forget(channels, box)
+            # A failure here leaves the channel subscribed (redis-py subscribes again to it on reconnect): its
+            # next confirmation, with nobody watching, unsubscribes it (_dispatch).
+            with contextlib.suppress(redis.RedisError, OSError):
+                for i in range(0, len(gone), SUBSCRIBE_BATCH):
+                    self.pubsub.unsubscribe(*gone[i:i + SUBSCRIBE_BATCH])
+
+    def _forget(self, channels: list[str], box: _Box) -> list[str]:
+        """Under the lock: `box` no longer watches `channels`; returns those nobody watches now."""
+        gone: list[str] = []
+        for channel in channels:
+            watchers = self.boxes.get(channel)
+            if watchers is None:
+                continue
+            watchers.discard(box)
+            if not watchers:
+                del self.boxes[channel]
+                gone.append(channel)
+        return gone
 
     def _read(self) -> None:
         pause = 0.1
@@ -227,6 +257,10 @@ class _Hub:
                 else:
                     self.unconfirmed.pop(channel, None)
                 self.confirmed.notify_all()
+                if channel != HUB_CHANNEL and channel not in self.boxes and left < 0:
+                    # Subscribed again by a reconnect after its last waiter left: nobody wants it.
+                    with contextlib.suppress(redis.RedisError, OSError):
+                        self.pubsub.unsubscribe(channel)
         elif msg["type"] == "message":
             with self.lock:
                 watchers = list(self.boxes.get(channel, ()))
@@ -253,20 +287,30 @@ class _Hub:
 
 _hub: _Hub | None = None
 _hub_lock = threading.Lock()
+_hub_failed_at = 0.0
+#: After a failed attempt to make the hub (Redis unreachable), waiters poll for this long before one tries
+#: again: otherwise each would wait its turn behind the lock for a connect timeout.
+HUB_RETRY_S = 1.0
 
 
 def _the_hub() -> _Hub:
     """This process's hub, made on first use (a forked child, or new settings, get a new one)."""
-    global _hub
+    global _hub, _hub_failed_at
     hub = _hub
     if hub is not None and hub.pid == os.getpid() and hub.client is guard_redis() and not hub.stopped.is_set():
         return hub
+    if time.monotonic() - _hub_failed_at < HUB_RETRY_S:
+        raise redis.ConnectionError("the waiting hub could not reach Redis a moment ago")
     with _hub_lock:
         hub = _hub
         if hub is None or hub.pid != os.getpid() or hub.client is not guard_redis() or hub.stopped.is_set():
             if hub is not None and hub.pid == os.getpid():
                 hub.close()
-            hub = _hub = _Hub()
+            try:
+                hub = _hub = _Hub()
+            except BaseException:
+                _hub_failed_at = time.monotonic()
+                raise
     return hub
 
 
@@ -288,6 +332,9 @@ def _listening(channels: list[str]) -> Iterator[_Box | None]:
         hub.unwatch(channels, box)
         yield None
         return
+    except BaseException:
+        hub.unwatch(channels, box)
+        raise
     try:
         yield box
     finally:

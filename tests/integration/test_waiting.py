@@ -5,8 +5,10 @@ wait that returns at all was woken by the notification; the fallback itself is s
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
+import redis
 from sqlalchemy import event, select
 
 from tests.support.wait import wait_for
@@ -150,9 +152,6 @@ def test_a_thousand_concurrent_waiters_each_get_their_own_result(opsq_env, worke
     result, and they share this process's one subscription (no connection per waiter)."""
     n = 1000
     handles = [submit_action("noop", "noop", {"echo": i}) for i in range(n)]
-    # The process's hub is made by its first wait: made here, so the connections are counted with it.
-    waiting.wait_until("opsq:test:warm-up", lambda _note: 1, lambda _v: True, 1.0, str)
-    before = len(_pubsub_connections())
     seen: dict[int, object] = {}
     errors: list[BaseException] = []
 
@@ -166,14 +165,64 @@ def test_a_thousand_concurrent_waiters_each_get_their_own_result(opsq_env, worke
     threads = [threading.Thread(target=wait, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
-    # Every waiter subscribed before any action can finish (no worker yet): all on one connection.
-    wait_for(lambda: sum(int(c.get("sub", 0)) for c in _pubsub_connections()) >= n, timeout=60,
-             what="every waiter subscribed")
-    conns = _pubsub_connections()
-    assert len(conns) == before, conns
-    assert max(int(c.get("sub", 0)) for c in conns) >= n + 1  # the hub's own channel and the 1000
+    # Every waiter subscribed before any action can finish (no worker yet): all on the process's one
+    # connection (named for it), each channel once.
+    channels = [f"opsq:outcome:{h.id}" for h in handles]
+
+    def hub_subscriptions() -> int:
+        mine = [c for c in _pubsub_connections() if c.get("name") == waiting.hub_name()]
+        assert len(mine) <= 1, mine
+        return int(mine[0].get("sub", 0)) if mine else 0
+
+    wait_for(lambda: hub_subscriptions() >= n + 1, timeout=60, what="every waiter subscribed on the hub")
+    counts = guard_redis().pubsub_numsub(*channels)
+    assert {count for _channel, count in counts} == {1}
     workers_started(opsq_env(), queues="noop", concurrency=2)
     for t in threads:
         t.join(150)
     assert errors == []
     assert seen == {i: ("succeeded", {"echo": i, "ok": True}) for i in range(n)}
+
+
+def test_a_subscribe_is_never_overtaken_by_the_unsubscribe_of_the_waiter_before(opsq_env, monkeypatch):
+    """The last waiter on a channel leaves (its UNSUBSCRIBE delayed on its way out) while the next arrives:
+    the next one's subscription must be the one Redis keeps, and it must be told of a publish."""
+    hub = waiting._the_hub()
+    channel = "opsq:test:overtaken"
+    first, second = waiting._Box(), waiting._Box()
+    hub.watch([channel], first)
+    real = hub.pubsub.unsubscribe
+
+    def slow(*channels: str) -> None:
+        time.sleep(0.3)  # the leaving waiter's thread is slow to send
+        real(*channels)
+
+    monkeypatch.setattr(hub.pubsub, "unsubscribe", slow)
+    leaving = threading.Thread(target=hub.unwatch, args=([channel], first))
+    leaving.start()
+    time.sleep(0.05)
+    monkeypatch.setattr(hub.pubsub, "unsubscribe", real)
+    hub.watch([channel], second)
+    leaving.join(5)
+    assert guard_redis().pubsub_numsub(channel)[0][1] == 1
+    guard_redis().publish(channel, "done")
+    assert second.take(5.0) == [(channel, "done")]
+    hub.unwatch([channel], second)
+
+
+def test_a_subscribe_that_could_not_be_sent_leaves_nothing_behind(opsq_env, monkeypatch):
+    hub = waiting._the_hub()
+    channel = "opsq:test:unsent"
+    real = hub.pubsub.execute_command
+
+    def fail_once(*args: object) -> None:
+        monkeypatch.setattr(hub.pubsub, "execute_command", real)
+        raise redis.ConnectionError("simulated: the SUBSCRIBE could not be sent")
+
+    monkeypatch.setattr(hub.pubsub, "execute_command", fail_once)
+    with waiting._listening([channel]) as box:
+        assert box is None  # this waiter polls
+    assert channel not in hub.unconfirmed and channel not in hub.boxes
+    started = time.monotonic()
+    with waiting._listening([channel]) as box:
+        assert box is not None and time.monotonic() - started < 2  # the next subscribes at once

@@ -25,6 +25,9 @@ class _Server(ThreadingMixIn, WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
+    # A client that connects and sends nothing (no token needed for that) must not hold a thread for good.
+    timeout = 10
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s - %s", self.address_string(), format % args)
 

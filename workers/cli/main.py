@@ -90,8 +90,10 @@ def main() -> None:
     from workers.observability import tracing  # imports nothing of OpenTelemetry unless OPSQ_TRACING is on
 
     register()
-    # The CLI's submits start their traces; `opsq worker` sets tracing up in each pool process itself.
-    tracing.setup("opsqueue-cli")
+    # The CLI's submits start their traces. `opsq worker` sets tracing up in each pool process itself (with
+    # its own service name: a provider set here would be inherited and could not be replaced there).
+    if sys.argv[1:2] != ["worker"]:
+        tracing.setup("opsqueue-cli")
     try:
         cli(prog_name="opsq")
     except ConfigError as exc:  # pragma: no cover - raised outside invoke only in odd set-ups

@@ -56,11 +56,20 @@ class RedisGuard:
         trip. Returns the script's reply and whether enough replicas have it."""
         if not self.replica_acks:
             return script(keys=keys, args=args), True
-        pipe = self.redis.pipeline(transaction=False)
-        script(keys=keys, args=args, client=pipe)
-        pipe.execute_command("WAIT", self.replica_acks, self.ack_timeout_ms)
-        reply, acked = pipe.execute()
+        # EVALSHA by hand: a Script given a pipeline makes redis-py check the script's existence in a round trip
+        # of its own before every execute. If Redis lost the script (a restart), load it and go again.
+        try:
+            reply, acked = self._with_wait(script, keys, args).execute()
+        except redis.exceptions.NoScriptError:
+            self.redis.script_load(script.script)
+            reply, acked = self._with_wait(script, keys, args).execute()
         return reply, int(acked) >= self.replica_acks
+
+    def _with_wait(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        pipe.execute_command("WAIT", self.replica_acks, self.ack_timeout_ms)
+        return pipe
 
     def admit(self, attempt: Attempt) -> Admission:
         s = self.settings
