@@ -101,10 +101,11 @@ def services(tmp_path: Path) -> Iterator[list[Exporter | Prometheus]]:
         s.stop()
 
 
-def test_prometheus_scrapes_the_exporter_and_evaluates_the_rules(opsq_env, workers_started, sandbox, sandbox_client,
-                                                                 services, tmp_path):
+def test_prometheus_scrapes_the_exporter_and_evaluates_the_rules(opsq_env_sqlite, workers_started, sandbox,
+                                                                 sandbox_client, services, tmp_path):
     binary("prometheus")
-    env = opsq_env(OPSQ_BREAKERS='{"webhook": {"failure_threshold": 2, "open_s": 600}}', OPSQ_RETRY_BASE_S="0.1",
+    # SQLite only: test_exporter.py checks the exporter's figures against both kinds of store.
+    env = opsq_env_sqlite(OPSQ_BREAKERS='{"webhook": {"failure_threshold": 2, "open_s": 600}}', OPSQ_RETRY_BASE_S="0.1",
                    OPSQ_RETRY_CAP_S="0.2")
     sandbox_client.fault("notion", mode="auth")
     workers_started(env, queues="noop,notion,webhook")
