@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.opsq_cli import opsq
-from tests.support.redis_server import free_port
+from tests.support.redis_server import OwnedRedis, free_port
 from tests.support.wait import stored, wait_for
 from tests.support.worker import ROOT
 from workers.client import submit_action, wait_all
@@ -117,7 +117,7 @@ def test_the_exporter_serves_what_the_workers_did(opsq_env, workers_started, san
     assert value(m, "opsq_queue_messages", queue="gsheets", priority="high") == 1
     assert value(m, "opsq_queue_oldest_message_age_seconds", queue="gsheets") > 0
     assert value(m, "opsq_breaker_state", platform="webhook", state="closed") == 1
-    assert len(waiting) == 3
+    assert {store.get(h.id).status for h in waiting} == {"queued"}  # the depth above is these three
     # The workflows' and beat's parts.
     assert value(m, "opsq_exporter_source_up", source="workflows") == 1
     assert value(m, "opsq_exporter_source_up", source="beat") == 1
@@ -204,3 +204,31 @@ def test_every_dashboard_panel_queries_metrics_the_exporter_serves(opsq_env, exp
                 metrics = {w for w in words if w.startswith("opsq_") or w == "up"}
                 assert metrics, (path.name, p["title"], target["expr"])
                 assert metrics <= served, (path.name, p["title"], metrics - served)
+
+
+def test_a_source_that_goes_away_is_reported_and_the_scrape_still_answers(opsq_env, exporters, tmp_path):
+    """Redis (one the test owns) killed under the exporter, then started again: the scrape keeps answering 200,
+    says which sources it could not read, serves the others, and reads Redis again once it is back."""
+    redis_server = OwnedRedis(tmp_path / "redis").start()
+    try:
+        env = {**opsq_env(), "OPSQ_REDIS_URL": redis_server.url()}
+        exporter = Exporter(env, tmp_path)
+        exporters.append(exporter)
+        up = exporter.scrape()
+        assert {s: value(up, "opsq_exporter_source_up", source=s) for s in SOURCES} == dict.fromkeys(SOURCES, 1)
+        redis_server.kill()
+        down = exporter.scrape()
+        assert {s: value(down, "opsq_exporter_source_up", source=s) for s in SOURCES} == {
+            "redis": 0, "queues": 0, "database": 1, "workflows": 1, "beat": 0}
+        names = {name for name, _labels in down}
+        assert "opsq_breaker_state" in {name for name, _labels in up}
+        assert "opsq_breaker_state" not in names  # nothing served for a source that was not read...
+        assert "opsq_workflows" in names  # ...the others still are
+        redis_server.start()
+        wait_for(lambda: value(exporter.scrape(), "opsq_exporter_source_up", source="redis") == 1, timeout=30,
+                 what="the exporter reading Redis again")
+    finally:
+        redis_server.stop()
+
+
+SOURCES = ("redis", "queues", "database", "workflows", "beat")

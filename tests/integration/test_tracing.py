@@ -70,7 +70,7 @@ def test_one_action_is_one_trace_from_the_submit_to_the_platform_call(opsq_env_s
     spans = [s for s in receiver.all() if s.trace_id == found.trace_id]
     index = by_id(spans)
     submit = next(s for s in spans if s.name == "opsq.submit")
-    assert submit.service == "opsqueue-cli" and submit.attributes["opsq.action_id"] == action_id
+    assert submit.service == "opsqueue-client" and submit.attributes["opsq.action_id"] == action_id
     assert found.service == "opsqueue-worker"
     assert found.attributes["opsq.outcome"] == "succeeded" and found.attributes["opsq.platform"] == "slack"
     (http,) = [s for s in spans if s.parent_id == found.span_id]

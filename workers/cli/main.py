@@ -87,13 +87,10 @@ def register() -> None:
 
 
 def main() -> None:
-    from workers.observability import tracing  # imports nothing of OpenTelemetry unless OPSQ_TRACING is on
+    # A submit's first span sets tracing up (OPSQ_TRACING); its spans are exported before the process ends.
+    from workers.observability import tracing
 
     register()
-    # The CLI's submits start their traces. `opsq worker` sets tracing up in each pool process itself (with
-    # its own service name: a provider set here would be inherited and could not be replaced there).
-    if sys.argv[1:2] != ["worker"]:
-        tracing.setup("opsqueue-cli")
     try:
         cli(prog_name="opsq")
     except ConfigError as exc:  # pragma: no cover - raised outside invoke only in odd set-ups

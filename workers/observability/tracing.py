@@ -26,6 +26,11 @@ log = logging.getLogger("opsq.tracing")
 
 _tracer: Any = None
 _pid: int | None = None
+#: The process that found tracing off (or already set it up): a span asks the environment once per process.
+_decided: int | None = None
+#: The service name of a process whose first span sets tracing up (a service calling submit_action, the CLI);
+#: a worker's pool processes are set up as opsqueue-worker when they start (workers.celery_app).
+CLIENT_SERVICE = "opsqueue-client"
 
 
 def enabled() -> bool:
@@ -35,7 +40,8 @@ def enabled() -> bool:
 def setup(service_name: str) -> bool:
     """Installs the tracer provider, the OTLP/HTTP exporter and the Celery and httpx instrumentations in this
     process (again after a fork: the exporter's thread does not survive it). True when tracing is on."""
-    global _tracer, _pid
+    global _tracer, _pid, _decided
+    _decided = os.getpid()
     if not enabled():
         return False
     if _tracer is not None and _pid == os.getpid():
@@ -95,8 +101,10 @@ _NULL: contextlib.nullcontext[None] = contextlib.nullcontext()  # reusable: off,
 
 
 def span(name: str, attributes: Mapping[str, Any] | None = None) -> contextlib.AbstractContextManager[Any]:
-    """A span around a block when tracing is on; a null context otherwise."""
-    if _tracer is None or _pid != os.getpid():
+    """A span around a block when tracing is on; a null context otherwise. The first span of a process that
+    was not set up decides (and sets tracing up, as CLIENT_SERVICE, when OPSQ_TRACING is on)."""
+    pid = os.getpid()
+    if _pid != pid and (_decided == pid or not setup(CLIENT_SERVICE)):
         return _NULL
     return _tracer.start_as_current_span(name, attributes=dict(attributes or {}))  # type: ignore[no-any-return]
 
