@@ -1,15 +1,25 @@
 """Alert rules. An alert fires once when its condition starts and clears once when it ends: no repeat
 every minute. Each is recorded (table `alerts`), logged, sent to Sentry when configured, and posted to
-Slack through the Slack executor when OPSQ_ALERT_SLACK_CHANNEL is set."""
+Slack through the Slack executor when OPSQ_ALERT_SLACK_CHANNEL is set.
+
+These are the rules of deploy/observability/rules.yml, for installations without Prometheus, and they read
+the same figures the exporter serves, from the same functions (issue 13: one source for each number): the
+finished actions (workers.store.actions.finished_since / `opsq_actions_finished`), the queues
+(workers.ops.queue_ops.status / `opsq_queue_messages`, `opsq_queue_oldest_message_age_seconds`), the breakers
+(`opsq_breaker_state`), the dead letters waiting (`opsq_dead_letters`), the quarantine
+(`opsq_quarantine_messages`) and Redis' memory (`opsq_redis_memory_status`). The thresholds are the settings'
+defaults in both (tests/unit/test_observability_files.py checks they agree)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+import redis
+from sqlalchemy import insert, select, update
 
 from beat.models import Alert, AlertState
 from workers.client import submit_action
@@ -17,14 +27,14 @@ from workers.guards import breaker
 from workers.guards.base import BreakerState
 from workers.guards.connection import guard_redis, server_time
 from workers.observability.sentry import sentry_on
-from workers.ops import quarantine
+from workers.ops import quarantine, queue_ops
 from workers.ops.health import FAIL, OK, redis_memory
-from workers.ops.queue_ops import priority_lists
-from workers.queues import ALL_QUEUES, PLATFORM_QUEUES
+from workers.queues import PLATFORM_QUEUES
 from workers.settings import get_settings
 from workers.status import ActionStatus
+from workers.store import actions as store
 from workers.store.db import get_engine
-from workers.store.models import ActionRun, DeadLetter, table_of, utcnow
+from workers.store.models import table_of, utcnow
 
 log = logging.getLogger("opsq.alerts")
 _A = table_of(Alert)
@@ -40,18 +50,10 @@ class Condition:
 
 def success_rate_conditions() -> list[Condition]:
     s = get_settings()
-    since = utcnow() - timedelta(seconds=s.alert_success_window_s)
-    q = (select(ActionRun.platform, ActionRun.status, func.count())
-         .where(ActionRun.finished_at >= since, ActionRun.status.in_([ActionStatus.SUCCEEDED, ActionStatus.FAILED]))
-         .group_by(ActionRun.platform, ActionRun.status))
-    counts: dict[str, dict[str, int]] = {}
-    with get_engine().connect() as conn:
-        for platform, status, n in conn.execute(q):
-            counts.setdefault(platform, {})[status] = n
     out = []
-    for platform, c in counts.items():
-        total = c.get(ActionStatus.SUCCEEDED, 0) + c.get(ActionStatus.FAILED, 0)
-        rate = c.get(ActionStatus.SUCCEEDED, 0) / total if total else 1.0
+    for platform, c in store.finished_since(utcnow() - timedelta(seconds=s.alert_success_window_s)).items():
+        total = c[ActionStatus.SUCCEEDED] + c[ActionStatus.FAILED]
+        rate = c[ActionStatus.SUCCEEDED] / total if total else 1.0
         if total >= s.alert_min_sample and rate < s.alert_success_rate:
             out.append(Condition(f"success_rate:{platform}", "success_rate", "high",
                                  f"{platform}: success rate {rate:.0%} over the last "
@@ -60,28 +62,35 @@ def success_rate_conditions() -> list[Condition]:
     return out
 
 
-def queue_depth_conditions() -> list[Condition]:
+def _held(r: redis.Redis, key: str, now: float, true: bool) -> float | None:
+    """How long (s) a condition has held at every evaluation, by the first evaluation that saw it (kept in Redis,
+    so another beat leader continues the count); None when it does not hold. Prometheus' `for:`."""
+    since_key = f"opsq:alert:since:{key}"
+    if not true:
+        r.delete(since_key)
+        return None
+    r.set(since_key, now, nx=True, ex=7 * 86400)
+    return now - float(r.get(since_key) or now)
+
+
+def queue_conditions() -> list[Condition]:
+    """Too many messages waiting in a queue, or its oldest waiting too long, for long enough."""
     s = get_settings()
     r = guard_redis()
     now = server_time(r)
-    pipe = r.pipeline(transaction=False)
-    for q in ALL_QUEUES:
-        for key in priority_lists(q).values():
-            pipe.llen(key)
-    lengths = iter(pipe.execute())
-    depths = {q: sum(int(next(lengths)) for _ in priority_lists(q)) for q in ALL_QUEUES}
     out = []
-    for q, depth in depths.items():
-        since_key = f"opsq:alert:depth_since:{q}"
-        if depth <= s.alert_queue_depth:
-            r.delete(since_key)
-            continue
-        r.set(since_key, now, nx=True, ex=7 * 86400)
-        since = float(r.get(since_key) or now)
-        if now - since >= s.alert_queue_depth_for_s:
-            out.append(Condition(f"queue_depth:{q}", "queue_depth", "high",
-                                 f"queue {q}: {depth} waiting, above {s.alert_queue_depth} for "
-                                 f"{(now - since) / 60:.0f} min"))
+    for q in queue_ops.status(None, client=r, with_consumers=False):
+        name, depth, age = q["queue"], q["depth"], q["oldest_age_s"]
+        held = _held(r, f"depth:{name}", now, depth > s.alert_queue_depth)
+        if held is not None and held >= s.alert_queue_depth_for_s:
+            out.append(Condition(f"queue_depth:{name}", "queue_depth", "high",
+                                 f"queue {name}: {depth} waiting, above {s.alert_queue_depth} for "
+                                 f"{held / 60:.0f} min"))
+        held = _held(r, f"oldest:{name}", now, age > s.alert_oldest_message_age_s)
+        if held is not None and held >= s.alert_oldest_message_for_s:
+            out.append(Condition(f"oldest_message:{name}", "oldest_message", "high",
+                                 f"queue {name}: the oldest message has waited {age / 60:.0f} min (threshold "
+                                 f"{s.alert_oldest_message_age_s / 60:g} min)"))
     return out
 
 
@@ -104,15 +113,15 @@ def breaker_conditions() -> list[Condition]:
 
 
 def dead_letter_conditions() -> list[Condition]:
+    """More dead letters waiting than at the start of the window (new ones, not offset by replays)."""
     s = get_settings()
-    since = utcnow() - timedelta(seconds=s.alert_success_window_s)
-    with get_engine().connect() as conn:
-        n = conn.execute(select(func.count()).select_from(DeadLetter).where(
-            DeadLetter.created_at >= since, DeadLetter.replayed_at.is_(None))).scalar() or 0
-    if n:
+    window = s.alert_success_window_s
+    now = store.dead_letters_waiting()
+    then = store.dead_letters_waiting(utcnow() - timedelta(seconds=window))
+    if now > then:
         return [Condition("dead_letters", "dead_letters", "medium",
-                          f"{n} new dead letter(s) in the last {s.alert_success_window_s / 60:g} min "
-                          "(opsq dlq list)")]
+                          f"{now - then} more dead letter(s) waiting than {window / 60:g} min ago ({now} in all; "
+                          "opsq dlq list)")]
     return []
 
 
@@ -135,9 +144,15 @@ def redis_memory_conditions() -> list[Condition]:
                       f"{check.detail} (opsq health)")]
 
 
-RULES = {"success_rate:": success_rate_conditions, "queue_depth:": queue_depth_conditions,
-         "breaker_open:": breaker_conditions, "dead_letters": dead_letter_conditions,
-         "quarantine": quarantine_conditions, "redis_memory": redis_memory_conditions}
+#: rule name -> (the alert keys it owns, by prefix: only it fires and clears them; the rule)
+RULES: dict[str, tuple[tuple[str, ...], Callable[[], list[Condition]]]] = {
+    "success_rate": (("success_rate:",), success_rate_conditions),
+    "queues": (("queue_depth:", "oldest_message:"), queue_conditions),
+    "breaker_open": (("breaker_open:",), breaker_conditions),
+    "dead_letters": (("dead_letters",), dead_letter_conditions),
+    "quarantine": (("quarantine",), quarantine_conditions),
+    "redis_memory": (("redis_memory",), redis_memory_conditions),
+}
 
 
 def evaluate() -> dict[str, list[str]]:
@@ -146,15 +161,15 @@ def evaluate() -> dict[str, list[str]]:
     conditions: list[Condition] = []
     owned: list[str] = []
     failed: list[str] = []
-    for prefix, rule in RULES.items():
-        # One rule that cannot run (a full Redis refuses queue_depth's bookkeeping write) must not keep the
+    for name, (prefixes, rule) in RULES.items():
+        # One rule that cannot run (a full Redis refuses the queue rule's bookkeeping write) must not keep the
         # others, redis_memory above all, from firing.
         try:
             conditions.extend(rule())
-            owned.append(prefix)
+            owned.extend(prefixes)
         except Exception as exc:
-            log.warning("alert rule %s could not be evaluated: %s", prefix.rstrip(":"), " ".join(str(exc).split()))
-            failed.append(prefix.rstrip(":"))
+            log.warning("alert rule %s could not be evaluated: %s", name, " ".join(str(exc).split()))
+            failed.append(name)
     result = sync(conditions, tuple(owned))
     if failed:
         result["not_evaluated"] = failed

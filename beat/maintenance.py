@@ -19,6 +19,7 @@ from workers.guards.connection import guard_redis
 from workers.ops.stuck import detect
 from workers.settings import get_settings
 from workers.status import ActionStatus
+from workers.store import actions as store
 from workers.store import audit
 from workers.store.db import get_engine
 from workers.store.models import ActionRun, DeadLetter, table_of, utcnow
@@ -75,9 +76,12 @@ def cleanup() -> dict[str, Any]:
     cutoff = utcnow() - timedelta(days=settings.retention_days)
     with get_engine().begin() as conn:
         keep = select(DeadLetter.action_id).union(select(WorkflowStep.action_id))
-        actions = conn.execute(delete(ActionRun).where(
+        old = select(ActionRun.id).where(
             ActionRun.status.in_([ActionStatus.SUCCEEDED, ActionStatus.FAILED]), ActionRun.finished_at < cutoff,
-            ActionRun.id.not_in(keep))).rowcount
+            ActionRun.id.not_in(keep))
+        # Counted before they go, in the same transaction: the count of finished actions must not drop.
+        store.tally_deleted(conn, old)
+        actions = conn.execute(delete(ActionRun).where(ActionRun.id.in_(old))).rowcount
         runs = conn.execute(delete(MaintenanceRun).where(MaintenanceRun.started_at < cutoff)).rowcount
         cleared = conn.execute(delete(Alert).where(Alert.state == AlertState.CLEARED,
                                                    Alert.cleared_at < cutoff)).rowcount

@@ -213,6 +213,8 @@ class Settings(_WithPlatforms):
     alert_queue_depth: int = Field(100, ge=1)
     alert_queue_depth_for_s: float = Field(600.0, ge=0)
     alert_breaker_open_for_s: float = Field(300.0, ge=0)
+    alert_oldest_message_age_s: float = Field(900.0, gt=0)
+    alert_oldest_message_for_s: float = Field(300.0, ge=0)
     # `opsq health` and the redis_memory alert warn when Redis uses more than this share of its maxmemory
     # (when full it refuses every write: submits, acks, results).
     redis_memory_warn_ratio: float = Field(0.8, gt=0, le=1)

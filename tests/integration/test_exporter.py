@@ -1,7 +1,8 @@
 """`opsq exporter` (issue 13, item 1): real worker processes run actions against the sandbox, a real exporter
 process serves /metrics over HTTP, and what it serves is checked against the store and against the faults
 injected in the sandbox, and the workflows' and beat's figures against what the test did. (A real Prometheus
-scraping it, the alert rules and the dashboards are not built yet.)"""
+scraping it and the alert rules: test_prometheus.py.) `opsq metrics` and beat's alerts are checked to read the same
+figures (item 4)."""
 
 from __future__ import annotations
 
@@ -10,18 +11,23 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import update
 
+from beat import alerts
 from tests.integration.opsq_cli import opsq
 from tests.support.redis_server import OwnedRedis, free_port
 from tests.support.wait import stored, wait_for
 from tests.support.worker import ROOT
 from workers.client import submit_action, wait_all
 from workers.store import actions as store
+from workers.store.db import get_engine
+from workers.store.models import ActionRun, utcnow
 from workflows.client import submit_workflow
 
 pytestmark = pytest.mark.integration
@@ -96,19 +102,28 @@ def test_the_exporter_serves_what_the_workers_did(opsq_env, workers_started, san
     assert value(m, "opsq_exporter_source_up", source="queues") == 1
     assert value(m, "opsq_exporter_source_up", source="database") == 1
     # The workers' counters, counted by the settle script.
-    assert value(m, "opsq_actions_finished_total", platform="noop", action="noop", outcome="succeeded",
+    assert value(m, "opsq_action_attempts_total", platform="noop", action="noop", outcome="succeeded",
                  error_kind="") == 3
     assert value(m, "opsq_action_retries_total", platform="trello", action="create_card", error_kind="retryable") == 2
-    assert value(m, "opsq_actions_finished_total", platform="trello", action="create_card", outcome="succeeded",
+    assert value(m, "opsq_action_attempts_total", platform="trello", action="create_card", outcome="retried",
+                 error_kind="retryable") == 2
+    assert value(m, "opsq_action_attempts_total", platform="notion", action="create_task", outcome="failed",
+                 error_kind="auth") == 1
+    # The finished actions: the store's count.
+    assert value(m, "opsq_actions_finished", platform="noop", action="noop", outcome="succeeded", error_kind="") == 3
+    assert value(m, "opsq_actions_finished", platform="trello", action="create_card", outcome="succeeded",
                  error_kind="") == 1
-    assert value(m, "opsq_actions_finished_total", platform="notion", action="create_task", outcome="failed",
+    assert value(m, "opsq_actions_finished", platform="notion", action="create_task", outcome="failed",
                  error_kind="auth") == 1
     assert value(m, "opsq_action_attempt_duration_seconds_count", platform="trello", action="create_card",
                  role="action") == 3
     assert value(m, "opsq_platform_call_duration_seconds_count", platform="noop", action="noop", role="action") == 3
     assert value(m, "opsq_platform_call_duration_seconds_sum", platform="noop", action="noop", role="action") > 0
     # The store's figures, exactly: every (platform, action, status) it has.
-    for platform, action, status, n in store.counts():
+    by_status: dict[tuple[str, str, str], int] = {}
+    for platform, action, status, _kind, n in store.counts():
+        by_status[(platform, action, status)] = by_status.get((platform, action, status), 0) + n
+    for (platform, action, status), n in by_status.items():
         assert value(m, "opsq_actions", platform=platform, action=action, status=status) == n, (platform, status)
     assert value(m, "opsq_actions", platform="noop", action="noop", status="succeeded") == 3
     assert value(m, "opsq_dead_letters", platform="notion", action="create_task", error_kind="auth") == 1
@@ -128,6 +143,38 @@ def test_the_exporter_serves_what_the_workers_did(opsq_env, workers_started, san
     assert value(m, "opsq_beat_up") == 0  # no beat runs here
     assert value(m, "opsq_maintenance_last_run_ok", job="detect_stuck") == 1
     assert value(m, "opsq_maintenance_last_success_timestamp_seconds", job="detect_stuck") > 0
+    assert value(m, "opsq_quarantine_messages") == 0 and value(m, "opsq_redis_memory_status") == 0
+
+    # One source for each number (item 4): `opsq metrics` and beat's alert rules, for installations without
+    # Prometheus, read the figures the exporter serves.
+    shown = json.loads(opsq(env, "metrics", "--since", "1h", "--json").stdout)["platforms"]
+    for platform in ("noop", "trello", "notion"):
+        for outcome in ("succeeded", "failed"):
+            served = sum(v for (name, labels), v in m.items() if name == "opsq_actions_finished"
+                         and ("platform", platform) in labels and ("outcome", outcome) in labels)
+            assert shown[platform][outcome] == served, (platform, outcome)
+    alert_env = {**env, "OPSQ_ALERT_MIN_SAMPLE": "1", "OPSQ_ALERT_QUEUE_DEPTH": "2",
+                 "OPSQ_ALERT_QUEUE_DEPTH_FOR_S": "0", "OPSQ_ALERT_OLDEST_MESSAGE_AGE_S": "0.01",
+                 "OPSQ_ALERT_OLDEST_MESSAGE_FOR_S": "0"}
+    ran = opsq(alert_env, "maintenance", "run", "evaluate_alerts")
+    assert ran.returncode == 0, ran.stderr
+    firing = {a["key"]: a["message"] for a in alerts.alerts(state="firing")}
+    assert set(firing) == {"success_rate:notion", "queue_depth:gsheets", "oldest_message:gsheets", "dead_letters"}
+    assert firing["success_rate:notion"].startswith("notion: success rate 0% over the last 15 min (1 actions")
+    depth = sum(v for (name, labels), v in m.items()
+                if name == "opsq_queue_messages" and ("queue", "gsheets") in labels)
+    assert firing["queue_depth:gsheets"].startswith(f"queue gsheets: {depth:.0f} waiting, above 2")
+    assert firing["dead_letters"].startswith("1 more dead letter(s) waiting than 15 min ago (1 in all")
+    # The retention clean-up deletes old records; the count of finished actions does not drop with them.
+    with get_engine().begin() as conn:
+        conn.execute(update(ActionRun).where(ActionRun.platform.in_(["noop", "trello"]))
+                     .values(finished_at=utcnow() - timedelta(days=60)))
+    ran = opsq(env, "maintenance", "run", "cleanup")
+    assert ran.returncode == 0, ran.stderr
+    after = exporter.scrape()
+    assert value(after, "opsq_actions", platform="noop", action="noop", status="succeeded") == 0
+    for name, labels in [k for k in m if k[0] == "opsq_actions_finished"]:
+        assert after.get((name, labels)) == m[(name, labels)], labels
 
     # A fault in the sandbox opens the webhook breaker; the next scrape says so.
     sandbox_client.fault("webhook", "error", status=503)

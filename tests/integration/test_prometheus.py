@@ -40,7 +40,7 @@ def test_the_alert_rules_are_valid_and_each_fires_and_clears():
     check = subprocess.run([promtool, "check", "rules", "rules.yml"], cwd=RULES_DIR, capture_output=True, text=True,
                            timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 8 rules found" in check.stdout
+    assert "SUCCESS: 10 rules found" in check.stdout
     tested = subprocess.run([promtool, "test", "rules", "rules.test.yml"], cwd=RULES_DIR, capture_output=True,
                             text=True, timeout=120)
     assert tested.returncode == 0, tested.stdout + tested.stderr
@@ -119,12 +119,12 @@ def test_prometheus_scrapes_the_exporter_and_evaluates_the_rules(opsq_env_sqlite
     wait_all(handles, timeout=60)
     stored([h.id for h in handles])
     # What Prometheus stored from its scrapes equals what the store says.
-    succeeded = sum(n for p, _a, s, n in store.counts() if p == "noop" and s == "succeeded")
+    succeeded = sum(n for p, _a, s, _k, n in store.counts() if p == "noop" and s == "succeeded")
     assert succeeded == 5
-    wait_for(lambda: prometheus.query('sum(opsq_actions_finished_total{platform="noop",outcome="succeeded"})')
+    wait_for(lambda: prometheus.query('sum(opsq_actions_finished{platform="noop",outcome="succeeded"})')
              == succeeded, timeout=30, what="the counter of noop successes in Prometheus")
     assert prometheus.query('sum(opsq_actions{platform="noop",status="succeeded"})') == succeeded
-    assert prometheus.query('sum(opsq_actions_finished_total{platform="notion",outcome="failed",'
+    assert prometheus.query('sum(opsq_actions_finished{platform="notion",outcome="failed",'
                             'error_kind="auth"})') == 1
     assert prometheus.query('sum(opsq_dead_letters{platform="notion"})') == 1
     assert prometheus.query('sum(opsq_platform_call_duration_seconds_count{platform="noop"})') == 5
@@ -143,7 +143,7 @@ def test_prometheus_scrapes_the_exporter_and_evaluates_the_rules(opsq_env_sqlite
     # The rules are loaded and evaluate: no beat runs here, so OpsqBeatNotRunning is pending (it fires after 5 min).
     rules = httpx.get(f"{prometheus.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
     loaded = {r["name"]: r for g in rules for r in g["rules"]}
-    assert len(loaded) == 8 and all(r["health"] == "ok" for r in loaded.values()), loaded
+    assert len(loaded) == 10 and all(r["health"] == "ok" for r in loaded.values()), loaded
     wait_for(lambda: any(a["labels"]["alertname"] == "OpsqBeatNotRunning" and a["state"] == "pending"
                          for a in httpx.get(f"{prometheus.url}/api/v1/alerts", timeout=10).json()["data"]["alerts"]),
              timeout=30, what="OpsqBeatNotRunning pending in Prometheus")

@@ -36,3 +36,23 @@ def test_the_exporter_its_service_and_its_servicemonitor_agree():
     assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
     assert monitor["spec"]["endpoints"][0]["authorization"]["credentials"] == token
     assert monitor["spec"]["selector"]["matchLabels"] == service["metadata"]["labels"]
+
+
+def test_the_prometheus_rules_and_beat_alerts_share_their_thresholds():
+    """One threshold, two evaluators (issue 13): the rules carry the defaults of beat's OPSQ_ALERT_* settings."""
+    from workers.settings import Settings  # noqa: PLC0415
+
+    defaults = {name: f.default for name, f in Settings.model_fields.items()}
+    (rules,) = load(DEPLOY / "observability" / "rules.yml")
+    by_name = {r["alert"]: r for g in rules["groups"] for r in g["rules"]}
+    success = by_name["OpsqSuccessRateLow"]["expr"]
+    assert f"< {defaults['alert_success_rate']:g}" in success and f">= {defaults['alert_min_sample']}" in success
+    assert f"[{defaults['alert_success_window_s'] / 60:g}m]" in success
+    assert f"> {defaults['alert_queue_depth']}" in by_name["OpsqQueueDepthHigh"]["expr"]
+    assert by_name["OpsqQueueDepthHigh"]["for"] == f"{defaults['alert_queue_depth_for_s'] / 60:g}m"
+    assert by_name["OpsqBreakerOpen"]["for"] == f"{defaults['alert_breaker_open_for_s'] / 60:g}m"
+    oldest = by_name["OpsqOldestMessageTooOld"]
+    assert f"> {defaults['alert_oldest_message_age_s']:g}" in oldest["expr"]
+    assert oldest["for"] == f"{defaults['alert_oldest_message_for_s'] / 60:g}m"
+    assert f"[{defaults['alert_success_window_s'] / 60:g}m]" in by_name["OpsqDeadLettersGrowing"]["expr"] or \
+        f"offset {defaults['alert_success_window_s'] / 60:g}m" in by_name["OpsqDeadLettersGrowing"]["expr"]

@@ -23,18 +23,17 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from workers.broker_transport import QUARANTINED_COUNT_KEY
 from workers.guards import breaker, keys, ratelimit
 from workers.guards.base import BreakerState
 from workers.guards.connection import as_text, guard_redis
 from workers.observability.durations import BUCKETS
-from workers.ops import queue_ops
+from workers.ops import quarantine, queue_ops
+from workers.ops.health import FAIL, OK, WARN, redis_memory
 from workers.queues import PLATFORM_QUEUES
 from workers.store import actions as store
 
@@ -44,6 +43,7 @@ log = logging.getLogger("opsq.exporter")
 VERDICTS = {"breaker_waits": "open", "rate_waits": "rate_limited", "busy_waits": "busy",
             "duplicates_done": "done", "duplicates_failed": "failed"}
 BREAKER_STATES = (BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN)
+HEALTH_LEVELS = {OK: 0, WARN: 1, FAIL: 2}
 UNACKED_KEY = "unacked"  # kombu's Redis transport: the messages delivered and not yet acknowledged
 
 
@@ -76,8 +76,6 @@ class WorkerCounters:
         labels = ["platform", "action", "outcome", "error_kind"]
         attempts = CounterMetricFamily("opsq_action_attempts", "Attempts of actions that reached their platform's "
                                        "guards and settled, by outcome (succeeded, retried, failed)", labels=labels)
-        finished = CounterMetricFamily("opsq_actions_finished", "Actions whose attempt ended them: succeeded, or "
-                                       "failed for good, by error kind", labels=labels)
         retries = CounterMetricFamily("opsq_action_retries", "Attempts that failed and were retried, by error kind",
                                       labels=["platform", "action", "error_kind"])
         compensations = CounterMetricFamily("opsq_compensation_attempts", "Attempts of workflow compensations "
@@ -89,9 +87,7 @@ class WorkerCounters:
             attempts.add_metric([platform, action, outcome, kind], n)
             if outcome == "retried":
                 retries.add_metric([platform, action, kind], n)
-            else:
-                finished.add_metric([platform, action, outcome, kind], n)
-        yield from (attempts, finished, retries, compensations)
+        yield from (attempts, retries, compensations)
         for kind, name, doc in (
                 ("call", "opsq_platform_call_duration_seconds",
                  "The platform call alone (a lookup of an earlier attempt's effect included), per attempt"),
@@ -161,32 +157,48 @@ def _queue_families() -> Iterator[Metric]:
                               labels=["queue", "priority"])
     oldest = GaugeMetricFamily("opsq_queue_oldest_message_age_seconds", "Age of the oldest message waiting in each "
                                "queue (from its action's record; 0 when none)", labels=["queue"])
-    now = datetime.now().astimezone()
     for q in queue_ops.status(None, client=r, with_consumers=False):
         for priority, n in q["by_priority"].items():
             depth.add_metric([q["queue"], priority], float(n))
-        age = 0.0
-        if q["oldest_enqueued_at"]:
-            age = max(0.0, (now - datetime.fromisoformat(q["oldest_enqueued_at"])).total_seconds())
-        oldest.add_metric([q["queue"]], age)
+        oldest.add_metric([q["queue"]], float(q["oldest_age_s"]))
     unacked = GaugeMetricFamily("opsq_unacked_messages", "Messages delivered to a worker and not yet acknowledged")
     unacked.add_metric([], float(r.hlen(UNACKED_KEY)))
     quarantined = CounterMetricFamily("opsq_quarantined_messages", "Items found on a queue that were not messages "
                                       "a worker could run, moved to the quarantine")
-    quarantined.add_metric([], float(r.get(QUARANTINED_COUNT_KEY) or 0))
-    yield from (depth, oldest, unacked, quarantined)
+    held = quarantine.counts(client=r)
+    quarantined.add_metric([], float(held["total"]))
+    kept = GaugeMetricFamily("opsq_quarantine_messages", "Items kept in the quarantine, waiting for an operator "
+                             "(opsq queue quarantine list)")
+    kept.add_metric([], float(held["kept"]))
+    memory = GaugeMetricFamily("opsq_redis_memory_status", "Redis memory as `opsq health` judges it: 0 ok, 1 warn "
+                               "(above OPSQ_REDIS_MEMORY_WARN_RATIO of maxmemory, or an evicting policy without a "
+                               "maxmemory), 2 fail (full, or a policy that evicts keys)")
+    memory.add_metric([], float(HEALTH_LEVELS[redis_memory().status]))
+    yield from (depth, oldest, unacked, quarantined, kept, memory)
 
 
 def _store_families() -> Iterator[Metric]:
     records = GaugeMetricFamily("opsq_actions", "Action records in the store, by status",
                                 labels=["platform", "action", "status"])
-    for platform, action, status, n in store.counts():
-        records.add_metric([platform, action, status], float(n))
+    rows = store.counts()
+    by_status: dict[tuple[str, str, str], int] = defaultdict(int)
+    for platform, action, status, _kind, n in rows:
+        by_status[(platform, action, status)] += n
+    for labels, n in sorted(by_status.items()):
+        records.add_metric(list(labels), float(n))
+    # A gauge, not a counter: it is the store's count (workers.store.actions.finished_counts), the same one beat's
+    # alert and `opsq metrics` read, and a correction (failed -> succeeded) moves one action between outcomes,
+    # which a counter would read as a reset. Rules use delta(), not increase().
+    finished = GaugeMetricFamily("opsq_actions_finished", "Actions that finished, ever (the store's records plus "
+                                 "those the retention clean-up deleted), by outcome and error kind",
+                                 labels=["platform", "action", "outcome", "error_kind"])
+    for labels4, n in sorted(store.finished_counts(rows).items()):
+        finished.add_metric(list(labels4), float(n))
     dead = GaugeMetricFamily("opsq_dead_letters", "Dead letters not replayed yet", labels=["platform", "action",
                                                                                            "error_kind"])
     for platform, action, kind, n in store.dead_letter_counts():
         dead.add_metric([platform, action, kind], float(n))
-    yield from (records, dead)
+    yield from (records, finished, dead)
 
 
 #: (source name, what it yields): each read at every scrape; a layer above adds its own (the CLI composes them).

@@ -21,6 +21,7 @@ from workers.status import ErrorKind
 from workers.store import actions as store
 from workers.store import audit
 from workers.store.actions import find
+from workers.store.models import as_utc, utcnow
 
 PAUSED = "opsq:paused_queues"
 SEP = Channel.sep  # kombu's separator between a queue's name and its priority step
@@ -81,8 +82,10 @@ def status(app: Any, client: redis.Redis | None = None, with_consumers: bool = T
                 view = find(task_id) if task_id else None
                 if view and (oldest is None or view.created_at < oldest):
                     oldest = view.created_at
+        # The age is computed here once: `opsq queue status`, the exporter and beat's alert read this one figure.
         out.append({"queue": q, "depth": sum(depth.values()), "by_priority": depth,
                     "oldest_enqueued_at": oldest.isoformat() if oldest else None,
+                    "oldest_age_s": round(max(0.0, (utcnow() - as_utc(oldest)).total_seconds()), 3) if oldest else 0.0,
                     "consumers": cons.get(q, []), "paused": q in paused})
     return out
 

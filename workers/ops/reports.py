@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from workers.guards import breaker
 from workers.status import ActionStatus
+from workers.store import actions as store
 from workers.store.db import get_engine
 from workers.store.models import ActionRun, as_utc
 
@@ -80,28 +81,37 @@ def _percentile(sorted_values: list[float], q: float) -> float | None:
 
 
 def metrics(since: datetime) -> dict[str, Any]:
+    """Per platform, over the window: actions submitted (records created since), finished (succeeded, failed:
+    the same count beat's success-rate alert reads and the exporter serves as `opsq_actions_finished`:
+    workers.store.actions.finished_since), their success rate and throughput, retries and durations (of the
+    actions submitted in the window), and the breaker's state now (`opsq_breaker_state`)."""
     with get_engine().connect() as conn:
         rows = conn.execute(select(ActionRun.platform, ActionRun.priority, ActionRun.status, ActionRun.attempts,
-                                   ActionRun.started_at, ActionRun.finished_at, ActionRun.error_kind)
+                                   ActionRun.started_at, ActionRun.finished_at)
                             .where(ActionRun.created_at >= since)).all()
+    finished = store.finished_since(since)
     window_min = max((datetime.now(UTC) - since).total_seconds() / 60, 1e-9)
     by_platform: dict[str, dict[str, Any]] = {}
     by_priority: Counter[str] = Counter()
     durations: dict[str, list[float]] = defaultdict(list)
+
+    def entry(platform: str) -> dict[str, Any]:
+        return by_platform.setdefault(platform, {"submitted": 0, "succeeded": 0, "failed": 0, "in_flight": 0,
+                                                 "retries": 0})
+
     for r in rows:
         if r.status == ActionStatus.SKIPPED:
             continue
-        m = by_platform.setdefault(r.platform, {"submitted": 0, "succeeded": 0, "failed": 0, "in_flight": 0,
-                                                "retries": 0})
+        m = entry(r.platform)
         m["submitted"] += 1
         by_priority[r.priority] += 1
-        if r.status in (ActionStatus.SUCCEEDED, ActionStatus.FAILED):
-            m[r.status] += 1
-        else:
+        if r.status not in (ActionStatus.SUCCEEDED, ActionStatus.FAILED):
             m["in_flight"] += 1
         m["retries"] += max(0, (r.attempts or 0) - 1)
         if r.started_at and r.finished_at:
             durations[r.platform].append((as_utc(r.finished_at) - as_utc(r.started_at)).total_seconds())
+    for platform, c in finished.items():
+        entry(platform).update(c)
     for platform, m in by_platform.items():
         done = m["succeeded"] + m["failed"]
         d = sorted(durations[platform])

@@ -16,7 +16,7 @@ from workers.redaction import redact
 from workers.status import FINAL_ACTION_STATUSES, OPEN_ACTION_STATUSES, ActionStatus, is_dead_lettered
 from workers.store import audit
 from workers.store.db import get_engine, outcome_engine, require, session, submit_engine
-from workers.store.models import ActionRun, AuditPending, DeadLetter, as_utc, table_of, utcnow
+from workers.store.models import ActionRun, AuditPending, DeadLetter, FinishedTally, as_utc, table_of, utcnow
 
 
 @dataclass(frozen=True)
@@ -344,13 +344,70 @@ def touch(action_id: str) -> None:
         conn.execute(update(_T).where(_BY_ID).values(updated_at=bindparam("now")), {"aid": action_id, "now": utcnow()})
 
 
-def counts() -> list[tuple[str, str, str, int]]:
-    """(platform, action, status, how many records) for every combination that has one: what the exporter
-    serves as `opsq_actions` (the store's own figure, not a second count that could disagree)."""
-    q = select(ActionRun.platform, ActionRun.action, ActionRun.status, func.count()).group_by(
-        ActionRun.platform, ActionRun.action, ActionRun.status)
+#: The outcomes an action's finish is counted under (a skipped workflow step never ran: not a finish).
+FINISHED = (ActionStatus.SUCCEEDED, ActionStatus.FAILED)
+
+
+RecordCount = tuple[str, str, str, str, int]
+FinishedKey = tuple[str, str, str, str]
+
+
+def counts() -> list[RecordCount]:
+    """(platform, action, status, error kind or '', how many records) for every combination that has one: the
+    exporter's `opsq_actions` (by status) and, with the tallies, `opsq_actions_finished`, from one query."""
+    q = select(ActionRun.platform, ActionRun.action, ActionRun.status, ActionRun.error_kind, func.count()).group_by(
+        ActionRun.platform, ActionRun.action, ActionRun.status, ActionRun.error_kind)
     with get_engine().connect() as conn:
-        return [(p, a, st, int(n)) for p, a, st, n in conn.execute(q)]
+        return [(p, a, st, k or "", int(n)) for p, a, st, k, n in conn.execute(q)]
+
+
+def finished_counts(records: list[RecordCount] | None = None) -> dict[FinishedKey, int]:
+    """Every action that ever finished, by (platform, action, outcome, error kind or ''): the records' count
+    plus the tallies of those the retention clean-up deleted. The one count of finished actions: the
+    exporter serves it (`opsq_actions_finished`), `finished_since` counts the same records over a window for
+    beat's success-rate alert and `opsq metrics`. It only grows, except when a record's outcome is corrected
+    (a failure the stuck detector declared, then the success that was only late): that moves one count
+    between outcomes, which a gauge (and PromQL's delta()) reads as it is."""
+    out: dict[FinishedKey, int] = {}
+    for platform, action, status, kind, n in counts() if records is None else records:
+        if status in FINISHED:
+            key = (platform, action, status, "" if status == ActionStatus.SUCCEEDED else kind)
+            out[key] = out.get(key, 0) + n
+    with get_engine().connect() as conn:
+        t = table_of(FinishedTally)
+        for platform, action, outcome, kind, n in conn.execute(
+                select(t.c.platform, t.c.action, t.c.outcome, t.c.error_kind, t.c.count)):
+            out[(platform, action, outcome, kind)] = out.get((platform, action, outcome, kind), 0) + n
+    return out
+
+
+def finished_since(since: datetime) -> dict[str, dict[str, int]]:
+    """{platform: {"succeeded": n, "failed": n}} of the actions that finished at or after `since` (workflow
+    steps included): beat's success-rate alert and `opsq metrics` (the window of `opsq_actions_finished`)."""
+    q = (select(ActionRun.platform, ActionRun.status, func.count())
+         .where(ActionRun.finished_at >= since, ActionRun.status.in_(FINISHED))
+         .group_by(ActionRun.platform, ActionRun.status))
+    out: dict[str, dict[str, int]] = {}
+    with get_engine().connect() as conn:
+        for platform, status, n in conn.execute(q):
+            out.setdefault(platform, {str(s): 0 for s in FINISHED})[status] = int(n)
+    return out
+
+
+def tally_deleted(conn: Connection, deleted: Any) -> None:
+    """Add the finished records `deleted` (a select of action_runs rows about to be deleted) to the tallies,
+    in the caller's transaction, so finished_counts() does not drop when they go."""
+    grouped = conn.execute(
+        select(ActionRun.platform, ActionRun.action, ActionRun.status, ActionRun.error_kind, func.count())
+        .where(ActionRun.id.in_(deleted), ActionRun.status.in_(FINISHED))
+        .group_by(ActionRun.platform, ActionRun.action, ActionRun.status, ActionRun.error_kind)).all()
+    tallies = table_of(FinishedTally)
+    for platform, action, status, kind, n in grouped:
+        key = {"platform": platform, "action": action, "outcome": status,
+               "error_kind": "" if status == ActionStatus.SUCCEEDED else (kind or "")}
+        match = [tallies.c[k] == v for k, v in key.items()]
+        if conn.execute(update(tallies).where(*match).values(count=tallies.c.count + n)).rowcount == 0:
+            conn.execute(insert(tallies).values(**key, count=n))
 
 
 def dead_letter_counts() -> list[tuple[str, str, str, int]]:
@@ -360,3 +417,16 @@ def dead_letter_counts() -> list[tuple[str, str, str, int]]:
          .group_by(DeadLetter.platform, DeadLetter.action, DeadLetter.error_kind))
     with get_engine().connect() as conn:
         return [(p, a, k, int(n)) for p, a, k, n in conn.execute(q)]
+
+
+def dead_letters_waiting(at: datetime | None = None) -> int:
+    """How many dead letters were waiting (not replayed) now, or at `at` (from their created and replayed
+    times): the exporter's `opsq_dead_letters` now, and beat's "dead letters growing" compares now with the
+    start of its window, as the Prometheus rule compares the gauge with its value 15 minutes before."""
+    q = select(func.count()).select_from(DeadLetter)
+    if at is None:
+        q = q.where(DeadLetter.replayed_at.is_(None))
+    else:
+        q = q.where(DeadLetter.created_at <= at, (DeadLetter.replayed_at.is_(None)) | (DeadLetter.replayed_at > at))
+    with get_engine().connect() as conn:
+        return int(conn.execute(q).scalar() or 0)

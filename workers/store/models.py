@@ -99,6 +99,21 @@ class DeadLetter(Base):
     replayed_as: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
+class FinishedTally(Base):
+    """Actions finished before their records were deleted by the retention clean-up (beat.maintenance), by
+    platform, action, outcome and error kind ('' for a success). The store's count of finished actions is
+    its records' plus these (workers.store.actions.finished_counts): it never goes down when old records go,
+    so Prometheus and `opsq metrics` read one figure that only grows."""
+
+    __tablename__ = "finished_tallies"
+
+    platform: Mapped[str] = mapped_column(String(32), primary_key=True)
+    action: Mapped[str] = mapped_column(String(64), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(16), primary_key=True)
+    error_kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
 class AuditEntry(Base):
     """Append-only; each entry carries the hash of the one before it, so an edit or a deletion
     anywhere breaks the chain from that entry on (`opsq audit verify`)."""
