@@ -18,12 +18,11 @@ from workers import held_messages
 from workers.guards.connection import guard_redis
 from workers.ops.stuck import detect
 from workers.settings import get_settings
-from workers.status import ActionStatus
 from workers.store import actions as store
 from workers.store import audit
 from workers.store.db import get_engine
 from workers.store.models import ActionRun, DeadLetter, table_of, utcnow
-from workflows.client import expire_due, resume_stuck
+from workflows.client import expire_due, expire_overdue, resume_stuck
 from workflows.models import WorkflowStep
 
 log = logging.getLogger("opsq.maintenance")
@@ -59,7 +58,8 @@ def recover_lost() -> dict[str, Any]:
 
 
 def expire_approvals() -> dict[str, Any]:
-    return {"expired": expire_due()}
+    """Approvals past their expiry roll their workflows back; workflows past their deadline are cancelled."""
+    return {"expired": expire_due(), "workflows_past_deadline": expire_overdue()}
 
 
 def evaluate_alerts() -> dict[str, Any]:
@@ -77,7 +77,7 @@ def cleanup() -> dict[str, Any]:
     with get_engine().begin() as conn:
         keep = select(DeadLetter.action_id).union(select(WorkflowStep.action_id))
         old = select(ActionRun.id).where(
-            ActionRun.status.in_([ActionStatus.SUCCEEDED, ActionStatus.FAILED]), ActionRun.finished_at < cutoff,
+            ActionRun.status.in_(store.FINISHED), ActionRun.finished_at < cutoff,
             ActionRun.id.not_in(keep))
         # Counted before they go, in the same transaction: the count of finished actions must not drop.
         store.tally_deleted(conn, old)

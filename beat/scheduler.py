@@ -20,7 +20,7 @@ from celery.beat import Scheduler
 
 from beat import alerts
 from beat.schedule import MAINTENANCE_TASK, build
-from workers import held_messages
+from workers import held_messages, scheduling
 from workers.client import redis_cause
 from workers.guards.connection import guard_redis
 from workers.guards.scripts import RELEASE_KEY
@@ -31,6 +31,7 @@ LOCK_KEY = "opsq:beat:leader"
 HEARTBEAT_KEY = "opsq:beat:heartbeat"
 LOCK_TTL_S = 10.0
 WATCH_EVERY_S = 2.0
+RELEASE_EVERY_S = 1.0
 
 # Take the lock if free, or renew it if it is ours: one atomic step, so two beats never both hold it.
 _ACQUIRE = """
@@ -85,6 +86,7 @@ class LeaderScheduler(Scheduler):
                            ex=int(LOCK_TTL_S * 6))
             self._watch_for_losses()
             self._watch_memory()
+            self._release_scheduled()
         except redis.RedisError as exc:
             if self.leader is not False:
                 self.logger.warning("beat %s: Redis refused (%s); standing by until it answers again", self.token,
@@ -93,7 +95,19 @@ class LeaderScheduler(Scheduler):
             self._watch_memory()
             return 1.0
         next_tick: float = super().tick(*args, **kwargs)
-        return min(next_tick, LOCK_TTL_S / 3)
+        # At least once a second: scheduled actions are sent at the first tick after they are due.
+        return min(next_tick, RELEASE_EVERY_S)
+
+    def _release_scheduled(self) -> None:
+        """The leader sends the scheduled actions that are due (workers.scheduling: exactly once, whoever else
+        looks). The database away must not stop the beat: the next tick tries again."""
+        try:
+            scheduling.release_due()
+        except redis.RedisError:
+            raise
+        except Exception as exc:
+            self.logger.warning("beat %s: could not send the scheduled actions that are due: %s", self.token,
+                                " ".join(str(exc).split())[:300])
 
     def _watch_memory(self) -> None:
         """Redis full refuses every task beat would send, evaluate_alerts included, so beat itself watches

@@ -20,6 +20,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
 from executors.base import Effect
@@ -42,6 +43,8 @@ class Ending(StrEnum):
     FAILED = "failed"  # failed for good, now or before (`already`)
     RETRY = "retry"  # failed, worth another attempt after `delay_s`
     WAIT = "wait"  # not admitted (breaker, rate limit, running elsewhere): again after `delay_s`, same attempt
+    CANCELLED = "cancelled"  # cancelled (workers.cancel): not called, and never will be
+    EXPIRED = "expired"  # its deadline passed before it was admitted: not called
 
 
 @dataclass(frozen=True)
@@ -116,11 +119,17 @@ def _run_attempt(ctx: Attempt, call: Call, *, max_attempts: int, find: Find | No
     reconciled = False
     clock.call_started()
     try:
-        found = _look_up(find, effect, extra, what) if admission.reconcile else None
-        if found is not None:
-            result, reconciled = redact(found), True
-        else:
-            result = redact(call(effect))
+        try:
+            found = _look_up(find, effect, extra, what) if admission.reconcile else None
+            if found is not None:
+                result, reconciled = redact(found), True
+            else:
+                result = redact(call(effect))
+        except SoftTimeLimitExceeded:
+            # The task's time limit (workers.tasks: the lease) ran out in the middle of the call: a hung platform
+            # or executor. The request may have reached the platform, so the next attempt looks the effect up.
+            raise RetryableError(f"the attempt ran past its time limit ({get_settings().lease_s:.0f}s) and was "
+                                 "stopped", platform=ctx.platform, ambiguous=True) from None
     except RetryableError as exc:
         final = ctx.attempt >= max_attempts
         _settle_failure(guard, ctx, admission, exc, final=final, clock=clock)
@@ -194,6 +203,14 @@ def _not_admitted(ctx: Attempt, admission: Admission) -> AttemptEnd:
         error = admission.error or {}
         return AttemptEnd(Ending.FAILED, kind=str(error.get("kind")), message=str(error.get("message")),
                           already=True, verdict=admission.verdict)
+    if admission.verdict == Verdict.CANCELLED:
+        by = admission.error or {}
+        note = f"cancelled by {by.get('by', 'someone')}" + (f": {by['why']}" if by.get("why") else "")
+        if admission.reconcile:
+            note += " (an earlier attempt's answer was lost: its effect may exist on the platform)"
+        return AttemptEnd(Ending.CANCELLED, message=note, verdict=admission.verdict)
+    if admission.verdict == Verdict.EXPIRED:
+        return AttemptEnd(Ending.EXPIRED, message="its deadline passed before it started", verdict=admission.verdict)
     if admission.verdict == Verdict.OPEN_FAIL:
         return AttemptEnd(Ending.FAILED, kind=ErrorKind.CIRCUIT_OPEN,
                           message=f"circuit breaker for {ctx.platform} is open (fail-fast action)",

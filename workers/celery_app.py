@@ -14,6 +14,7 @@ from celery import Celery
 from celery.signals import (
     after_setup_logger,
     celeryd_after_setup,
+    task_revoked,
     worker_init,
     worker_process_init,
     worker_process_shutdown,
@@ -160,7 +161,22 @@ def create_app() -> Celery:
     signal_scope.connect(celeryd_after_setup, app, _freeze_before_fork, "opsq.worker.gc_freeze")
     signal_scope.connect(worker_process_init, app, _fresh_connections_after_fork, "opsq.worker.after_fork")
     signal_scope.connect(worker_process_shutdown, app, _flush_buffered_outcomes, "opsq.worker.flush_outcomes")
+    signal_scope.connect(task_revoked, app, _record_revoke, "opsq.worker.revoked")
     return app
+
+
+def _record_revoke(sender: Any = None, request: Any = None, expired: bool = False, **_: Any) -> None:
+    """A revoked action (Flower, `celery control revoke`) ends `cancelled` in the store, durably, as a cancel
+    does (workers.cancel); otherwise its record would stay `queued` and detect_stuck would send it again."""
+    if request is None or getattr(request, "task", None) != EXECUTE_ACTION:
+        return
+    from workers.cancel import revoked  # noqa: PLC0415 - the store and the guards, only in a worker
+
+    try:
+        revoked(str(request.id), expired=bool(expired))
+    except Exception:  # a revoke must not take the worker's consumer down; detect_stuck still has the record
+        logging.getLogger("opsq.worker").exception("could not record the revoke of action %s",
+                                                   getattr(request, "id", "?"))
 
 
 def _quiet_http_client(**_: Any) -> None:

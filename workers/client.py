@@ -6,13 +6,15 @@ import json
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import redis
 
 from executors.errors import InvalidParams
 from executors.registry import validate_action
-from workers import waiting
+from workers import cancel, scheduling, waiting
+from workers.cancel import Cancelled
 from workers.enqueue import send_action
 from workers.errors import ConfigError, EnqueueError, SubmitError
 from workers.guards.connection import guard_redis
@@ -48,6 +50,12 @@ def wait_all(handles: Iterable[ActionHandle | str], timeout: float = 300.0) -> N
     waiting.wait_many([h.id if isinstance(h, ActionHandle) else h for h in handles], timeout)
 
 
+def cancel_action(action_id: str, *, actor: str | None = None, why: str | None = None) -> Cancelled:
+    """Cancel an action not started yet (scheduled, queued, retrying): durable, checked by the guards before
+    any platform call. See workers.cancel."""
+    return cancel.cancel_action(action_id, actor=actor, why=why)
+
+
 def current_status(action_id: str) -> ActionView:
     """The stored record, with `running` from the live lease and a settled success from the execution record
     in Redis (workers.waiting.current_status)."""
@@ -78,6 +86,7 @@ def check_submission(platform: str, action: str, params: Any, priority: str, max
 def submit_action(platform: str, action: str, params: dict[str, Any] | None = None, *,
                   priority: str = "normal", idempotency_key: str | None = None, dedupe: bool = False,
                   max_attempts: int | None = None, fail_fast: bool = False, actor: str | None = None,
+                  countdown: float | None = None, eta: datetime | None = None, expires_in: float | None = None,
                   _replay_of: str | None = None) -> ActionHandle:
     """Validate, record and enqueue one action.
 
@@ -85,9 +94,16 @@ def submit_action(platform: str, action: str, params: dict[str, Any] | None = No
     `dedupe=True`, which derives the key from platform, action and params), a second submit while the
     key lives returns the first action's handle and enqueues nothing. `fail_fast` makes the action
     fail at once on an open circuit breaker instead of waiting for it. If the broker refuses the
-    message, the record and the key are removed again and the error raised."""
+    message, the record and the key are removed again and the error raised.
+
+    `countdown` (seconds) or `eta` (an aware datetime): run it then, not now. The action is `scheduled` in the
+    store and no message exists until it is due; the beat leader sends it then (workers.scheduling), once,
+    not before. Celery's own ETA messages are not used: Redis redelivers them after the visibility timeout and
+    workers hold them in memory (celery#2599, #4766). `expires_in` (seconds from now): its deadline; an
+    action not started by then ends `expired` without a platform call."""
     params = {} if params is None else params
     check_submission(platform, action, params, priority, max_attempts)
+    due, deadline = scheduling.when(countdown=countdown, eta=eta, expires_in=expires_in)
     if idempotency_key is not None and not (0 < len(idempotency_key) <= 200):
         raise SubmitError("idempotency_key must be 1 to 200 characters")
     settings = get_settings()
@@ -110,11 +126,13 @@ def submit_action(platform: str, action: str, params: dict[str, Any] | None = No
         try:
             store.create(action_id=action_id, platform=platform, action=action, params=params, priority=priority,
                          queue=queue, max_attempts=attempts, idempotency_key=idempotency_key, fail_fast=fail_fast,
-                         replay_of=_replay_of, actor=actor)
+                         replay_of=_replay_of, actor=actor, scheduled_for=due, expires_at=deadline)
+            if due is not None:
+                return ActionHandle(action_id)  # sent when due (workers.scheduling)
             try:
                 send_action(action_id=action_id, platform=platform, action=action, params=params, queue=queue,
                             priority=priority, max_attempts=attempts, idempotency_key=idempotency_key,
-                            fail_fast=fail_fast)
+                            fail_fast=fail_fast, expires_at=None if deadline is None else deadline.timestamp())
             except ConfigError as exc:
                 store.discard(action_id, f"not enqueued: {exc}")
                 raise

@@ -7,6 +7,8 @@ from enum import StrEnum
 
 
 class ActionStatus(StrEnum):
+    # Submitted for later (countdown / eta): no message exists until it is due (workers.scheduling).
+    SCHEDULED = "scheduled"
     QUEUED = "queued"
     # Never stored: `running` is read from the live lease in Redis (workers.client.current_status).
     RUNNING = "running"
@@ -15,10 +17,15 @@ class ActionStatus(StrEnum):
     FAILED = "failed"
     # A workflow's step that never ran: its workflow stopped (rolled back, resolved) before its turn.
     SKIPPED = "skipped"
+    # Cancelled by an operator or a service (workers.cancel) before it called its platform.
+    CANCELLED = "cancelled"
+    # Its deadline (expires_in) passed before it was admitted: pointless now, so not run and not dead-lettered.
+    EXPIRED = "expired"
 
 
 FINAL_ACTION_STATUSES: frozenset[ActionStatus] = frozenset(
-    {ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.SKIPPED})
+    {ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.SKIPPED, ActionStatus.CANCELLED,
+     ActionStatus.EXPIRED})
 OPEN_ACTION_STATUSES: frozenset[ActionStatus] = frozenset({ActionStatus.QUEUED, ActionStatus.RETRYING})
 
 
@@ -34,6 +41,8 @@ class Verdict(StrEnum):
     RATE_LIMITED = "rate_limited"  # no token: wait
     OPEN_FAIL = "open_fail"  # breaker open and the action chose to fail fast
     UNREPLICATED = "unreplicated"  # the claim reached no replica in time (OPSQ_REDIS_REPLICA_ACKS): wait
+    CANCELLED = "cancelled"  # cancelled (workers.cancel): never call it
+    EXPIRED = "expired"  # its deadline passed: never call it
 
 
 class ErrorKind(StrEnum):

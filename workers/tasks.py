@@ -15,7 +15,7 @@ from workers.executor_pool import executor
 from workers.guards import Attempt
 from workers.redaction import kwargs_repr
 from workers.settings import get_settings
-from workers.status import ErrorKind
+from workers.status import ActionStatus, ErrorKind
 from workers.store import actions as store
 from workers.store import outcomes
 
@@ -25,7 +25,8 @@ log = logging.getLogger("opsq.action")
 @app.task(bind=True, name=EXECUTE_ACTION, max_retries=None, acks_late=True)
 def execute_action(self: Task, *, action_id: str, platform: str, action: str, params: dict[str, Any],
                    max_attempts: int, attempt: int = 1, idempotency_key: str | None = None,
-                   fail_fast: bool = False, step: dict[str, Any] | None = None) -> dict[str, Any]:
+                   fail_fast: bool = False, step: dict[str, Any] | None = None,
+                   expires_at: float | None = None) -> dict[str, Any]:
     """Run one attempt. Attempts are counted here, not by Celery's `retries`, because a guard's wait
     (breaker open, no rate-limit token, running elsewhere) re-schedules the action without using one.
 
@@ -34,19 +35,21 @@ def execute_action(self: Task, *, action_id: str, platform: str, action: str, pa
 
     Redis or the database away is not the action's failure: the attempt waits for it, then hands the message
     back to its queue (Reject with requeue), so Celery never acknowledges it as failed. Whatever had happened
-    is in the guards' execution record, so the next delivery does only what is left (no second call)."""
+    is in the guards' execution record, so the next delivery does only what is left (no second call).
+
+    `expires_at` (Unix time): the deadline; the guards refuse an attempt that would start after it (`expired`)."""
     extra = {"action_id": action_id, "platform": platform, "action": action, "attempt": attempt}
     with outages.hand_back_on_outage(extra):
         return _execute(self, action_id=action_id, platform=platform, action=action, params=params,
                         max_attempts=max_attempts, attempt=attempt, idempotency_key=idempotency_key,
-                        fail_fast=fail_fast, step=step)
+                        fail_fast=fail_fast, step=step, expires_at=expires_at)
 
 
 def _execute(self: Task, *, action_id: str, platform: str, action: str, params: dict[str, Any],
              max_attempts: int, attempt: int, idempotency_key: str | None, fail_fast: bool,
-             step: dict[str, Any] | None) -> dict[str, Any]:
+             step: dict[str, Any] | None, expires_at: float | None) -> dict[str, Any]:
     ctx = Attempt(action_id=action_id, platform=platform, action=action, attempt=attempt, fail_fast=fail_fast,
-                  effect_key=idempotency_key or action_id)
+                  effect_key=idempotency_key or action_id, expires_at=expires_at)
     extra = {"action_id": action_id, "platform": platform, "action": action, "attempt": attempt}
     hooks = step_hooks.get() if step else None
     if step:
@@ -70,6 +73,14 @@ def _execute(self: Task, *, action_id: str, platform: str, action: str, params: 
     end = run_attempt(ctx, lambda effect: executor(platform).execute(action, params, effect),
                       find=lambda effect: executor(platform).find(action, params, effect),
                       max_attempts=max_attempts, log_extra=extra)
+    if end.ending in (Ending.CANCELLED, Ending.EXPIRED):
+        # Ended without a call; the message is acknowledged. A cancel was recorded in the store before its mark
+        # reached Redis (workers.cancel), so this usually finds it done; a revoke or a deadline is written here.
+        status = ActionStatus.CANCELLED if end.ending == Ending.CANCELLED else ActionStatus.EXPIRED
+        if store.end_unstarted(action_id, status, end.message):
+            log.info("%s: %s", status, end.message, extra=extra)
+        waiting.notify(action_id)
+        return {status.value: True}
     if end.ending == Ending.WAIT:
         log.info("waiting %.2fs (%s)", end.delay_s, end.verdict, extra=extra)
         raise self.retry(kwargs=self.request.kwargs, countdown=end.delay_s,

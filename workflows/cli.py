@@ -17,6 +17,7 @@ WF_COLOURS: dict[str, str] = {
     WorkflowStatus.SUCCEEDED: "green", WorkflowStatus.RUNNING: "blue", WorkflowStatus.AWAITING_APPROVAL: "yellow",
     WorkflowStatus.ROLLING_BACK: "yellow", WorkflowStatus.ROLLED_BACK: "magenta", WorkflowStatus.ROLLBACK_FAILED: "red",
     WorkflowStatus.FAILED: "red", WorkflowStatus.RESOLVED: "cyan", WorkflowStatus.PENDING: "white",
+    WorkflowStatus.CANCELLING: "yellow", WorkflowStatus.CANCELLED: "magenta",
     StepStatus.SKIPPED: "white", CompensationStatus.DONE: "green", StepStatus.QUEUED: "cyan"}
 WF_STATUSES = [s.value for s in WorkflowStatus]
 
@@ -69,13 +70,17 @@ def workflow() -> None:
 @click.option("--idempotency-key", help="Submitting the same key again returns the first workflow.")
 @click.option("--wait", is_flag=True, help="Wait until it finishes or waits for an approval.")
 @click.option("--timeout", type=float, default=300.0, show_default=True)
+@click.option("--expires-in", metavar="DURATION",
+              help="Its deadline (90s, 10m, 2h): unfinished then, it is cancelled and rolled back.")
 @json_option
 def workflow_run(file: str, inputs: tuple[str, ...], priority: str | None, idempotency_key: str | None,
-                 wait: bool, timeout: float, as_json: bool) -> None:
+                 wait: bool, timeout: float, expires_in: str | None, as_json: bool) -> None:
     """Validate and start a workflow from a YAML file; prints its id."""
+    from workers.scheduling import parse_duration
     from workflows.client import submit_workflow
 
-    handle = submit_workflow(file, parse_inputs(inputs), priority=priority, idempotency_key=idempotency_key)
+    handle = submit_workflow(file, parse_inputs(inputs), priority=priority, idempotency_key=idempotency_key,
+                             expires_in=None if expires_in is None else parse_duration(expires_in, "--expires-in"))
     status = handle.wait(timeout) if wait else handle.status()
     if as_json:
         emit_json({"id": handle.id, "status": status, "deduplicated": handle.deduplicated})
@@ -171,6 +176,18 @@ def workflow_rollback(workflow_id: str, actor: str) -> None:
     from workflows.client import rollback
 
     click.echo(f"workflow {workflow_id}: {rollback(workflow_id, actor)}")
+
+@workflow.command("cancel")
+@click.argument("workflow_id")
+@click.option("--no-rollback", is_flag=True, help="Leave the steps that completed as they are (no compensation).")
+@click.option("--why", help="Recorded with the cancel.")
+@actor_option
+def workflow_cancel(workflow_id: str, no_rollback: bool, why: str | None, actor: str) -> None:
+    """Cancel a workflow: no further step starts; the completed ones are compensated, newest first."""
+    from workflows.client import cancel_workflow
+
+    note = cancel_workflow(workflow_id, actor=actor, rollback=not no_rollback, why=why)
+    click.echo(f"workflow {workflow_id}: {note}")
 
 @workflow.command("resume")
 @click.argument("workflow_id")

@@ -13,7 +13,7 @@ import redis
 from kombu.exceptions import OperationalError as KombuOperationalError
 from sqlalchemy import update
 
-from workers import waiting
+from workers import scheduling, waiting
 from workers.client import redis_cause
 from workers.errors import EnqueueError, OpsqError, SubmitError
 from workers.guards import keys
@@ -59,10 +59,12 @@ class WorkflowHandle:
 
 def submit_workflow(spec_or_path: str | Path | Mapping[str, Any] | WorkflowSpec, input: Mapping[str, Any] | None = None,
                     priority: str | None = None, idempotency_key: str | None = None,
-                    created_by: str | None = None) -> WorkflowHandle:
+                    created_by: str | None = None, expires_in: float | None = None) -> WorkflowHandle:
     """Validate the whole spec (every error at once), record the workflow and its steps, and send the
-    first part of its canvas. Invalid specs raise WorkflowInvalid and nothing is stored or queued."""
+    first part of its canvas. Invalid specs raise WorkflowInvalid and nothing is stored or queued.
+    `expires_in` (seconds): its deadline; still unfinished then, it is cancelled with rollback (beat)."""
     spec = validate(load(spec_or_path), input)
+    _, deadline = scheduling.when(countdown=None, eta=None, expires_in=expires_in)
     prio = priority or spec.priority
     if prio not in PRIORITY_NAMES:
         raise SubmitError(f"unknown priority {prio!r} (use one of: {', '.join(PRIORITY_NAMES)})")
@@ -84,7 +86,7 @@ def submit_workflow(spec_or_path: str | Path | Mapping[str, Any] | WorkflowSpec,
             plan = plan_segment(spec, from_level=0, approved=False, max_levels=settings.workflow_segment_levels)
             action_ids = state.start_run(spec, input_, prio, workflow_id=workflow_id, idempotency_key=idempotency_key,
                                          created_by=created_by or default_actor(), queued=plan.step_ids,
-                                         max_attempts=max_attempts)
+                                         max_attempts=max_attempts, expires_at=deadline)
             try:
                 compile_segment(workflow_id, plan, spec, action_ids, priority=prio,
                                 max_attempts=max_attempts).apply_async()
@@ -211,6 +213,49 @@ def expire_due() -> list[str]:
     return expired
 
 
+#: What a cancel stops: a workflow still on its way. One already rolling back is left to its rollback.
+CANCELLABLE = (WorkflowStatus.PENDING, WorkflowStatus.RUNNING, WorkflowStatus.AWAITING_APPROVAL)
+
+
+def cancel_workflow(workflow_id: str, *, actor: str | None = None, rollback: bool = True,
+                    why: str | None = None) -> str:
+    """Cancel a workflow: no step not yet started will start (each checks its workflow's status when its
+    message arrives), pending approvals are denied, and, unless `rollback` is False, the steps that completed
+    are compensated, newest first; a step calling its platform at that moment finishes its call and is
+    compensated too (the rollback waits for it). Ends `cancelled` (`cancelling` meanwhile). Recorded in the
+    store before anything else, so it holds with every worker stopped. Returns what was done."""
+    run = state.get_run_row(workflow_id)
+    who = actor or default_actor()
+    if run["status"] in (*state.FINAL, WorkflowStatus.CANCELLING, WorkflowStatus.ROLLING_BACK):
+        return f"already {run['status']}: nothing to cancel"
+    reason = f"cancelled by {who}" + (f": {why}" if why else "")
+    entry: state.AuditAs = ("workflow_cancel", f"workflow:{workflow_id}",
+                            {"rollback": rollback, "why": why, "was": run["status"]}, who)
+    to = WorkflowStatus.CANCELLING if rollback else WorkflowStatus.CANCELLED
+    if not state.transition(workflow_id, to, allowed_from=CANCELLABLE, error=reason, event="cancelled",
+                            detail=reason + ("" if rollback else " (no rollback)"), audit_as=entry):
+        now = state.run_status(workflow_id)
+        return f"it became {now} meanwhile: nothing to cancel"
+    for approval in state.approvals(workflow_id=workflow_id):
+        state.decide_approval(approval["id"], ApprovalStatus.DENIED, who, "workflow cancelled")
+    if not rollback:
+        state.skip_unfinished(workflow_id, "workflow cancelled")
+        return "cancelled; the steps that completed are left as they are (no rollback)"
+    workflow_rollback.apply_async(args=[workflow_id], queue=CONTROL_QUEUE, routing_key=CONTROL_QUEUE)
+    return "cancelling: the steps that completed are being compensated, newest first"
+
+
+def expire_overdue() -> list[str]:
+    """Workflows past their deadline (submit_workflow's expires_in) are cancelled with rollback (beat runs this
+    every minute). Returns their ids."""
+    done = []
+    for workflow_id in state.overdue(utcnow(), CANCELLABLE):
+        note = cancel_workflow(workflow_id, actor="opsqueue-deadline", why="its deadline passed")
+        if not note.startswith(("already", "it became")):
+            done.append(workflow_id)
+    return done
+
+
 def _decide(approval: dict[str, Any], to: str, actor: str | None, comment: str | None,
             audit_as: state.AuditAs | None = None) -> None:
     if approval["expires_at"] <= utcnow() and approval["status"] == ApprovalStatus.PENDING:
@@ -241,7 +286,7 @@ def rollback(workflow_id: str, actor: str | None = None) -> str:
 
         workflow_rollback.apply_async(args=[workflow_id], queue=CONTROL_QUEUE, routing_key=CONTROL_QUEUE)
         return "retrying the compensations that did not finish"
-    if run["status"] == WorkflowStatus.ROLLING_BACK:
+    if run["status"] in (WorkflowStatus.ROLLING_BACK, WorkflowStatus.CANCELLING):
         # Its rollback task was lost or is slow: send it again. It continues from the stored plan, and
         # a compensation already done (or running) is not done twice. Recorded once it was sent.
 

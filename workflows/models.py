@@ -20,7 +20,7 @@ class WorkflowRun(Base):
     input: Mapped[dict[str, Any]] = mapped_column(JSONType)
     priority: Mapped[str] = mapped_column(String(16))
     # pending, running, awaiting_approval, succeeded, failed, rolling_back, rolled_back, rollback_failed,
-    # resolved
+    # resolved, cancelling (rolling back because cancelled), cancelled
     status: Mapped[str] = mapped_column(String(24), index=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -31,6 +31,8 @@ class WorkflowRun(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: Its deadline (expires_in): still unfinished then, it is cancelled with rollback (beat's expire job).
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class WorkflowStep(Base):

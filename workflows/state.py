@@ -27,7 +27,7 @@ from workflows.spec import WorkflowSpec, levels
 from workflows.status import ApprovalStatus, CompensationStatus, StepStatus, WorkflowStatus
 
 FINAL = (WorkflowStatus.SUCCEEDED, WorkflowStatus.ROLLED_BACK, WorkflowStatus.ROLLBACK_FAILED, WorkflowStatus.FAILED,
-         WorkflowStatus.RESOLVED)
+         WorkflowStatus.RESOLVED, WorkflowStatus.CANCELLED)
 
 
 def _rowcount(res: Result[Any]) -> int:
@@ -52,17 +52,17 @@ def create_run(spec: WorkflowSpec, input_: dict[str, Any], priority: str, *, wor
 
 def start_run(spec: WorkflowSpec, input_: dict[str, Any], priority: str, *, workflow_id: str,
               idempotency_key: str | None, created_by: str | None, queued: Iterable[str],
-              max_attempts: int) -> dict[str, str]:
+              max_attempts: int, expires_at: datetime | None = None) -> dict[str, str]:
     """create_run, transition to `running` and queue_steps for the first segment (`queued`), in one
     transaction: the submit's bookkeeping in one commit rather than four (each a durable commit on
     PostgreSQL). Returns the queued steps' action ids (step id -> action id)."""
     return _insert_run(spec, input_, priority, workflow_id=workflow_id, idempotency_key=idempotency_key,
-                       created_by=created_by, queued=queued, max_attempts=max_attempts)
+                       created_by=created_by, queued=queued, max_attempts=max_attempts, expires_at=expires_at)
 
 
 def _insert_run(spec: WorkflowSpec, input_: dict[str, Any], priority: str, *, workflow_id: str,
                 idempotency_key: str | None, created_by: str | None, queued: Iterable[str] | None,
-                max_attempts: int) -> dict[str, str]:
+                max_attempts: int, expires_at: datetime | None = None) -> dict[str, str]:
     now = utcnow()
     depth = {sid: n for n, level in enumerate(levels(spec)) for sid in level}
     first = set(queued or ())
@@ -72,7 +72,7 @@ def _insert_run(spec: WorkflowSpec, input_: dict[str, Any], priority: str, *, wo
         s.execute(insert(WorkflowRun).values(
             id=workflow_id, name=spec.name, spec=spec.model_dump(mode="json"), input=redact(input_), priority=priority,
             status=status, idempotency_key=idempotency_key, resume_level=0, created_by=created_by, created_at=now,
-            updated_at=now))
+            updated_at=now, expires_at=expires_at))
         s.execute(insert(WorkflowStep), [
             {"workflow_id": workflow_id, "step_id": step.id, "action_id": action_ids[step.id],
              "platform": step.platform, "action": step.action, "level": depth[step.id],
@@ -525,3 +525,10 @@ def whole(workflow_id: str) -> dict[str, Any]:
     run = get_run_row(workflow_id)
     return {**run, "steps": steps(workflow_id), "compensations": compensations(workflow_id),
             "approvals": approvals(status=None, workflow_id=workflow_id), "timeline": events(workflow_id)}
+
+
+def overdue(now: datetime, statuses: Iterable[str]) -> list[str]:
+    """Workflows in one of `statuses` whose deadline (expires_at) has passed."""
+    with session() as s:
+        return list(s.scalars(select(WorkflowRun.id).where(WorkflowRun.expires_at <= now,
+                                                           WorkflowRun.status.in_(list(statuses)))))

@@ -15,6 +15,9 @@ class WorkflowStatus(StrEnum):
     ROLLED_BACK = "rolled_back"
     ROLLBACK_FAILED = "rollback_failed"
     RESOLVED = "resolved"
+    # Cancelled (workflows.client.cancel_workflow): rolling back what completed, then `cancelled`.
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
 
 
 class StepStatus(StrEnum):

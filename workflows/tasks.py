@@ -327,11 +327,15 @@ def _compensation_failed(workflow_id: str, comp: dict[str, Any], kind: str, mess
 
 @app.task(name="opsq.workflow.compensation_failed")
 def compensation_failed(request: Any, exc: Any, traceback: Any, workflow_id: str, comp_id: int) -> None:
-    state.transition(workflow_id, WorkflowStatus.ROLLBACK_FAILED, allowed_from=(WorkflowStatus.ROLLING_BACK,),
+    state.transition(workflow_id, WorkflowStatus.ROLLBACK_FAILED,
+                     allowed_from=(WorkflowStatus.ROLLING_BACK, WorkflowStatus.CANCELLING),
                      event="rollback_failed", detail=f"compensation {comp_id} failed: {exc}")
 
 
 @app.task(name="opsq.workflow.rollback_finished", acks_late=True)
 def rollback_finished(workflow_id: str) -> bool:
-    return state.transition(workflow_id, WorkflowStatus.ROLLED_BACK, allowed_from=(WorkflowStatus.ROLLING_BACK,),
-                            event="rolled_back")
+    # A cancel's rollback ends `cancelled`: what the operator asked for, with its effects undone.
+    return (state.transition(workflow_id, WorkflowStatus.ROLLED_BACK, allowed_from=(WorkflowStatus.ROLLING_BACK,),
+                             event="rolled_back")
+            or state.transition(workflow_id, WorkflowStatus.CANCELLED, allowed_from=(WorkflowStatus.CANCELLING,),
+                                event="cancelled_rolled_back", detail="the completed steps were compensated"))

@@ -21,13 +21,14 @@ from workers.status import (
 from workflows.status import ApprovalStatus, CompensationStatus, StepStatus, WorkflowStatus
 
 VOCABULARIES: list[tuple[type[StrEnum], list[str]]] = [
-    (ActionStatus, ["queued", "running", "retrying", "succeeded", "failed", "skipped"]),
+    (ActionStatus, ["scheduled", "queued", "running", "retrying", "succeeded", "failed", "skipped", "cancelled",
+                    "expired"]),
     (Verdict, ["run", "done", "failed", "busy", "open", "half_open_busy", "rate_limited", "open_fail",
-               "unreplicated"]),
+               "unreplicated", "cancelled", "expired"]),
     (ErrorKind, ["retryable", "permanent", "auth", "invalid_params", "template", "internal", "rate_limited",
                  "circuit_open", "stuck", "purged"]),
     (WorkflowStatus, ["pending", "running", "awaiting_approval", "succeeded", "failed", "rolling_back",
-                      "rolled_back", "rollback_failed", "resolved"]),
+                      "rolled_back", "rollback_failed", "resolved", "cancelling", "cancelled"]),
     (StepStatus, ["pending", "queued", "running", "succeeded", "failed", "skipped"]),
     (CompensationStatus, ["pending", "running", "done", "failed", "skipped"]),
     (ApprovalStatus, ["pending", "approved", "denied", "expired"]),
@@ -47,10 +48,12 @@ def test_each_member_is_its_stored_string(enum, values):
 
 
 def test_final_and_open_action_statuses_split_what_is_stored():
-    assert {"succeeded", "failed", "skipped"} == FINAL_ACTION_STATUSES
+    assert {"succeeded", "failed", "skipped", "cancelled", "expired"} == FINAL_ACTION_STATUSES
     assert {"queued", "retrying"} == OPEN_ACTION_STATUSES
-    # `running` is never stored (it is read from the live lease in Redis).
-    assert set(ActionStatus) - FINAL_ACTION_STATUSES - OPEN_ACTION_STATUSES == {ActionStatus.RUNNING}
+    # `running` is never stored (it is read from the live lease in Redis); `scheduled` has no message yet: neither
+    # final nor open (the stuck detector, which looks at open actions, must not send it before it is due).
+    assert set(ActionStatus) - FINAL_ACTION_STATUSES - OPEN_ACTION_STATUSES == {ActionStatus.RUNNING,
+                                                                                 ActionStatus.SCHEDULED}
     assert "succeeded" in FINAL_ACTION_STATUSES and "queued" not in FINAL_ACTION_STATUSES  # plain strings work
 
 

@@ -12,7 +12,8 @@ from workers.status import ActionStatus
 
 STATUS_COLOURS: dict[str, str] = {
     ActionStatus.SUCCEEDED: "green", ActionStatus.QUEUED: "cyan", ActionStatus.RUNNING: "blue",
-    ActionStatus.RETRYING: "yellow", ActionStatus.FAILED: "red",
+    ActionStatus.RETRYING: "yellow", ActionStatus.FAILED: "red", ActionStatus.SCHEDULED: "cyan",
+    ActionStatus.CANCELLED: "magenta", ActionStatus.EXPIRED: "magenta",
 }
 
 

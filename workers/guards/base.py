@@ -49,6 +49,8 @@ class Attempt:
     effect_key: str | None = None
     #: "action", or "compensation" (a workflow step's undo): the metrics count each apart
     role: str = "action"
+    #: the action's deadline (Unix time): not admitted by then, it ends `expired` (workers.status)
+    expires_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,8 @@ class Admission:
     """`verdict` (workers.status.Verdict) is one of: run (call the platform), done (return `result`, the
     platform was already called), failed (the action already failed for good: `error`), or a wait — busy
     (running elsewhere), open / half_open_busy (breaker), rate_limited — to be re-scheduled after `wait_s`
-    without using up an attempt; open_fail when the action chose to fail fast on an open breaker."""
+    without using up an attempt; open_fail when the action chose to fail fast on an open breaker; cancelled
+    (`error` says by whom, and `reconcile` that an earlier attempt may have acted) or expired: never call it."""
 
     verdict: str = Verdict.RUN
     wait_s: float = 0.0

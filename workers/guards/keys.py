@@ -47,6 +47,11 @@ def metrics() -> str:
     return f"{PREFIX}:metrics"
 
 
+def cancel(action_id: str) -> str:
+    """String: set when the action is cancelled (workers.cancel), JSON {by, at, why}; ADMIT refuses it."""
+    return f"{PREFIX}:cancel:{action_id}"
+
+
 def idempotency(key: str) -> str:
     """String: the id of the action submitted with this idempotency key."""
     return f"{PREFIX}:idem:{key}"
@@ -66,4 +71,4 @@ def workflow_channel(workflow_id: str) -> str:
 def action_keys(platform: str, action_id: str) -> list[str]:
     """KEYS of the ADMIT and SETTLE scripts, in their order (workers.guards.scripts)."""
     return [run(action_id), breaker(platform), breaker_failures(platform), breaker_history(platform),
-            rate_bucket(platform), stats(platform), breaker_probes(platform), metrics()]
+            rate_bucket(platform), stats(platform), breaker_probes(platform), metrics(), cancel(action_id)]

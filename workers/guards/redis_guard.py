@@ -79,7 +79,8 @@ class RedisGuard:
         reply, replicated = self._replicated(
             self._admit, action_keys,
             [attempt.token, s.lease_s, s.idempotency_ttl_s, breaker.open_s, breaker.half_open_max,
-             limit.rate, limit.burst, int(attempt.fail_fast), attempt.attempt, HISTORY_MAX],
+             limit.rate, limit.burst, int(attempt.fail_fast), attempt.attempt, HISTORY_MAX,
+             "" if attempt.expires_at is None else f"{attempt.expires_at:.6f}"],
         )
         verdict, detail, probe = reply[:3]
         reconcile = reply[3] if len(reply) > 3 else 0  # only a `run` says whether to reconcile
@@ -100,6 +101,10 @@ class RedisGuard:
             return Admission(verdict=Verdict.DONE, result=json.loads(detail or "{}"))
         if verdict == Verdict.FAILED:
             return Admission(verdict=Verdict.FAILED, error=json.loads(detail or "{}"))
+        if verdict == Verdict.CANCELLED:
+            return Admission(verdict=Verdict.CANCELLED, error=json.loads(detail or "{}"), reconcile=bool(reconcile))
+        if verdict == Verdict.EXPIRED:
+            return Admission(verdict=Verdict.EXPIRED)
         return Admission(verdict=verdict, wait_s=float(detail))
 
     def settle(self, attempt: Attempt, admission: Admission, outcome: Outcome) -> str:

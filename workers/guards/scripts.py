@@ -2,7 +2,8 @@
 consistent breaker, bucket and execution record, and each side of a call costs one round trip.
 
 KEYS (ADMIT and SETTLE): 1 run record, 2 breaker, 3 breaker failures, 4 breaker history, 5 rate bucket,
-6 stats, 7 breaker probes, 8 metrics (SETTLE only). Times come from Redis' own clock (TIME), not the workers' clocks.
+6 stats, 7 breaker probes, 8 metrics (SETTLE only), 9 the action's cancel mark (ADMIT only; workers.cancel).
+Times come from Redis' own clock (TIME), not the workers' clocks.
 
 Half-open probe slots are leases, not a counter: KEYS[7] is a sorted set of the probing attempts' tokens
 scored by when their lease ends (now + lease_s). A probe that never settles (its worker was SIGKILLed,
@@ -28,9 +29,10 @@ end
 """
 
 # ARGV: 1 owner token, 2 lease_s (of the run record and of a probe slot), 3 ttl_s, 4 open_s, 5 half_open_max,
-#       6 rate, 7 burst, 8 fail_fast, 9 attempt, 10 history_max
+#       6 rate, 7 burst, 8 fail_fast, 9 attempt, 10 history_max, 11 the action's deadline (Unix time; '' none)
 # Returns {verdict, detail, probe, reconcile}: run | done (result) | failed (error) | busy (wait) | open (wait)
-#         | half_open_busy (wait) | rate_limited (wait) | open_fail (wait).
+#         | half_open_busy (wait) | rate_limited (wait) | open_fail (wait) | cancelled (who and why, JSON)
+#         | expired (the deadline).
 # For run, `reconcile` is 1 when an earlier attempt may have acted without its answer arriving (its lease ran
 # out while it was `running`: its worker died; or it settled as ambiguous): the caller looks the effect up
 # before calling, from `detail`, the time that earlier attempt started.
@@ -52,6 +54,23 @@ end
 if run[1] == 'running' and run[2] ~= token and (tonumber(run[3]) or 0) > now then
   redis.call('HINCRBY', KEYS[6], 'busy_waits', 1)
   return {'busy', fmt(tonumber(run[3]) - now), 0}
+end
+
+-- 1b. Cancelled, or past its deadline: not called now, in the round trip the attempt makes anyway. After the
+-- checks above: a duplicate of a finished action still answers from its record, and one running elsewhere
+-- finishes its call (a cancel does not interrupt a call in flight). A deadline stops only an attempt that
+-- would start clean: one that must first look up an earlier attempt's effect (the record says it may have
+-- acted) goes on, since that effect may exist.
+if KEYS[9] then
+  local cancel = redis.call('GET', KEYS[9])
+  if cancel then
+    redis.call('HINCRBY', KEYS[6], 'cancelled', 1)
+    return {'cancelled', cancel, 0, run[1] and 1 or 0}
+  end
+end
+if ARGV[11] and ARGV[11] ~= '' and not run[1] and now >= tonumber(ARGV[11]) then
+  redis.call('HINCRBY', KEYS[6], 'expired', 1)
+  return {'expired', ARGV[11], 0}
 end
 
 -- 2. Circuit breaker.

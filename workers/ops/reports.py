@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 
 from workers.guards import breaker
-from workers.status import ActionStatus
+from workers.status import FINAL_ACTION_STATUSES, ActionStatus
 from workers.store import actions as store
 from workers.store.db import get_engine
 from workers.store.models import ActionRun, as_utc
@@ -105,13 +105,13 @@ def metrics(since: datetime) -> dict[str, Any]:
         m = entry(r.platform)
         m["submitted"] += 1
         by_priority[r.priority] += 1
-        if r.status not in (ActionStatus.SUCCEEDED, ActionStatus.FAILED):
+        if r.status not in FINAL_ACTION_STATUSES:
             m["in_flight"] += 1
         m["retries"] += max(0, (r.attempts or 0) - 1)
         if r.started_at and r.finished_at:
             durations[r.platform].append((as_utc(r.finished_at) - as_utc(r.started_at)).total_seconds())
     for platform, c in finished.items():
-        entry(platform).update(c)
+        entry(platform).update(c)  # succeeded, failed, cancelled, expired
     for platform, m in by_platform.items():
         done = m["succeeded"] + m["failed"]
         d = sorted(durations[platform])

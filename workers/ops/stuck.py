@@ -140,4 +140,5 @@ def _requeue(run: ActionRun, r: Any) -> None:
     send_action(action_id=run.id, platform=run.platform, action=run.action, params=run.params, queue=run.queue,
                 priority=run.priority, max_attempts=run.max_attempts, idempotency_key=run.idempotency_key,
                 fail_fast=run.fail_fast,
-                attempt=max(run.attempts, 1) if run.status == ActionStatus.RETRYING else 1)
+                attempt=max(run.attempts, 1) if run.status == ActionStatus.RETRYING else 1,
+                expires_at=as_utc(run.expires_at).timestamp() if run.expires_at else None)

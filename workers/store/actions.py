@@ -41,6 +41,12 @@ class ActionView:
     next_attempt_at: datetime | None
     #: succeeded by finding the effect of an attempt whose answer was lost (no second call)
     reconciled: bool = False
+    #: when a `scheduled` action is due; its deadline (expires_in), if it has one
+    scheduled_for: datetime | None = None
+    expires_at: datetime | None = None
+    fail_fast: bool = False
+    #: set when the action is a workflow's step
+    workflow_id: str | None = None
 
     @property
     def done(self) -> bool:
@@ -54,7 +60,7 @@ class ActionView:
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
-        for key in ("created_at", "started_at", "finished_at", "next_attempt_at"):
+        for key in ("created_at", "started_at", "finished_at", "next_attempt_at", "scheduled_for", "expires_at"):
             out[key] = out[key].isoformat() if out[key] else None
         out["duration_s"] = self.duration_s
         return out
@@ -96,21 +102,28 @@ _FAILED = update(_T).where(_BY_ID).values(
 
 def create(*, action_id: str, platform: str, action: str, params: dict[str, Any], priority: str,
            queue: str, max_attempts: int, idempotency_key: str | None = None, fail_fast: bool = False,
-           replay_of: str | None = None, actor: str | None = None) -> None:
-    """The action's record and its audit entry, committed together. The entry is deferred (chained by
+           replay_of: str | None = None, actor: str | None = None, scheduled_for: datetime | None = None,
+           expires_at: datetime | None = None) -> None:
+    """The action's record and its audit entry, committed together. With `scheduled_for` it is `scheduled`:
+    no message is sent until then (workers.scheduling). The entry is deferred (chained by
     the next seal, see workers.store.audit): locking the chain's head on every submit serialised submitters.
     On PostgreSQL both rows go in one statement on an autocommit connection: one round trip."""
     now = utcnow()
     row = {
         "id": action_id, "platform": platform, "action": action, "params": redact(params, urls=True),
-        "priority": priority, "queue": queue, "status": ActionStatus.QUEUED, "attempts": 0,
+        "priority": priority, "queue": queue,
+        "status": ActionStatus.SCHEDULED if scheduled_for is not None else ActionStatus.QUEUED, "attempts": 0,
         "max_attempts": max_attempts, "idempotency_key": idempotency_key, "replay_of": replay_of,
         "workflow_id": None, "fail_fast": fail_fast, "reconciled": False,
         "result": None, "error": None, "error_kind": None, "started_at": None, "finished_at": None,
-        "next_attempt_at": None, "created_at": now, "updated_at": now}
-    entry = audit.pending_entry("submit", f"action:{action_id}", {"platform": platform, "action": action,
-                                                                  "priority": priority, "replay_of": replay_of},
-                                actor=actor)
+        "next_attempt_at": None, "created_at": now, "updated_at": now, "scheduled_for": scheduled_for,
+        "expires_at": expires_at}
+    detail: dict[str, Any] = {"platform": platform, "action": action, "priority": priority, "replay_of": replay_of}
+    if scheduled_for is not None:
+        detail["scheduled_for"] = scheduled_for.isoformat()
+    if expires_at is not None:
+        detail["expires_at"] = expires_at.isoformat()
+    entry = audit.pending_entry("submit", f"action:{action_id}", detail, actor=actor)
     engine = submit_engine()
     if engine.dialect.name != "postgresql":
         with engine.begin() as conn:
@@ -210,6 +223,49 @@ def mark_skipped(action_id: str, why: str) -> None:
         conn.execute(update(_T).where(_BY_ID, _T.c.status.in_(list(OPEN_ACTION_STATUSES))).values(
             status=ActionStatus.SKIPPED, error=why, error_kind=None, finished_at=now, next_attempt_at=None,
             updated_at=now), {"aid": action_id})
+
+
+#: What a cancel or a deadline can still stop: nothing has called the platform for good yet.
+CANCELLABLE = (ActionStatus.SCHEDULED, ActionStatus.QUEUED, ActionStatus.RETRYING)
+
+
+def end_unstarted(action_id: str, status: ActionStatus, why: str, *, conn: Connection | None = None) -> bool:
+    """`cancelled` or `expired`, only from a status in CANCELLABLE (a conditional UPDATE: of a cancel and a
+    worker's write, one wins). True if this call ended it."""
+    if conn is None:
+        with get_engine().begin() as own:
+            return end_unstarted(action_id, status, why, conn=own)
+    now = utcnow()
+    res = conn.execute(update(_T).where(_BY_ID, _T.c.status.in_(list(CANCELLABLE))).values(
+        status=status, error=why, error_kind=None, finished_at=now, next_attempt_at=None, updated_at=now),
+        {"aid": action_id})
+    return bool(res.rowcount)
+
+
+def due_scheduled(now: datetime, limit: int = 500) -> list[ActionView]:
+    """`scheduled` actions whose time has come, the earliest first."""
+    with session() as s:
+        rows = s.scalars(select(ActionRun).where(ActionRun.status == ActionStatus.SCHEDULED,
+                                                 ActionRun.scheduled_for <= now)
+                         .order_by(ActionRun.scheduled_for).limit(limit)).all()
+        return [_view(r) for r in rows]
+
+
+def claim_scheduled(action_id: str) -> bool:
+    """`scheduled` -> `queued`, only once: the caller that gets True sends its message (workers.scheduling),
+    however many schedulers look at the same moment."""
+    now = utcnow()
+    with get_engine().begin() as conn:
+        res = conn.execute(update(_T).where(_BY_ID, _T.c.status == ActionStatus.SCHEDULED).values(
+            status=ActionStatus.QUEUED, updated_at=now), {"aid": action_id})
+        return bool(res.rowcount)
+
+
+def unclaim_scheduled(action_id: str) -> None:
+    """Back to `scheduled` when its message could not be sent: the next tick tries again."""
+    with get_engine().begin() as conn:
+        conn.execute(update(_T).where(_BY_ID, _T.c.status == ActionStatus.QUEUED).values(
+            status=ActionStatus.SCHEDULED, updated_at=utcnow()), {"aid": action_id})
 
 
 def is_final(action_id: str) -> bool:
@@ -345,7 +401,7 @@ def touch(action_id: str) -> None:
 
 
 #: The outcomes an action's finish is counted under (a skipped workflow step never ran: not a finish).
-FINISHED = (ActionStatus.SUCCEEDED, ActionStatus.FAILED)
+FINISHED = (ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.CANCELLED, ActionStatus.EXPIRED)
 
 
 RecordCount = tuple[str, str, str, str, int]

@@ -73,9 +73,14 @@ class ActionRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: When a `scheduled` action is due (sent to its queue then, by the beat leader: workers.scheduling).
+    scheduled_for: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: Its deadline: not admitted by then, it ends `expired` without a platform call.
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     __table_args__ = (
         Index("ix_action_runs_status_created", "status", "created_at"),
+        Index("ix_action_runs_status_scheduled", "status", "scheduled_for"),
         Index("ix_action_runs_platform_created", "platform", "created_at"),
         Index("ix_action_runs_idempotency_key", "idempotency_key"),
         Index("ix_action_runs_workflow_id", "workflow_id"),
