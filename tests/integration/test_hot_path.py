@@ -91,8 +91,8 @@ def test_concurrent_submitters_and_operators_form_one_verifiable_chain(opsq_env)
     assert ids == list(range(1, 96))
 
 
-def test_a_standalone_action_leaves_no_celery_result(opsq_env, workers_started, redis_client):
-    workers_started(opsq_env(), queues="noop")
+def test_a_standalone_action_leaves_no_celery_result(opsq_env_sqlite, workers_started, redis_client):
+    workers_started(opsq_env_sqlite(), queues="noop")
     handle = submit_action("noop", "noop", {"echo": 1})
     assert handle.wait(30).status == "succeeded"
     # Its outcome is in the store and in the guards' record, not a third time in Celery's backend.
@@ -139,8 +139,8 @@ def test_outcomes_in_a_killed_workers_buffer_are_reconciled_from_redis(opsq_env,
     assert sorted(r["echo"] for r in results) == [0, 1, 2]
 
 
-def test_wait_all_waits_for_every_action_and_names_what_is_still_open(opsq_env, workers_started):
-    workers_started(opsq_env(), queues="noop")
+def test_wait_all_waits_for_every_action_and_names_what_is_still_open(opsq_env_sqlite, workers_started):
+    workers_started(opsq_env_sqlite(), queues="noop")
     handles = [submit_action("noop", "noop", {"echo": i}) for i in range(40)]
     wait_all(handles, timeout=60)
     # What a waiter reads says so at once; the database rows follow within the write-behind's interval.

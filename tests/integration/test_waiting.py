@@ -1,6 +1,8 @@
 """Waiting for outcomes is pushed, not polled (workers.waiting; issue 12), on real Redis, a real store and real
 worker processes. Most tests push the fallback poll out of reach (FALLBACK_MIN_S/MAX_S set to minutes), so a
-wait that returns at all was woken by the notification; the fallback itself is shown where nothing publishes."""
+wait that returns at all was woken by the notification; the fallback itself is shown where nothing publishes.
+Waiting is Redis' business: the tests that read the store in a way that could differ by its kind (a failure
+read from it, the count of reads) run on both SQLite and PostgreSQL, the rest on SQLite (CI time)."""
 
 from __future__ import annotations
 
@@ -38,9 +40,9 @@ def db_status(action_id: str) -> str:
         return str(conn.execute(select(ActionRun.status).where(ActionRun.id == action_id)).scalar_one())
 
 
-def test_a_success_wakes_its_waiter_before_the_database_has_it(opsq_env, workers_started, no_fallback):
+def test_a_success_wakes_its_waiter_before_the_database_has_it(opsq_env_sqlite, workers_started, no_fallback):
     # The write-behind holds the success record for a minute: the waiter must not wait for it.
-    workers_started(opsq_env(OPSQ_OUTCOME_FLUSH_MS="60000"), queues="noop")
+    workers_started(opsq_env_sqlite(OPSQ_OUTCOME_FLUSH_MS="60000"), queues="noop")
     view = submit_action("noop", "noop", {"echo": 7}).wait(30)
     assert view.status == "succeeded" and view.result == {"echo": 7, "ok": True} and view.finished_at is not None
     assert db_status(view.id) == "queued"  # the row is still behind, by design
@@ -54,26 +56,26 @@ def test_a_final_failure_wakes_its_waiter_once_the_store_has_it(opsq_env, worker
     assert [d.action_id for d in store.dead_letters()] == [view.id]  # read after the store recorded it
 
 
-def test_wait_all_is_woken_by_every_outcome(opsq_env, workers_started, no_fallback):
-    workers_started(opsq_env(), queues="noop")
+def test_wait_all_is_woken_by_every_outcome(opsq_env_sqlite, workers_started, no_fallback):
+    workers_started(opsq_env_sqlite(), queues="noop")
     handles = [submit_action("noop", "noop", {"echo": i}) for i in range(60)]
     wait_all(handles, timeout=60)
     assert {current_status(h.id).status for h in handles} == {"succeeded"}
 
 
-def test_many_waiters_on_one_action_all_return(opsq_env, workers_started, no_fallback):
+def test_many_waiters_on_one_action_all_return(opsq_env_sqlite, workers_started, no_fallback):
     handle = submit_action("noop", "noop", {"echo": 1})
     seen: list[str] = []
     threads = [threading.Thread(target=lambda: seen.append(handle.wait(30).status)) for _ in range(4)]
     for t in threads:
         t.start()
-    workers_started(opsq_env(), queues="noop")
+    workers_started(opsq_env_sqlite(), queues="noop")
     for t in threads:
         t.join(35)
     assert seen == ["succeeded"] * 4
 
 
-def test_an_outcome_nobody_published_is_found_by_the_fallback_poll(opsq_env):
+def test_an_outcome_nobody_published_is_found_by_the_fallback_poll(opsq_env_sqlite):
     # The stuck detector and an operator's purge finish actions without publishing: the waiter still returns.
     handle = submit_action("noop", "noop", {"echo": 2})
     timer = threading.Timer(0.5, lambda: store.mark_failed(handle.id, 1, "dropped by an operator", "purged"))
@@ -85,7 +87,7 @@ def test_an_outcome_nobody_published_is_found_by_the_fallback_poll(opsq_env):
     assert view.status == "failed" and view.error_kind == "purged"
 
 
-def test_a_waiter_survives_its_subscription_being_cut(opsq_env, workers_started):
+def test_a_waiter_survives_its_subscription_being_cut(opsq_env_sqlite, workers_started):
     handle = submit_action("noop", "noop", {"echo": 3})
     seen: list[str] = []
     waiter = threading.Thread(target=lambda: seen.append(handle.wait(30).status))
@@ -93,15 +95,15 @@ def test_a_waiter_survives_its_subscription_being_cut(opsq_env, workers_started)
     wait_for(lambda: guard_redis().pubsub_numsub(f"opsq:outcome:{handle.id}")[0][1] == 1, timeout=10,
              what="the waiter to subscribe")
     guard_redis().client_kill_filter(_type="pubsub")  # as a Redis restart or a proxy would
-    workers_started(opsq_env(), queues="noop")
+    workers_started(opsq_env_sqlite(), queues="noop")
     waiter.join(35)
     assert seen == ["succeeded"]
     # The next wait subscribes again, on a new connection.
     assert ActionHandle(submit_action("noop", "noop", {"echo": 4}).id).wait(30).status == "succeeded"
 
 
-def test_a_workflow_waiter_is_woken_by_each_status_change(opsq_env, workers_started, no_fallback):
-    workers_started(opsq_env())
+def test_a_workflow_waiter_is_woken_by_each_status_change(opsq_env_sqlite, workers_started, no_fallback):
+    workers_started(opsq_env_sqlite())
     spec = {"name": "pushed", "steps": [
         {"id": "a", "platform": "noop", "action": "noop", "params": {"echo": 1}},
         {"id": "b", "platform": "noop", "action": "noop", "params": {"echo": 2}, "depends_on": ["a"]},
@@ -185,7 +187,7 @@ def test_a_thousand_concurrent_waiters_each_get_their_own_result(opsq_env_sqlite
     assert seen == {i: ("succeeded", {"echo": i, "ok": True}) for i in range(n)}
 
 
-def test_a_subscribe_is_never_overtaken_by_the_unsubscribe_of_the_waiter_before(opsq_env, monkeypatch):
+def test_a_subscribe_is_never_overtaken_by_the_unsubscribe_of_the_waiter_before(opsq_env_sqlite, monkeypatch):
     """The last waiter on a channel leaves (its UNSUBSCRIBE delayed on its way out) while the next arrives:
     the next one's subscription must be the one Redis keeps, and it must be told of a publish."""
     hub = waiting._the_hub()
@@ -211,7 +213,7 @@ def test_a_subscribe_is_never_overtaken_by_the_unsubscribe_of_the_waiter_before(
     hub.unwatch([channel], second)
 
 
-def test_a_subscribe_that_could_not_be_sent_leaves_nothing_behind(opsq_env, monkeypatch):
+def test_a_subscribe_that_could_not_be_sent_leaves_nothing_behind(opsq_env_sqlite, monkeypatch):
     hub = waiting._the_hub()
     channel = "opsq:test:unsent"
     real = hub.pubsub.execute_command

@@ -41,7 +41,8 @@ log = logging.getLogger("opsq.exporter")
 
 #: The guards' verdict counters (the stats hash each platform has; workers.guards.scripts) by verdict label.
 VERDICTS = {"breaker_waits": "open", "rate_waits": "rate_limited", "busy_waits": "busy",
-            "duplicates_done": "done", "duplicates_failed": "failed"}
+            "duplicates_done": "done", "duplicates_failed": "failed", "cancelled": "cancelled",
+            "expired": "expired"}
 BREAKER_STATES = (BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN)
 HEALTH_LEVELS = {OK: 0, WARN: 1, FAIL: 2}
 UNACKED_KEY = "unacked"  # kombu's Redis transport: the messages delivered and not yet acknowledged
@@ -125,7 +126,8 @@ def _redis_families() -> Iterator[Metric]:
 
     verdicts = CounterMetricFamily("opsq_guard_verdicts", "Attempts the guards did not let call the platform, by "
                                    "verdict: open (breaker), rate_limited, busy (running elsewhere), done and failed "
-                                   "(a duplicate delivery of a finished action, answered from its record)",
+                                   "(a duplicate delivery of a finished action, answered from its record), "
+                                   "cancelled and expired (refused: cancelled, or past its deadline)",
                                    labels=["platform", "verdict"])
     state = GaugeMetricFamily("opsq_breaker_state", "1 for the state each platform's circuit breaker is in",
                               labels=["platform", "state"])
