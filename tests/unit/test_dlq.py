@@ -307,3 +307,24 @@ def test_a_bulk_replay_without_yes_says_how_many_and_changes_nothing(sqlite_stor
     out = CliRunner().invoke(cli, ["dlq", "replay", "--platform", "noop"])
     assert out.exit_code == 2 and "this replays 1 dead letter(s); add --dry-run to list them, --yes" in out.stderr
     assert submitted == [] and len(store.dead_letters()) == 1
+
+
+def test_a_stopped_bulk_replay_prints_what_it_did_then_one_error(sqlite_store, submitted, monkeypatch):
+    first = _kinded("s1", "noop", "noop", "internal")
+    second = _kinded("s2", "noop", "noop", "internal")
+    fake = dlq.submit_action
+
+    def broker_fails_on_second(*args: Any, **kwargs: Any) -> ActionHandle:
+        if submitted:
+            raise EnqueueError("could not enqueue: Redis refused the connection; nothing was queued or kept")
+        return fake(*args, **kwargs)
+
+    monkeypatch.setattr(dlq, "submit_action", broker_fails_on_second)
+    register()
+    out = CliRunner().invoke(cli, ["dlq", "replay", "--platform", "noop", "--yes"])
+    assert out.exit_code == 1
+    assert out.stdout.splitlines() == [f"replayed dead letter {first} as action replay-1",
+                                       "replayed 1, skipped 0, not reached 1"]
+    assert out.stderr.startswith("error: stopped: could not enqueue: Redis refused the connection")
+    assert "1 dead letter(s) left as they were" in out.stderr
+    assert store.dead_letter(second).replayed_at is None

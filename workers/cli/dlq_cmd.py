@@ -8,6 +8,7 @@ import click
 
 from workers.cli.options import actor_option, json_option, parse_params, read_only
 from workers.cli.output import emit_json, table
+from workers.errors import OpsqError
 
 if TYPE_CHECKING:
     from workers.ops.dlq import Candidate, ReplayFilter
@@ -81,8 +82,8 @@ def dlq_replay(dl_id: int | None, pairs: tuple[str, ...], params_json: str | Non
         if dry_run:
             dead = store.dead_letter(dl_id)
             if dead.replayed_at is not None:
-                raise click.ClickException(f"dead letter {dl_id} was already replayed as action "
-                                           f"{dead.replayed_as or '(being submitted now)'}")
+                raise OpsqError(f"dead letter {dl_id} was already replayed as action "
+                                f"{dead.replayed_as or '(being submitted now)'}")
             blocked = ops.SECRET_PARAMS if contains_redacted({**dead.params, **(override or {})}) else None
             _print_candidates([ops.Candidate(dead, ops.idempotent(dead.platform, dead.action), blocked)], as_json)
             return
@@ -119,8 +120,8 @@ def dlq_replay(dl_id: int | None, pairs: tuple[str, ...], params_json: str | Non
                    + (f", not reached {result.left}" if result.stopped else ""))
     if result.stopped:
         # The summary above is what happened; the error says why the rest did not, and the exit code that it did not.
-        raise click.ClickException(f"stopped: {result.stopped}; {result.left} dead letter(s) left as they were "
-                                   "(the same command replays them; those replayed are not replayed twice)")
+        raise OpsqError(f"stopped: {result.stopped}; {result.left} dead letter(s) left as they were (the same "
+                        "command replays them; those replayed are not replayed twice)")
 
 
 def _print_candidates(items: list[Candidate], as_json: bool, flt: ReplayFilter | None = None) -> None:
