@@ -87,6 +87,11 @@ class Executor(ABC):
     actions: ClassVar[dict[str, type[ActionParams]]]
     #: actions whose effect cannot be undone (compensate is a no-op for them)
     irreversible: ClassVar[frozenset[str]] = frozenset()
+    #: actions whose repeat leaves the platform as one call left it (they set values, or add or remove by the
+    #: object's own id), whatever effect key the repeat carries. Any other action, run again as a new action
+    #: (a dead letter's replay: a new id, so a new effect key the platform has never seen), may act twice if
+    #: the first run did act. Declared from the effect-key analysis (docs/ARCHITECTURE.md, "The effect key").
+    idempotent: ClassVar[frozenset[str]] = frozenset()
 
     # The platform's facts. The registry (executors.registry) finds this class, and the queue, the
     # OPSQ_<PLATFORM>_* settings, the health checks, the CLI and the sandbox follow from these:

@@ -56,6 +56,8 @@ class GDriveExecutor(Executor):
     order = 40
     # With permanent=True the file skips the trash: nothing can bring it back.
     irreversible = frozenset({"delete_file"})
+    # Trashing a trashed file changes nothing; a second permanent delete is refused (404), never a second effect.
+    idempotent = frozenset({"delete_file"})
 
     def _files(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         return self._call(method, path, body, params=SHARED_DRIVES)

@@ -113,6 +113,7 @@ def _normalised(values: list[Any]) -> list[Any]:
 class GSheetsExecutor(Executor):
     platform = "gsheets"
     actions = {"append_row": AppendRowParams, "delete_row": DeleteRowParams}
+    # Neither is idempotent: delete_row deletes by row number, and a repeat deletes the row that moved up into it.
     default_base_url = "https://sheets.googleapis.com"
     # Sheets' per-user quota: 60 write requests per minute.
     default_rate_limit = RateLimit(rate=1.0, burst=10)

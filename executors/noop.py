@@ -14,6 +14,7 @@ class NoopParams(ActionParams):
 class NoopExecutor(Executor):
     platform = "noop"
     actions = {"noop": NoopParams}
+    idempotent = frozenset({"noop"})  # no effect at all
     remote = False
     needs_token = False
     order = 1000  # last in listings: a test platform

@@ -157,6 +157,7 @@ def cleared(change: Any) -> dict[str, Any] | None:
 class NotionExecutor(Executor):
     platform = "notion"
     actions = {"create_task": CreateTaskParams, "update_task": UpdateTaskParams}
+    idempotent = frozenset({"update_task"})  # it sets values: twice leaves the same page
     default_base_url = "https://api.notion.com"
     # An average of 3 requests per second per integration.
     default_rate_limit = RateLimit(rate=3.0, burst=3)

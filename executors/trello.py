@@ -46,6 +46,7 @@ class AddLabelParams(ActionParams):
 class TrelloExecutor(Executor):
     platform = "trello"
     actions = {"create_card": CreateCardParams, "add_label": AddLabelParams}
+    idempotent = frozenset({"add_label"})  # a label already on the card is left as it is (do_add_label)
     default_base_url = "https://api.trello.com"
     # 100 requests per 10 seconds per token.
     default_rate_limit = RateLimit(rate=10.0, burst=100)

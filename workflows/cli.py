@@ -198,6 +198,31 @@ def workflow_resume(workflow_id: str, actor: str) -> None:
 
     click.echo(f"workflow {workflow_id}: {resume(workflow_id, actor)}")
 
+@workflow.command("retry")
+@click.argument("workflow_id")
+@click.option("--from-failed-step", "from_failed_step", is_flag=True,
+              help="Run the failed step and every step after it again; completed steps are kept, not run again.")
+@click.option("--dry-run", is_flag=True, help="Show what would run again and what is kept; change nothing.")
+@actor_option
+def workflow_retry(workflow_id: str, from_failed_step: bool, dry_run: bool, actor: str) -> None:
+    """Run a failed workflow (a spec with `on_failure: stop`) again from its failed step.
+
+    The steps that succeeded keep their outputs (the steps after them read those); every other step runs
+    again, each as a new action. A workflow that rolled back has nothing to continue: run it again."""
+    from workflows.client import plan_retry, retry
+
+    if not from_failed_step:
+        # The only retry there is; the flag says so on the command line, where a later --from-start would differ.
+        raise click.UsageError("say where to retry from: --from-failed-step")
+    if dry_run:
+        plan = plan_retry(workflow_id)
+        click.echo(f"workflow {workflow_id}: failed at step {plan.failed_step or '?'}; a retry runs again from "
+                   f"level {plan.from_level}: {', '.join(plan.rerun)}")
+        click.echo(f"kept (not run again; their outputs are reused): {', '.join(plan.kept) or 'none'}")
+        click.echo("nothing was changed (dry run)")
+        return
+    click.echo(f"workflow {workflow_id}: {retry(workflow_id, actor)}")
+
 @workflow.command("mark-resolved")
 @click.argument("workflow_id")
 @click.option("--note", required=True, help="What was done by hand.")

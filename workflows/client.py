@@ -122,28 +122,115 @@ def resume(workflow_id: str, actor: str | None = None, *, only_if_idle: bool = F
     run = state.get_run_row(workflow_id)
     if run["status"] != WorkflowStatus.RUNNING:
         raise OpsqError(f"workflow {workflow_id} is {run['status']}; only a running workflow can be resumed "
-                        "(awaiting_approval: approve or deny it; failed rollbacks: opsq workflow rollback)")
+                        "(awaiting_approval: approve or deny it; failed rollbacks: opsq workflow rollback; "
+                        "failed: opsq workflow retry --from-failed-step)")
     steps = state.steps(workflow_id)
-    in_flight, too_long = message_ids_in_flight()
-    busy = [s["step_id"] for s in steps
-            if s["action_id"] in in_flight or s["platform"] in too_long
-            or (s["status"] == StepStatus.RUNNING
-                and (live_state(s["action_id"]) or {}).get("state") == RunState.RUNNING)]
+    busy = _busy(steps)
     if busy:
         if only_if_idle:
             return f"not resumed: step(s) {', '.join(busy)} still have a message or a running worker"
         raise OpsqError(f"step(s) {', '.join(busy)} still have a message or a running worker; nothing is lost")
-    spec = WorkflowSpec.model_validate(run["spec"])
-    done = frozenset(s["step_id"] for s in steps if s["status"] == StepStatus.SUCCEEDED)
-    layers = levels(spec)
-    first = next((n for n, level in enumerate(layers) if any(sid not in done for sid in level)), len(layers))
-    approved = any(a["level"] == first and a["status"] == ApprovalStatus.APPROVED
-                   for a in state.approvals(status=None, workflow_id=workflow_id))
-    sent = launch(workflow_id, spec, from_level=first, approved=approved, done=done)
+    first, sent = _send_the_rest(workflow_id, run, steps)
     # Recorded once sent: a resume the broker refused did not happen.
     state.record(workflow_id, "resumed", detail=f"from level {first} by {actor or default_actor()}",
                  audit_as=("workflow_resume", f"workflow:{workflow_id}", {"from_level": first}, actor))
     return f"resumed from level {first}: sent {', '.join(sent) or 'the final bookkeeping'}"
+
+
+def _busy(steps: list[dict[str, Any]]) -> list[str]:
+    """The steps with a message in Redis (queued, or held unacknowledged by a worker) or a live lease: sending
+    them again would run them twice."""
+    in_flight, too_long = message_ids_in_flight()
+    return [s["step_id"] for s in steps
+            if s["action_id"] in in_flight or s["platform"] in too_long
+            or (s["status"] == StepStatus.RUNNING
+                and (live_state(s["action_id"]) or {}).get("state") == RunState.RUNNING)]
+
+
+def _first_unfinished(spec: WorkflowSpec, done: frozenset[str]) -> int:
+    layers = levels(spec)
+    return next((n for n, level in enumerate(layers) if any(sid not in done for sid in level)), len(layers))
+
+
+def _send_the_rest(workflow_id: str, run: dict[str, Any], steps: list[dict[str, Any]]) -> tuple[int, list[str]]:
+    """Resume's and retry's send: from the first level with a step not succeeded, leaving the succeeded ones
+    out (their outputs are in the store, where the templates of the steps after them read them). A gate at
+    that level approved already is not asked again. Returns (that level, the steps sent)."""
+    spec = WorkflowSpec.model_validate(run["spec"])
+    done = frozenset(s["step_id"] for s in steps if s["status"] == StepStatus.SUCCEEDED)
+    first = _first_unfinished(spec, done)
+    approved = any(a["level"] == first and a["status"] == ApprovalStatus.APPROVED
+                   for a in state.approvals(status=None, workflow_id=workflow_id))
+    return first, launch(workflow_id, spec, from_level=first, approved=approved, done=done)
+
+
+@dataclass(frozen=True)
+class RetryPlan:
+    """What `retry` would do to a failed workflow: the steps it runs again (every one not succeeded: the failed
+    step, and those the failure kept from running), from which level, and the succeeded ones it keeps."""
+
+    workflow_id: str
+    failed_step: str | None
+    from_level: int
+    rerun: list[str]
+    kept: list[str]
+
+
+def plan_retry(workflow_id: str) -> RetryPlan:
+    """The retry of a `failed` workflow, checked but not done (what `--dry-run` shows). Refuses any other
+    status, and while a step of the workflow still has a message or a running worker."""
+    run = state.get_run_row(workflow_id)
+    if run["status"] != WorkflowStatus.FAILED:
+        raise OpsqError(f"workflow {workflow_id} is {run['status']}; only a failed workflow is retried from its "
+                        f"failed step{_retry_hint(run['status'])}")
+    steps = state.steps(workflow_id)
+    busy = _busy(steps)
+    if busy:
+        raise OpsqError(f"step(s) {', '.join(busy)} of workflow {workflow_id} still have a message or a running "
+                        "worker; retry once they are done")
+    spec = WorkflowSpec.model_validate(run["spec"])
+    kept = [s["step_id"] for s in steps if s["status"] == StepStatus.SUCCEEDED]
+    return RetryPlan(workflow_id, run["failed_step"], _first_unfinished(spec, frozenset(kept)),
+                     [s["step_id"] for s in steps if s["status"] != StepStatus.SUCCEEDED], kept)
+
+
+def _retry_hint(status: str) -> str:
+    hints: dict[str, str] = {
+        WorkflowStatus.ROLLED_BACK: ": what it completed was undone, so there is nothing to continue; run it "
+                                    "again (opsq workflow run). A spec with `on_failure: stop` keeps what "
+                                    "completed when a step fails, for a retry",
+        WorkflowStatus.ROLLBACK_FAILED: " (its rollback failed: opsq workflow rollback retries the rollback)",
+        WorkflowStatus.RUNNING: " (a running workflow whose messages were lost: opsq workflow resume)",
+    }
+    return hints.get(status, "")
+
+
+def retry(workflow_id: str, actor: str | None = None) -> str:
+    """Run a `failed` workflow (`on_failure: stop`) again from its failed step: every step not succeeded runs
+    again, each as a new action (the failed one's record stays, as it ended); the succeeded steps are not run
+    again, and their outputs are what the steps after them read. Once: of two retries at once, one wins."""
+    plan = plan_retry(workflow_id)
+    who = actor or default_actor()
+    detail = f"from step {plan.failed_step or '?'} (level {plan.from_level}) by {who}: runs again " \
+             f"{', '.join(plan.rerun)}" + (f"; keeps {', '.join(plan.kept)}" if plan.kept else "")
+    renewed = state.retry_failed(workflow_id, plan.rerun, detail=detail, audit_as=(
+        "workflow_retry", f"workflow:{workflow_id}",
+        {"failed_step": plan.failed_step, "from_level": plan.from_level, "rerun": plan.rerun}, who))
+    if renewed is None:
+        raise OpsqError(f"workflow {workflow_id} changed state meanwhile (retried by someone else?); check "
+                        "`opsq workflow status`")
+    try:
+        first, sent = _send_the_rest(workflow_id, state.get_run_row(workflow_id), state.steps(workflow_id))
+    except Exception as exc:
+        # Nothing was sent: failed again, so the retry can be made again once the broker is back; the trail says
+        # the retry was withdrawn, and why (its entry is chained already), as approve's does.
+        why = " ".join(str(exc).split())[:300]
+        state.transition(workflow_id, WorkflowStatus.FAILED, allowed_from=(WorkflowStatus.RUNNING,),
+                         error=f"retry not sent: {why}", failed_step=plan.failed_step, event="retry_failed",
+                         audit_as=("workflow_retry_withdrawn", f"workflow:{workflow_id}", {"reason": why}, who))
+        raise
+    return f"retrying from level {first}: sent {', '.join(sent) or 'the final bookkeeping'}" + \
+        (f"; kept {', '.join(plan.kept)} (not run again)" if plan.kept else "")
 
 
 def resume_stuck(older_than_s: float) -> list[str]:

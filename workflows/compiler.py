@@ -35,7 +35,8 @@ def step_signature(workflow_id: str, spec: WorkflowSpec, step_id: str, action_id
     step = spec.step(step_id)
     sig = action_signature(action_id=action_id, platform=step.platform, action=step.action, params=step.params,
                            queue=step.platform, priority=priority, max_attempts=step.max_attempts or max_attempts,
-                           step={"workflow_id": workflow_id, "step_id": step_id,
+                           # action_id: a retry gives the step a new action; this message's is then stale
+                           step={"workflow_id": workflow_id, "step_id": step_id, "action_id": action_id,
                                  # its success may end the workflow (workflows.state.step_succeeded)
                                  **({"last_level": True} if step_id in levels(spec)[-1] else {})})
     sig.link_error(workflow_step_failed.s(workflow_id=workflow_id, step_id=step_id))

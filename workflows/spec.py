@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
@@ -65,6 +65,10 @@ class WorkflowSpec(BaseModel):
     input: dict[str, Any] = Field(default_factory=dict)
     priority: str = "normal"
     approval_expires_s: float = Field(86400.0, gt=0)
+    #: When a step fails for good: `rollback` undoes what completed (the workflow ends rolled_back); `stop`
+    #: keeps it and ends `failed`, to be retried from the failed step (`opsq workflow retry --from-failed-step`)
+    #: or rolled back by hand. `stop` is for steps whose failure a person can cure (a credential, a quota).
+    on_failure: Literal["rollback", "stop"] = "rollback"
     steps: list[StepSpec] = Field(min_length=1)
     # step id -> step, built on first use: levels() and the compiler look up every step, and a scan per lookup
     # made a 2000-step workflow's levels quadratic (about 0.1 s each time they were computed).

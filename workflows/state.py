@@ -18,7 +18,7 @@ from workers import waiting
 from workers.errors import NotFound
 from workers.guards import keys
 from workers.redaction import redact
-from workers.status import ActionStatus
+from workers.status import OPEN_ACTION_STATUSES, ActionStatus
 from workers.store import actions, audit
 from workers.store.db import require, session
 from workers.store.models import ActionRun, as_utc, utcnow
@@ -225,11 +225,12 @@ def record(workflow_id: str, kind: str, *, step_id: str | None = None, detail: s
             _audit(s, audit_as)
 
 
-def begin_step(workflow_id: str, step_id: str, attempt: int,
-               wanted: Iterable[str] | None) -> tuple[dict[str, Any], dict[str, Any], bool]:
+def begin_step(workflow_id: str, step_id: str, attempt: int, wanted: Iterable[str] | None,
+               action_id: str | None = None) -> tuple[dict[str, Any], dict[str, Any], bool]:
     """What a step needs before its call, in one transaction: its run's row (without the spec), the outputs of
     the steps in `wanted` (None: all of them), and the claim of the step, made only while the workflow runs.
-    Returns (run, outputs, claimed); nothing is claimed for a run that is not running."""
+    Returns (run, outputs, claimed); nothing is claimed for a run that is not running. `action_id` (the
+    message's): only while the step is still that action; a retried workflow gave it a new one."""
     with session() as s:
         head = s.connection().execute(select(*_HEAD).where(WorkflowRun.id == workflow_id)).mappings().first()
         if head is None:
@@ -238,7 +239,7 @@ def begin_step(workflow_id: str, step_id: str, attempt: int,
         if run["status"] != WorkflowStatus.RUNNING:
             return run, {}, False
         outputs = _outputs(s, workflow_id, wanted)
-        return run, outputs, _claim(s, workflow_id, step_id, attempt)
+        return run, outputs, _claim(s, workflow_id, step_id, attempt, action_id)
 
 
 def _event(s: Session, workflow_id: str, kind: str, *, at: Any, step_id: str | None = None,
@@ -252,20 +253,22 @@ def _event(s: Session, workflow_id: str, kind: str, *, at: Any, step_id: str | N
 
 # Claims the step (queued/running -> running) only while the workflow runs, in one statement, so a rollback that
 # skipped it can never race this. True also for a step already succeeded (a redelivered message, which the
-# guards answer with the stored result).
-def _claim(s: Session, workflow_id: str, step_id: str, attempt: int) -> bool:
+# guards answer with the stored result). A message of the action the step was before a retry (a redelivery
+# of the failed run's) claims nothing: it would run the step a second time, beside its new action.
+def _claim(s: Session, workflow_id: str, step_id: str, attempt: int, action_id: str | None = None) -> bool:
     now = utcnow()
     running = select(WorkflowRun.id).where(WorkflowRun.id == workflow_id, WorkflowRun.status == WorkflowStatus.RUNNING)
+    this_step = [WorkflowStep.workflow_id == workflow_id, WorkflowStep.step_id == step_id]
+    if action_id is not None:  # None: a message sent before the step context carried it
+        this_step.append(WorkflowStep.action_id == action_id)
     res = s.connection().execute(update(WorkflowStep).where(
-        WorkflowStep.workflow_id == workflow_id, WorkflowStep.step_id == step_id,
-        WorkflowStep.status.in_([StepStatus.QUEUED, StepStatus.RUNNING]), running.exists())
+        *this_step, WorkflowStep.status.in_([StepStatus.QUEUED, StepStatus.RUNNING]), running.exists())
         .values(status=StepStatus.RUNNING, attempts=attempt, started_at=func.coalesce(WorkflowStep.started_at, now)))
     if _rowcount(res):
         if attempt == 1:
             _event(s, workflow_id, "step_started", at=now, step_id=step_id)
         return True
-    status = s.scalar(select(WorkflowStep.status).where(WorkflowStep.workflow_id == workflow_id,
-                                                        WorkflowStep.step_id == step_id))
+    status = s.scalar(select(WorkflowStep.status).where(*this_step))
     return status == StepStatus.SUCCEEDED
 
 
@@ -317,6 +320,38 @@ def step_succeeded(workflow_id: str, step_id: str, params: dict[str, Any], outpu
     if completed:
         waiting.publish(keys.workflow_channel(workflow_id), WorkflowStatus.SUCCEEDED)
     return recorded
+
+
+def retry_failed(workflow_id: str, step_ids: list[str], *, detail: str, audit_as: AuditAs) -> dict[str, str] | None:
+    """A `failed` workflow back to `running` with `step_ids` reset to `pending`, each under a new action id (the
+    old action's execution record says it failed: the guards would not run it again; and a stale message of it
+    claims nothing, see _claim), in one transaction with its timeline event and `audit_as`. The old actions'
+    records stay as they ended; one that never ran (queued) is closed as skipped. Returns step id -> new action
+    id; None if the workflow was not `failed` (another retry won)."""
+    now = utcnow()
+    renewed = {sid: uuid.uuid4().hex for sid in step_ids}
+    with session() as s:
+        res = s.execute(update(WorkflowRun).where(WorkflowRun.id == workflow_id,
+                                                  WorkflowRun.status == WorkflowStatus.FAILED)
+                        .values(status=WorkflowStatus.RUNNING, error=None, failed_step=None, finished_at=None,
+                                updated_at=now))
+        if _rowcount(res) != 1:
+            return None
+        old = dict(s.execute(select(WorkflowStep.step_id, WorkflowStep.action_id).where(
+            WorkflowStep.workflow_id == workflow_id, WorkflowStep.step_id.in_(step_ids))).all())
+        for sid, action_id in renewed.items():
+            s.execute(update(WorkflowStep).where(WorkflowStep.workflow_id == workflow_id, WorkflowStep.step_id == sid)
+                      .values(action_id=action_id, status=StepStatus.PENDING, params=None, output=None, error=None,
+                              attempts=0, completed_seq=None, started_at=None, finished_at=None))
+        s.execute(update(ActionRun).where(ActionRun.id.in_(list(old.values())),
+                                          ActionRun.status.in_(list(OPEN_ACTION_STATUSES)))
+                  .values(status=ActionStatus.SKIPPED, error="its workflow was retried: the step runs as a new action",
+                          error_kind=None, next_attempt_at=None, finished_at=now, updated_at=now))
+        s.add(WorkflowEvent(workflow_id=workflow_id, at=now, kind="retried", detail=detail))
+        s.flush()
+        _audit(s, audit_as)
+    waiting.publish(keys.workflow_channel(workflow_id), WorkflowStatus.RUNNING)
+    return renewed
 
 
 def step_failed(workflow_id: str, step_id: str, error: str) -> None:

@@ -97,7 +97,8 @@ class WorkflowStepHooks:
     def begin(self, step: dict[str, Any], params: dict[str, Any], attempt: int) -> dict[str, Any] | None:
         """The params to run with, the step claimed (one transaction: state.begin_step); None: it must not run."""
         wid, sid = step["workflow_id"], step["step_id"]
-        run, outputs, claimed = state.begin_step(wid, sid, attempt, templates.steps_referenced(params))
+        run, outputs, claimed = state.begin_step(wid, sid, attempt, templates.steps_referenced(params),
+                                                 action_id=step.get("action_id"))
         if run["status"] not in RUNNABLE:
             state.step_skipped(wid, sid, f"workflow is {run['status']}")
             return None
@@ -147,14 +148,30 @@ def workflow_step_failed(request: Any, exc: Any, traceback: Any, workflow_id: st
         match = re.search(r"Dependency ([0-9a-f]{32})", str(exc))
         failed = state.step_for_action(match.group(1)) if match else None
         if failed:
-            start_rollback(workflow_id, f"step {failed['step_id']} failed: {failed['error'] or exc}",
-                           failed_step=failed["step_id"])
+            step_failed_for_good(workflow_id, f"step {failed['step_id']} failed: {failed['error'] or exc}",
+                                 failed_step=failed["step_id"])
         else:
-            start_rollback(workflow_id, f"upstream of step {step_id} failed: {exc}")
+            step_failed_for_good(workflow_id, f"upstream of step {step_id} failed: {exc}")
         return
-    log.warning("workflow %s: step %s failed for good (%s); rolling back", workflow_id, step_id, exc)
+    log.warning("workflow %s: step %s failed for good (%s)", workflow_id, step_id, exc)
     state.step_failed(workflow_id, step_id, str(exc))
-    start_rollback(workflow_id, f"step {step_id} failed: {exc}", failed_step=step_id)
+    step_failed_for_good(workflow_id, f"step {step_id} failed: {exc}", failed_step=step_id)
+
+
+def step_failed_for_good(workflow_id: str, reason: str, failed_step: str | None = None) -> bool:
+    """What the spec's `on_failure` says: roll back (start_rollback), or stop: the workflow ends `failed` with
+    what completed kept, for `opsq workflow retry --from-failed-step` (workflows.client.retry) or a rollback by
+    hand. Once, however many errbacks ask (a conditional transition, as start_rollback's)."""
+    spec, _ = spec_of(workflow_id)
+    if spec.on_failure != "stop":
+        return start_rollback(workflow_id, reason, failed_step=failed_step)
+    if not state.transition(workflow_id, WorkflowStatus.FAILED, allowed_from=(WorkflowStatus.RUNNING,), error=reason,
+                            failed_step=failed_step, event="failed", detail=reason):
+        return False
+    # Steps not started will not start (a message already sent finds the workflow not running, and skips).
+    state.skip_unfinished(workflow_id, "its workflow failed; a retry runs it")
+    log.warning("workflow %s failed (on_failure: stop): %s; completed steps kept", workflow_id, reason)
+    return True
 
 
 @app.task(name="opsq.workflow.pause", acks_late=True)

@@ -57,7 +57,7 @@ def test_a_step_is_one_immutable_execute_action_on_its_platform_queue():
     assert sig.kwargs == {"action_id": "act-hook", "platform": "webhook", "action": "post",
                           "params": {"url": HOOK, "json": {"n": 1}},  # the real URL: the call needs it
                           "max_attempts": 9, "idempotency_key": None, "fail_fast": False,
-                          "step": {"workflow_id": WF, "step_id": "hook"}}
+                          "step": {"workflow_id": WF, "step_id": "hook", "action_id": "act-hook"}}
     assert sig.options["task_id"] == "act-hook"  # the action id is the Celery task id
     assert (sig.options["queue"], sig.options["routing_key"]) == ("webhook", "webhook")
     assert sig.options["priority"] == priority_value("critical") == 0

@@ -160,3 +160,25 @@ def test_the_spec_cache_is_bounded_by_the_specs_size_and_number():
     few.get("a", loader(3, "a"))
     few.get("b", loader(3, "b"))
     assert len(few) == 1
+
+
+def test_a_message_of_the_steps_old_action_claims_nothing_after_a_retry(engine):
+    """A retried workflow runs its failed step as a new action: a message of the old one (redelivered late)
+    must not run the step beside it, nor pass for its success."""
+    spec = _chain(2)
+    _start(spec, "wf")
+    hooks = WorkflowStepHooks()
+    old = {s["step_id"]: s["action_id"] for s in state.steps("wf")}
+    _bookkeeping(hooks, "wf", spec, 0)
+    state.step_failed("wf", "s1", "[auth] refused")
+    assert state.transition("wf", WorkflowStatus.FAILED, allowed_from=(WorkflowStatus.RUNNING,))
+    renewed = state.retry_failed("wf", ["s1"], detail="test", audit_as=("workflow_retry", "workflow:wf", {}, "t"))
+    assert renewed is not None and renewed["s1"] != old["s1"]
+    assert state.retry_failed("wf", ["s1"], detail="again", audit_as=("workflow_retry", "wf", {}, "t")) is None
+    state.queue_steps("wf", ["s1"], spec, 3)
+    params = spec.step("s1").params
+    assert hooks.begin({"workflow_id": "wf", "step_id": "s1", "action_id": old["s1"]}, params, 2) is None
+    assert hooks.begin({"workflow_id": "wf", "step_id": "s1", "action_id": renewed["s1"]}, params, 1) is not None
+    hooks.succeeded({"workflow_id": "wf", "step_id": "s1"}, params, {"ok": True})
+    assert hooks.begin({"workflow_id": "wf", "step_id": "s1", "action_id": old["s1"]}, params, 2) is None
+    assert hooks.begin({"workflow_id": "wf", "step_id": "s1"}, params, 2) is not None  # older messages: as before

@@ -355,10 +355,22 @@ def _dl_view(row: DeadLetter) -> DeadLetterView:
     return DeadLetterView(**{f: as_utc(getattr(row, f)) for f in DeadLetterView.__dataclass_fields__})
 
 
-def dead_letters(*, include_replayed: bool = False, limit: int = 100) -> list[DeadLetterView]:
-    q = select(DeadLetter).order_by(DeadLetter.id.desc()).limit(limit)
+def dead_letters(*, include_replayed: bool = False, limit: int | None = 100, platform: str | None = None,
+                 error_kind: str | None = None, action: str | None = None, since: datetime | None = None,
+                 oldest_first: bool = False) -> list[DeadLetterView]:
+    """Newest first (`oldest_first`: in the order they died, as a bulk replay runs them); each filter given
+    narrows the list; `since`: dead-lettered at or after it. limit None: every one that matches."""
+    q = select(DeadLetter).order_by(DeadLetter.id.asc() if oldest_first else DeadLetter.id.desc()).limit(limit)
     if not include_replayed:
         q = q.where(DeadLetter.replayed_at.is_(None))
+    if platform is not None:
+        q = q.where(DeadLetter.platform == platform)
+    if error_kind is not None:
+        q = q.where(DeadLetter.error_kind == error_kind)
+    if action is not None:
+        q = q.where(DeadLetter.action == action)
+    if since is not None:
+        q = q.where(DeadLetter.created_at >= since)
     with session() as s:
         return [_dl_view(r) for r in s.scalars(q)]
 
