@@ -23,7 +23,7 @@ from workflows.status import ApprovalStatus, CompensationStatus, StepStatus, Wor
 VOCABULARIES: list[tuple[type[StrEnum], list[str]]] = [
     (ActionStatus, ["queued", "running", "retrying", "succeeded", "failed", "skipped"]),
     (Verdict, ["run", "done", "failed", "busy", "open", "half_open_busy", "rate_limited", "open_fail",
-               "unreplicated"]),
+               "unreplicated", "concurrency_limited"]),
     (ErrorKind, ["retryable", "permanent", "auth", "invalid_params", "template", "internal", "rate_limited",
                  "circuit_open", "stuck", "purged"]),
     (WorkflowStatus, ["pending", "running", "awaiting_approval", "succeeded", "failed", "rolling_back",
