@@ -9,12 +9,15 @@ from typing import Any
 
 import pytest
 import redis
+from click.testing import CliRunner
 
+from workers.cli.main import cli, register
 from workers.guards import Attempt, Outcome, keys
 from workers.guards import ratelimit as rl
 from workers.guards.limits import digest
 from workers.guards.redis_guard import RedisGuard
 from workers.settings import RateLimitConfig, Settings
+from workers.store import audit
 
 pytestmark = pytest.mark.integration
 
@@ -156,3 +159,37 @@ def test_without_a_key_limit_a_429_pauses_the_platform(redis_client):
     assert 0 < rl.status("slack", client=redis_client, settings=guard.settings)["paused_for_s"] <= 0.4
     time.sleep(0.45)
     assert guard.admit(send("a3", "C2")).run
+
+
+def test_the_ratelimit_commands(opsq_env_sqlite, redis_client):
+    register()
+    run = CliRunner().invoke
+    out = run(cli, ["ratelimit", "set", "slack", "--per", "channel", "--rate", "30/min", "--concurrency", "2",
+                    "--reason", "flood", "--actor", "dana"])
+    assert out.exit_code == 0, out.output
+    assert "rate limit slack per channel: concurrency 2, rate 30/min (by dana" in out.output
+    assert run(cli, ["ratelimit", "set", "slack", "--burst", "3", "--actor", "dana"]).exit_code == 0
+    # What a worker would see: a channel key waiting for its token.
+    guard = make_guard(redis_client)
+    assert guard.admit(send("a1", "CWAIT0001")).run
+    assert guard.admit(send("a2", "CWAIT0001")).verdict == "rate_limited"
+    table = run(cli, ["ratelimit", "status", "slack"])
+    assert table.exit_code == 0, table.output
+    lines = table.output.splitlines()
+    assert any(line.split()[:3] == ["slack", "1/s", "3"] and line.split()[-1] == "runtime" for line in lines), lines
+    assert any(line.split() == ["slack", "channel", "30/min", "1", "2", "runtime"] for line in lines), lines
+    assert any(line.split()[:4] == ["slack", "channel", "CWAIT0001", "WAITING"] for line in lines), lines
+    assert [(e["action"], e["actor"]) for e in audit.entries() if e["action"].startswith("ratelimit")] == [
+        ("ratelimit_set", "dana"), ("ratelimit_set", "dana")]
+    # Refused with one line, nothing changed.
+    for args, says in ((["--per", "chanel", "--rate", "1/s"], "no key kind 'chanel'"),
+                       (["--concurrency", "2"], "a concurrency limit is per key"),
+                       (["--per", "channel", "--rate", "fast"], "invalid rate 'fast'"),
+                       ([], "nothing to set")):
+        bad = run(cli, ["ratelimit", "set", "slack", *args, "--actor", "dana"])
+        assert bad.exit_code != 0 and says in bad.output, (args, bad.output)
+    assert run(cli, ["ratelimit", "unset", "slack", "--per", "channel", "--actor", "dana"]).exit_code == 0
+    assert rl.runtime_config(redis_client)[1] == {"slack": {"": {"burst": 3}}}
+    assert run(cli, ["ratelimit", "unset", "slack", "--per", "channel", "--actor", "dana"]).exit_code != 0
+    assert run(cli, ["ratelimit", "unset", "slack", "--all", "--actor", "dana"]).exit_code == 0
+    assert rl.runtime_config(redis_client)[1] == {}
