@@ -34,7 +34,7 @@ end
 
 # ARGV: 1 owner token, 2 lease_s (of the run record and of a probe slot), 3 ttl_s, 4 open_s, 5 half_open_max,
 #       6 rate, 7 burst, 8 fail_fast, 9 attempt, 10 history_max
-# Limits, last (workers.guards.redis_guard.limit_args): KEYS ..., config hash, waiting index, one key per limit;
+# Limits, last (workers.guards.redis_guard._limit_call): KEYS ..., config hash, waiting index, one key per limit;
 #       ARGV ..., the worker's config version, 5 per limit (type r|c, rate|max, burst, kind, label), their number.
 # Returns {verdict, detail, probe, reconcile}: run | done (result) | failed (error) | busy (wait) | open (wait)
 #         | half_open_busy (wait) | rate_limited (wait) | concurrency_limited (wait) | open_fail (wait)
@@ -192,7 +192,7 @@ return {'run', '', probe, 0}
 #       have acted: the record is kept, as `ambiguous`, for the next attempt to reconcile), 13 the action's
 #       outcome channel (keys.outcome_channel), 14 the metrics series ("platform|action"; empty: none),
 #       15/16 the platform call's duration bucket index and seconds, 17/18 the whole attempt's, 19 reconciled
-# Limits, last (workers.guards.redis_guard): KEYS ..., waiting index, one key per limit; ARGV ..., pause_s,
+# Limits, last (workers.guards.redis_guard._settle_tail): KEYS ..., waiting index, one key per limit; ARGV ..., pause_s,
 #       3 per key (type l: a concurrency lease to give back | p: a bucket to pause; kind; label), their number.
 # KEYS[8]: the metrics hash (keys.metrics): the attempt's outcome and durations are counted here, in the
 # settle's own round trip, so metrics cost the hot path nothing more (workers.observability.metrics).
