@@ -108,6 +108,10 @@ class Executor(ABC):
     extra_settings: ClassVar[Mapping[str, Setting]] = {}
     #: where the platform comes in listings (health, circuit status, queues): lower first, then by name
     order: ClassVar[int] = 100
+    #: the kinds of key a rate or concurrency limit may be per (`opsq ratelimit set slack --per channel`) that are
+    #: not a param's own name, each naming the param (or setting) it is read from: {"spreadsheet": "spreadsheet_id"}.
+    #: Every param name of every action, `token` and the extra settings' names are kinds too (limit_key_sources).
+    limit_keys: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, config: ExecutorConfig, http: HttpClient) -> None:
         self.config = config
@@ -137,6 +141,23 @@ class Executor(ABC):
             return None
         undone: Result = handler(model, dict(result), effect)
         return undone
+
+    @classmethod
+    def limit_key_sources(cls) -> dict[str, str]:
+        """Every kind of key a limit may be per -> the param or setting its value is read from: the declared
+        `limit_keys`, each action param's own name, and for a remote platform `token` and its extra settings
+        (a setting is where a param left unset falls back: gsheets' default spreadsheet)."""
+        sources: dict[str, str] = {}
+        for schema in cls.actions.values():
+            for name, info in schema.model_fields.items():
+                key = info.alias or name  # the params as submitted carry the alias (webhook's `json`)
+                sources[key] = key
+        if cls.remote:
+            sources["token"] = "token"
+            for name in cls.extra_settings:
+                sources.setdefault(name, name)
+        sources.update(cls.limit_keys)
+        return sources
 
     @classmethod
     def guarantee(cls, action: str, extra: Mapping[str, str] | None = None) -> str:

@@ -54,6 +54,7 @@ class GDriveExecutor(Executor):
     # Drive's per-user quota.
     default_rate_limit = RateLimit(rate=10.0, burst=20)
     order = 40
+    limit_keys = {"file": "file_id"}
     # With permanent=True the file skips the trash: nothing can bring it back.
     irreversible = frozenset({"delete_file"})
     # Trashing a trashed file changes nothing; a second permanent delete is refused (404), never a second effect.

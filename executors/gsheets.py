@@ -128,6 +128,8 @@ class GSheetsExecutor(Executor):
                                                                   "(empty: delete_row is at-least-once)"),
     }
     order = 50
+    # `opsq ratelimit set gsheets --rate 60/min --per spreadsheet`: Sheets' quotas are per user and per spreadsheet.
+    limit_keys = {"spreadsheet": "spreadsheet_id"}
 
     @classmethod
     def guarantee(cls, action: str, extra: Mapping[str, str] | None = None) -> str:

@@ -49,6 +49,22 @@ def _message(response: httpx.Response) -> str:
     return str(body)[:200]
 
 
+#: Google's way to say 429 with a 403 (Drive, Sheets: `errors[].reason`): the caller is fine, only too fast.
+GOOGLE_RATE_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
+
+
+def google_rate_limited(response: httpx.Response) -> bool:
+    """A 403 whose Google error envelope names a rate-limit reason (not a permission refused)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    error = body.get("error") if isinstance(body, dict) else None
+    details = error.get("errors") if isinstance(error, dict) else None
+    return isinstance(details, list) and any(isinstance(d, dict) and d.get("reason") in GOOGLE_RATE_REASONS
+                                             for d in details)
+
+
 #: A gateway's answer: its upstream may have acted before the gateway gave up on it.
 AMBIGUOUS_STATUSES = frozenset({502, 504})
 
@@ -66,7 +82,7 @@ def raise_for_status(response: httpx.Response, platform: str) -> None:
         return
     where = f"{platform} {response.request.method} {response.request.url.path}"
     msg = f"{where} -> HTTP {status}: {_message(response)}"
-    if status == 429:
+    if status == 429 or (status == 403 and google_rate_limited(response)):
         raise RateLimitedError(msg, status=status, platform=platform,
                                retry_after=parse_retry_after(response.headers.get("Retry-After")))
     if status in (401, 403):

@@ -169,6 +169,7 @@ class NotionExecutor(Executor):
                                                "effect key (empty: create_task is at-least-once)"),
     }
     order = 20
+    limit_keys = {"database": "database_id", "page": "page_id"}
 
     @classmethod
     def guarantee(cls, action: str, extra: Mapping[str, str] | None = None) -> str:

@@ -53,6 +53,8 @@ class TrelloExecutor(Executor):
     # OPSQ_TRELLO_API_KEY: Trello authenticates with the API key and the token together.
     extra_settings = {"api_key": Setting(secret=True, required_with_token=True, description="the API key")}
     order = 30
+    # Trello's limits are per API key and per token (`--per token`); a board's list or a card can be limited too.
+    limit_keys = {"list": "list_id", "card": "card_id"}
 
     def _headers(self) -> dict[str, str]:
         # The header, not the key/token query parameters, so credentials never land in URLs or access logs.

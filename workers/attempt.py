@@ -24,7 +24,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
 from executors.base import Effect
-from executors.errors import ExecutorError, RetryableError
+from executors.errors import ExecutorError, RateLimitedError, RetryableError
 from workers.guards import Admission, Attempt, Guard, NotReplicated, Outcome, get_guard
 from workers.observability import tracing
 from workers.outages import REDIS, outage_of
@@ -252,9 +252,21 @@ def _settle_success(guard: Guard, ctx: Attempt, admission: Admission, result: di
     guard.settle(ctx, admission, clock.stamp(Outcome(ok=True, result=result, reconciled=reconciled)))
 
 
+def pause_of(exc: ExecutorError) -> float | None:
+    """How long the platform asked the whole fleet to stop, after a 429 (or Google's rateLimitExceeded): its
+    Retry-After, else OPSQ_RATE_LIMIT_PAUSE_S; capped like a retry's wait (OPSQ_RETRY_CAP_S), so a wild
+    Retry-After cannot stall a key for a day. None for any other failure."""
+    if not isinstance(exc, RateLimitedError):
+        return None
+    settings = get_settings()
+    pause = exc.retry_after if exc.retry_after is not None else settings.rate_limit_pause_s
+    return min(pause, settings.retry_cap_s) or None
+
+
 @_settle_retry
 def _settle_failure(guard: Guard, ctx: Attempt, admission: Admission, exc: ExecutorError, *, final: bool,
                     clock: _Clock) -> None:
     guard.settle(ctx, admission, clock.stamp(Outcome(ok=False, error_kind=exc.kind, error=exc.message,
                                                      health_failure=exc.health_failure, final=final,
-                                                     ambiguous=bool(getattr(exc, "ambiguous", False)))))
+                                                     ambiguous=bool(getattr(exc, "ambiguous", False)),
+                                                     pause_s=pause_of(exc))))

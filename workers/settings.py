@@ -9,12 +9,22 @@ OPSQ_<PLATFORM>_BASE_URL, OPSQ_<PLATFORM>_TOKEN and one OPSQ_<PLATFORM>_<NAME> p
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
 
-from pydantic import AfterValidator, BaseModel, Field, SecretStr, create_model, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from executors.base import Executor, ExecutorConfig, RateLimit
@@ -52,6 +62,73 @@ class RateLimitConfig(BaseModel):
     @classmethod
     def of(cls, limit: RateLimit) -> RateLimitConfig:
         return cls(rate=limit.rate, burst=limit.burst)
+
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*(\d+(?:\.\d+)?)?\s*([a-z]+))?\s*$", re.IGNORECASE)
+_PER_UNIT = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hr": 3600.0,
+             "hour": 3600.0, "d": 86400.0, "day": 86400.0}
+UNLIMITED_WORDS = frozenset({"unlimited", "off", "none"})
+
+
+def parse_rate(value: str | float | int) -> float:
+    """A rate as operators write it, in calls per second: `1/s`, `50/min`, `1000/h`, `5/10s` (5 per 10 seconds),
+    a bare number (per second); 0, `off` or `unlimited`: no limit."""
+    if isinstance(value, bool):
+        raise ValueError("a rate is a number or a text like 1/s, 50/min")
+    if isinstance(value, int | float):
+        rate = float(value)
+    elif value.strip().lower() in UNLIMITED_WORDS:
+        return 0.0
+    else:
+        match = _RATE.match(value)
+        if match is None:
+            raise ValueError(f"invalid rate {value!r}: write it as 1/s, 50/min, 1000/h, 5/10s or a number per second")
+        count, multiple, unit = match.groups()
+        seconds = 1.0
+        if unit is not None:
+            unit = unit.lower()
+            per = _PER_UNIT.get(unit) or _PER_UNIT.get(unit.rstrip("s"))  # also secs, mins, hours
+            if per is None:
+                raise ValueError(f"invalid rate {value!r}: the unit is one of s, min, h, d")
+            seconds = per
+        seconds *= float(multiple) if multiple else 1.0
+        if seconds <= 0:
+            raise ValueError(f"invalid rate {value!r}: its period is zero")
+        rate = float(count) / seconds
+    if rate < 0 or rate != rate or rate == float("inf"):
+        raise ValueError(f"invalid rate {value!r}")
+    return rate
+
+
+def format_rate(rate: float) -> str:
+    """The shortest exact way to write a rate back: 1/s, 50/min, 0.5/s."""
+    if rate <= 0:
+        return "unlimited"
+    if rate >= 1:
+        return f"{rate:g}/s"
+    for unit, seconds in (("s", 1.0), ("min", 60.0), ("h", 3600.0)):
+        n = rate * seconds
+        if abs(n - round(n)) < 1e-9 * max(1.0, n) and round(n) >= 1:
+            return f"{round(n)}/{unit}"
+    return f"{rate:g}/s"
+
+
+class KeyLimitConfig(BaseModel):
+    """A limit per key of one kind (`channel`, `token`, `spreadsheet`...): each key its own token bucket (`rate`
+    calls per second, bursts up to `burst`) and/or at most `concurrency` of its actions calling at once. Unset
+    fields: no such limit (an operator's runtime entry overrides only the fields it sets; 0 turns one off).
+    `rate` may be written as text: 1/s, 50/min (parse_rate)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate: float | None = Field(None, ge=0)
+    burst: int | None = Field(None, ge=1)
+    concurrency: int | None = Field(None, ge=0)
+
+    @field_validator("rate", mode="before")
+    @classmethod
+    def _rate_text(cls, v: Any) -> Any:
+        return parse_rate(v) if isinstance(v, str) else v
 
 
 # Each executor's default_rate_limit: near the platform's documented limits (see the executor modules).
@@ -185,6 +262,12 @@ class Settings(_WithPlatforms):
     # Per platform, only the fields that differ from `breaker`: {"slack": {"open_s": 10}}.
     breakers: dict[str, dict[str, float]] = Field(default_factory=dict)
     rate_limits: dict[str, RateLimitConfig] = Field(default_factory=dict)
+    # Limits per key, by platform and kind of key (workers.guards.limits): OPSQ_KEY_LIMITS='{"slack": {"channel":
+    # {"rate": "1/s"}, "token": {"rate": "50/min"}}, "gsheets": {"spreadsheet": {"rate": "60/min", "concurrency": 4}}}'.
+    # The defaults: `opsq ratelimit set` changes them at runtime, for every worker, without a restart.
+    key_limits: dict[str, dict[str, KeyLimitConfig]] = Field(default_factory=dict)
+    # How long a 429 without Retry-After (Google's rateLimitExceeded) pauses the limited key for the whole fleet.
+    rate_limit_pause_s: float = Field(1.0, ge=0)
     idempotency_ttl_s: int = Field(86400, ge=1)
     # How long a worker's claim on a running action holds before a redelivered message may run it.
     # Default: longer than one attempt can take (connect + read timeout + 30 s).
@@ -268,6 +351,19 @@ class Settings(_WithPlatforms):
             if unknown:
                 raise ValueError(f"breakers.{platform}: unknown field(s) {', '.join(sorted(unknown))}")
         return v
+
+    @model_validator(mode="after")
+    def _key_limits_name_known_keys(self) -> Settings:
+        for platform, kinds in self.key_limits.items():
+            cls = self.registry.get(platform)
+            if cls is None:
+                raise ValueError(f"key_limits: unknown platform {platform!r}")
+            known = cls.limit_key_sources()
+            unknown = sorted(set(kinds) - set(known))
+            if unknown:
+                raise ValueError(f"key_limits.{platform}: no key kind {', '.join(unknown)} (known: "
+                                 f"{', '.join(sorted(known))})")
+        return self
 
     @model_validator(mode="after")
     def _waits_fit_in_the_visibility_timeout(self) -> Settings:

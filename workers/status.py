@@ -38,9 +38,10 @@ class Verdict(StrEnum):
     BUSY = "busy"  # running elsewhere: wait
     OPEN = "open"  # breaker open: wait
     HALF_OPEN_BUSY = "half_open_busy"  # breaker half-open, every probe slot taken: wait
-    RATE_LIMITED = "rate_limited"  # no token: wait
+    RATE_LIMITED = "rate_limited"  # no token (the platform's or a key's), or a key paused after a 429: wait
     OPEN_FAIL = "open_fail"  # breaker open and the action chose to fail fast
     UNREPLICATED = "unreplicated"  # the claim reached no replica in time (OPSQ_REDIS_REPLICA_ACKS): wait
+    CONCURRENCY_LIMITED = "concurrency_limited"  # a key has as many actions running as its limit allows: wait
     CANCELLED = "cancelled"  # cancelled (workers.cancel): never call it
     EXPIRED = "expired"  # its deadline passed: never call it
 

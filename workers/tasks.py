@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, NoReturn
 
@@ -70,6 +71,7 @@ def _execute(self: Task, *, action_id: str, platform: str, action: str, params: 
             waiting.notify(action_id)
             return {"skipped": True}
         params = prepared
+    ctx = dataclasses.replace(ctx, params=params)  # per-key limits read their keys from the params as called
     end = run_attempt(ctx, lambda effect: executor(platform).execute(action, params, effect),
                       find=lambda effect: executor(platform).find(action, params, effect),
                       max_attempts=max_attempts, log_extra=extra)

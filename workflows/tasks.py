@@ -268,9 +268,12 @@ def _compensate(self: Task, workflow_id: str, comp_id: int, attempt: int) -> dic
         return comp["result"] or {}
     spec, run = spec_of(workflow_id)
     step = state.step(workflow_id, comp["step_id"])
-    ctx = Attempt(action_id=undo_action_id(step["action_id"], comp_id), platform=comp["platform"],
-                  action=comp["action"], attempt=attempt, role="compensation")
     override = spec.step(comp["step_id"]).compensation
+    # Per-key limits (a Slack channel's) count the undo too: its keys are read from the step's params; an
+    # override's params are rendered only when called, so it is under its platform's limits only.
+    ctx = Attempt(action_id=undo_action_id(step["action_id"], comp_id), platform=comp["platform"],
+                  action=comp["action"], attempt=attempt, role="compensation",
+                  params=None if isinstance(override, CompensationSpec) else step["params"] or {})
 
     def override_params() -> dict[str, Any]:
         assert isinstance(override, CompensationSpec)

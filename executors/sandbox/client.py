@@ -44,7 +44,8 @@ class SandboxClient:
         self._call("DELETE", "/state")
 
     def fault(self, platform: str, mode: str = "error", **options: Any) -> dict[str, Any]:
-        """Installs a fault: options are status, rate, latency_ms, retry_after, times, match.
+        """Installs a fault: options are status, rate, latency_ms, retry_after, times, match (a substring of the
+        path), body_match (fields the request body must have: {"channel": "C1"}).
 
         mode is ok (latency only), error, timeout, rate_limit, auth, or one that applies the request and then
         loses its answer (issue 11): applied_timeout (held latency_ms, default 30 s, past the client's read

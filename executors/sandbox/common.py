@@ -87,7 +87,8 @@ class Emulator:
         return self.error(401, "unauthorized", "missing credentials" if code == "not_authed"
                           else "invalid credentials")
 
-    def rate_limited(self, retry_after: float) -> Reply:
+    def rate_limited(self, retry_after: float, status: int = 429) -> Reply:
+        """The platform's "too many requests". `status` is the fault's: only Google answers anything but 429."""
         return Reply(429, self.error(429, "rate_limited", "rate limited").body,
                      {"Retry-After": format_seconds(retry_after)})
 
@@ -120,7 +121,10 @@ class GoogleEmulator(Emulator):
                                             "OAuth 2 access token, login cookie or other valid "
                                             "authentication credential.")
 
-    def rate_limited(self, retry_after: float) -> Reply:
+    def rate_limited(self, retry_after: float, status: int = 429) -> Reply:
+        if status == 403:
+            # Drive and Sheets also refuse a too-fast caller with a 403 `rateLimitExceeded`, with no Retry-After.
+            return self.error(403, "rateLimitExceeded", "Rate Limit Exceeded")
         reply = self.error(429, "rateLimitExceeded", "Quota exceeded for quota metric 'Requests'.")
         reply.headers["Retry-After"] = format_seconds(retry_after)
         return reply

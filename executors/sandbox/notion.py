@@ -60,7 +60,7 @@ class NotionEmulator(Emulator):
     def unauthorized(self, code: str) -> Reply:
         return self.error(401, "unauthorized", "API token is invalid.")
 
-    def rate_limited(self, retry_after: float) -> Reply:
+    def rate_limited(self, retry_after: float, status: int = 429) -> Reply:
         reply = self.error(429, "rate_limited", "You have been rate limited. Please try again later.")
         reply.headers["Retry-After"] = format_seconds(retry_after)
         return reply

@@ -41,7 +41,7 @@ __all__ = ["FAULT_MODES", "Sandbox", "SandboxClient", "SandboxServer", "emulator
 APPLIED_MODES = ("applied_timeout", "applied_reset", "applied_502")
 FAULT_MODES = ("ok", "error", "timeout", "rate_limit", "auth", *APPLIED_MODES)
 FAULT_FIELDS = frozenset({"platform", "mode", "status", "rate", "latency_ms", "retry_after", "times",
-                          "match"})
+                          "match", "body_match"})
 #: How long a `timeout` fault holds the request: far beyond any sane client read timeout.
 TIMEOUT_FAULT_S = 30.0
 #: The answer an `applied_timeout` fault holds back when it names no latency_ms: as long as `timeout`'s.
@@ -80,6 +80,8 @@ class Fault:
     retry_after: float = 1
     times: int | None = None
     match: str | None = None
+    #: only requests whose body has these top-level fields with these values (a Slack message to one channel)
+    body_match: dict[str, Any] | None = None
     remaining: int | None = None
     hits: int = 0
 
@@ -108,6 +110,8 @@ class Fault:
             raise ValueError("times must be a positive integer or null")
         if fault.match is not None and not isinstance(fault.match, str):
             raise ValueError("match must be a string or null")
+        if fault.body_match is not None and not isinstance(fault.body_match, dict):
+            raise ValueError("body_match must be an object (fields of the request body) or null")
         fault.remaining = fault.times
         return fault
 
@@ -205,7 +209,7 @@ class Sandbox:
         if emulator is None:
             return Reply(404, {"error": "not_found", "message": f"no sandbox platform {platform!r} "
                                                                 f"(known: {', '.join(self.emulators)})"})
-        fault = self._take_fault(platform, entry["path"])
+        fault = self._take_fault(platform, entry["path"], body)
         if fault is not None and fault.mode in APPLIED_MODES:
             with self.lock:
                 entry["fault"] = fault.mode
@@ -222,7 +226,7 @@ class Sandbox:
             if fault.mode == "error":
                 return emulator.failure(fault.status)
             if fault.mode == "rate_limit":
-                return emulator.rate_limited(fault.retry_after)
+                return emulator.rate_limited(fault.retry_after, fault.status if fault.status in (403, 429) else 429)
             if fault.mode == "auth":
                 return emulator.unauthorized("invalid_auth")
         return self._emulate(entry, emulator, method, raw_segments, query, headers, body, understood)
@@ -286,10 +290,13 @@ class Sandbox:
             if not self._stopped:
                 self._release = threading.Event()
 
-    def _take_fault(self, platform: str, path: str) -> Fault | None:
+    def _take_fault(self, platform: str, path: str, body: Any = None) -> Fault | None:
         with self.lock:
             fault = self._faults.get(platform)
             if fault is None or (fault.match and fault.match not in path):
+                return None
+            if fault.body_match and not (isinstance(body, dict)
+                                         and all(body.get(k) == v for k, v in fault.body_match.items())):
                 return None
             if fault.rate < 1 and self._random.random() >= fault.rate:
                 return None

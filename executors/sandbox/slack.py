@@ -55,7 +55,7 @@ class SlackEmulator(Emulator):
     def unauthorized(self, code: str) -> Reply:
         return Reply(200, {"ok": False, "error": code})
 
-    def rate_limited(self, retry_after: float) -> Reply:
+    def rate_limited(self, retry_after: float, status: int = 429) -> Reply:
         return Reply(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": format_seconds(retry_after)})
 
     def failure(self, status: int) -> Reply:

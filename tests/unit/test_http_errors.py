@@ -74,6 +74,18 @@ class TestRaiseForStatus:
         assert isinstance(err, RateLimitedError)
         assert err.retry_after is None
 
+    @pytest.mark.parametrize("reason", ["rateLimitExceeded", "userRateLimitExceeded"])
+    def test_googles_403_rate_limit_is_rate_limited_not_auth(self, reason: str) -> None:
+        body = {"error": {"code": 403, "message": "Rate Limit Exceeded", "status": "PERMISSION_DENIED",
+                          "errors": [{"domain": "usageLimits", "reason": reason, "message": "Rate Limit Exceeded"}]}}
+        err = raised(response(403, json=body))
+        assert type(err) is RateLimitedError and err.retry_after is None and not err.health_failure
+
+    def test_googles_403_permission_refused_stays_auth(self) -> None:
+        body = {"error": {"code": 403, "errors": [{"reason": "insufficientPermissions"}]}}
+        assert type(raised(response(403, json=body))) is AuthError
+        assert type(raised(response(403, text="<html>forbidden</html>"))) is AuthError
+
     @pytest.mark.parametrize("status", [401, 403])
     def test_401_403_are_auth_errors(self, status: int) -> None:
         err = raised(response(status, json={"message": "bad token"}))

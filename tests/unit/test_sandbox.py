@@ -352,6 +352,20 @@ class TestFaults:
         resp = http.post("/slack/chat.delete", json={"channel": "C1234567", "ts": "1"}, headers=BEARER)
         assert resp.status_code == 500 and resp.json() == {"ok": False, "error": "internal_error"}
 
+    def test_body_match_limits_the_fault_to_some_requests(self, http: httpx.Client, client: SandboxClient) -> None:
+        client.fault("slack", "rate_limit", retry_after=3, body_match={"channel": "C7654321"})
+        assert post_message(http).status_code == 200  # another channel
+        resp = http.post("/slack/chat.postMessage", json={"channel": "C7654321", "text": "x"}, headers=BEARER)
+        assert resp.status_code == 429 and resp.headers["Retry-After"] == "3"
+        logged = client.requests("slack")[-1]
+        assert logged["body"]["channel"] == "C7654321" and logged["fault"] == "rate_limit" and logged["started"]
+
+    def test_googles_403_rate_limit(self, http: httpx.Client, client: SandboxClient) -> None:
+        client.fault("gsheets", "rate_limit", status=403)
+        resp = http.get("/gsheets/v4/spreadsheets/x", headers=BEARER)
+        assert resp.status_code == 403 and "Retry-After" not in resp.headers
+        assert resp.json()["error"]["errors"][0]["reason"] == "rateLimitExceeded"
+
     def test_rate_limit_sends_retry_after(self, http: httpx.Client, client: SandboxClient) -> None:
         client.fault("notion", "rate_limit", retry_after=2)
         resp = http.get("/notion/v1/users/me", headers=NOTION)

@@ -24,7 +24,7 @@ VOCABULARIES: list[tuple[type[StrEnum], list[str]]] = [
     (ActionStatus, ["scheduled", "queued", "running", "retrying", "succeeded", "failed", "skipped", "cancelled",
                     "expired"]),
     (Verdict, ["run", "done", "failed", "busy", "open", "half_open_busy", "rate_limited", "open_fail",
-               "unreplicated", "cancelled", "expired"]),
+               "unreplicated", "concurrency_limited", "cancelled", "expired"]),
     (ErrorKind, ["retryable", "permanent", "auth", "invalid_params", "template", "internal", "rate_limited",
                  "circuit_open", "stuck", "purged"]),
     (WorkflowStatus, ["pending", "running", "awaiting_approval", "succeeded", "failed", "rolling_back",

@@ -89,24 +89,89 @@ def circuit_history(platform: str | None, limit: int, as_json: bool) -> None:
 
 @click.group()
 def ratelimit() -> None:
-    """Global per-platform rate limits (token buckets shared by every worker)."""
+    """Rate and concurrency limits: per platform and per key (a channel, a token), shared by every worker."""
+
+def _rate(value: str | None) -> str:
+    from workers.settings import format_rate
+
+    return "-" if not value else format_rate(float(value))
 
 @ratelimit.command("status")
 @click.argument("platform", required=False)
 @json_option
 @read_only
 def ratelimit_status(platform: str | None, as_json: bool) -> None:
-    """Rate, burst, tokens available now, how often actions had to wait."""
+    """Each platform's bucket, its limits per key, and every key waiting now (no token, paused after a 429, or
+    at its concurrency limit)."""
     from workers.guards import ratelimit as rl
 
     items = [rl.status(p) for p in _platforms(platform)]
     if as_json:
         emit_json(items if platform is None else items[0])
         return
-    table(["PLATFORM", "RATE/S", "BURST", "TOKENS NOW", "WAITS"],
-          [[i["platform"], "unlimited" if i["unlimited"] else f"{i['rate_per_s']:g}", i["burst"],
-            "-" if i["tokens_available"] is None else f"{i['tokens_available']:.2f}", i["waits_total"]]
+    table(["PLATFORM", "RATE", "BURST", "TOKENS NOW", "PAUSED FOR", "WAITS", "SOURCE"],
+          [[i["platform"], "unlimited" if i["unlimited"] else _rate(i["rate_per_s"]), i["burst"],
+            "-" if i["tokens_available"] is None else f"{i['tokens_available']:.2f}",
+            f"{i['paused_for_s']:.1f}s" if i["paused_for_s"] else "-", i["waits_total"], i["source"]]
            for i in items])
+    rules = [(i["platform"], rule) for i in items for rule in i["limits"]]
+    if rules:
+        click.echo("")
+        table(["PLATFORM", "PER", "RATE", "BURST", "CONCURRENCY", "SOURCE"],
+              [[p, r["per"], _rate(r["rate_per_s"]), r["burst"] or "-", r["concurrency"] or "-", r["source"]]
+               for p, r in rules])
+    waiting = [(i["platform"], w) for i in items for w in i["waiting"]]
+    click.echo("")
+    if not waiting:
+        click.echo("no key is waiting")
+        return
+    table(["PLATFORM", "PER", "KEY", "STATE", "FOR", "DETAIL"],
+          [[p, w["per"], w["key"], click.style(w["state"].upper(), fg="red" if w["state"] == "paused" else "yellow"),
+            f"{w['for_s']:.2f}s" if w.get("for_s") is not None else "-",
+            f"{w['running']}/{w['concurrency']} running" if w["state"] == "concurrency"
+            else f"{w['tokens']:.2f} tokens" if w.get("tokens") is not None else "-"]
+           for p, w in waiting])
+
+@ratelimit.command("set")
+@click.argument("platform")
+@click.option("--per", "per", metavar="KIND", help="Per key of this kind (channel, token, spreadsheet, or any "
+              "param's name); without it, the platform's own bucket.")
+@click.option("--rate", "rate", metavar="RATE", help="1/s, 50/min, 1000/h, 5/10s; 0 or off: no rate limit.")
+@click.option("--burst", type=click.IntRange(min=1), help="Calls allowed at once after a quiet spell (default 1 "
+              "per key).")
+@click.option("--concurrency", type=click.IntRange(min=0), help="At most this many of a key's actions calling at "
+              "once (needs --per); 0: no limit.")
+@click.option("--reason", default="", help="Why (recorded).")
+@actor_option
+def ratelimit_set(platform: str, per: str | None, rate: str | None, burst: int | None, concurrency: int | None,
+                  reason: str, actor: str) -> None:
+    """Change a limit for every running worker at once (their next admission), without a restart. Fields not
+    given keep their value; `opsq ratelimit unset` goes back to the settings' (OPSQ_RATE_LIMITS, OPSQ_KEY_LIMITS)."""
+    from workers.guards import ratelimit as rl
+    from workers.settings import parse_rate
+
+    fields = rl.set_limit(platform, per, rate=None if rate is None else parse_rate(rate), burst=burst,
+                          concurrency=concurrency, actor=actor, reason=reason)
+    shown = ", ".join(f"{k} {_rate(v) if k == 'rate' else v}" for k, v in sorted(fields.items()))
+    click.echo(f"rate limit {platform}{f' per {per}' if per else ''}: {shown} (by {actor}; every worker applies it "
+               "at its next admission)")
+
+@ratelimit.command("unset")
+@click.argument("platform")
+@click.option("--per", "per", metavar="KIND", help="The limit per key of this kind; without it, the platform's own "
+              "bucket.")
+@click.option("--all", "every", is_flag=True, help="Every runtime change of the platform.")
+@click.option("--reason", default="", help="Why (recorded).")
+@actor_option
+def ratelimit_unset(platform: str, per: str | None, every: bool, reason: str, actor: str) -> None:
+    """Drop a runtime change (`opsq ratelimit set`): the settings' limit applies again, on every worker."""
+    from workers.errors import NotFound
+    from workers.guards import ratelimit as rl
+
+    what = f"rate limit {platform}" + (" (all)" if every else f" per {per}" if per else "")
+    if not rl.unset_limit(platform, per, every=every, actor=actor, reason=reason):
+        raise NotFound(f"{what}: no runtime change to drop")
+    click.echo(f"{what}: back to the settings' values (by {actor})")
 
 @click.group()
 def idempotency() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -51,13 +52,17 @@ class Attempt:
     role: str = "action"
     #: the action's deadline (Unix time): not admitted by then, it ends `expired` (workers.status)
     expires_at: float | None = None
+    #: the params the call is made with: where the keys of per-key limits are read from (workers.guards.limits);
+    #: None: the action is under its platform's limits only (and those read from settings, as `token`)
+    params: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
 class Admission:
     """`verdict` (workers.status.Verdict) is one of: run (call the platform), done (return `result`, the
     platform was already called), failed (the action already failed for good: `error`), or a wait — busy
-    (running elsewhere), open / half_open_busy (breaker), rate_limited — to be re-scheduled after `wait_s`
+    (running elsewhere), open / half_open_busy (breaker), rate_limited (no token, or paused after a 429),
+    concurrency_limited (a key's concurrency limit reached) — to be re-scheduled after `wait_s`
     without using up an attempt; open_fail when the action chose to fail fast on an open breaker; cancelled
     (`error` says by whom, and `reconcile` that an earlier attempt may have acted) or expired: never call it."""
 
@@ -70,6 +75,9 @@ class Admission:
     reconcile: bool = False
     #: when that earlier attempt started (Redis' clock), where a lookup starts searching
     since: float | None = None
+    #: the action's keys under per-key limits (workers.guards.limits.LimitKey): settle gives their concurrency
+    #: leases back, and a 429 pauses their buckets
+    limit_keys: tuple[Any, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def run(self) -> bool:
@@ -91,6 +99,9 @@ class Outcome:
     attempt_s: float | None = field(default=None, compare=False)
     #: the effect of an earlier attempt was found on the platform instead of calling
     reconciled: bool = False
+    #: seconds the platform asked us to stop (a 429's Retry-After): the action's limited keys are paused that long
+    #: for every worker (workers.guards.scripts.SETTLE); None: no pause
+    pause_s: float | None = None
 
 
 class Guard(Protocol):

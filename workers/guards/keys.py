@@ -32,8 +32,33 @@ def breaker_history(platform: str) -> str:
 
 
 def rate_bucket(platform: str) -> str:
-    """Hash: tokens, ts (the token bucket)."""
+    """Hash: tokens, ts (the token bucket), paused_until (a 429's pause, when the action had no key's bucket)."""
     return f"{PREFIX}:rl:{platform}"
+
+
+def key_bucket(platform: str, kind: str, digest: str) -> str:
+    """Hash: tokens, ts, paused_until of one key's token bucket (workers.guards.limits): `digest` is a hash of
+    the key's value (a channel, a token), never the value itself. Expires when idle, like the platform's."""
+    return f"{PREFIX}:rl:{platform}:{kind}:{digest}"
+
+
+def key_leases(platform: str, kind: str, digest: str) -> str:
+    """Sorted set: one key's concurrency leases, member = attempt token, score = when its lease ends. A lease
+    whose worker died stops counting once it has ended, as the breaker's probes do."""
+    return f"{PREFIX}:cc:{platform}:{kind}:{digest}"
+
+
+def limits_waiting(platform: str) -> str:
+    """Sorted set: the limited keys that made an action wait, or were paused by a 429, recently: member =
+    "<key>|<kind>|<label>", score = until when (what `opsq ratelimit status` lists as waiting)."""
+    return f"{PREFIX}:rl:{platform}:waiting"
+
+
+def ratelimit_config() -> str:
+    """Hash: the operators' runtime limits (`opsq ratelimit set`), one JSON field per platform, and `version`,
+    raised at each change: the admit script compares it with the worker's, so a change reaches every worker at
+    its next admission."""
+    return f"{PREFIX}:ratelimit:config"
 
 
 def stats(platform: str) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from workers.guards import keys, scripts
+from workers.guards import keys, limits, scripts
 from workers.guards.base import Admission, Attempt, Outcome
 from workers.guards.connection import guard_redis
 from workers.observability.durations import bucket_index
@@ -50,6 +50,12 @@ class RedisGuard:
         self._release = self.redis.register_script(scripts.RELEASE_RUN)
         self.replica_acks = settings.redis_replica_acks
         self.ack_timeout_ms = settings.redis_replica_ack_timeout_ms
+        # Limits (issue 14): the operators' runtime config as of `_limits_version` (None: not read yet). The admit
+        # script compares that version with Redis' and answers `stale` (taking nothing) with the current config
+        # when they differ, so a change reaches every worker at its next admission with no read of its own.
+        self._limits_version: str | None = None
+        self._runtime: dict[str, dict[str, dict[str, Any]]] = {}
+        self._limits: dict[str, tuple[limits.Limits, dict[str, str], dict[str, str | None]]] = {}
 
     def _replicated(self, script: Any, keys: list[str], args: list[Any]) -> tuple[Any, bool]:
         """Runs `script`; with replica acks wanted, WAITs for them on the same connection, in the same round
@@ -71,24 +77,95 @@ class RedisGuard:
         pipe.execute_command("WAIT", self.replica_acks, self.ack_timeout_ms)
         return pipe
 
+    # -- limits (issue 14) ---------------------------------------------------------------------------------------
+
+    def _platform_limits(self, platform: str) -> tuple[limits.Limits, dict[str, str], dict[str, str | None]]:
+        """The platform's limits under the runtime config this worker knows, where each kind of key is read
+        from, and its settings' values (a kind read from a setting): worked out once per config version."""
+        cached = self._limits.get(platform)
+        if cached is None:
+            cls = self.settings.registry.get(platform)
+            cached = (limits.resolve(self.settings, platform, self._runtime.get(platform)),
+                      cls.limit_key_sources() if cls is not None else {},
+                      limits.setting_values(self.settings, platform))
+            self._limits[platform] = cached
+        return cached
+
+    def _limits_changed(self, version: Any, raw: Any) -> None:
+        pairs = [raw[i:i + 2] for i in range(0, len(raw or []), 2)]
+        _, self._runtime = limits.parse_runtime(dict(pairs))
+        self._limits_version = version.decode() if isinstance(version, bytes) else str(version)
+        self._limits.clear()
+
+    def _limit_call(self, attempt: Attempt) -> tuple[limits.Limits, list[limits.LimitKey], list[str], list[Any]]:
+        """The platform's bucket, the action's keys, and the KEYS and ARGV the admit script takes for them, LAST
+        (scripts.ADMIT finds them from the end): the config hash, the waiting index and one key per limit; the
+        config version, 5 values per limit, their number."""
+        lim, sources, values = self._platform_limits(attempt.platform)
+        found = limits.keys_of(lim, sources, attempt.params, values) if lim.rules else []
+        tail_keys = [keys.ratelimit_config(), keys.limits_waiting(attempt.platform)]
+        tail_args: list[Any] = [self._limits_version or ""]
+        for key in found:
+            rule = key.rule
+            if rule.rate > 0:
+                tail_keys.append(keys.key_bucket(attempt.platform, key.kind, key.digest))
+                tail_args += ["r", rule.rate, rule.burst, key.kind, key.label]
+            if rule.concurrency > 0:
+                tail_keys.append(keys.key_leases(attempt.platform, key.kind, key.digest))
+                tail_args += ["c", rule.concurrency, "", key.kind, key.label]
+        tail_args.append(len(tail_keys) - 2)
+        return lim, found, tail_keys, tail_args
+
+    def _settle_tail(self, attempt: Attempt, admission: Admission, outcome: Outcome) -> tuple[list[str], list[Any]]:
+        """The settle script's last KEYS and ARGV: the leases to give back; after a 429, the buckets to pause (the
+        action's key buckets, or the platform's when it has none)."""
+        platform = attempt.platform
+        tail_keys, tail_args = [keys.limits_waiting(platform)], []
+        held: list[limits.LimitKey] = list(admission.limit_keys)
+        for key in held:
+            if key.rule.concurrency > 0:
+                tail_keys.append(keys.key_leases(platform, key.kind, key.digest))
+                tail_args += ["l", key.kind, key.label]
+        pause = outcome.pause_s or 0.0
+        if pause > 0:
+            rated = [k for k in held if k.rule.rate > 0]
+            for key in rated:
+                tail_keys.append(keys.key_bucket(platform, key.kind, key.digest))
+                tail_args += ["p", key.kind, key.label]
+            if not rated:
+                tail_keys.append(keys.rate_bucket(platform))
+                tail_args += ["p", limits.PLATFORM_KIND, ""]
+        return tail_keys, [round(pause, 3), *tail_args, len(tail_keys) - 1]
+
+    # ------------------------------------------------------------------------------------------------------------
+
     def admit(self, attempt: Attempt) -> Admission:
         s = self.settings
         breaker = s.breaker_config(attempt.platform)
-        limit = s.rate_limit(attempt.platform)
         action_keys = keys.action_keys(attempt.platform, attempt.action_id)
-        reply, replicated = self._replicated(
-            self._admit, action_keys,
-            [attempt.token, s.lease_s, s.idempotency_ttl_s, breaker.open_s, breaker.half_open_max,
-             limit.rate, limit.burst, int(attempt.fail_fast), attempt.attempt, HISTORY_MAX,
-             "" if attempt.expires_at is None else f"{attempt.expires_at:.6f}"],
-        )
-        verdict, detail, probe = reply[:3]
+        # Twice at most in a row: when this worker's limits are out of date, the script takes nothing and answers
+        # with the current ones (a third time only if they changed again in between).
+        for _ in range(3):
+            lim, found, tail_keys, tail_args = self._limit_call(attempt)
+            reply, replicated = self._replicated(
+                self._admit, action_keys + tail_keys,
+                [attempt.token, s.lease_s, s.idempotency_ttl_s, breaker.open_s, breaker.half_open_max,
+                 lim.platform.rate, lim.platform.burst, int(attempt.fail_fast), attempt.attempt, HISTORY_MAX,
+                 "" if attempt.expires_at is None else f"{attempt.expires_at:.6f}", *tail_args],
+            )
+            verdict = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
+            if verdict != "stale":
+                break
+            self._limits_changed(reply[1], reply[2])
+        else:
+            return Admission(verdict=Verdict.RATE_LIMITED, wait_s=0.1)
+        detail, probe = reply[1:3]
         reconcile = reply[3] if len(reply) > 3 else 0  # only a `run` says whether to reconcile
-        verdict = verdict.decode() if isinstance(verdict, bytes) else verdict
         detail = detail.decode() if isinstance(detail, bytes) else detail
         if verdict == Verdict.RUN and not replicated:
             # Taken back on the master; if that is lost in a failover too, the new master never had the claim.
-            self._release(keys=[action_keys[0], action_keys[6]], args=[attempt.token, s.idempotency_ttl_s])
+            leases = [keys.key_leases(attempt.platform, k.kind, k.digest) for k in found if k.rule.concurrency > 0]
+            self._release(keys=[action_keys[0], action_keys[6], *leases], args=[attempt.token, s.idempotency_ttl_s])
             log.warning("the claim of %s reached fewer than %d replica(s) within %d ms (OPSQ_REDIS_REPLICA_ACKS): "
                         "not calling the platform; trying again shortly", attempt.action_id, self.replica_acks,
                         self.ack_timeout_ms,
@@ -96,7 +173,7 @@ class RedisGuard:
             return Admission(verdict=Verdict.UNREPLICATED, wait_s=max(1.0, self.ack_timeout_ms / 1000))
         if verdict == Verdict.RUN:
             return Admission(probe=bool(probe), reconcile=bool(reconcile),
-                             since=float(detail) if reconcile and detail else None)
+                             since=float(detail) if reconcile and detail else None, limit_keys=tuple(found))
         if verdict == Verdict.DONE:
             return Admission(verdict=Verdict.DONE, result=json.loads(detail or "{}"))
         if verdict == Verdict.FAILED:
@@ -120,7 +197,9 @@ class RedisGuard:
                            keys.outcome_channel(attempt.action_id),
                            f"{attempt.platform}|{attempt.action}|{attempt.role}",
                            *_timing(outcome.call_s), *_timing(outcome.attempt_s), int(outcome.reconciled)]
-        action_keys = keys.action_keys(attempt.platform, attempt.action_id)
+        tail_keys, tail_args = self._settle_tail(attempt, admission, outcome)
+        action_keys = keys.action_keys(attempt.platform, attempt.action_id) + tail_keys
+        args += tail_args
         if not outcome.ok:
             # A failure lost in a failover costs no second effect: the claim (replicated at admit) makes the next
             # delivery reconcile, and a final failure is in the database before the message is acknowledged.

@@ -2,8 +2,14 @@
 consistent breaker, bucket and execution record, and each side of a call costs one round trip.
 
 KEYS (ADMIT and SETTLE): 1 run record, 2 breaker, 3 breaker failures, 4 breaker history, 5 rate bucket,
-6 stats, 7 breaker probes, 8 metrics (SETTLE only), 9 the action's cancel mark (ADMIT only; workers.cancel).
+6 stats, 7 breaker probes, 8 metrics (SETTLE only), 9 the action's cancel mark (ADMIT only; workers.cancel),
+then the limits' keys (below).
 Times come from Redis' own clock (TIME), not the workers' clocks.
+
+Limits (issue 14, workers.guards.limits): the LAST KEYS and ARGV of ADMIT and SETTLE, found from the end
+(ARGV[#ARGV] is their count), so that keys added after the eighth by other work do not move them. ADMIT checks the
+platform's bucket, then each key's bucket and concurrency leases, and takes all or none; SETTLE gives the leases
+back and, after a 429, pauses the action's buckets for every worker. The blocks are marked BEGIN/END limits.
 
 Half-open probe slots are leases, not a counter: KEYS[7] is a sorted set of the probing attempts' tokens
 scored by when their lease ends (now + lease_s). A probe that never settles (its worker was SIGKILLed,
@@ -30,9 +36,12 @@ end
 
 # ARGV: 1 owner token, 2 lease_s (of the run record and of a probe slot), 3 ttl_s, 4 open_s, 5 half_open_max,
 #       6 rate, 7 burst, 8 fail_fast, 9 attempt, 10 history_max, 11 the action's deadline (Unix time; '' none)
+# Limits, last (workers.guards.redis_guard._limit_call): KEYS ..., config hash, waiting index, one key per limit;
+#       ARGV ..., the worker's config version, 5 per limit (type r|c, rate|max, burst, kind, label), their number.
 # Returns {verdict, detail, probe, reconcile}: run | done (result) | failed (error) | busy (wait) | open (wait)
-#         | half_open_busy (wait) | rate_limited (wait) | open_fail (wait) | cancelled (who and why, JSON)
-#         | expired (the deadline).
+#         | half_open_busy (wait) | rate_limited (wait) | concurrency_limited (wait) | open_fail (wait)
+#         | cancelled (who and why, JSON) | expired (the deadline)
+#         | stale (the config version, the config: the worker's limits are out of date; nothing was taken).
 # For run, `reconcile` is 1 when an earlier attempt may have acted without its answer arriving (its lease ran
 # out while it was `running`: its worker died; or it settled as ambiguous): the caller looks the effect up
 # before calling, from `detail`, the time that earlier attempt started.
@@ -100,29 +109,91 @@ if state == 'half_open' then
   probe = 1
 end
 
--- 3. Global rate limit: a token bucket refilled continuously at `rate` per second, capped at `burst`.
+-- 3. Limits (issue 14) ---------------------------------------------------------------------------- BEGIN limits
+-- The platform's token bucket (KEYS[5]), then each key's bucket and leases: every one is checked before any is
+-- taken (below), so an action short of one key's token takes nothing from the others. A bucket refills
+-- continuously at `rate` per second up to `burst`; `paused_until` is a 429's Retry-After (SETTLE), for every worker.
+local n_lim = tonumber(ARGV[#ARGV])
+local a_lim = #ARGV - 1 - 5 * n_lim   -- ARGV[a_lim]: the config version the worker's limits come from
+local k_lim = #KEYS - n_lim - 2       -- KEYS[k_lim + 1]: config hash, + 2: waiting index, + 2 + i: limit i
+local version = redis.call('HGET', KEYS[k_lim + 1], 'version') or '0'
+if version ~= ARGV[a_lim] then return {'stale', version, redis.call('HGETALL', KEYS[k_lim + 1])} end
+local wait, conc_only, blocked = 0, true, {}
+local function hold(w, key, kind, label, why)
+  if w > wait then wait = w end
+  if why ~= 'concurrency' then conc_only = false end
+  blocked[#blocked + 1] = {w, key, kind, label, why}
+end
+local function refill(b, r, cap)  -- tokens now, from the bucket's last write
+  local ts = tonumber(b[2]) or now
+  return math.min(cap, (tonumber(b[1]) or cap) + math.max(0, now - ts) * r)
+end
+local pb = redis.call('HMGET', KEYS[5], 'tokens', 'ts', 'paused_until')
+if (tonumber(pb[3]) or 0) > now then hold(tonumber(pb[3]) - now, KEYS[5], 'platform', '', 'pause') end
 local tokens = nil
 if rate > 0 then
-  local b = redis.call('HMGET', KEYS[5], 'tokens', 'ts')
-  tokens = tonumber(b[1]) or burst
-  local ts = tonumber(b[2]) or now
-  tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
-  if tokens < 1 then
-    redis.call('HSET', KEYS[5], 'tokens', fmt(tokens), 'ts', fmt(now))
-    redis.call('HINCRBY', KEYS[6], 'rate_waits', 1)
-    return {'rate_limited', fmt((1 - tokens) / rate), 0}
+  tokens = refill(pb, rate, burst)
+  if tokens < 1 then hold((1 - tokens) / rate, KEYS[5], 'platform', '', 'rate') end
+end
+local key_tokens = {}
+for i = 1, n_lim do
+  local key, a = KEYS[k_lim + 2 + i], a_lim + 5 * (i - 1)
+  local kind, label = ARGV[a + 4], ARGV[a + 5]
+  if ARGV[a + 1] == 'r' then
+    local r, cap = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+    local b = redis.call('HMGET', key, 'tokens', 'ts', 'paused_until')
+    key_tokens[i] = refill(b, r, cap)
+    if (tonumber(b[3]) or 0) > now then hold(tonumber(b[3]) - now, key, kind, label, 'pause') end
+    if key_tokens[i] < 1 then hold((1 - key_tokens[i]) / r, key, kind, label, 'rate') end
+  else
+    -- Leases whose worker died (never settled) stop counting once they end, as the probe slots do.
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    if redis.call('ZCARD', key) >= tonumber(ARGV[a + 2]) then
+      -- A lease usually ends at its settle, long before it expires: ask again soon, not at the expiry.
+      local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+      hold(math.max(0.05, math.min(0.25, tonumber(first[2]) - now)), key, kind, label, 'concurrency')
+    end
   end
 end
+if wait > 0 then
+  local verdict = 'rate_limited'
+  if conc_only then verdict = 'concurrency_limited'; redis.call('HINCRBY', KEYS[6], 'concurrency_waits', 1)
+  else redis.call('HINCRBY', KEYS[6], 'rate_waits', 1) end
+  -- What `opsq ratelimit status` lists as waiting, and the metrics count, by kind of key (never the key).
+  for _, h in ipairs(blocked) do
+    redis.call('HINCRBY', KEYS[6], 'keywaits|' .. h[3] .. '|' .. h[5], 1)
+    if h[3] ~= 'platform' then redis.call('ZADD', KEYS[k_lim + 2], now + h[1], h[2] .. '|' .. h[3] .. '|' .. h[4]) end
+  end
+  if #blocked > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[k_lim + 2], '-inf', now - 60)
+    redis.call('EXPIRE', KEYS[k_lim + 2], 3600)
+  end
+  return {verdict, fmt(wait), 0}
+end
+-- ------------------------------------------------------------------------------------------------ END limits
 
 -- All checks passed: take the probe slot, the token and the lease together.
 if probe == 1 then
   redis.call('ZADD', KEYS[7], now + lease_s, token)
   redis.call('EXPIRE', KEYS[7], math.ceil(lease_s) + 1)
 end
+-- Limits (issue 14) -------------------------------------------------------------------------------- BEGIN limits
 if tokens then
   redis.call('HSET', KEYS[5], 'tokens', fmt(tokens - 1), 'ts', fmt(now))
   redis.call('EXPIRE', KEYS[5], math.ceil(burst / rate) + 60)
 end
+for i = 1, n_lim do
+  local key, a = KEYS[k_lim + 2 + i], a_lim + 5 * (i - 1)
+  if ARGV[a + 1] == 'r' then
+    redis.call('HSET', key, 'tokens', fmt(key_tokens[i] - 1), 'ts', fmt(now))
+    -- Idle keys vanish: a full bucket is what a missing one means.
+    redis.call('EXPIRE', key, math.ceil(tonumber(ARGV[a + 3]) / tonumber(ARGV[a + 2])) + 60)
+  else
+    redis.call('ZADD', key, now + lease_s, token)
+    redis.call('EXPIRE', key, math.ceil(lease_s) + 1)
+  end
+end
+-- ------------------------------------------------------------------------------------------------ END limits
 -- An attempt that may have acted before this one (its lease ran out while running: its worker died; or it
 -- settled as ambiguous) makes this one reconcile first, and every later one too (the flag is sticky).
 local reconcile = 0
@@ -141,6 +212,8 @@ return {'run', '', probe, 0}
 #       have acted: the record is kept, as `ambiguous`, for the next attempt to reconcile), 13 the action's
 #       outcome channel (keys.outcome_channel), 14 the metrics series ("platform|action"; empty: none),
 #       15/16 the platform call's duration bucket index and seconds, 17/18 the whole attempt's, 19 reconciled
+# Limits, last (workers.guards.redis_guard._settle_tail): KEYS ..., waiting index, one key per limit; ARGV ..., pause_s,
+#       3 per key (type l: a concurrency lease to give back | p: a bucket to pause; kind; label), their number.
 # KEYS[8]: the metrics hash (keys.metrics): the attempt's outcome and durations are counted here, in the
 # settle's own round trip, so metrics cost the hot path nothing more (workers.observability.metrics).
 # Returns the breaker state after this outcome.
@@ -155,6 +228,32 @@ local ttl_s, threshold, window_s, hist_max = tonumber(ARGV[7]), tonumber(ARGV[8]
 if probe then redis.call('ZREM', KEYS[7], token) end
 local state = redis.call('HGET', KEYS[2], 'state') or 'closed'
 redis.call('HINCRBY', KEYS[6], 'calls', 1)
+
+-- Limits (issue 14) -------------------------------------------------------------------------------- BEGIN limits
+-- This attempt's concurrency leases are given back. After a 429 (pause_s > 0: its Retry-After), the action's
+-- buckets are paused for every worker until then: ADMIT answers rate_limited meanwhile. A pause is never shortened.
+local n_lim = tonumber(ARGV[#ARGV])
+local a_lim = #ARGV - 1 - 3 * n_lim
+local k_lim = #KEYS - n_lim - 1
+local pause = tonumber(ARGV[a_lim]) or 0
+for i = 1, n_lim do
+  local key, a = KEYS[k_lim + 1 + i], a_lim + 3 * (i - 1)
+  if ARGV[a + 1] == 'l' then
+    redis.call('ZREM', key, token)
+  elseif pause > 0 then
+    local until_ts = now + pause
+    if (tonumber(redis.call('HGET', key, 'paused_until')) or 0) < until_ts then
+      redis.call('HSET', key, 'paused_until', fmt(until_ts))
+    end
+    if redis.call('TTL', key) < math.ceil(pause) + 60 then redis.call('EXPIRE', key, math.ceil(pause) + 60) end
+    redis.call('HINCRBY', KEYS[6], 'pauses|' .. ARGV[a + 2], 1)
+    if ARGV[a + 2] ~= 'platform' then
+      redis.call('ZADD', KEYS[k_lim + 1], until_ts, key .. '|' .. ARGV[a + 2] .. '|' .. ARGV[a + 3])
+      redis.call('EXPIRE', KEYS[k_lim + 1], 3600)
+    end
+  end
+end
+-- ------------------------------------------------------------------------------------------------ END limits
 
 if KEYS[8] and ARGV[14] and ARGV[14] ~= '' then
   local series = ARGV[14]
@@ -229,10 +328,11 @@ return state
 """
 
 # An admission taken back before any call (workers.guards.redis_guard: its claim reached no replica in time).
-# KEYS: 1 run record, 2 breaker probes. ARGV: 1 owner token, 2 ttl_s. The record goes back to what the next
-# attempt needs: gone, or `ambiguous` when an earlier attempt may have acted (ADMIT kept that flag).
+# KEYS: 1 run record, 2 breaker probes, then its concurrency leases (issue 14). ARGV: 1 owner token, 2 ttl_s.
+# The record goes back to what the next attempt needs: gone, or `ambiguous` when an earlier attempt may have acted
+# (ADMIT kept that flag).
 RELEASE_RUN = r"""
-redis.call('ZREM', KEYS[2], ARGV[1])
+for i = 2, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
 local run = redis.call('HMGET', KEYS[1], 'state', 'owner', 'ambiguous')
 if run[1] ~= 'running' or run[2] ~= ARGV[1] then return 0 end
 if run[3] == '1' then

@@ -41,8 +41,10 @@ log = logging.getLogger("opsq.exporter")
 
 #: The guards' verdict counters (the stats hash each platform has; workers.guards.scripts) by verdict label.
 VERDICTS = {"breaker_waits": "open", "rate_waits": "rate_limited", "busy_waits": "busy",
-            "duplicates_done": "done", "duplicates_failed": "failed", "cancelled": "cancelled",
-            "expired": "expired"}
+            "duplicates_done": "done", "duplicates_failed": "failed", "concurrency_waits": "concurrency_limited",
+            "cancelled": "cancelled", "expired": "expired"}
+#: The limits' reasons to wait (the admit script's `keywaits|<kind>|<reason>` counters).
+WAIT_REASONS = ("rate", "pause", "concurrency")
 BREAKER_STATES = (BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN)
 HEALTH_LEVELS = {OK: 0, WARN: 1, FAIL: 2}
 UNACKED_KEY = "unacked"  # kombu's Redis transport: the messages delivered and not yet acknowledged
@@ -125,10 +127,21 @@ def _redis_families() -> Iterator[Metric]:
     yield from WorkerCounters(raw).families()  # type: ignore[arg-type]
 
     verdicts = CounterMetricFamily("opsq_guard_verdicts", "Attempts the guards did not let call the platform, by "
-                                   "verdict: open (breaker), rate_limited, busy (running elsewhere), done and failed "
-                                   "(a duplicate delivery of a finished action, answered from its record), "
-                                   "cancelled and expired (refused: cancelled, or past its deadline)",
-                                   labels=["platform", "verdict"])
+                                   "verdict: open (breaker), rate_limited, concurrency_limited, busy (running "
+                                   "elsewhere), done and failed (a duplicate delivery of a finished action, answered "
+                                   "from its record), cancelled and expired (refused: cancelled, or past its "
+                                   "deadline)", labels=["platform", "verdict"])
+    # The limits per key (issue 14): labelled by the kind of key (`channel`, `token`; `platform` for the platform's
+    # own bucket), never by a key's value: a label per channel would grow without bound.
+    key_waits = CounterMetricFamily("opsq_rate_limit_waits", "Admissions refused by a limit, by the kind of key "
+                                    "whose limit refused (platform: the platform's own bucket) and why: rate (no "
+                                    "token), pause (paused after a 429), concurrency (as many running as allowed)",
+                                    labels=["platform", "per", "reason"])
+    pauses = CounterMetricFamily("opsq_rate_limit_pauses", "429s (or Google's rateLimitExceeded) that paused a key's "
+                                 "bucket for the whole fleet, by the kind of key", labels=["platform", "per"])
+    keys_waiting = GaugeMetricFamily("opsq_rate_limit_keys_waiting", "Keys waiting now, by kind and state: paused "
+                                     "(after a 429), waiting (no token), concurrency (at its limit); the platform's "
+                                     "own bucket counts as per=platform", labels=["platform", "per", "state"])
     state = GaugeMetricFamily("opsq_breaker_state", "1 for the state each platform's circuit breaker is in",
                               labels=["platform", "state"])
     failures = GaugeMetricFamily("opsq_breaker_failures_in_window", "Health failures counted in the breaker's "
@@ -143,6 +156,13 @@ def _redis_families() -> Iterator[Metric]:
         fields = {as_text(k): float(v) for k, v in counters.items()}
         for field, verdict in VERDICTS.items():
             verdicts.add_metric([platform, verdict], fields.get(field, 0.0))
+        for field, n in sorted(fields.items()):
+            kind, _, rest = field.partition("|")
+            if kind == "keywaits" and rest.count("|") == 1:
+                per, reason = rest.split("|")
+                key_waits.add_metric([platform, per, reason], n)
+            elif kind == "pauses" and rest:
+                pauses.add_metric([platform, rest], n)
         b = breaker.status(platform, client=r)
         for s in BREAKER_STATES:
             state.add_metric([platform, s], 1.0 if b.state == s else 0.0)
@@ -150,7 +170,14 @@ def _redis_families() -> Iterator[Metric]:
         limit = ratelimit.status(platform, client=r)
         if limit["tokens_available"] is not None:
             tokens.add_metric([platform], float(limit["tokens_available"]))
-    yield from (verdicts, state, failures, tokens)
+        counted: dict[tuple[str, str], int] = defaultdict(int)
+        if limit["paused_for_s"]:
+            counted[("platform", "paused")] += 1
+        for entry in limit["waiting"]:
+            counted[(entry["per"], entry["state"])] += 1
+        for (per, waiting_state), n in sorted(counted.items()):
+            keys_waiting.add_metric([platform, per, waiting_state], float(n))
+    yield from (verdicts, key_waits, pauses, keys_waiting, state, failures, tokens)
 
 
 def _queue_families() -> Iterator[Metric]:
