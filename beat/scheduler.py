@@ -26,6 +26,7 @@ from workers.guards.connection import guard_redis
 from workers.guards.scripts import RELEASE_KEY
 from workers.queues import MAINTENANCE_QUEUE
 from workers.settings import get_settings
+from workflows.client import release_due as release_due_workflows
 
 LOCK_KEY = "opsq:beat:leader"
 HEARTBEAT_KEY = "opsq:beat:heartbeat"
@@ -100,9 +101,11 @@ class LeaderScheduler(Scheduler):
 
     def _release_scheduled(self) -> None:
         """The leader sends the scheduled actions that are due (workers.scheduling: exactly once, whoever else
-        looks). The database away must not stop the beat: the next tick tries again."""
+        looks) and starts the scheduled workflows (workflows.client.release_due). The database away must not
+        stop the beat: the next tick tries again."""
         try:
             scheduling.release_due()
+            release_due_workflows()
         except redis.RedisError:
             raise
         except Exception as exc:

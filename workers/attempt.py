@@ -158,6 +158,14 @@ def _run_attempt(ctx: Attempt, call: Call, *, max_attempts: int, find: Find | No
     # either: settle is retried (tenacity) for as long as a restart or failover takes.
     try:
         _settle_success(guard, ctx, admission, result, clock=clock, reconciled=reconciled)
+    except SoftTimeLimitExceeded:
+        # The time limit ran out while the settle waited for Redis (a call near its limit, then a blip): the call
+        # happened, so its outcome goes to the database now, as when Redis stays away (below); the hard limit is
+        # 15 s off, time enough for that write.
+        log.error("%s succeeded but its time limit ran out before Redis had the outcome: writing it to the "
+                  "database only", what,
+                  extra=dict(log_extra or {"action_id": ctx.action_id, "platform": ctx.platform}))
+        return AttemptEnd(Ending.SUCCEEDED, result=result, started_at=started, unsettled=True, reconciled=reconciled)
     except NotReplicated as exc:
         # The master has it, a failover may not: the database becomes its record now, not after write-behind.
         log.warning("%s succeeded; %s: writing its outcome to the database at once", what, exc,

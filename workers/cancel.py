@@ -5,7 +5,8 @@ workers.celery_app connects `task_revoked` to `revoked`).
 
 What a cancel can stop is what has not called its platform yet: a scheduled, queued or retrying action. An
 attempt calling the platform right now finishes its call (a call cannot be taken back half-way); the mark
-then stops any retry, and a success stays a success. A workflow's step is cancelled with its workflow
+then stops any retry, and a success stays a success. The mark lives as long as the action's record
+(OPSQ_RETENTION_DAYS): a message may wait that long in a paused queue. A workflow's step is cancelled with its workflow
 (workflows.client.cancel_workflow), never alone: its canvas would wait for it.
 """
 
@@ -42,9 +43,11 @@ class Cancelled:
 
 
 def cancel_action(action_id: str, *, actor: str | None = None, why: str | None = None) -> Cancelled:
-    """Cancel one action. Recorded in the store (its status, and the audit entry, in one transaction) and
-    marked in Redis inside that transaction: if Redis refuses the mark, the store is not changed either, so
-    a cancel that reports success always holds. Idempotent: a second cancel changes nothing."""
+    """Cancel one action. The mark goes to Redis first, then the execution record is read: Redis runs commands one
+    at a time, so an admit that came before the mark shows in the record (running, or already done), and every
+    admit after it sees the mark and refuses. Only an action no attempt holds is then recorded `cancelled` in the
+    store (its status and the audit entry in one transaction). If Redis refuses the mark, nothing is changed and
+    the error says so. Idempotent: a second cancel changes nothing."""
     view = store.get(action_id)
     if view.workflow_id:
         raise OpsqError(f"action {action_id} is a step of workflow {view.workflow_id}: cancel the workflow "
@@ -52,29 +55,31 @@ def cancel_action(action_id: str, *, actor: str | None = None, why: str | None =
     if view.status in FINAL_ACTION_STATUSES:
         return Cancelled(action_id, view.status, False, f"already {view.status}: nothing to cancel")
     who = actor or audit.default_actor()
-    mark = json.dumps({"by": who, "at": utcnow().isoformat(), "why": why})
     r = guard_redis()
-    ttl = int(get_settings().idempotency_ttl_s)
+    settings = get_settings()
+    # Kept as long as the record is (OPSQ_RETENTION_DAYS): a message can wait that long in a paused queue.
+    r.set(keys.cancel(action_id), json.dumps({"by": who, "at": utcnow().isoformat(), "why": why}),
+          ex=int(settings.retention_days * 86400))
     live = live_state(action_id, r) or {}
-    if live.get("state") == RunState.RUNNING:
+    state = live.get("state")
+    if state == RunState.RUNNING:
         # Calling its platform now: the call finishes; the mark stops any further attempt. The record keeps its
-        # status until the attempt ends (succeeded, or cancelled by the mark at the retry's admit).
-        with get_engine().begin() as conn:
-            audit.append("action_cancel", f"action:{action_id}", {"why": why, "while": "running"}, actor=who,
-                         conn=conn)
-            r.set(keys.cancel(action_id), mark, ex=ttl)
+        # status until the attempt ends (succeeded; a failure that would be retried ends cancelled at the retry's
+        # admit; a failure for good ends failed, as any).
+        audit.append("action_cancel", f"action:{action_id}", {"why": why, "while": "running"}, actor=who)
         return Cancelled(action_id, ActionStatus.RUNNING, True,
                          "it is calling its platform now: that call finishes; if it succeeds the action stays "
-                         "succeeded, if it fails it is not retried and ends cancelled")
+                         "succeeded, and it is not retried")
+    if state in (RunState.DONE, RunState.FAILED):
+        # Its outcome is settled in Redis and on its way to the store (written behind): too late.
+        now = ActionStatus.SUCCEEDED if state == RunState.DONE else ActionStatus.FAILED
+        return Cancelled(action_id, now, False, f"already {now}: nothing to cancel")
     reason = f"cancelled by {who}" + (f": {why}" if why else "")
     with get_engine().begin() as conn:
         if not store.end_unstarted(action_id, ActionStatus.CANCELLED, reason, conn=conn):
-            now = store.get(action_id).status
-            return Cancelled(action_id, now, False, f"it became {now} meanwhile: nothing to cancel")
+            current = store.get(action_id).status
+            return Cancelled(action_id, current, False, f"it became {current} meanwhile: nothing to cancel")
         audit.append("action_cancel", f"action:{action_id}", {"why": why, "was": view.status}, actor=who, conn=conn)
-        # Before the commit: a Redis that refuses the mark rolls the cancel back, rather than leaving a cancel in
-        # the store that a queued message would not see.
-        r.set(keys.cancel(action_id), mark, ex=ttl)
     waiting.notify(action_id)
     return Cancelled(action_id, ActionStatus.CANCELLED, True, reason)
 

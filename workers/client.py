@@ -22,6 +22,7 @@ from workers.guards.idempotency import claim, derive_key, release
 from workers.observability import tracing
 from workers.priorities import PRIORITY_NAMES
 from workers.queues import queue_for
+from workers.redaction import redact
 from workers.settings import get_settings
 from workers.store import actions as store
 from workers.store.actions import ActionView
@@ -104,6 +105,11 @@ def submit_action(platform: str, action: str, params: dict[str, Any] | None = No
     params = {} if params is None else params
     check_submission(platform, action, params, priority, max_attempts)
     due, deadline = scheduling.when(countdown=countdown, eta=eta, expires_in=expires_in)
+    if due is not None and redact(params, urls=True) != params:
+        # A scheduled action is sent from its record, and the record keeps no secret (workers.redaction).
+        raise SubmitError("a scheduled action's params are kept in the database until it is due, and secrets are "
+                          "never stored there: these params hold one (a token, a password, a secret URL); keep "
+                          "the secret in the platform's settings (OPSQ_*), or submit it when it is due")
     if idempotency_key is not None and not (0 < len(idempotency_key) <= 200):
         raise SubmitError("idempotency_key must be 1 to 200 characters")
     settings = get_settings()

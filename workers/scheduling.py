@@ -16,9 +16,11 @@ import logging
 import re
 from datetime import UTC, datetime, timedelta
 
+from workers import waiting
 from workers.enqueue import send_action
-from workers.errors import SubmitError
-from workers.status import ActionStatus
+from workers.errors import ConfigError, SubmitError
+from workers.redaction import contains_redacted
+from workers.status import ActionStatus, ErrorKind
 from workers.store import actions as store
 from workers.store.models import as_utc, utcnow
 
@@ -86,14 +88,23 @@ def release_due(limit: int = 500) -> list[str]:
         if deadline is not None and deadline <= now:
             if store.end_unstarted(view.id, ActionStatus.EXPIRED, "its deadline passed before it was due"):
                 log.info("scheduled action %s expired before it was due", view.id, extra={"action_id": view.id})
+                waiting.notify(view.id)
             continue
         if not store.claim_scheduled(view.id):
             continue  # another scheduler sent it, or it was cancelled meanwhile
+        if contains_redacted(view.params):
+            # Refused at submit (workers.client); a record written otherwise must not send "[redacted]" for real.
+            _fail(view.id, "its stored params hold secrets, which are not kept: replay it with "
+                           "`opsq dlq replay ID --params-json` giving them")
+            continue
         try:
             send_action(action_id=view.id, platform=view.platform, action=view.action, params=view.params,
                         queue=view.queue, priority=view.priority, max_attempts=view.max_attempts,
                         idempotency_key=view.idempotency_key, fail_fast=view.fail_fast,
                         expires_at=None if deadline is None else deadline.timestamp())
+        except ConfigError as exc:
+            _fail(view.id, f"it could not be sent: {exc}")  # sending it again a second later would fail the same way
+            continue
         except Exception as exc:
             store.unclaim_scheduled(view.id)
             log.warning("could not send scheduled action %s (%s); trying again at the next tick", view.id, exc,
@@ -104,3 +115,9 @@ def release_due(limit: int = 500) -> list[str]:
         log.info("sent %d scheduled action(s)", len(sent))
     return sent
 
+
+def _fail(action_id: str, why: str) -> None:
+    """A due action that cannot be sent as it is: failed for good (dead-lettered, to be replayed once fixed)."""
+    log.error("scheduled action %s: %s", action_id, why, extra={"action_id": action_id})
+    store.mark_failed(action_id, 0, why, ErrorKind.INTERNAL)
+    waiting.notify(action_id)

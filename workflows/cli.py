@@ -72,15 +72,23 @@ def workflow() -> None:
 @click.option("--timeout", type=float, default=300.0, show_default=True)
 @click.option("--expires-in", metavar="DURATION",
               help="Its deadline (90s, 10m, 2h): unfinished then, it is cancelled and rolled back.")
+@click.option("--in", "in_", metavar="DURATION", help="Start it this much later (90s, 10m, 2h), not now.")
+@click.option("--at", "at", metavar="TIME", help="Start it at this time (ISO 8601 with a zone: 2026-12-24T08:00Z).")
 @json_option
 def workflow_run(file: str, inputs: tuple[str, ...], priority: str | None, idempotency_key: str | None,
-                 wait: bool, timeout: float, expires_in: str | None, as_json: bool) -> None:
-    """Validate and start a workflow from a YAML file; prints its id."""
-    from workers.scheduling import parse_duration
+                 wait: bool, timeout: float, expires_in: str | None, in_: str | None, at: str | None,
+                 as_json: bool) -> None:
+    """Validate and start a workflow from a YAML file; prints its id. With --in or --at it is `pending` until
+    then (started by the beat leader)."""
+    from workers.scheduling import parse_duration, parse_time
     from workflows.client import submit_workflow
 
+    if in_ is not None and at is not None:
+        raise click.UsageError("give --in or --at, not both")
     handle = submit_workflow(file, parse_inputs(inputs), priority=priority, idempotency_key=idempotency_key,
-                             expires_in=None if expires_in is None else parse_duration(expires_in, "--expires-in"))
+                             expires_in=None if expires_in is None else parse_duration(expires_in, "--expires-in"),
+                             countdown=None if in_ is None else parse_duration(in_, "--in"),
+                             eta=None if at is None else parse_time(at, "--at"))
     status = handle.wait(timeout) if wait else handle.status()
     if as_json:
         emit_json({"id": handle.id, "status": status, "deduplicated": handle.deduplicated})

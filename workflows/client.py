@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -59,12 +59,15 @@ class WorkflowHandle:
 
 def submit_workflow(spec_or_path: str | Path | Mapping[str, Any] | WorkflowSpec, input: Mapping[str, Any] | None = None,
                     priority: str | None = None, idempotency_key: str | None = None,
-                    created_by: str | None = None, expires_in: float | None = None) -> WorkflowHandle:
+                    created_by: str | None = None, expires_in: float | None = None, countdown: float | None = None,
+                    eta: datetime | None = None) -> WorkflowHandle:
     """Validate the whole spec (every error at once), record the workflow and its steps, and send the
     first part of its canvas. Invalid specs raise WorkflowInvalid and nothing is stored or queued.
-    `expires_in` (seconds): its deadline; still unfinished then, it is cancelled with rollback (beat)."""
+    `countdown` (seconds) or `eta` (an aware datetime): start it then; it is `pending` until the beat leader
+    starts it (release_due). `expires_in` (seconds from its start): its deadline; still unfinished then, it is
+    cancelled with rollback (beat)."""
     spec = validate(load(spec_or_path), input)
-    _, deadline = scheduling.when(countdown=None, eta=None, expires_in=expires_in)
+    due, deadline = scheduling.when(countdown=countdown, eta=eta, expires_in=expires_in)
     prio = priority or spec.priority
     if prio not in PRIORITY_NAMES:
         raise SubmitError(f"unknown priority {prio!r} (use one of: {', '.join(PRIORITY_NAMES)})")
@@ -77,6 +80,15 @@ def submit_workflow(spec_or_path: str | Path | Mapping[str, Any] | WorkflowSpec,
         first = claim(f"wf:{idempotency_key}", workflow_id, settings.idempotency_ttl_s)
         if first is not None:
             return WorkflowHandle(first, deduplicated=True)
+    if due is not None:
+        try:
+            state.create_run(spec, input_, prio, workflow_id=workflow_id, idempotency_key=idempotency_key,
+                             created_by=created_by or default_actor(), scheduled_for=due, expires_at=deadline)
+        except Exception:
+            if idempotency_key is not None:
+                release(f"wf:{idempotency_key}", workflow_id)
+            raise
+        return WorkflowHandle(workflow_id)
     # One trace per workflow (OPSQ_TRACING): its steps and compensations are sent from within this span's context.
     with tracing.span("opsq.workflow.submit", {"opsq.workflow": spec.name, "opsq.workflow_id": workflow_id}):
         try:
@@ -315,6 +327,8 @@ def cancel_workflow(workflow_id: str, *, actor: str | None = None, rollback: boo
     who = actor or default_actor()
     if run["status"] in (*state.FINAL, WorkflowStatus.CANCELLING, WorkflowStatus.ROLLING_BACK):
         return f"already {run['status']}: nothing to cancel"
+    if run["status"] == WorkflowStatus.PENDING:
+        rollback = False  # scheduled, not started: nothing ran, nothing to undo
     reason = f"cancelled by {who}" + (f": {why}" if why else "")
     entry: state.AuditAs = ("workflow_cancel", f"workflow:{workflow_id}",
                             {"rollback": rollback, "why": why, "was": run["status"]}, who)
@@ -330,6 +344,33 @@ def cancel_workflow(workflow_id: str, *, actor: str | None = None, rollback: boo
         return "cancelled; the steps that completed are left as they are (no rollback)"
     workflow_rollback.apply_async(args=[workflow_id], queue=CONTROL_QUEUE, routing_key=CONTROL_QUEUE)
     return "cancelling: the steps that completed are being compensated, newest first"
+
+
+def release_due() -> list[str]:
+    """Start the scheduled workflows whose time has come (the beat leader, every tick): each once, however many
+    beats look (the conditional `pending` -> `running` transition decides who starts it). One past its deadline
+    when due is cancelled instead. A start whose send fails leaves it running with its first steps queued and no
+    message: beat's resume_stuck sends them (as for any workflow whose messages were lost)."""
+    started = []
+    now = utcnow()
+    for workflow_id in state.due_runs(now):
+        run = state.get_run_row(workflow_id)
+        if run["expires_at"] is not None and run["expires_at"] <= now:
+            cancel_workflow(workflow_id, actor="opsqueue-deadline", rollback=False,
+                            why="its deadline passed before it was due to start")
+            continue
+        if not state.transition(workflow_id, WorkflowStatus.RUNNING, allowed_from=(WorkflowStatus.PENDING,),
+                                event="started", detail="scheduled start"):
+            continue  # another beat started it, or it was cancelled meanwhile
+        spec = WorkflowSpec.model_validate(state.run_spec(workflow_id))
+        try:
+            launch(workflow_id, spec, from_level=0, approved=False)
+        except Exception as exc:
+            state.record(workflow_id, "start_failed", detail=f"{' '.join(str(exc).split())[:300]}; resume_stuck "
+                                                             "sends it again")
+            continue
+        started.append(workflow_id)
+    return started
 
 
 def expire_overdue() -> list[str]:

@@ -33,6 +33,8 @@ class WorkflowRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     #: Its deadline (expires_in): still unfinished then, it is cancelled with rollback (beat's expire job).
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: A scheduled workflow (`pending` until then): started by the beat leader when due (workflows.client).
+    scheduled_for: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class WorkflowStep(Base):

@@ -42,11 +42,13 @@ def _row(obj: Any) -> dict[str, Any]:
 
 
 def create_run(spec: WorkflowSpec, input_: dict[str, Any], priority: str, *, workflow_id: str,
-               idempotency_key: str | None, created_by: str | None) -> str:
+               idempotency_key: str | None, created_by: str | None, scheduled_for: datetime | None = None,
+               expires_at: datetime | None = None) -> str:
     """Records the workflow (`pending`), its steps and its audit entry in one transaction; `transition` and
-    `queue_steps` start it."""
+    `queue_steps` start it (for a scheduled one, the beat leader when it is due: workflows.client.release_due)."""
     _insert_run(spec, input_, priority, workflow_id=workflow_id, idempotency_key=idempotency_key,
-                created_by=created_by, queued=None, max_attempts=1)
+                created_by=created_by, queued=None, max_attempts=1, scheduled_for=scheduled_for,
+                expires_at=expires_at)
     return workflow_id
 
 
@@ -62,7 +64,8 @@ def start_run(spec: WorkflowSpec, input_: dict[str, Any], priority: str, *, work
 
 def _insert_run(spec: WorkflowSpec, input_: dict[str, Any], priority: str, *, workflow_id: str,
                 idempotency_key: str | None, created_by: str | None, queued: Iterable[str] | None,
-                max_attempts: int, expires_at: datetime | None = None) -> dict[str, str]:
+                max_attempts: int, expires_at: datetime | None = None,
+                scheduled_for: datetime | None = None) -> dict[str, str]:
     now = utcnow()
     depth = {sid: n for n, level in enumerate(levels(spec)) for sid in level}
     first = set(queued or ())
@@ -72,7 +75,7 @@ def _insert_run(spec: WorkflowSpec, input_: dict[str, Any], priority: str, *, wo
         s.execute(insert(WorkflowRun).values(
             id=workflow_id, name=spec.name, spec=spec.model_dump(mode="json"), input=redact(input_), priority=priority,
             status=status, idempotency_key=idempotency_key, resume_level=0, created_by=created_by, created_at=now,
-            updated_at=now, expires_at=expires_at))
+            updated_at=now, expires_at=expires_at, scheduled_for=scheduled_for))
         s.execute(insert(WorkflowStep), [
             {"workflow_id": workflow_id, "step_id": step.id, "action_id": action_ids[step.id],
              "platform": step.platform, "action": step.action, "level": depth[step.id],
@@ -85,8 +88,9 @@ def _insert_run(spec: WorkflowSpec, input_: dict[str, Any], priority: str, *, wo
                  "status": ActionStatus.QUEUED, "attempts": 0, "max_attempts": step.max_attempts or max_attempts,
                  "workflow_id": workflow_id, "created_at": now, "updated_at": now}
                 for step in spec.steps if step.id in first])
+        when = f", scheduled for {scheduled_for:%Y-%m-%d %H:%M:%S} UTC" if scheduled_for is not None else ""
         events = [{"workflow_id": workflow_id, "at": now, "kind": "submitted",
-                   "detail": f"{spec.name}: {len(spec.steps)} steps, priority {priority}"}]
+                   "detail": f"{spec.name}: {len(spec.steps)} steps, priority {priority}{when}"}]
         if queued is not None:
             events.append({"workflow_id": workflow_id, "at": now, "kind": "started", "detail": None})
         s.execute(insert(WorkflowEvent), events)
@@ -334,7 +338,7 @@ def retry_failed(workflow_id: str, step_ids: list[str], *, detail: str, audit_as
         res = s.execute(update(WorkflowRun).where(WorkflowRun.id == workflow_id,
                                                   WorkflowRun.status == WorkflowStatus.FAILED)
                         .values(status=WorkflowStatus.RUNNING, error=None, failed_step=None, finished_at=None,
-                                updated_at=now))
+                                updated_at=now, expires_at=None))  # a deadline passed would cancel it at once
         if _rowcount(res) != 1:
             return None
         old = dict(s.execute(select(WorkflowStep.step_id, WorkflowStep.action_id).where(
@@ -567,3 +571,11 @@ def overdue(now: datetime, statuses: Iterable[str]) -> list[str]:
     with session() as s:
         return list(s.scalars(select(WorkflowRun.id).where(WorkflowRun.expires_at <= now,
                                                            WorkflowRun.status.in_(list(statuses)))))
+
+
+def due_runs(now: datetime, limit: int = 100) -> list[str]:
+    """Scheduled workflows (`pending`, with a `scheduled_for`) whose time has come, the earliest first."""
+    with session() as s:
+        return list(s.scalars(select(WorkflowRun.id).where(WorkflowRun.status == WorkflowStatus.PENDING,
+                                                           WorkflowRun.scheduled_for <= now)
+                              .order_by(WorkflowRun.scheduled_for).limit(limit)))

@@ -121,7 +121,7 @@ def test_the_exporter_serves_what_the_workers_did(opsq_env, workers_started, san
     assert value(m, "opsq_platform_call_duration_seconds_sum", platform="noop", action="noop", role="action") > 0
     # The store's figures, exactly: every (platform, action, status) it has.
     by_status: dict[tuple[str, str, str], int] = {}
-    for platform, action, status, _kind, n in store.counts():
+    for platform, action, status, _kind, n in store.counts()[0]:
         by_status[(platform, action, status)] = by_status.get((platform, action, status), 0) + n
     for (platform, action, status), n in by_status.items():
         assert value(m, "opsq_actions", platform=platform, action=action, status=status) == n, (platform, status)

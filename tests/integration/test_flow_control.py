@@ -139,11 +139,18 @@ def start_beat(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
 def test_scheduled_actions_run_once_each_not_before_their_time(opsq_env_sqlite, workers_started, sandbox_client,
                                                                beats, tmp_path):
     env = opsq_env_sqlite()
-    worker = workers_started(env, queues="slack")
+    worker = workers_started(env, queues="slack,control")
     beats.extend(start_beat(env, tmp_path / f"beat{i}.log") for i in range(2))  # one leads, one stands by
-    handles = [submit_action("slack", "send_message", {"channel": "#later", "text": f"m{i}"}, countdown=3 + i)
-               for i in range(8)]
+    handles = [submit_action("slack", "send_message", {"channel": "#later", "text": f"m{i}"}, countdown=3 + i / 2)
+               for i in range(20)]  # due 3 to 12.5 s from now
     cancelled = submit_action("slack", "send_message", {"channel": "#later", "text": "never"}, countdown=4)
+    # The same for workflows: `pending` until due, then started by the beat leader; one cancelled before.
+    one_step = {"name": "later", "steps": [{"id": "say", "platform": "slack", "action": "send_message",
+                                            "params": {"channel": "#later", "text": "{{ input.word }}"}}]}
+    flow = submit_workflow(one_step, {"word": "flow"}, countdown=5)
+    dropped = submit_workflow(one_step, {"word": "dropped"}, countdown=5)
+    assert flow.status() == "pending" and state.get_run_row(flow.id)["scheduled_for"] is not None
+    assert cancel_workflow(dropped.id).startswith("cancelled")
     listed = opsq(env, "action", "list", "--scheduled", "--json")
     assert {a["id"] for a in json.loads(listed.stdout)} >= {h.id for h in handles}
     assert cancel_action(cancelled.id).status == "cancelled"
@@ -159,10 +166,15 @@ def test_scheduled_actions_run_once_each_not_before_their_time(opsq_env_sqlite, 
         # are the same machine's; 0.05 s for rounding in the stored times).
         call = next(c for c in calls_for(sandbox_client, "slack") if c["body"]["text"] == view.params["text"])
         assert call["started"] >= view.scheduled_for.timestamp() - 0.05, (call["started"], view.scheduled_for)
-        assert call["started"] - view.scheduled_for.timestamp() < 5.0  # and soon after (the tolerance, generous)
+        # ...and soon after: the beat leader looks every second (the tolerance, with room for this machine's load).
+        assert call["started"] - view.scheduled_for.timestamp() < 5.0
+    assert flow.wait(60) == "succeeded"
+    due = state.get_run_row(flow.id)["scheduled_for"].timestamp()
+    (call,) = [c for c in calls_for(sandbox_client, "slack") if c["body"]["text"] == "flow"]
+    assert call["started"] >= due - 0.05, (call["started"], due)
     texts = [c["body"]["text"] for c in calls_for(sandbox_client, "slack")]
-    assert sorted(texts) == sorted(f"m{i}" for i in range(8))  # each once; the cancelled one never
-    assert store.get(cancelled.id).status == "cancelled"
+    assert sorted(texts) == sorted([*(f"m{i}" for i in range(20)), "flow"])  # each once; the cancelled ones never
+    assert store.get(cancelled.id).status == "cancelled" and dropped.status() == "cancelled"
 
 
 def test_an_action_past_its_deadline_ends_expired_without_a_call(opsq_env_sqlite, workers_started, sandbox_client):
@@ -189,3 +201,42 @@ def test_a_workflow_past_its_deadline_is_cancelled_and_rolled_back(opsq_env_sqli
     assert handle.wait(60, until=("cancelled", "rollback_failed")) == "cancelled"
     assert [c["step_id"] for c in state.compensations(handle.id)] == ["row", "file"]
     wait_for(lambda: all(c["status"] == "done" for c in state.compensations(handle.id)), 30, "compensations done")
+
+
+def test_a_hung_call_is_stopped_at_its_time_limit_and_its_effect_found_not_made_twice(opsq_env_sqlite,
+                                                                                      workers_started,
+                                                                                      sandbox_client):
+    # The lease (and so each attempt's time limit) at 2 s; the sandbox holds the first call 4 s, then makes the
+    # card. The attempt is stopped at 2 s (soft limit: an ambiguous failure); the retry, 3 s later, looks the card
+    # up by its effect key and finds it: one card, the action succeeded, reconciled, the pool process alive.
+    env = opsq_env_sqlite(OPSQ_IDEMPOTENCY_LEASE_S="2", OPSQ_AMBIGUOUS_SETTLE_S="3", OPSQ_RETRY_BASE_S="0.1")
+    sandbox_client.fault("trello", "ok", latency_ms=4000, times=1)
+    worker = workers_started(env, queues="trello")
+    handle = submit_action("trello", "create_card", {"list_id": LIST_ID, "name": "slow"}, max_attempts=3)
+    view = handle.wait(60)
+    assert view.status == "succeeded", view
+    (done,) = stored([handle.id])
+    assert done.attempts == 2 and done.reconciled, done
+    creates = [c for c in calls_for(sandbox_client, "trello") if c["method"] == "POST"]
+    assert len(creates) == 1
+    assert "SoftTimeLimitExceeded" in worker.log() or "ran past its time limit" in worker.log(), worker.log()
+    assert worker.proc.poll() is None
+
+
+def test_a_cancel_never_claims_an_action_an_attempt_already_holds(opsq_env_sqlite, redis_client):
+    """The mark goes first, then the execution record is read (Redis runs one command at a time): an attempt that
+    was admitted before the mark is seen, and the cancel does not record `cancelled` over it."""
+    opsq_env_sqlite()
+    running = submit_action("trello", "create_card", {"list_id": LIST_ID, "name": "in flight"})
+    settled = submit_action("trello", "create_card", {"list_id": LIST_ID, "name": "done, written behind"})
+    lease = time.time() + 60
+    redis_client.hset(f"opsq:run:{running.id}", mapping={"state": "running", "owner": "w:1:x",
+                                                         "lease_until": f"{lease:.6f}", "attempt": "1"})
+    redis_client.hset(f"opsq:run:{settled.id}", mapping={"state": "done", "result": "{}"})
+
+    busy = cancel_action(running.id, why="too late?")
+    assert (busy.status, busy.changed) == ("running", True)
+    assert store.get(running.id).status == "queued"  # not claimed as cancelled: its call may succeed
+    assert redis_client.exists(f"opsq:cancel:{running.id}")  # ...but no retry will start
+    late = cancel_action(settled.id)
+    assert (late.status, late.changed) == ("succeeded", False) and store.get(settled.id).status == "queued"

@@ -119,7 +119,7 @@ def test_prometheus_scrapes_the_exporter_and_evaluates_the_rules(opsq_env_sqlite
     wait_all(handles, timeout=60)
     stored([h.id for h in handles])
     # What Prometheus stored from its scrapes equals what the store says.
-    succeeded = sum(n for p, _a, s, _k, n in store.counts() if p == "noop" and s == "succeeded")
+    succeeded = sum(n for p, _a, s, _k, n in store.counts()[0] if p == "noop" and s == "succeeded")
     assert succeeded == 5
     wait_for(lambda: prometheus.query('sum(opsq_actions_finished{platform="noop",outcome="succeeded"})')
              == succeeded, timeout=30, what="the counter of noop successes in Prometheus")

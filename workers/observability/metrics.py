@@ -209,7 +209,7 @@ def _queue_families() -> Iterator[Metric]:
 def _store_families() -> Iterator[Metric]:
     records = GaugeMetricFamily("opsq_actions", "Action records in the store, by status",
                                 labels=["platform", "action", "status"])
-    rows = store.counts()
+    rows, finished_counts = store.counts()
     by_status: dict[tuple[str, str, str], int] = defaultdict(int)
     for platform, action, status, _kind, n in rows:
         by_status[(platform, action, status)] += n
@@ -221,7 +221,7 @@ def _store_families() -> Iterator[Metric]:
     finished = GaugeMetricFamily("opsq_actions_finished", "Actions that finished, ever (the store's records plus "
                                  "those the retention clean-up deleted), by outcome and error kind",
                                  labels=["platform", "action", "outcome", "error_kind"])
-    for labels4, n in sorted(store.finished_counts(rows).items()):
+    for labels4, n in sorted(finished_counts.items()):
         finished.add_metric(list(labels4), float(n))
     dead = GaugeMetricFamily("opsq_dead_letters", "Dead letters not replayed yet", labels=["platform", "action",
                                                                                            "error_kind"])

@@ -101,7 +101,8 @@ def detect(*, act: bool = True, limit: int = 1000, cutoff: datetime | None = Non
             # passed, its worker has either recorded the outcome or is gone.
             report.running.append(run.id)
             continue
-        age = (now - as_utc(run.created_at)).total_seconds()
+        # A scheduled action's life starts when it was due, not when it was submitted (hours or days before).
+        age = (now - max(as_utc(run.created_at), as_utc(run.scheduled_for) or as_utc(run.created_at))).total_seconds()
         requeues = int(r.get(f"opsq:stuck:{run.id}") or 0)
         reason = None
         if age > settings.stuck_fail_after_s:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, literal, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from workers.errors import NotFound
@@ -90,7 +90,8 @@ _SUCCEEDED = update(_T).where(_BY_ID).values(
     reconciled=bindparam("reconciled"),
     error_kind=None, finished_at=bindparam("now"), next_attempt_at=None, started_at=_STARTED,
     updated_at=bindparam("now"))
-_RETRYING = update(_T).where(_BY_ID).values(
+# Only from an open status: a retry's record must not bring back an action cancelled meanwhile (workers.cancel).
+_RETRYING = update(_T).where(_BY_ID, _T.c.status.in_([ActionStatus.QUEUED, ActionStatus.RETRYING])).values(
     status=ActionStatus.RETRYING, attempts=bindparam("attempts"), error=bindparam("error"),
     error_kind=bindparam("error_kind"), next_attempt_at=bindparam("next_at"), started_at=_STARTED,
     updated_at=bindparam("now"))
@@ -420,33 +421,35 @@ RecordCount = tuple[str, str, str, str, int]
 FinishedKey = tuple[str, str, str, str]
 
 
-def counts() -> list[RecordCount]:
-    """(platform, action, status, error kind or '', how many records) for every combination that has one: the
-    exporter's `opsq_actions` (by status) and, with the tallies, `opsq_actions_finished`, from one query."""
-    q = select(ActionRun.platform, ActionRun.action, ActionRun.status, ActionRun.error_kind, func.count()).group_by(
+def counts() -> tuple[list[RecordCount], dict[FinishedKey, int]]:
+    """(platform, action, status, error kind or '', how many records) for every combination that has one (the
+    exporter's `opsq_actions`), and every action that ever finished, by (platform, action, outcome, error kind
+    or ''): the records' count plus the tallies of those the retention clean-up deleted (`opsq_actions_finished`,
+    the one count of finished actions; `finished_since` counts the same records over a window for beat's
+    success-rate alert and `opsq metrics`).
+
+    One statement (records UNION ALL tallies), so one snapshot on SQLite and PostgreSQL alike: read apart, a
+    clean-up committing between the two reads would count the records it moved twice, and the next scrape would
+    see the count drop. It only grows, except when a record's outcome is corrected (a failure the stuck detector
+    declared, then the success that was only late): that moves one count between outcomes, which a gauge (and
+    PromQL's delta()) reads as it is."""
+    t = table_of(FinishedTally)
+    records = select(ActionRun.platform, ActionRun.action, ActionRun.status, func.coalesce(ActionRun.error_kind, ""),
+                     func.count(), literal("r")).group_by(
         ActionRun.platform, ActionRun.action, ActionRun.status, ActionRun.error_kind)
+    tallies = select(t.c.platform, t.c.action, t.c.outcome, t.c.error_kind, t.c.count, literal("t"))
+    rows: list[RecordCount] = []
+    finished: dict[FinishedKey, int] = {}
     with get_engine().connect() as conn:
-        return [(p, a, st, k or "", int(n)) for p, a, st, k, n in conn.execute(q)]
-
-
-def finished_counts(records: list[RecordCount] | None = None) -> dict[FinishedKey, int]:
-    """Every action that ever finished, by (platform, action, outcome, error kind or ''): the records' count
-    plus the tallies of those the retention clean-up deleted. The one count of finished actions: the
-    exporter serves it (`opsq_actions_finished`), `finished_since` counts the same records over a window for
-    beat's success-rate alert and `opsq metrics`. It only grows, except when a record's outcome is corrected
-    (a failure the stuck detector declared, then the success that was only late): that moves one count
-    between outcomes, which a gauge (and PromQL's delta()) reads as it is."""
-    out: dict[FinishedKey, int] = {}
-    for platform, action, status, kind, n in counts() if records is None else records:
-        if status in FINISHED:
-            key = (platform, action, status, "" if status == ActionStatus.SUCCEEDED else kind)
-            out[key] = out.get(key, 0) + n
-    with get_engine().connect() as conn:
-        t = table_of(FinishedTally)
-        for platform, action, outcome, kind, n in conn.execute(
-                select(t.c.platform, t.c.action, t.c.outcome, t.c.error_kind, t.c.count)):
-            out[(platform, action, outcome, kind)] = out.get((platform, action, outcome, kind), 0) + n
-    return out
+        for platform, action, status, kind, n, source in conn.execute(records.union_all(tallies)):
+            if source == "r":
+                rows.append((platform, action, status, kind, int(n)))
+                if status not in FINISHED:
+                    continue
+                kind = "" if status == ActionStatus.SUCCEEDED else kind
+            key = (platform, action, status, kind)
+            finished[key] = finished.get(key, 0) + int(n)
+    return rows, finished
 
 
 def finished_since(since: datetime) -> dict[str, dict[str, int]]:
@@ -464,7 +467,7 @@ def finished_since(since: datetime) -> dict[str, dict[str, int]]:
 
 def tally_deleted(conn: Connection, deleted: Any) -> None:
     """Add the finished records `deleted` (a select of action_runs rows about to be deleted) to the tallies,
-    in the caller's transaction, so finished_counts() does not drop when they go."""
+    in the caller's transaction, so the count of finished actions (counts()) does not drop when they go."""
     grouped = conn.execute(
         select(ActionRun.platform, ActionRun.action, ActionRun.status, ActionRun.error_kind, func.count())
         .where(ActionRun.id.in_(deleted), ActionRun.status.in_(FINISHED))

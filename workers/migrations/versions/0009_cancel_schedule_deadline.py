@@ -1,4 +1,4 @@
-"""Cancel, schedule, deadline (issue 14): action_runs.scheduled_for and expires_at, workflow_runs.expires_at
+"""Cancel, schedule, deadline (issue 14): scheduled_for and expires_at on action_runs and workflow_runs
 
 `scheduled` actions are found by (status, scheduled_for) every second by the beat leader
 (workers.scheduling), hence the index. Statuses are strings: `scheduled`, `cancelled`, `expired`,
@@ -25,6 +25,7 @@ def upgrade() -> None:
     op.add_column("action_runs", sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True))
     op.create_index("ix_action_runs_status_scheduled", "action_runs", ["status", "scheduled_for"])
     op.add_column("workflow_runs", sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column("workflow_runs", sa.Column("scheduled_for", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
@@ -33,4 +34,5 @@ def downgrade() -> None:
         batch.drop_column("expires_at")
         batch.drop_column("scheduled_for")
     with op.batch_alter_table("workflow_runs") as batch:
+        batch.drop_column("scheduled_for")
         batch.drop_column("expires_at")
