@@ -13,8 +13,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+import signal
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -120,16 +123,18 @@ def _run_attempt(ctx: Attempt, call: Call, *, max_attempts: int, find: Find | No
     clock.call_started()
     try:
         try:
-            found = _look_up(find, effect, extra, what) if admission.reconcile else None
-            if found is not None:
-                result, reconciled = redact(found), True
-            else:
-                result = redact(call(effect))
-        except SoftTimeLimitExceeded:
-            # The task's time limit (workers.tasks: the lease) ran out in the middle of the call: a hung platform
-            # or executor. The request may have reached the platform, so the next attempt looks the effect up.
-            raise RetryableError(f"the attempt ran past its time limit ({get_settings().lease_s:.0f}s) and was "
-                                 "stopped", platform=ctx.platform, ambiguous=True) from None
+            with _time_limit(get_settings().lease_s):
+                found = _look_up(find, effect, extra, what) if admission.reconcile else None
+                if found is not None:
+                    result, reconciled = redact(found), True
+                else:
+                    result = redact(call(effect))
+        except (CallTimedOut, SoftTimeLimitExceeded):
+            # A hung platform or executor: stopped once the call has run as long as its lease (past which another
+            # worker may take the action over anyway). The request may have reached the platform, so the next
+            # attempt looks the effect up first.
+            raise RetryableError(f"the call ran past its time limit ({get_settings().lease_s:g}s) and was stopped",
+                                 platform=ctx.platform, ambiguous=True) from None
     except RetryableError as exc:
         final = ctx.attempt >= max_attempts
         _settle_failure(guard, ctx, admission, exc, final=final, clock=clock)
@@ -179,6 +184,36 @@ def _run_attempt(ctx: Attempt, call: Call, *, max_attempts: int, find: Find | No
                   extra=dict(log_extra or {"action_id": ctx.action_id, "platform": ctx.platform}))
         return AttemptEnd(Ending.SUCCEEDED, result=result, started_at=started, unsettled=True, reconciled=reconciled)
     return AttemptEnd(Ending.SUCCEEDED, result=result, started_at=started, reconciled=reconciled)
+
+
+class CallTimedOut(Exception):
+    """Raised in a platform call that outlived its time limit (_time_limit)."""
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Stops the platform call (and its lookup) once it has run `seconds`: SIGALRM raises CallTimedOut in it.
+
+    Why our own and not Celery's soft_time_limit: Celery's limit is the whole task's (the settle's wait for a
+    Redis blip included, where stopping would lose a success), and in this worker it did not fire for
+    execute_action (tests/integration/test_flow_control.py found the call running on past it). A prefork pool
+    process runs its task in its main thread, where a signal handler can raise; elsewhere (-P threads, solo
+    in a thread) there is no such limit, only the HTTP timeouts."""
+    if (seconds <= 0 or not hasattr(signal, "setitimer")
+            or threading.current_thread() is not threading.main_thread()):
+        yield
+        return
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise CallTimedOut(f"ran past {seconds:g}s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _look_up(find: Find | None, effect: Effect, extra: Mapping[str, Any], what: str) -> dict[str, Any] | None:

@@ -102,6 +102,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         result_accept_content=["json"],
         event_serializer="json",
         task_acks_late=True,
+        # A backstop for a pool process stuck past the per-call limit itself (workers.attempt._time_limit stops
+        # the platform call at the lease): Celery replaces the process. Generous, so that it never cuts a settle
+        # that waits out a Redis blip (SETTLE_PATIENCE_S, 30 s) after a call that used its whole lease.
+        task_time_limit=settings.lease_s + 60,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         worker_max_tasks_per_child=settings.worker_max_tasks_per_child or None,

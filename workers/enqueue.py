@@ -10,7 +10,6 @@ from celery.canvas import Signature
 
 from workers.priorities import priority_value
 from workers.redaction import kwargs_repr
-from workers.settings import get_settings
 from workers.tasks import execute_action
 
 
@@ -27,15 +26,9 @@ def action_signature(*, action_id: str, platform: str, action: str, params: dict
         kwargs["step"] = step
     if expires_at is not None:
         kwargs["expires_at"] = expires_at
-    # A hung executor or platform must not hold a pool process for ever: an attempt is stopped once it has run as
-    # long as its lease (connect + read timeout + 30 s, or OPSQ_IDEMPOTENCY_LEASE_S), past which another worker
-    # may take the action over anyway. The soft limit raises in the call (workers.attempt: an ambiguous failure,
-    # retried after a lookup); the hard one, 15 s later, ends the pool process if even that does not return.
-    lease = get_settings().lease_s
     # The Celery task id is the action id; kwargsrepr keeps params' secrets out of logs, events and Flower.
     return execute_action.si(**kwargs).set(queue=queue, routing_key=queue, priority=priority_value(priority),
-                                           task_id=action_id, kwargsrepr=kwargs_repr(kwargs),
-                                           soft_time_limit=lease, time_limit=lease + 15)
+                                           task_id=action_id, kwargsrepr=kwargs_repr(kwargs))
 
 
 def send_action(*, action_id: str, platform: str, action: str, params: dict[str, Any], queue: str, priority: str,

@@ -165,11 +165,14 @@ def step_failed_for_good(workflow_id: str, reason: str, failed_step: str | None 
     spec, _ = spec_of(workflow_id)
     if spec.on_failure != "stop":
         return start_rollback(workflow_id, reason, failed_step=failed_step)
+    # Steps not started will not start (a message already sent finds the workflow not running, and skips). Skipped
+    # before the status changes, so whoever is woken by `failed` reads the steps as they stay (found by CI: a
+    # waiter read `queued`). If the transition then loses (a cancel or a rollback came first), skipping was
+    # what those do too.
+    state.skip_unfinished(workflow_id, "its workflow failed; a retry runs it")
     if not state.transition(workflow_id, WorkflowStatus.FAILED, allowed_from=(WorkflowStatus.RUNNING,), error=reason,
                             failed_step=failed_step, event="failed", detail=reason):
         return False
-    # Steps not started will not start (a message already sent finds the workflow not running, and skips).
-    state.skip_unfinished(workflow_id, "its workflow failed; a retry runs it")
     log.warning("workflow %s failed (on_failure: stop): %s; completed steps kept", workflow_id, reason)
     return True
 
