@@ -3,11 +3,27 @@ gets (so a test can say "nothing was sent") and answering /redirect?to=URL with 
 
 from __future__ import annotations
 
+import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+ARCHITECTURE = Path(__file__).resolve().parents[2] / "docs" / "ARCHITECTURE.md"
+
+
+def doc_recipe() -> Callable[..., bool]:
+    """The receiver's verification snippet, taken from the docs and run as written."""
+    text = ARCHITECTURE.read_text()
+    section = text[text.index("### Webhooks: signature and SSRF guard"):]
+    (code,) = re.findall(r"```python\n(.*?)```", section[:section.index("**SSRF guard**")], re.S)
+    scope: dict[str, Any] = {}
+    exec(code, scope)  # our own documentation's snippet, run as a receiver would
+    verify: Callable[..., bool] = scope["verify_opsq_signature"]
+    return verify
 
 
 @dataclass

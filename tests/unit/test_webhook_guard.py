@@ -8,11 +8,9 @@ import hashlib
 import hmac
 import ipaddress
 import json
-import re
 import socket
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,23 +20,11 @@ from executors.errors import PermanentError, RetryableError
 from executors.http import HttpClient
 from executors.urlguard import AddressGuard, DestinationRefused, refusal
 from executors.webhook import SIGNATURE_HEADER, WebhookExecutor, origin, parse_secrets, sign
-from tests.support.receiver import Receiver, start_receiver
+from tests.support.receiver import Receiver, doc_recipe, start_receiver
 from workers import redaction
 from workers.settings import reload_settings
 
-ARCHITECTURE = Path(__file__).resolve().parents[2] / "docs" / "ARCHITECTURE.md"
 SECRET = "whsec-test-5f1e"
-
-
-def doc_recipe() -> Callable[..., bool]:
-    """The receiver's verification snippet, taken from the docs and run as written."""
-    text = ARCHITECTURE.read_text()
-    section = text[text.index("### Webhooks: signature and SSRF guard"):]
-    (code,) = re.findall(r"```python\n(.*?)```", section[:section.index("**SSRF guard**")], re.S)
-    scope: dict[str, Any] = {}
-    exec(code, scope)  # our own documentation's snippet, run as a receiver would
-    verify: Callable[..., bool] = scope["verify_opsq_signature"]
-    return verify
 
 
 @pytest.fixture
