@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from executors.errors import AuthError, PermanentError, RateLimitedError, RetryableError
-from executors.urlguard import AddressGuard, GuardedTransport
+from executors.urlguard import AddressGuard
 
 USER_AGENT = "opsqueue/0.1"
 
@@ -122,7 +122,11 @@ class HttpClient:
             with self._lock:  # executors share this client across a thread pool's threads too
                 if self._made is None:
                     limits = httpx.Limits(max_connections=50, max_keepalive_connections=20)
-                    guarded = {} if self.guard is None else {
+                    guarded: dict[str, Any] = {}
+                    if self.guard is not None:
+                        from executors._guarded_transport import GuardedTransport  # noqa: PLC0415 (httpcore)
+
+                        guarded = {
                         "transport": GuardedTransport(self.guard, limits), "trust_env": False}
                     self._made = httpx.Client(
                         timeout=self.timeout,
@@ -130,7 +134,7 @@ class HttpClient:
                         limits=limits,
                         follow_redirects=self.max_redirects > 0,
                         max_redirects=self.max_redirects,
-                        **guarded,  # type: ignore[arg-type]
+                        **guarded,
                     )
         return self._made
 

@@ -4,8 +4,8 @@ runs in (the cloud metadata service at 169.254.169.254, an admin port on loopbac
 The check is made where the socket is opened, after DNS resolution, on every address the name resolves to,
 and the socket is then opened to one of those checked addresses: a name that resolves to a public address
 when checked and to 127.0.0.1 a moment later (DNS rebinding) cannot slip through, since no second lookup is
-made. Each redirect hop opens its own connection, so each is checked the same way. Host header and TLS SNI
-stay the URL's own name (only the TCP connect is pinned).
+made (executors._guarded_transport does the connecting). Each redirect hop opens its own connection, so each
+is checked the same way. Host header and TLS SNI stay the URL's own name (only the TCP connect is pinned).
 
 An allow-list (OPSQ_WEBHOOK_ALLOW_HOSTS: hostnames and CIDRs) opens what an installation needs: a hostname on
 it may resolve to anything; an address inside an allowed CIDR is let through whatever name led to it."""
@@ -16,10 +16,6 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
-
-import httpcore
-import httpx
 
 from executors.errors import PermanentError
 
@@ -106,11 +102,11 @@ class AddressGuard:
                     platform="webhook")
 
     def resolve(self, host: str, port: int) -> list[IPAddress]:
-        """The host's addresses, checked. Raises httpcore.ConnectError when the name does not resolve."""
+        """The host's addresses, checked. Raises OSError when the name does not resolve."""
         try:
             infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as exc:
-            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from None
+        except UnicodeError as exc:
+            raise OSError(f"cannot resolve {host}: {exc}") from None
         addresses: list[IPAddress] = []
         for info in infos:
             ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
@@ -118,45 +114,3 @@ class AddressGuard:
                 addresses.append(ip)
         self.check(host, addresses)
         return addresses
-
-
-class _GuardedBackend(httpcore.NetworkBackend):
-    """httpcore's socket opener, resolving the name itself and connecting to the checked address."""
-
-    def __init__(self, guard: AddressGuard) -> None:
-        self.guard = guard
-        self.inner = httpcore.SyncBackend()
-
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
-        error: Exception | None = None
-        for ip in self.guard.resolve(host, port):
-            try:
-                return self.inner.connect_tcp(str(ip), port, timeout=timeout, local_address=local_address,
-                                              socket_options=socket_options)
-            except httpcore.ConnectError as exc:  # the next address may answer
-                error = exc
-        raise error or httpcore.ConnectError(f"no address for {host}")
-
-    def connect_unix_socket(self, path: str, timeout: float | None = None,
-                            socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
-        raise httpcore.ConnectError("unix sockets are not webhook destinations")
-
-    def sleep(self, seconds: float) -> None:
-        self.inner.sleep(seconds)
-
-
-class GuardedTransport(httpx.HTTPTransport):
-    """httpx's transport with the guard as its network backend (httpx takes no backend argument: the pool is
-    made again around the one it built, keeping its TLS context)."""
-
-    def __init__(self, guard: AddressGuard, limits: httpx.Limits) -> None:
-        super().__init__(limits=limits, trust_env=False)
-        built: Any = self._pool
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=built._ssl_context,
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=_GuardedBackend(guard),
-        )
