@@ -80,5 +80,5 @@ def start_receiver() -> Receiver:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True, name="webhook-receiver").start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True, name="webhook-receiver").start()
     return Receiver(server, log)
