@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from executors.errors import AuthError, PermanentError, RateLimitedError, RetryableError
+from executors.urlguard import AddressGuard
 
 USER_AGENT = "opsqueue/0.1"
 
@@ -100,21 +101,40 @@ class HttpClient:
     with every CA certificate (about 2.5 MiB), and a worker process that only runs workflow bookkeeping,
     maintenance or noop actions never sends a request (docs/PERFORMANCE.md, "Worker memory")."""
 
-    def __init__(self, connect_timeout_s: float = 5.0, read_timeout_s: float = 30.0) -> None:
+    def __init__(self, connect_timeout_s: float = 5.0, read_timeout_s: float = 30.0, *,
+                 guard: AddressGuard | None = None, max_redirects: int = 0) -> None:
         self.timeout = httpx.Timeout(read_timeout_s, connect=connect_timeout_s)
+        self.guard = guard
+        self.max_redirects = max_redirects
         self._lock = threading.Lock()
         self._made: httpx.Client | None = None
+
+    def guarded(self, guard: AddressGuard, max_redirects: int = 0) -> HttpClient:
+        """A client of its own for URLs an action names (webhooks): every connection goes through the SSRF
+        guard (executors.urlguard), redirects only when asked for (each hop checked), and no proxy from the
+        environment (a proxy would resolve the name itself, past the guard)."""
+        return HttpClient(self.timeout.connect or 5.0, self.timeout.read or 30.0, guard=guard,
+                          max_redirects=max_redirects)
 
     @property
     def _client(self) -> httpx.Client:
         if self._made is None:
             with self._lock:  # executors share this client across a thread pool's threads too
                 if self._made is None:
+                    limits = httpx.Limits(max_connections=50, max_keepalive_connections=20)
+                    guarded: dict[str, Any] = {}
+                    if self.guard is not None:
+                        from executors._guarded_transport import GuardedTransport  # noqa: PLC0415 (httpcore)
+
+                        guarded = {
+                        "transport": GuardedTransport(self.guard, limits), "trust_env": False}
                     self._made = httpx.Client(
                         timeout=self.timeout,
                         headers={"User-Agent": USER_AGENT},
-                        limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
-                        follow_redirects=False,
+                        limits=limits,
+                        follow_redirects=self.max_redirects > 0,
+                        max_redirects=self.max_redirects,
+                        **guarded,
                     )
         return self._made
 
@@ -125,11 +145,16 @@ class HttpClient:
         *,
         platform: str,
         json: Any = None,
+        content: bytes | None = None,
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         try:
-            response = self._client.request(method, url, json=json, params=params, headers=headers)
+            response = self._client.request(method, url, json=json, content=content, params=params,
+                                            headers=headers)
+        except httpx.TooManyRedirects:
+            raise PermanentError(f"{platform} {method} {httpx.URL(url).path}: more than {self.max_redirects} "
+                                 "redirects", platform=platform) from None
         except httpx.TimeoutException as exc:
             raise RetryableError(f"{platform} {method} {httpx.URL(url).path}: timed out ({type(exc).__name__})",
                                  platform=platform, ambiguous=sent_before_failing(exc)) from None

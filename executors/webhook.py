@@ -7,10 +7,20 @@ and the token must not go to whoever that is. With no base URL configured it is 
 Every call carries the action's effect key as an `Idempotency-Key` header (issue 11; the IETF httpapi
 idempotency-key draft, as Stripe and others implement it): a receiver that honours it answers a repeat with
 the first answer and does not act twice. There is no standard way to *ask* a receiver whether a key was
-seen, so webhooks have no lookup: after a lost answer the call is repeated, with the same key."""
+seen, so webhooks have no lookup: after a lost answer the call is repeated, with the same key.
+
+Every call is signed when a secret is configured for its destination (OPSQ_WEBHOOK_SECRETS, a JSON object of
+origin -> secret, else OPSQ_WEBHOOK_SECRET): `X-Opsq-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of
+"<t>." + body>`, Stripe's scheme, so a receiver knows the call is ours and recent (docs/ARCHITECTURE.md,
+"Webhooks: signature and SSRF guard", has the receiver's recipe). Every connection goes through the SSRF guard
+(executors.urlguard): non-public addresses are refused unless OPSQ_WEBHOOK_ALLOW_HOSTS names them."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
+import time
 from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -18,11 +28,49 @@ from urllib.parse import unquote, urlsplit
 import httpx
 from pydantic import Field, field_validator
 
-from executors.base import AT_LEAST_ONCE, NO_EFFECT, ActionParams, Effect, Executor, Result
-from executors.errors import ExecutorError
+from executors.base import AT_LEAST_ONCE, NO_EFFECT, ActionParams, Effect, Executor, ExecutorConfig, Result, Setting
+from executors.errors import ExecutorError, PermanentError
+from executors.http import HttpClient
+from executors.urlguard import AddressGuard
 
 MAX_TEXT_BODY = 2000
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+SIGNATURE_HEADER = "X-Opsq-Signature"
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """The X-Opsq-Signature value: the timestamp is signed with the body, so a captured call cannot be
+    replayed later than the receiver's tolerance, nor its body swapped."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def origin(url: str) -> str:
+    """scheme://host[:port], the port only when not the scheme's default: the key of OPSQ_WEBHOOK_SECRETS."""
+    parts = httpx.URL(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    port = f":{parts.port}" if parts.port is not None and parts.port != default else ""
+    return f"{parts.scheme}://{parts.host.lower()}{port}"
+
+
+def parse_secrets(raw: str | None) -> dict[str, str]:
+    """OPSQ_WEBHOOK_SECRETS -> {origin: secret}. Raises ValueError (without the secrets) when malformed."""
+    if not raw:
+        return {}
+    try:
+        given = json.loads(raw)
+    except ValueError:
+        raise ValueError("OPSQ_WEBHOOK_SECRETS is not JSON (an object of origin -> secret)") from None
+    if not isinstance(given, dict) or not all(isinstance(v, str) and v for v in given.values()):
+        raise ValueError("OPSQ_WEBHOOK_SECRETS must be a JSON object of origin -> non-empty secret")
+    return {origin(k): v for k, v in given.items()}
+
+
+def encode_body(body: Any) -> bytes:
+    """The exact bytes sent, so the signature covers them (as httpx's own json= encodes)."""
+    if body is None:
+        return b""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _check_url(value: str | None) -> str | None:
@@ -89,6 +137,32 @@ class WebhookExecutor(Executor):
     # and the token is optional (an action may bring its own Authorization header). No rate limit.
     needs_token = False
     order = 900
+    extra_settings = {
+        "secret": Setting(secret=True, description="the default key that signs every call (X-Opsq-Signature)"),
+        "secrets": Setting(secret=True, description="a JSON object of origin -> signing key, per destination"),
+        "allow_hosts": Setting(description="hostnames and CIDRs the SSRF guard lets through"),
+        "max_redirects": Setting(default="0", description="redirects followed (0: none); each hop is checked"),
+    }
+
+    def __init__(self, config: ExecutorConfig, http: HttpClient) -> None:
+        super().__init__(config, http)
+        extra = config.extra
+        try:
+            redirects = int(extra.get("max_redirects") or 0)
+        except ValueError:
+            redirects = 0
+        self.http = http.guarded(AddressGuard.parse(extra.get("allow_hosts")), max(0, redirects))
+        # A bad OPSQ_WEBHOOK_SECRETS fails each call (permanently, clearly), not the worker's start.
+        self._secrets_error: str | None = None
+        try:
+            self._secrets = parse_secrets(extra.get("secrets"))
+        except ValueError as exc:
+            self._secrets, self._secrets_error = {}, str(exc)
+
+    def _secret_for(self, url: str) -> str | None:
+        if self._secrets_error:
+            raise PermanentError(self._secrets_error, platform=self.platform)
+        return self._secrets.get(origin(url)) or self.config.extra.get("secret") or None
 
     def _headers_for(self, url: str, given: dict[str, str]) -> dict[str, str]:
         """The action's headers, plus the token only when `url` is under the webhook base URL. (Not an
@@ -113,8 +187,16 @@ class WebhookExecutor(Executor):
         # The action's own Idempotency-Key header, if it names one, wins: its author knows the receiver.
         if effect.key is not None and not any(k.lower() == IDEMPOTENCY_HEADER.lower() for k in sent):
             sent[IDEMPOTENCY_HEADER] = effect.key
+        content = encode_body(body)
+        if body is not None and not any(k.lower() == "content-type" for k in sent):
+            sent["Content-Type"] = "application/json"
+        secret = self._secret_for(url)
+        if secret:
+            # Ours alone: an action must not pass off its own value as opsqueue's signature.
+            sent = {k: v for k, v in sent.items() if k.lower() != SIGNATURE_HEADER.lower()}
+            sent[SIGNATURE_HEADER] = sign(secret, content, int(time.time()))
         try:
-            response = self.http.request(method, url, platform=self.platform, json=body, headers=sent)
+            response = self.http.request(method, url, platform=self.platform, content=content, headers=sent)
         except ExecutorError as exc:
             raise _redact(exc, url) from None
         try:

@@ -122,6 +122,8 @@ def make_env(redis_url: str, database_url: str, sandbox_url: str, **overrides: s
         "OPSQ_MAX_ATTEMPTS": "4",
         "OPSQ_HTTP_READ_TIMEOUT_S": "5",
         "OPSQ_TRELLO_API_KEY": "test-key",
+        # The sandbox listens on loopback: the webhook SSRF guard refuses it unless allow-listed.
+        "OPSQ_WEBHOOK_ALLOW_HOSTS": "127.0.0.1/32",
         "PYTHONUNBUFFERED": "1",
     })
     for platform in PLATFORMS_WITH_TOKENS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -113,6 +114,18 @@ def _kv_sub(m: re.Match[str]) -> str:
 _secrets_cache: tuple[Any, tuple[str, ...]] = (None, ())
 
 
+def _json_strings(raw: str) -> list[str]:
+    """The values of a secret setting that is a JSON object (OPSQ_WEBHOOK_SECRETS: origin -> key): each key
+    is a secret of its own, and may appear without the rest of the object."""
+    if not raw.lstrip().startswith("{"):
+        return []
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return []
+    return [v for v in parsed.values() if isinstance(v, str)] if isinstance(parsed, dict) else []
+
+
 def _secrets_of(settings: Any) -> tuple[str, ...]:
     values: set[str] = set()
     for platform in PLATFORMS:
@@ -124,6 +137,7 @@ def _secrets_of(settings: Any) -> tuple[str, ...]:
         value = getattr(settings, name, None)
         if isinstance(value, SecretStr) and value.get_secret_value():
             values.add(value.get_secret_value())
+            values.update(_json_strings(value.get_secret_value()))
     return tuple(sorted((v for v in values if len(v) >= MIN_SECRET_LEN), key=len, reverse=True))
 
 

@@ -31,7 +31,9 @@ pytestmark = pytest.mark.usefixtures("sbx")
 @pytest.fixture
 def make(server: SandboxServer, http: HttpClient) -> Make:
     def build(cls: type[Executor], *, client: HttpClient | None = None, base_url: str | None = None) -> Executor:
-        config = ExecutorConfig(base_url=base_url or f"{server.url}/{cls.platform}", token=TOKEN)
+        # The sandbox listens on loopback, which the webhook SSRF guard refuses unless allowed.
+        config = ExecutorConfig(base_url=base_url or f"{server.url}/{cls.platform}", token=TOKEN,
+                                extra={"allow_hosts": "127.0.0.1/32"} if cls.platform == "webhook" else {})
         return cls(config, client or http)
 
     return build

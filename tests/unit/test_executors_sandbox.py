@@ -34,6 +34,8 @@ EXTRA: dict[str, dict[str, str]] = {
     "notion": {"version": "2022-06-28"},
     "trello": {"api_key": API_KEY},
     "gsheets": {"spreadsheet_id": "book1"},
+    # The sandbox listens on loopback, which the SSRF guard refuses unless allowed.
+    "webhook": {"allow_hosts": "127.0.0.1/32"},
 }
 Make = Callable[..., Executor]
 
@@ -535,7 +537,7 @@ class TestWebhook:
             ("/webhook/trusted/deploy", "Bearer"), ("/webhook/elsewhere", None), ("/webhook/trustedx", None),
             ("/webhook/trusted/do", "Bearer"), ("/webhook/other/undo", None)]
         # No webhook base URL configured (OPSQ_WEBHOOK_BASE_URL / OPSQ_PLATFORM_BASE_URL unset): never sent.
-        WebhookExecutor(ExecutorConfig(base_url="", token=TOKEN), http).execute(
+        WebhookExecutor(ExecutorConfig(base_url="", token=TOKEN, extra=EXTRA["webhook"]), http).execute(
             "post", {"url": f"{server.url}/webhook/trusted/deploy"})
         assert sbx.requests("webhook")[-1]["auth"] is None
 

@@ -104,6 +104,23 @@ def test_validate_env_and_test_auth_follow_the_declarations(monkeypatch: pytest.
             health.test_auth([name])
 
 
+def test_validate_env_checks_the_webhook_settings(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("OPSQ_WEBHOOK_SECRETS", "{not json")
+    monkeypatch.setenv("OPSQ_WEBHOOK_MAX_REDIRECTS", "two")
+    monkeypatch.setenv("OPSQ_WEBHOOK_ALLOW_HOSTS", "127.0.0.1/32,169.254.0.0/16")
+    reload_settings()
+    checks = {c.name: c for c in health.validate_env()}
+    assert checks["OPSQ_WEBHOOK_SECRETS"].status == "fail" and "not JSON" in checks["OPSQ_WEBHOOK_SECRETS"].detail
+    assert checks["OPSQ_WEBHOOK_MAX_REDIRECTS"].status == "fail"
+    assert checks["OPSQ_WEBHOOK_ALLOW_HOSTS"].status == "warn"
+    assert "169.254.0.0/16" in checks["OPSQ_WEBHOOK_ALLOW_HOSTS"].detail
+    monkeypatch.setenv("OPSQ_WEBHOOK_SECRETS", '{"https://hooks.example.com": "whsec-abcdef-123"}')
+    monkeypatch.setenv("OPSQ_WEBHOOK_MAX_REDIRECTS", "2")
+    monkeypatch.setenv("OPSQ_WEBHOOK_ALLOW_HOSTS", "127.0.0.1/32,hooks.internal")
+    reload_settings()
+    assert all(c.status == "ok" for c in health.validate_env() if c.name.startswith("OPSQ_WEBHOOK_"))
+
+
 # -- A new platform: one executor module and one emulator module -------------------------------------
 
 EXECUTOR_MODULE = '''

@@ -94,6 +94,9 @@ class DemoEnvironment:
             os.environ.pop(f"OPSQ_{platform.upper()}_BASE_URL", None)
             os.environ.setdefault(f"OPSQ_{platform.upper()}_TOKEN", "demo-token")
         os.environ.setdefault("OPSQ_TRELLO_API_KEY", "demo-key")
+        # The demo's webhooks go to the sandbox on loopback, which the SSRF guard refuses unless allowed.
+        allowed = os.environ.get("OPSQ_WEBHOOK_ALLOW_HOSTS", "")
+        os.environ["OPSQ_WEBHOOK_ALLOW_HOSTS"] = ",".join(filter(None, (allowed, "127.0.0.1/32")))
         os.environ.setdefault("OPSQ_RETRY_BASE_S", "0.5")
         os.environ.setdefault("OPSQ_RETRY_CAP_S", "5")
         os.environ.setdefault("OPSQ_MAX_ATTEMPTS", "10")

@@ -14,6 +14,8 @@ from sqlalchemy.engine import make_url
 
 from executors.errors import ExecutorError
 from executors.registry import EXECUTORS, TOKEN_PLATFORMS
+from executors.urlguard import AddressGuard, refusal
+from executors.webhook import parse_secrets
 from workers.celery_app import app as celery_app
 from workers.client import redis_cause
 from workers.dev.broker_url import redact_redis_url, redis_target
@@ -286,6 +288,7 @@ def validate_env() -> list[Check]:
                 what = setting.description or key
                 out.append(Check(f"OPSQ_{platform.upper()}_{key.upper()}", WARN,
                                  f"not set: {platform} needs {what} with the token"))
+    out += _webhook_checks(settings.platform("webhook").extra)
     if settings.visibility_timeout_s <= max(settings.retry_cap_s, settings.breaker.open_s):
         out.append(Check("OPSQ_VISIBILITY_TIMEOUT_S", WARN,
                          "not longer than the longest wait (retry cap / breaker open_s): waiting messages can be "
@@ -296,6 +299,25 @@ def validate_env() -> list[Check]:
         out += _redis_url_checks(settings)
     if settings.database_url is None:
         out.append(Check("OPSQ_DATABASE_URL", WARN, "not set: SQLite in OPSQ_HOME (embedded default)"))
+    return out
+
+
+def _webhook_checks(extra: dict[str, str]) -> list[Check]:
+    """What a webhook would otherwise find out at its first call: a malformed secrets map or redirect count,
+    and an allow-list that opens the cloud metadata service (a CIDR covering 169.254.169.254)."""
+    out = []
+    try:
+        parse_secrets(extra.get("secrets"))
+    except ValueError as exc:
+        out.append(Check("OPSQ_WEBHOOK_SECRETS", FAIL, str(exc)))
+    if not extra.get("max_redirects", "0").isdigit():
+        out.append(Check("OPSQ_WEBHOOK_MAX_REDIRECTS", FAIL, "not a whole number: webhooks follow no redirect"))
+    guard = AddressGuard.parse(extra.get("allow_hosts"))
+    opened = [str(net) for net in guard.networks
+              if any(refusal(ip) == "link-local" for ip in (net[0], net[-1])) or net.prefixlen == 0]
+    if opened:
+        out.append(Check("OPSQ_WEBHOOK_ALLOW_HOSTS", WARN, f"{', '.join(opened)} lets webhooks reach link-local "
+                         "addresses (the cloud metadata service 169.254.169.254): allow narrower networks"))
     return out
 
 
