@@ -1,0 +1,236 @@
+"""The HTTP API (issue 15 items 1-2): a real `opsq api` process, real workers, the sandbox, called over HTTP.
+
+The main path runs on SQLite and PostgreSQL: submit -> 202 -> the action runs -> GET says it succeeded; a workflow
+with an approval gate approved over the API; each role refused what it may not do (403); a missing, unknown or
+revoked token refused (401); the audit trail names the token for every change made through the API."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.opsq_cli import opsq
+from tests.support.api_server import ApiServer
+from tests.support.wait import wait_for
+from workers.store import api_tokens, audit
+from workflows import state
+
+pytestmark = pytest.mark.integration
+
+GATED = """
+name: gated-over-http
+steps:
+  - id: first
+    platform: noop
+    action: noop
+    params: {echo: 1}
+  - id: gated
+    platform: noop
+    action: noop
+    params: {echo: 2}
+    depends_on: [first]
+    requires_approval: true
+"""
+
+
+@pytest.fixture
+def api_started(tmp_path: Path) -> Iterator[Callable[..., ApiServer]]:
+    started: list[ApiServer] = []
+
+    def start(env: dict[str, str], *args: str) -> ApiServer:
+        server = ApiServer(env, tmp_path, *args)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def _tokens() -> dict[str, str]:
+    return {role: api_tokens.create(f"{role}-bot", role, actor="test") for role in
+            ("submit", "operate", "approve", "admin")}
+
+
+def _until(server: ApiServer, path: str, token: str, want: Callable[[dict[str, Any]], bool],
+           timeout: float = 30) -> dict[str, Any]:
+    def look() -> dict[str, Any] | None:
+        r = server.call("GET", path, token)
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        return body if want(body) else None
+
+    return wait_for(look, timeout=timeout, what=f"GET {path}")
+
+
+def _actors(target: str) -> dict[str, str]:
+    audit.seal()
+    return {e["action"]: e["actor"] for e in audit.entries(limit=1000) if e["target"] == target}
+
+
+def test_actions_workflows_and_approvals_over_http(opsq_env, workers_started, sandbox, api_started):
+    env = opsq_env()
+    workers_started(env, queues="noop,control")
+    created = opsq(env, "api", "token", "create", "cli-made", "--role", "submit")
+    assert created.returncode == 0, created.stderr
+    cli_secret = created.stdout.strip()
+    tok = _tokens()
+    api = api_started(env)
+
+    health = api.call("GET", "/v1/health")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert "opsq_" not in health.text  # says nothing secret
+    assert api.call("GET", "/openapi.json").status_code == 200
+
+    # Submit -> 202 -> the action runs -> GET shows it succeeded.
+    r = api.call("POST", "/v1/actions", tok["submit"], json={"platform": "noop", "action": "noop",
+                                                             "params": {"echo": "hi"}},
+                 headers={"Idempotency-Key": "order-1"})
+    assert r.status_code == 202, r.text
+    action_id = r.json()["id"]
+    done = _until(api, f"/v1/actions/{action_id}", tok["submit"], lambda b: b["status"] == "succeeded")
+    assert done["result"] is not None
+    # A retried POST with the same key: the first action, nothing enqueued again.
+    again = api.call("POST", "/v1/actions", tok["submit"], json={"platform": "noop", "action": "noop",
+                                                                 "params": {"echo": "hi"}},
+                     headers={"Idempotency-Key": "order-1"})
+    assert again.status_code == 202 and again.json() == {"id": action_id, "deduplicated": True,
+                                                          "status": "succeeded"}
+    # Bad input: 4xx naming the field, with the CLI's message; nothing stored.
+    bad = api.call("POST", "/v1/actions", tok["submit"], json={"platform": "noop", "action": "noop",
+                                                               "priority": "urgent"})
+    assert bad.status_code == 422 and bad.json()["field"] == "priority"
+    assert bad.json()["error"].startswith("unknown priority 'urgent'")
+    cli_bad = opsq(env, "submit", "noop", "noop", "--params-json", '{"echo": 1}', "--max-attempts", "1",
+                   "--idempotency-key", "x" * 201)
+    api_bad = api.call("POST", "/v1/actions", tok["submit"], json={"platform": "noop", "action": "noop",
+                                                                   "idempotency_key": "x" * 201})
+    assert api_bad.status_code == 422 and api_bad.json()["field"] == "idempotency_key"
+    assert cli_bad.stderr.strip().endswith(api_bad.json()["error"])
+    missing = api.call("POST", "/v1/actions", tok["submit"], json={"action": "noop"})
+    assert missing.status_code == 422 and missing.json()["field"] == "platform"
+
+    # Paged list: a submit token sees only its own; an operate token sees all.
+    mine = api.call("POST", "/v1/actions", cli_secret, json={"platform": "noop", "action": "noop"}).json()["id"]
+    assert api.call("GET", f"/v1/actions/{mine}", tok["submit"]).status_code == 404
+    own = api.call("GET", "/v1/actions", tok["submit"]).json()
+    assert [a["id"] for a in own["items"]] == [action_id]
+    page1 = api.call("GET", "/v1/actions", tok["operate"], params={"limit": 1}).json()
+    assert [a["id"] for a in page1["items"]] == [mine] and page1["next_cursor"]
+    page2 = api.call("GET", "/v1/actions", tok["operate"], params={"limit": 1, "cursor": page1["next_cursor"]}).json()
+    assert [a["id"] for a in page2["items"]] == [action_id]
+    filtered = api.call("GET", "/v1/actions", tok["operate"], params={"status": "succeeded", "platform": "noop",
+                                                                     "since": "2020-01-01T00:00:00Z"}).json()
+    assert action_id in [a["id"] for a in filtered["items"]]
+
+    # An invalid workflow: every error, nothing stored.
+    runs_before = len(state.list_runs(limit=100))
+    invalid = api.call("POST", "/v1/workflows", tok["submit"], json={"spec": {"name": "x", "steps": [
+        {"id": "a", "platform": "noop", "action": "nope"}, {"id": "b", "platform": "noop", "action": "noop",
+                                                            "depends_on": ["zzz"]}]}})
+    assert invalid.status_code == 422 and invalid.json()["field"] == "spec"
+    assert len(invalid.json()["errors"]) >= 2
+    assert len(state.list_runs(limit=100)) == runs_before
+
+    # A workflow with an approval gate, approved over the API.
+    r = api.call("POST", "/v1/workflows", tok["submit"], json={"spec": GATED})
+    assert r.status_code == 202, r.text
+    wid = r.json()["id"]
+    _until(api, f"/v1/workflows/{wid}", tok["submit"], lambda b: b["status"] == "awaiting_approval")
+    pending = api.call("GET", "/v1/approvals", tok["approve"]).json()
+    approval_id = next(a["id"] for a in pending if a["workflow_id"] == wid)
+
+    # Each role refused what it may not do (403); no token, an unknown one, a revoked one: 401.
+    refused = {
+        "submit approves": api.call("POST", f"/v1/approvals/{approval_id}/approve", tok["submit"]),
+        "submit cancels": api.call("POST", f"/v1/actions/{action_id}/cancel", tok["submit"]),
+        "submit rolls back": api.call("POST", f"/v1/workflows/{wid}/rollback", tok["submit"]),
+        "submit lists approvals": api.call("GET", "/v1/approvals", tok["submit"]),
+        "operate approves": api.call("POST", f"/v1/approvals/{approval_id}/approve", tok["operate"]),
+        "approve submits": api.call("POST", "/v1/actions", tok["approve"], json={"platform": "noop",
+                                                                                  "action": "noop"}),
+        "approve cancels": api.call("POST", f"/v1/workflows/{wid}/cancel", tok["approve"]),
+    }
+    assert {k: r.status_code for k, r in refused.items()} == dict.fromkeys(refused, 403)
+    assert api.call("GET", "/v1/approvals").status_code == 401
+    assert api.call("GET", "/v1/approvals", "opsq_not-a-token").status_code == 401
+    revoked = opsq(env, "api", "token", "revoke", "cli-made")
+    assert revoked.returncode == 0, revoked.stderr
+    assert api.call("GET", f"/v1/actions/{mine}", cli_secret).status_code == 401
+    assert state.run_status(wid) == "awaiting_approval"  # nothing refused changed anything
+
+    ok = api.call("POST", f"/v1/approvals/{approval_id}/approve", tok["approve"], json={"comment": "looks right"})
+    assert ok.status_code == 200, ok.text
+    whole = _until(api, f"/v1/workflows/{wid}", tok["submit"], lambda b: b["status"] == "succeeded")
+    assert {s["step_id"]: s["status"] for s in whole["steps"]} == {"first": "succeeded", "gated": "succeeded"}
+    twice = api.call("POST", f"/v1/approvals/{approval_id}/approve", tok["approve"])
+    assert twice.status_code == 409 and "already approved" in twice.json()["error"]
+
+    # The audit trail names the token for every change made through the API.
+    assert _actors(f"action:{action_id}")["submit"] == "api:submit-bot"
+    assert _actors(f"workflow:{wid}")["workflow_submit"] == "api:submit-bot"
+    assert _actors(f"approval:{approval_id}")["approve"] == "api:approve-bot"
+    listed = opsq(env, "api", "token", "list", "--json")
+    assert listed.returncode == 0 and "opsq_" not in listed.stdout
+    assert {t["name"]: bool(t["revoked_at"]) for t in json.loads(listed.stdout)}["cli-made"]
+
+
+def test_operating_over_http_and_what_is_refused(opsq_env_sqlite, workers_started, sandbox, api_started):
+    """SQLite only (the rules are the library's, the same on both): cancel, rollback, resume, deny, replay; the
+    bind refused without a token; failed authentications rate-limited."""
+    env = opsq_env_sqlite(OPSQ_API_AUTH_FAILURES_PER_MIN="5")
+    # No token yet: a non-loopback address is refused, in one line, before anything listens.
+    refused = opsq(env, "api", "--host", "0.0.0.0", "--port", "1")
+    assert refused.returncode == 1 and refused.stderr.startswith("error: the API serves 0.0.0.0 only once a token")
+    assert "Traceback" not in refused.stderr
+    tok = _tokens()
+    workers_started(env, queues="noop,control")
+    api = api_started(env)
+
+    # Cancel a scheduled action (operate); the trail names the token.
+    later = api.call("POST", "/v1/actions", tok["submit"], json={"platform": "noop", "action": "noop",
+                                                                 "countdown": 3600})
+    assert later.status_code == 202 and later.json()["status"] == "scheduled"
+    aid = later.json()["id"]
+    cancelled = api.call("POST", f"/v1/actions/{aid}/cancel", tok["operate"], json={"why": "not needed"})
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled", cancelled.text
+    assert _actors(f"action:{aid}")["action_cancel"] == "api:operate-bot"
+
+    # Deny needs a reason; denied, the workflow rolls back what it did.
+    wid = api.call("POST", "/v1/workflows", tok["submit"], json={"spec": GATED}).json()["id"]
+    _until(api, f"/v1/workflows/{wid}", tok["operate"], lambda b: b["status"] == "awaiting_approval")
+    approval_id = state.approvals(workflow_id=wid)[0]["id"]
+    no_reason = api.call("POST", f"/v1/approvals/{approval_id}/deny", tok["approve"])
+    assert no_reason.status_code == 422 and no_reason.json()["field"] == "comment"
+    denied = api.call("POST", f"/v1/approvals/{approval_id}/deny", tok["approve"], json={"comment": "wrong order"})
+    assert denied.status_code == 200, denied.text
+    _until(api, f"/v1/workflows/{wid}", tok["operate"], lambda b: b["status"] == "rolled_back")
+    assert _actors(f"approval:{approval_id}")["deny"] == "api:approve-bot"
+    # What the state does not allow is a 409 with the library's message; an unknown id a 404.
+    resume = api.call("POST", f"/v1/workflows/{wid}/resume", tok["operate"])
+    assert resume.status_code == 409 and "only a running workflow can be resumed" in resume.json()["error"]
+    assert api.call("POST", "/v1/workflows/nope/rollback", tok["operate"]).status_code == 404
+
+    # Cancel a gated workflow with rollback (operate), then roll back one awaiting approval (admin).
+    w2 = api.call("POST", "/v1/workflows", tok["admin"], json={"spec": GATED}).json()["id"]
+    _until(api, f"/v1/workflows/{w2}", tok["admin"], lambda b: b["status"] == "awaiting_approval")
+    c = api.call("POST", f"/v1/workflows/{w2}/cancel", tok["operate"], json={"why": "changed plans"})
+    assert c.status_code == 200 and c.json()["result"].startswith("cancelling"), c.text
+    _until(api, f"/v1/workflows/{w2}", tok["admin"], lambda b: b["status"] == "cancelled")
+    assert _actors(f"workflow:{w2}")["workflow_cancel"] == "api:operate-bot"
+    w3 = api.call("POST", "/v1/workflows", tok["admin"], json={"spec": GATED}).json()["id"]
+    _until(api, f"/v1/workflows/{w3}", tok["admin"], lambda b: b["status"] == "awaiting_approval")
+    rb = api.call("POST", f"/v1/workflows/{w3}/rollback", tok["admin"])
+    assert rb.status_code == 200 and rb.json()["result"] == "rollback started", rb.text
+    assert _actors(f"workflow:{w3}")["workflow_rollback"] == "api:admin-bot"
+
+    # Failed authentications: past the limit, that address is refused (429) even with a good token.
+    for _ in range(5):
+        assert api.call("GET", "/v1/approvals", "opsq_guess").status_code == 401
+    limited = api.call("GET", "/v1/approvals", tok["admin"])
+    assert limited.status_code == 429 and "too many failed authentications" in limited.json()["error"]
+    assert api.call("GET", "/v1/health").status_code == 200
