@@ -104,7 +104,8 @@ def load(source: str | Path | Mapping[str, Any] | WorkflowSpec) -> WorkflowSpec:
             text = path.read_text()
         else:
             text = str(source)
-            _check_size(len(text.encode()), "the workflow spec")
+            # surrogatepass: a lone surrogate is counted, then refused by the YAML reader, not a crash here.
+            _check_size(len(text.encode(errors="surrogatepass")), "the workflow spec")
         data = _load_yaml(text)
     if not isinstance(data, Mapping):
         raise WorkflowInvalid(["a workflow is a mapping with `name` and `steps`"])
@@ -158,7 +159,11 @@ MAX_EXPANDED_NODES = 100_000
 
 
 def _load_yaml(text: str) -> Any:
-    loader = yaml.SafeLoader(text)
+    try:
+        # The reader checks the characters as it is made: a control character is a YAMLError here already.
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:
+        raise WorkflowInvalid([f"not valid YAML: {str(exc).splitlines()[0]}"]) from None
     try:
         node = loader.get_single_node()
         if node is None:

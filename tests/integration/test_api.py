@@ -228,6 +228,11 @@ def test_operating_over_http_and_what_is_refused(opsq_env_sqlite, workers_starte
     assert rb.status_code == 200 and rb.json()["result"] == "rollback started", rb.text
     assert _actors(f"workflow:{w3}")["workflow_rollback"] == "api:admin-bot"
 
+    # A lone surrogate (valid JSON, not Unicode) is refused at the door, not by the store later.
+    odd = api.call("POST", "/v1/actions", tok["submit"], content=b'{"platform": "noop", "action": "noop", '
+                   b'"params": {"text": "\\ud800"}}', headers={"Content-Type": "application/json"})
+    assert odd.status_code == 422 and odd.json()["error"].startswith("params.text: "), odd.text
+
     # Failed authentications: past the limit, that address is refused (429) even with a good token.
     for _ in range(5):
         assert api.call("GET", "/v1/approvals", "opsq_guess").status_code == 401

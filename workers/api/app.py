@@ -21,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from kombu.exceptions import OperationalError as KombuOperationalError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.exc import SQLAlchemyError
 
 from workers.client import cancel_action, current_status, redis_cause, submit_action
@@ -56,13 +56,50 @@ _ERR = {"model": ErrorBody}
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: _ERR, 401: _ERR, 403: _ERR, 404: _ERR, 409: _ERR, 422: _ERR, 429: _ERR, 503: _ERR}
 
-_Strict = ConfigDict(extra="forbid")
+def _surrogate_at(value: Any, path: str) -> str | None:
+    """Where a lone surrogate (JSON's \\udxxx, not a character) sits in `value`: UTF-8 cannot encode it, so the
+    store, Redis and YAML would each fail on it in their own way, later."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return path
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            where = _surrogate_at(k, path) or _surrogate_at(v, f"{path}.{k}")
+            if where:
+                return where
+    elif isinstance(value, list):
+        for n, v in enumerate(value):
+            where = _surrogate_at(v, f"{path}.{n}")
+            if where:
+                return where
+    return None
+
+
+class FieldError(ValueError):
+    """A validator's refusal of one field inside the body (pydantic would report the whole body)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _valid_unicode(self) -> _In:
+        for name in type(self).model_fields:
+            where = _surrogate_at(getattr(self, name), name)
+            if where:
+                raise FieldError(where, "not valid Unicode (a lone surrogate)")
+        return self
 # A year: what workers.scheduling accepts; bounded here too so a non-finite number never reaches it.
 _SECONDS = Field(None, ge=0, le=366 * 86400, allow_inf_nan=False)
 
 
-class ActionIn(BaseModel):
-    model_config = _Strict
+class ActionIn(_In):
     platform: str = Field(max_length=64)
     action: str = Field(max_length=64)
     params: dict[str, Any] = Field(default_factory=dict)
@@ -87,8 +124,7 @@ class ActionPage(BaseModel):
     next_cursor: str | None
 
 
-class WorkflowIn(BaseModel):
-    model_config = _Strict
+class WorkflowIn(_In):
     spec: dict[str, Any] | str = Field(description="The workflow: a JSON object, or its YAML/JSON text.")
     input: dict[str, Any] = Field(default_factory=dict)
     priority: str | None = Field(None, max_length=16)
@@ -98,19 +134,16 @@ class WorkflowIn(BaseModel):
     expires_in: float | None = _SECONDS
 
 
-class CancelIn(BaseModel):
-    model_config = _Strict
+class CancelIn(_In):
     why: str | None = Field(None, max_length=500)
     rollback: bool = True
 
 
-class DecisionIn(BaseModel):
-    model_config = _Strict
+class DecisionIn(_In):
     comment: str | None = Field(None, max_length=2000)
 
 
-class ReplayIn(BaseModel):
-    model_config = _Strict
+class ReplayIn(_In):
     params: dict[str, Any] | None = None
 
 
@@ -244,6 +277,11 @@ def _handlers(app: FastAPI) -> None:
         messages = []
         field = None
         for err in exc.errors():
+            cause = (err.get("ctx") or {}).get("error")
+            if isinstance(cause, FieldError):
+                field = field or cause.field
+                messages.append(str(cause))
+                continue
             loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
             where = ".".join(loc) or "body"
             field = field or where
@@ -303,12 +341,20 @@ def _cursor(cursor: str | None) -> tuple[datetime, str] | None:
         return None
     at, _, last_id = cursor.partition("~")
     try:
-        when = datetime.fromisoformat(at)
+        when = _utc(datetime.fromisoformat(at), "cursor")
     except ValueError:
-        raise ApiError(422, "cursor: not a cursor this API gave (use next_cursor as it came)", "cursor") from None
-    if not last_id or when.tzinfo is None:
+        when = None
+    if when is None or not last_id:
         raise ApiError(422, "cursor: not a cursor this API gave (use next_cursor as it came)", "cursor")
-    return when.astimezone(UTC), last_id
+    return when, last_id
+
+
+def _utc(when: datetime, field: str) -> datetime:
+    """In UTC (what the store holds); one without a zone is taken as UTC."""
+    try:
+        return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    except OverflowError:
+        raise ApiError(422, f"{field}: {when.isoformat()} is out of range", field) from None
 
 
 IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
@@ -363,8 +409,8 @@ def create_app() -> FastAPI:
             need(token, "read")
         limit = min(limit, get_settings().api_page_max)
         among = None if token.may("read") else api_tokens.owned_actions_query(token.name)
-        if since is not None and since.tzinfo is None:
-            since = since.replace(tzinfo=UTC)
+        if since is not None:
+            since = _utc(since, "since")
         views = store.list_recent(limit=limit, status=status, platform=platform, since=since,
                                   before=_cursor(cursor), among=among)
         last = views[-1] if len(views) == limit else None
