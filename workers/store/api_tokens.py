@@ -31,6 +31,7 @@ ROLES: dict[str, frozenset[str]] = {
     "admin": frozenset({"submit", "read", "operate", "approve"}),
 }
 PREFIX = "opsq_"
+LAST_USED_EVERY_S = 60
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 
 
@@ -116,7 +117,11 @@ def authenticate(secret: str) -> Token | None:
         row = s.scalar(select(ApiToken).where(ApiToken.secret_hash == digest))
         if row is None or not hmac.compare_digest(row.secret_hash, digest) or row.revoked_at is not None:
             return None
-        row.last_used_at = utcnow()
+        now = utcnow()
+        # At most once a minute: a write per request would make every read a write (and, on SQLite, contend
+        # with the workers' writes); `opsq api token list` needs to say "in use", not the exact second.
+        if row.last_used_at is None or (now - as_utc(row.last_used_at)).total_seconds() >= LAST_USED_EVERY_S:
+            row.last_used_at = now
         return _view(row)
 
 
