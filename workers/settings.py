@@ -311,6 +311,8 @@ class Settings(_WithPlatforms):
     api_host: str = "127.0.0.1"
     api_port: int = Field(8700, ge=1, le=65535)
     api_auth_failures_per_min: int = Field(10, ge=1)
+    # Approval policies' `group:NAME` (workflows.client.approve): {"finance": ["dana", "api:lee"]}.
+    approver_groups: dict[str, list[str]] = Field(default_factory=dict)
     # A page of `GET /v1/actions` at most.
     api_page_max: int = Field(200, ge=1, le=10_000)
 

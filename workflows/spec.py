@@ -43,6 +43,19 @@ class CompensationSpec(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class ApprovalPolicy(BaseModel):
+    """Who may decide a gate, and how many must approve (workflows.client.approve). A gate without one keeps
+    the rule it always had: anyone may decide it, alone, the submitter included."""
+
+    model_config = ConfigDict(extra="forbid")
+    #: Actor names (`dana`, `api:release-bot`) or `group:NAME` (OPSQ_APPROVER_GROUPS); empty: anyone.
+    approvers: list[str] = Field(default_factory=list)
+    #: N-of-M: this many distinct approvers must approve before the workflow goes on; one denial is enough.
+    required: int = Field(1, ge=1, le=20)
+    #: False: whoever submitted the workflow may not approve it (they may still deny it).
+    allow_self_approval: bool = False
+
+
 class StepSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -52,6 +65,8 @@ class StepSpec(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     depends_on: list[str] = Field(default_factory=list)
     requires_approval: bool = False
+    #: The gate's approval policy (with requires_approval).
+    approval: ApprovalPolicy | None = None
     #: None: the executor's own undo; False: nothing to undo; or another action that undoes it.
     compensation: CompensationSpec | bool | None = None
     max_attempts: int | None = Field(None, ge=1, le=100)
@@ -343,6 +358,13 @@ def validate(spec: WorkflowSpec, input_override: Mapping[str, Any] | None = None
         errors.append(f"step {cycle[0]}: dependency cycle {' -> '.join(cycle)}")
     for s in spec.steps:
         errors.extend(_step_errors(spec, s, input_))
+        if s.approval is not None and not s.requires_approval:
+            errors.append(f"step {s.id}: approval: a policy needs `requires_approval: true`")
+        elif (s.approval is not None and s.approval.approvers
+              and not any(a.startswith("group:") for a in s.approval.approvers)
+              and s.approval.required > len(set(s.approval.approvers))):
+            errors.append(f"step {s.id}: approval: required is {s.approval.required} but only "
+                          f"{len(set(s.approval.approvers))} approver(s) are named")
     if errors:
         raise WorkflowInvalid(errors)
     return spec

@@ -239,3 +239,47 @@ def test_operating_over_http_and_what_is_refused(opsq_env_sqlite, workers_starte
     limited = api.call("GET", "/v1/approvals", tok["admin"])
     assert limited.status_code == 429 and "too many failed authentications" in limited.json()["error"]
     assert api.call("GET", "/v1/health").status_code == 200
+
+
+POLICY = {"name": "two-of-three", "steps": [
+    {"id": "pay", "platform": "noop", "action": "noop", "params": {"echo": "pay"}, "requires_approval": True,
+     "approval": {"approvers": ["api:admin-bot", "api:approve-bot", "group:finance"], "required": 2}}]}
+
+
+def test_an_approval_policy_over_http(opsq_env_sqlite, workers_started, sandbox, api_started):
+    """A 2-of-3 gate needs two distinct approvers; the submitter's own approval and an outsider's are refused
+    (403) and change nothing; the same approver twice counts once."""
+    env = opsq_env_sqlite(OPSQ_APPROVER_GROUPS='{"finance": ["api:lee"]}')
+    tok = _tokens()
+    lee = api_tokens.create("lee", "approve", actor="test")
+    outsider = api_tokens.create("outsider", "approve", actor="test")
+    workers_started(env, queues="noop,control")
+    api = api_started(env)
+
+    bad = api.call("POST", "/v1/workflows", tok["admin"], json={"spec": {**POLICY, "steps": [
+        {**POLICY["steps"][0], "approval": {"approvers": ["api:a"], "required": 2}}]}})
+    assert bad.status_code == 422 and "required is 2 but only 1 approver(s) are named" in bad.json()["error"]
+    wid = api.call("POST", "/v1/workflows", tok["admin"], json={"spec": POLICY}).json()["id"]
+    _until(api, f"/v1/workflows/{wid}", tok["admin"], lambda b: b["status"] == "awaiting_approval")
+    approval_id = state.approvals(workflow_id=wid)[0]["id"]
+    path = f"/v1/approvals/{approval_id}/approve"
+
+    own = api.call("POST", path, tok["admin"])
+    assert own.status_code == 403 and "may not approve it (allow_self_approval: false)" in own.json()["error"]
+    stranger = api.call("POST", path, outsider)
+    assert stranger.status_code == 403 and "is not an approver" in stranger.json()["error"]
+    assert state.approvals(workflow_id=wid)[0]["approved_by"] == []
+
+    first = api.call("POST", path, tok["approve"], json={"comment": "ok by me"})
+    assert first.status_code == 200 and "1 of 2" in first.json()["result"], first.text
+    again = api.call("POST", path, tok["approve"])
+    assert again.status_code == 409 and "already" in again.json()["error"]
+    assert state.run_status(wid) == "awaiting_approval"
+    second = api.call("POST", path, lee)  # admitted through group:finance
+    assert second.status_code == 200 and second.json()["result"].endswith("resumes"), second.text
+    _until(api, f"/v1/workflows/{wid}", tok["admin"], lambda b: b["status"] == "succeeded")
+    decided = state.approvals(status=None, workflow_id=wid)[0]
+    assert decided["approved_by"] == ["api:approve-bot", "api:lee"] and decided["decided_by"] == "api:lee"
+    actors = {e["actor"] for e in (audit.seal(), audit.entries(limit=1000))[1]
+              if e["target"] == f"approval:{approval_id}"}
+    assert actors == {"api:approve-bot", "api:lee"}

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.exc import SQLAlchemyError
 
 from workers.client import cancel_action, current_status, redis_cause, submit_action
-from workers.errors import ConfigError, EnqueueError, NotFound, OpsqError, SubmitError
+from workers.errors import ConfigError, EnqueueError, NotAllowed, NotFound, OpsqError, SubmitError
 from workers.ops import dlq
 from workers.settings import get_settings
 from workers.status import ActionStatus
@@ -302,6 +302,10 @@ def _handlers(app: FastAPI) -> None:
     def not_found(_r: Request, exc: NotFound) -> JSONResponse:
         return _error(404, str(exc))
 
+    @handle(NotAllowed)
+    def not_allowed(_r: Request, exc: NotAllowed) -> JSONResponse:
+        return _error(403, str(exc))
+
     @handle(ConfigError)
     def config_error(_r: Request, exc: ConfigError) -> JSONResponse:
         return _error(503, str(exc))
@@ -329,6 +333,13 @@ def _handlers(app: FastAPI) -> None:
 
 
 # ---- the app -------------------------------------------------------------------------------------------------
+
+def approved_text(approval_id: str, workflow_id: str) -> str:
+    status, count, required = workflows.approval_progress(approval_id)
+    if status == ApprovalStatus.PENDING:
+        return f"approval recorded ({count} of {required} distinct approvers): workflow {workflow_id} still waits"
+    return f"approved: workflow {workflow_id} resumes"
+
 
 def _key(body_key: str | None, header_key: str | None) -> str | None:
     if body_key is not None and header_key is not None and body_key != header_key:
@@ -476,7 +487,7 @@ def create_app() -> FastAPI:
     def post_approve(approval_id: str, token: Caller, body: DecisionIn | None = None) -> Done:
         need(token, "approve")
         handle = workflows.approve(approval_id, token.actor, body.comment if body else None)
-        return Done(id=approval_id, result=f"approved: workflow {handle.id} resumes")
+        return Done(id=approval_id, result=approved_text(approval_id, handle.id))
 
     @app.post("/v1/approvals/{approval_id}/deny", response_model=Done, tags=["approvals"])
     def post_deny(approval_id: str, token: Caller, body: DecisionIn | None = None) -> Done:
