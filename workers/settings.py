@@ -313,6 +313,11 @@ class Settings(_WithPlatforms):
     api_auth_failures_per_min: int = Field(10, ge=1)
     # Approval policies' `group:NAME` (workflows.client.approve): {"finance": ["dana", "api:lee"]}.
     approver_groups: dict[str, list[str]] = Field(default_factory=dict)
+    # Approvals from Slack (POST /slack/interactions): the Slack app's signing secret, and who each Slack user is as
+    # an approver: {"U01ABCDEF": "dana"} (the actor name the audit trail and approval policies use). A Slack user
+    # not listed is refused.
+    slack_signing_secret: SecretStr | None = None
+    slack_approvers: dict[str, str] = Field(default_factory=dict)
     # A page of `GET /v1/actions` at most.
     api_page_max: int = Field(200, ge=1, le=10_000)
 

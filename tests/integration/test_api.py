@@ -7,17 +7,21 @@ revoked token refused (401); the audit trail names the token for every change ma
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.integration.opsq_cli import opsq
 from tests.support.api_server import ApiServer
 from tests.support.wait import wait_for
+from workers.client import submit_action
 from workers.store import api_tokens, audit
 from workflows import state
+from workflows.client import submit_workflow
 
 pytestmark = pytest.mark.integration
 
@@ -283,3 +287,60 @@ def test_an_approval_policy_over_http(opsq_env_sqlite, workers_started, sandbox,
     actors = {e["actor"] for e in (audit.seal(), audit.entries(limit=1000))[1]
               if e["target"] == f"approval:{approval_id}"}
     assert actors == {"api:approve-bot", "api:lee"}
+
+
+SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+SLACK_GATE = {"name": "slack-gate", "steps": [
+    {"id": "pay", "platform": "noop", "action": "noop", "params": {"echo": "pay"}, "requires_approval": True,
+     "approval": {"approvers": ["dana", "lee", "sam"], "required": 2}}]}
+
+
+def test_approvals_from_slack(opsq_env_sqlite, workers_started, sandbox, sandbox_client, api_started):
+    """The sandbox 'clicks' the buttons of a request_approval message: a signed click approves (2 of 3 distinct
+    approvers), and a bad signature, a stale timestamp, a replayed request, an unknown Slack user and the
+    submitter's own click are each refused and change nothing. The message ends showing who decided."""
+    env = opsq_env_sqlite(OPSQ_SLACK_SIGNING_SECRET=SECRET,
+                          OPSQ_SLACK_APPROVERS=json.dumps({"U0DANA": "dana", "U0LEE": "lee", "U0SAM": "sam"}))
+    workers_started(env, queues="noop,slack,control")
+    api = api_started(env)
+    wid = submit_workflow(SLACK_GATE, created_by="dana").id
+    _until(api, f"/v1/workflows/{wid}", api_tokens.create("reader", "operate", actor="test"),
+           lambda b: b["status"] == "awaiting_approval")
+    approval_id = state.approvals(workflow_id=wid)[0]["id"]
+    posted = submit_action("slack", "request_approval", {"channel": "#approvals", "approval_id": approval_id,
+                                                          "text": "Pay the batch?"}).wait(30)
+    assert posted.status == "succeeded", posted.error
+    url = f"{api.url}/slack/interactions"
+
+    def click(user: str, **kw: Any) -> dict[str, Any]:
+        return sandbox_client.click(url, channel=posted.result["channel"], ts=posted.result["ts"], user_id=user,
+                                    signing_secret=SECRET, **kw)
+
+    def votes() -> list[str]:
+        return state.approvals(status=None, workflow_id=wid)[0]["approved_by"]
+
+    bad = click("U0LEE", bad_signature=True)
+    assert bad["status"] == 401 and "signature does not match" in bad["body"]
+    stale = click("U0LEE", timestamp=int(time.time()) - 600)
+    assert stale["status"] == 401 and "old" in stale["body"]
+    stranger = click("U0NOBODY")
+    assert stranger["status"] == 403 and "not an approver" in stranger["body"]
+    own = click("U0DANA")  # dana submitted the workflow
+    assert own["status"] == 403 and "may not approve it" in own["body"]
+    assert votes() == [] and state.run_status(wid) == "awaiting_approval"
+
+    first = click("U0LEE")
+    assert first["status"] == 200 and "1 of 2" in first["body"], first
+    replayed = httpx.post(url, content=first["sent"]["body"].encode(), headers=first["sent"]["headers"])
+    assert replayed.status_code == 409 and "replayed" in replayed.text
+    twice = click("U0LEE")  # a fresh click by the same person: one approver counts once
+    assert twice["status"] == 409 and "already" in twice["body"]
+    assert votes() == ["lee"] and state.run_status(wid) == "awaiting_approval"
+
+    second = click("U0SAM")
+    assert second["status"] == 200 and "resumes" in second["body"], second
+    _until(api, f"/v1/workflows/{wid}", api_tokens.create("reader2", "operate", actor="test"),
+           lambda b: b["status"] == "succeeded")
+    message = next(m for m in sandbox_client.state("slack")["messages"] if m["ts"] == posted.result["ts"])
+    assert message["text"].startswith("Approved by <@U0SAM> (sam)") and "blocks" not in message
+    assert _actors(f"approval:{approval_id}")["approve"] == "sam"

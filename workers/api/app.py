@@ -23,7 +23,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from kombu.exceptions import OperationalError as KombuOperationalError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
 
+from workers.api import slack
 from workers.client import cancel_action, current_status, redis_cause, submit_action
 from workers.errors import ConfigError, EnqueueError, NotAllowed, NotFound, OpsqError, SubmitError
 from workers.ops import dlq
@@ -497,5 +499,19 @@ def create_app() -> FastAPI:
             raise ApiError(422, "comment: a reason is required to deny (it is recorded)", "comment")
         handle = workflows.deny(approval_id, reason, token.actor)
         return Done(id=approval_id, result=f"denied: workflow {handle.id} rolls back")
+
+    # -- Slack
+
+    @app.post("/slack/interactions", response_model=Done, tags=["slack"])
+    async def slack_interactions(request: Request) -> Done:
+        """Slack's interactivity requests (an Approve or Deny click): authenticated by Slack's signature, not a
+        token (docs/WORKFLOWS.md, "Approvals from Slack")."""
+        raw = await request.body()
+        try:
+            answer = await run_in_threadpool(slack.handle, raw, request.headers.get("X-Slack-Request-Timestamp"),
+                                             request.headers.get("X-Slack-Signature"))
+        except slack.Refused as exc:
+            raise ApiError(exc.status, exc.error) from None
+        return Done(**answer)
 
     return app
