@@ -19,6 +19,7 @@ from tests.integration.opsq_cli import opsq
 from tests.support.api_server import ApiServer
 from tests.support.wait import wait_for
 from workers.client import submit_action
+from workers.store import actions as store
 from workers.store import api_tokens, audit
 from workflows import state
 from workflows.client import submit_workflow
@@ -183,7 +184,8 @@ def test_actions_workflows_and_approvals_over_http(opsq_env, workers_started, sa
     assert {t["name"]: bool(t["revoked_at"]) for t in json.loads(listed.stdout)}["cli-made"]
 
 
-def test_operating_over_http_and_what_is_refused(opsq_env_sqlite, workers_started, sandbox, api_started):
+def test_operating_over_http_and_what_is_refused(opsq_env_sqlite, workers_started, sandbox, sandbox_client,
+                                                  api_started):
     """SQLite only (the rules are the library's, the same on both): cancel, rollback, resume, deny, replay; the
     bind refused without a token; failed authentications rate-limited."""
     env = opsq_env_sqlite(OPSQ_API_AUTH_FAILURES_PER_MIN="5")
@@ -192,8 +194,20 @@ def test_operating_over_http_and_what_is_refused(opsq_env_sqlite, workers_starte
     assert refused.returncode == 1 and refused.stderr.startswith("error: the API serves 0.0.0.0 only once a token")
     assert "Traceback" not in refused.stderr
     tok = _tokens()
-    workers_started(env, queues="noop,control")
+    workers_started(env, queues="noop,notion,control")
     api = api_started(env)
+
+    # A dead letter replayed over the API (operate) runs again as a new action.
+    sandbox_client.fault("notion", "auth", times=1)
+    dead = api.call("POST", "/v1/actions", tok["submit"], json={"platform": "notion", "action": "create_task",
+                                                                "params": {"database_id": "d", "title": "t"}})
+    _until(api, f"/v1/actions/{dead.json()['id']}", tok["operate"], lambda b: b["status"] == "failed")
+    letter = wait_for(lambda: store.dead_letters(), what="the dead letter")[0]
+    assert api.call("POST", f"/v1/dead-letters/{letter.id}/replay", tok["submit"]).status_code == 403
+    replay = api.call("POST", f"/v1/dead-letters/{letter.id}/replay", tok["operate"])
+    assert replay.status_code == 202, replay.text
+    again = _until(api, f"/v1/actions/{replay.json()['id']}", tok["operate"], lambda b: b["status"] == "succeeded")
+    assert again["replay_of"] == dead.json()["id"]
 
     # Cancel a scheduled action (operate); the trail names the token.
     later = api.call("POST", "/v1/actions", tok["submit"], json={"platform": "noop", "action": "noop",
