@@ -358,3 +358,17 @@ def test_approvals_from_slack(opsq_env_sqlite, workers_started, sandbox, sandbox
     message = next(m for m in sandbox_client.state("slack")["messages"] if m["ts"] == posted.result["ts"])
     assert message["text"].startswith("Approved by <@U0SAM> (sam)") and "blocks" not in message
     assert _actors(f"approval:{approval_id}")["approve"] == "sam"
+
+    # Deny from Slack: the workflow rolls back, the message says who denied.
+    w2 = submit_workflow(GATED, created_by="dana").id
+    _until(api, f"/v1/workflows/{w2}", api_tokens.create("reader3", "operate", actor="test"),
+           lambda b: b["status"] == "awaiting_approval")
+    a2 = state.approvals(workflow_id=w2)[0]["id"]
+    p2 = submit_action("slack", "request_approval", {"channel": "#approvals", "approval_id": a2,
+                                                      "text": "Go on?"}).wait(30)
+    no = sandbox_client.click(url, channel=p2.result["channel"], ts=p2.result["ts"], user_id="U0LEE",
+                              action_id="opsq_deny", signing_secret=SECRET)
+    assert no["status"] == 200 and "Denied by <@U0LEE> (lee)" in no["body"], no
+    assert state.approvals(status=None, workflow_id=w2)[0]["status"] == "denied"
+    message = next(m for m in sandbox_client.state("slack")["messages"] if m["ts"] == p2.result["ts"])
+    assert message["text"].startswith("Denied by <@U0LEE> (lee)")
