@@ -23,6 +23,10 @@ class NotFound(OpsqError, LookupError):
     pass
 
 
+class NotAllowed(OpsqError):
+    """The actor may not do this (an approval policy: not an approver, or the submitter approving)."""
+
+
 class ActionFailed(Exception):
     """Raised by execute_action when an action fails for good, so Celery marks the task FAILURE
     (chords, errbacks and Flower see it). Only plain strings in args: JSON result backends rebuild it."""

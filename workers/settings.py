@@ -306,6 +306,21 @@ class Settings(_WithPlatforms):
 
     sentry_dsn: SecretStr | None = None
 
+    # `opsq api` (workers.api): where it listens (a non-loopback address only once a token exists), and how many
+    # failed authentications one client address may make per minute before it is refused (429) for that minute.
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8700, ge=1, le=65535)
+    api_auth_failures_per_min: int = Field(10, ge=1)
+    # Approval policies' `group:NAME` (workflows.client.approve): {"finance": ["dana", "api:lee"]}.
+    approver_groups: dict[str, list[str]] = Field(default_factory=dict)
+    # Approvals from Slack (POST /slack/interactions): the Slack app's signing secret, and who each Slack user is as
+    # an approver: {"U01ABCDEF": "dana"} (the actor name the audit trail and approval policies use). A Slack user
+    # not listed is refused.
+    slack_signing_secret: SecretStr | None = None
+    slack_approvers: dict[str, str] = Field(default_factory=dict)
+    # A page of `GET /v1/actions` at most.
+    api_page_max: int = Field(200, ge=1, le=10_000)
+
     def platform(self, platform: str) -> PlatformSettings:
         """One platform's settings: its base URL, its token and its executor's extra settings that are set."""
         cls = self.registry.get(platform)

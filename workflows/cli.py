@@ -271,9 +271,14 @@ def approvals_list(show_all: bool, as_json: bool) -> None:
 @actor_option
 def approvals_approve(approval_id: str, comment: str | None, actor: str) -> None:
     """Approve: the workflow resumes from the gated steps."""
-    from workflows.client import approve
+    from workflows.client import approval_progress, approve
 
     handle = approve(approval_id, actor, comment)
+    status, count, required = approval_progress(approval_id)
+    if status == ApprovalStatus.PENDING:
+        click.echo(f"recorded {actor}'s approval of {approval_id} ({count} of {required} distinct approvers): "
+                   f"workflow {handle.id} still waits")
+        return
     click.echo(f"approved {approval_id}: workflow {handle.id} resumes")
 
 @approvals.command("deny")

@@ -15,7 +15,7 @@ from sqlalchemy import update
 
 from workers import scheduling, waiting
 from workers.client import redis_cause
-from workers.errors import EnqueueError, OpsqError, SubmitError
+from workers.errors import EnqueueError, NotAllowed, OpsqError, SubmitError
 from workers.guards import keys
 from workers.guards.base import RunState
 from workers.guards.execution import live_state
@@ -31,7 +31,7 @@ from workers.store.models import utcnow
 from workflows import state
 from workflows.compiler import compile_segment, plan_segment, send_segment
 from workflows.models import WorkflowRun
-from workflows.spec import WorkflowSpec, levels, load, validate
+from workflows.spec import ApprovalPolicy, WorkflowSpec, levels, load, validate
 from workflows.status import ApprovalStatus, StepStatus, WorkflowStatus
 from workflows.tasks import ROLLBACK_FROM, forget_failed_undos, start_rollback, workflow_rollback
 
@@ -259,14 +259,70 @@ def resume_stuck(older_than_s: float) -> list[str]:
     return out
 
 
+def gate_policy(approval: Mapping[str, Any], spec: WorkflowSpec) -> ApprovalPolicy | None:
+    """The policy of the gate this approval is for: its gated steps' (the strictest of them, if several have one:
+    every approver list must admit the actor, the largest `required`, self-approval only if all allow it)."""
+    policies = [p for p in (spec.step(sid).approval for sid in approval["step_ids"]) if p is not None]
+    if not policies:
+        return None
+    if len(policies) == 1:
+        return policies[0]
+    named = [p.approvers for p in policies if p.approvers]
+    common = sorted(set.intersection(*map(set, named))) if named else []
+    return ApprovalPolicy(approvers=common if named else [], required=max(p.required for p in policies),
+                          allow_self_approval=all(p.allow_self_approval for p in policies))
+
+
+def _is_approver(actor: str, approvers: list[str]) -> bool:
+    groups = get_settings().approver_groups
+    return any(actor == a or (a.startswith("group:") and actor in groups.get(a.removeprefix("group:"), []))
+               for a in approvers)
+
+
+def check_decider(approval: Mapping[str, Any], actor: str, *, approving: bool) -> ApprovalPolicy | None:
+    """Refuse (NotAllowed) an actor the gate's policy does not admit; returns the policy."""
+    run = state.get_run_row(approval["workflow_id"])
+    policy = gate_policy(approval, WorkflowSpec.model_validate(run["spec"]))
+    if policy is None:
+        return None
+    if policy.approvers and not _is_approver(actor, policy.approvers):
+        raise NotAllowed(f"{actor} is not an approver of approval {approval['id']} (approvers: "
+                         f"{', '.join(policy.approvers)})")
+    if approving and not policy.allow_self_approval and actor == run["created_by"]:
+        raise NotAllowed(f"{actor} submitted workflow {approval['workflow_id']} and may not approve it "
+                         "(allow_self_approval: false); another approver must")
+    return policy
+
+
 def approve(approval_id: str, actor: str | None = None, comment: str | None = None) -> WorkflowHandle:
     """Resume the workflow from the gated steps: the rest of its canvas is compiled from the stored spec,
-    so this works however long after, and whichever workers are running now."""
+    so this works however long after, and whichever workers are running now. Under a policy needing several
+    approvers (`required: N`), each approval but the Nth is recorded and the workflow keeps waiting
+    (`approval_progress` says how far it is)."""
     approval = state.get_approval(approval_id)
     wid = approval["workflow_id"]
     status = state.get_run_row(wid)["status"]
     if status != WorkflowStatus.AWAITING_APPROVAL and approval["status"] == ApprovalStatus.PENDING:
         raise OpsqError(f"workflow {wid} is {status}, not awaiting approval; the approval cannot be used")
+    who = actor or default_actor()
+    policy = check_decider(approval, who, approving=True)
+    if policy is not None and policy.required > 1:
+        _check_open(approval)
+        count = state.add_vote(approval_id, who, comment, audit_as=(
+            "approve_vote", f"approval:{approval_id}", {"workflow_id": wid, "comment": comment,
+                                                        "required": policy.required}, who))
+        if count is None:
+            current = state.get_approval(approval_id)
+            if current["status"] != ApprovalStatus.PENDING:
+                raise OpsqError(f"approval {approval_id} is already {current['status']}")
+            raise OpsqError(f"{who} has approved approval {approval_id} already: it needs {policy.required} "
+                            f"distinct approvers ({len(state.votes(approval_id))} so far)")
+        if count < policy.required:
+            return WorkflowHandle(wid)
+        if state.get_approval(approval_id)["status"] == ApprovalStatus.APPROVED:
+            return WorkflowHandle(wid)  # two last approvals at once: the other one resumed it
+        comment = (f"approved by {', '.join(v['actor'] for v in state.votes(approval_id))} "
+                   f"({count} of {policy.required})" + (f": {comment}" if comment else ""))
     _decide(approval, ApprovalStatus.APPROVED, actor, comment)
     detail = f"approval {approval_id} by {actor or default_actor()}" + (f": {comment}" if comment else "")
     if not state.transition(wid, WorkflowStatus.RUNNING, allowed_from=(WorkflowStatus.AWAITING_APPROVAL,),
@@ -290,8 +346,16 @@ def approve(approval_id: str, actor: str | None = None, comment: str | None = No
     return WorkflowHandle(wid)
 
 
+def approval_progress(approval_id: str) -> tuple[str, int, int]:
+    """(status, distinct approvals so far, approvals required) of one approval."""
+    approval = state.get_approval(approval_id)
+    policy = gate_policy(approval, WorkflowSpec.model_validate(state.run_spec(approval["workflow_id"])))
+    return approval["status"], len(state.votes(approval_id)), policy.required if policy else 1
+
+
 def deny(approval_id: str, reason: str, actor: str | None = None) -> WorkflowHandle:
     approval = state.get_approval(approval_id)
+    check_decider(approval, actor or default_actor(), approving=False)
     _decide(approval, ApprovalStatus.DENIED, actor, reason,
             audit_as=("deny", f"approval:{approval_id}", {"workflow_id": approval["workflow_id"], "reason": reason},
                       actor))
@@ -382,6 +446,15 @@ def expire_overdue() -> list[str]:
         if not note.startswith(("already", "it became")):
             done.append(workflow_id)
     return done
+
+
+def _check_open(approval: Mapping[str, Any]) -> None:
+    if approval["expires_at"] <= utcnow() and approval["status"] == ApprovalStatus.PENDING:
+        expire_due()
+        raise OpsqError(f"approval {approval['id']} expired at {approval['expires_at']:%Y-%m-%d %H:%M:%S} UTC; "
+                        "its workflow is rolled back")
+    if approval["status"] != ApprovalStatus.PENDING:
+        raise OpsqError(f"approval {approval['id']} is already {approval['status']}")
 
 
 def _decide(approval: dict[str, Any], to: str, actor: str | None, comment: str | None,

@@ -96,6 +96,18 @@ class Approval(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class ApprovalVote(Base):
+    """One approver's approval of a gate that needs several (a policy's `required`): one row per distinct
+    approver (the key), so the same person approving twice counts once."""
+
+    __tablename__ = "approval_votes"
+
+    approval_id: Mapped[str] = mapped_column(ForeignKey("approvals.id"), primary_key=True)
+    actor: Mapped[str] = mapped_column(String(100), primary_key=True)
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class WorkflowEvent(Base):
     """The timeline: every thing that happened to a workflow, in order."""
 

@@ -43,6 +43,19 @@ class CompensationSpec(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class ApprovalPolicy(BaseModel):
+    """Who may decide a gate, and how many must approve (workflows.client.approve). A gate without one keeps
+    the rule it always had: anyone may decide it, alone, the submitter included."""
+
+    model_config = ConfigDict(extra="forbid")
+    #: Actor names (`dana`, `api:release-bot`) or `group:NAME` (OPSQ_APPROVER_GROUPS); empty: anyone.
+    approvers: list[str] = Field(default_factory=list)
+    #: N-of-M: this many distinct approvers must approve before the workflow goes on; one denial is enough.
+    required: int = Field(1, ge=1, le=20)
+    #: False: whoever submitted the workflow may not approve it (they may still deny it).
+    allow_self_approval: bool = False
+
+
 class StepSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -52,6 +65,8 @@ class StepSpec(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     depends_on: list[str] = Field(default_factory=list)
     requires_approval: bool = False
+    #: The gate's approval policy (with requires_approval).
+    approval: ApprovalPolicy | None = None
     #: None: the executor's own undo; False: nothing to undo; or another action that undoes it.
     compensation: CompensationSpec | bool | None = None
     max_attempts: int | None = Field(None, ge=1, le=100)
@@ -104,7 +119,8 @@ def load(source: str | Path | Mapping[str, Any] | WorkflowSpec) -> WorkflowSpec:
             text = path.read_text()
         else:
             text = str(source)
-            _check_size(len(text.encode()), "the workflow spec")
+            # surrogatepass: a lone surrogate is counted, then refused by the YAML reader, not a crash here.
+            _check_size(len(text.encode(errors="surrogatepass")), "the workflow spec")
         data = _load_yaml(text)
     if not isinstance(data, Mapping):
         raise WorkflowInvalid(["a workflow is a mapping with `name` and `steps`"])
@@ -158,7 +174,11 @@ MAX_EXPANDED_NODES = 100_000
 
 
 def _load_yaml(text: str) -> Any:
-    loader = yaml.SafeLoader(text)
+    try:
+        # The reader checks the characters as it is made: a control character is a YAMLError here already.
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:
+        raise WorkflowInvalid([f"not valid YAML: {str(exc).splitlines()[0]}"]) from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -338,6 +358,13 @@ def validate(spec: WorkflowSpec, input_override: Mapping[str, Any] | None = None
         errors.append(f"step {cycle[0]}: dependency cycle {' -> '.join(cycle)}")
     for s in spec.steps:
         errors.extend(_step_errors(spec, s, input_))
+        if s.approval is not None and not s.requires_approval:
+            errors.append(f"step {s.id}: approval: a policy needs `requires_approval: true`")
+        elif (s.approval is not None and s.approval.approvers
+              and not any(a.startswith("group:") for a in s.approval.approvers)
+              and s.approval.required > len(set(s.approval.approvers))):
+            errors.append(f"step {s.id}: approval: required is {s.approval.required} but only "
+                          f"{len(set(s.approval.approvers))} approver(s) are named")
     if errors:
         raise WorkflowInvalid(errors)
     return spec

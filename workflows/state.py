@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import CursorResult, Result, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from workers import waiting
@@ -22,7 +23,7 @@ from workers.status import OPEN_ACTION_STATUSES, ActionStatus
 from workers.store import actions, audit
 from workers.store.db import require, session
 from workers.store.models import ActionRun, as_utc, utcnow
-from workflows.models import Approval, Compensation, WorkflowEvent, WorkflowRun, WorkflowStep
+from workflows.models import Approval, ApprovalVote, Compensation, WorkflowEvent, WorkflowRun, WorkflowStep
 from workflows.spec import WorkflowSpec, levels
 from workflows.status import ApprovalStatus, CompensationStatus, StepStatus, WorkflowStatus
 
@@ -525,6 +526,29 @@ def decide_approval(approval_id: str, to: str, actor: str, comment: str | None,
         return won
 
 
+def add_vote(approval_id: str, actor: str, comment: str | None, audit_as: AuditAs) -> int | None:
+    """Record one approver's approval of a pending gate (with its audit entry); the number of distinct approvals
+    it has now, or None if this actor had approved it already (or it is decided)."""
+    with session() as s:
+        status = s.scalar(select(Approval.status).where(Approval.id == approval_id).with_for_update())
+        if status != ApprovalStatus.PENDING:
+            return None
+        try:
+            with s.begin_nested():
+                s.add(ApprovalVote(approval_id=approval_id, actor=actor, comment=comment, at=utcnow()))
+        except IntegrityError:
+            return None
+        _audit(s, audit_as)
+        return int(s.scalar(select(func.count()).select_from(ApprovalVote)
+                            .where(ApprovalVote.approval_id == approval_id)) or 0)
+
+
+def votes(approval_id: str) -> list[dict[str, Any]]:
+    with session() as s:
+        return [_row(v) for v in s.scalars(select(ApprovalVote).where(ApprovalVote.approval_id == approval_id)
+                                           .order_by(ApprovalVote.at))]
+
+
 def approvals(*, status: str | None = ApprovalStatus.PENDING, workflow_id: str | None = None) -> list[dict[str, Any]]:
     q = select(Approval).order_by(Approval.created_at)
     if status:
@@ -532,7 +556,15 @@ def approvals(*, status: str | None = ApprovalStatus.PENDING, workflow_id: str |
     if workflow_id:
         q = q.where(Approval.workflow_id == workflow_id)
     with session() as s:
-        return [_row(a) for a in s.scalars(q)]
+        rows = [_row(a) for a in s.scalars(q)]
+        # Who approved so far, for a gate that needs several (approval_votes); empty for the others.
+        voted: dict[str, list[str]] = {}
+        if rows:
+            for v in s.execute(select(ApprovalVote.approval_id, ApprovalVote.actor)
+                               .where(ApprovalVote.approval_id.in_([r["id"] for r in rows]))
+                               .order_by(ApprovalVote.at)):
+                voted.setdefault(v.approval_id, []).append(v.actor)
+        return [r | {"approved_by": voted.get(r["id"], [])} for r in rows]
 
 
 def due_approvals(now: datetime) -> list[dict[str, Any]]:

@@ -61,6 +61,15 @@ class SandboxClient:
     def clear_faults(self, platform: str | None = None) -> None:
         self._call("DELETE", "/faults", platform=platform)
 
+    def click(self, url: str, *, channel: str, ts: str, user_id: str, action_id: str = "opsq_approve",
+              signing_secret: str = "", bad_signature: bool = False, timestamp: int | None = None) -> dict[str, Any]:
+        """A person clicking a button of a posted message: the sandbox posts Slack's signed interaction to `url`.
+        Returns {"status", "body"} of the app's answer and "sent" (the request's headers and body)."""
+        result: dict[str, Any] = self._call("POST", "/slack/click", json={
+            "url": url, "channel": channel, "ts": ts, "user_id": user_id, "action_id": action_id,
+            "signing_secret": signing_secret, "bad_signature": bad_signature, "timestamp": timestamp})
+        return result
+
     def close(self) -> None:
         self._http.close()
 

@@ -26,12 +26,18 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
+
+import httpx
 
 import executors.sandbox as package
 from executors.registry import PLATFORMS, discover
 from executors.sandbox.client import SandboxClient
 from executors.sandbox.common import ApiError, Call, Emulator, Headers, Reply, token_from_header
+from executors.sandbox.slack import SlackEmulator
+from executors.sandbox.slack import form_body as slack_form_body
+from executors.sandbox.slack import interaction as slack_interaction
+from executors.sandbox.slack import signed as slack_signed
 
 __all__ = ["FAULT_MODES", "Sandbox", "SandboxClient", "SandboxServer", "emulator_classes", "serve_forever"]
 
@@ -152,7 +158,7 @@ class Sandbox:
         query = parse_qs(parts.query, keep_blank_values=True)
         if raw_path == "/_sandbox" or raw_path.startswith("/_sandbox/"):
             try:
-                return self._control(method, raw_path, query, raw)
+                return self._control(method, raw_path, query, raw, headers.get("Host"))
             except Exception as exc:
                 return Reply(500, {"error": "sandbox_internal_error", "message": repr(exc)})
         # Split before unquoting: an encoded "/" (a Sheets tab title, say) stays inside its segment.
@@ -309,7 +315,8 @@ class Sandbox:
 
     # -- control ------------------------------------------------------------------------------------
 
-    def _control(self, method: str, path: str, query: dict[str, list[str]], raw: bytes) -> Reply:
+    def _control(self, method: str, path: str, query: dict[str, list[str]], raw: bytes,
+                 host: str | None = None) -> Reply:
         platform = query.get("platform", [None])[0]
         if platform is not None and platform not in self.emulators:
             return Reply(400, {"error": "bad_request", "message": f"unknown platform {platform!r}"})
@@ -339,7 +346,39 @@ class Sandbox:
             case "DELETE", "/faults":
                 self.clear_faults(platform)
                 return Reply(200, {"ok": True})
+            case "POST", "/slack/click":
+                return self._click(raw, host)
+            case "POST", "/slack/respond":
+                slack = self.emulators["slack"]
+                assert isinstance(slack, SlackEmulator)
+                with self.lock:
+                    return slack.respond(query.get("channel", [""])[0], query.get("ts", [""])[0],
+                                         json.loads(raw or b"null"))
         return Reply(404, {"error": "not_found", "message": f"no sandbox control endpoint {method} {path}"})
+
+    def _click(self, raw: bytes, host: str | None) -> Reply:
+        """A person clicking a button of a posted message: Slack's signed block_actions request is posted to
+        `url` (the app's interactivity URL), signed with `signing_secret` (or a wrong one: `bad_signature`), at
+        `timestamp` (default now). Answers what the app answered, and the request as sent (to replay it)."""
+        try:
+            spec = json.loads(raw or b"null")
+            slack = self.emulators["slack"]
+            assert isinstance(slack, SlackEmulator)
+            with self.lock:
+                message = dict(slack.messages[(spec["channel"], spec["ts"])])
+            response_url = (f"http://{host or '127.0.0.1'}/_sandbox/slack/respond?"
+                            f"{urlencode({'channel': spec['channel'], 'ts': spec['ts']})}")
+            body = slack_form_body(slack_interaction(message, user_id=spec["user_id"],
+                                                     action_id=spec.get("action_id", "opsq_approve"),
+                                                     response_url=response_url))
+            secret = "not-the-signing-secret" if spec.get("bad_signature") else spec["signing_secret"]
+            headers = slack_signed(body, secret, int(spec.get("timestamp") or time.time()))
+        except (ValueError, KeyError, TypeError) as exc:
+            return Reply(400, {"error": "bad_request", "message": f"invalid click: {exc!r}"})
+        # Outside the lock: the app answers through response_url, which this same sandbox serves.
+        answer = httpx.post(spec["url"], content=body, headers=headers, timeout=30)
+        return Reply(200, {"status": answer.status_code, "body": answer.text,
+                           "sent": {"headers": headers, "body": body.decode()}})
 
     def requests(self, platform: str | None = None) -> list[dict[str, Any]]:
         with self.lock:

@@ -1,4 +1,5 @@
-"""Slack Web API emulation: chat.postMessage, chat.delete, conversations.history and .replies, auth.test.
+"""Slack Web API emulation: chat.postMessage, chat.delete, conversations.history and .replies, auth.test; and
+interactivity: a button "clicked" (a signed block_actions payload posted to an app) and its response_url.
 
 Messages carry `metadata` (event_type, event_payload) as the real API stores it, and the conversations
 methods read it back only with include_all_metadata=true; they page with limit and cursor and filter by
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import re
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 from executors.sandbox.common import ApiError, Call, Emulator, Reply, format_seconds
 
@@ -130,6 +133,23 @@ class SlackEmulator(Emulator):
         self.messages[(channel, ts)] = message
         shown = {k: v for k, v in message.items() if k != "channel"}
         return Reply(200, {"ok": True, "channel": channel, "ts": ts, "message": shown})
+
+    def respond(self, channel: str, ts: str, body: Any) -> Reply:
+        """What an app posts to a click's response_url: `replace_original` updates the message (Slack shows who
+        decided in place of the buttons); otherwise the text is kept as a reply to it."""
+        message = self.messages.get((channel, ts))
+        if message is None or not isinstance(body, dict):
+            return Reply(404, {"ok": False, "error": "expired_url"})
+        if body.get("replace_original"):
+            message["text"] = str(body.get("text") or "")
+            message["edited"] = {"user": "U0SANDBOX", "ts": ts}
+            if body.get("blocks"):
+                message["blocks"] = body["blocks"]
+            else:
+                message.pop("blocks", None)
+        else:
+            message.setdefault("responses", []).append(str(body.get("text") or ""))
+        return Reply(200, {"ok": True})
 
     def _metadata(self, value: Any) -> dict[str, Any] | None:
         """chat.postMessage's `metadata`: an object (a JSON string in form calls) with a string event_type and
@@ -254,3 +274,32 @@ def _ts_key(ts: str) -> tuple[int, int]:
 
 def _truthy(value: Any) -> bool:
     return value is True or str(value).lower() in ("true", "1")
+
+
+# -- interactivity: a "click" on a message's button, as Slack posts it to an app's interactivity URL -------------
+
+def interaction(message: dict[str, Any], *, user_id: str, action_id: str, response_url: str) -> dict[str, Any]:
+    """The block_actions payload Slack sends when `user_id` clicks the button `action_id` of `message`."""
+    button = next((e for b in message.get("blocks") or [] if b.get("type") == "actions"
+                   for e in b.get("elements") or [] if e.get("action_id") == action_id), None)
+    if button is None:
+        raise ValueError(f"the message has no button {action_id!r}")
+    now = f"{time.time():.6f}"
+    return {"type": "block_actions", "user": {"id": user_id, "username": user_id.lower(), "team_id": "T0SANDBOX"},
+            "api_app_id": "A0SANDBOX", "team": {"id": "T0SANDBOX", "domain": "opsq-sandbox"},
+            "container": {"type": "message", "message_ts": message["ts"], "channel_id": message["channel"]},
+            "channel": {"id": message["channel"]}, "message": {k: v for k, v in message.items() if k != "channel"},
+            "response_url": response_url, "trigger_id": f"{now}.sandbox",
+            "actions": [{"type": "button", "action_id": action_id, "block_id": "", "value": button.get("value"),
+                         "action_ts": now}]}
+
+
+def signed(body: bytes, secret: str, timestamp: int) -> dict[str, str]:
+    """Slack's request signature (v0): HMAC-SHA256 of `v0:<timestamp>:<body>` with the app's signing secret."""
+    digest = hmac.new(secret.encode(), b"v0:%d:" % timestamp + body, hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": str(timestamp), "X-Slack-Signature": f"v0={digest}",
+            "Content-Type": "application/x-www-form-urlencoded"}
+
+
+def form_body(payload: dict[str, Any]) -> bytes:
+    return urlencode({"payload": json.dumps(payload, separators=(",", ":"))}).encode()

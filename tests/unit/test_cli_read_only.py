@@ -10,7 +10,7 @@ import click
 from workers.cli.main import cli, register
 
 # They print what they did as JSON, but they submit: they may migrate as any writer does.
-WRITERS_WITH_JSON = {"submit", "workflow run", "action cancel", "dlq replay"}
+WRITERS_WITH_JSON = {"submit", "workflow run", "action cancel", "dlq replay", "api token create"}
 
 
 def _commands(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[str, click.Command]]:

@@ -50,6 +50,10 @@ def test_load_takes_a_dict_yaml_text_or_a_file(tmp_path):
 @pytest.mark.parametrize(("source", "error"), [
     ("/nonexistent/w.yaml", "no such workflow file: /nonexistent/w.yaml"),
     ("name: w\nsteps: [unclosed\n", "not valid YAML: "),
+    # A control character (the reader refuses it as it is made) and a lone surrogate (UTF-8 cannot count it):
+    # both reach load() as text over the HTTP API.
+    ("name: w\x7f\nsteps: []\n", "not valid YAML: unacceptable character #x007f"),
+    ("name: w\ud800\nsteps: []\n", "not valid YAML: "),
     ("- just\n- a list\n", "a workflow is a mapping with `name` and `steps`"),
     ({"steps": [slack("a")]}, "name: Field required"),
     ({"name": "w", "steps": []}, "steps: List should have at least 1 item"),

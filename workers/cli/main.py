@@ -64,6 +64,7 @@ def register() -> None:
     from beat import cli as beat_cli
     from workers.cli import (
         actions_cmd,
+        api_cmd,
         audit_cmd,
         db_cmd,
         demo_cmd,
@@ -82,7 +83,8 @@ def register() -> None:
     if cli.commands:
         return
     for module in (actions_cmd, db_cmd, demo_cmd, dlq_cmd, guards_cmd, sandbox_cmd, worker_cmd, workflows_cli,
-                   audit_cmd, queue_cmd, health_cmd, reports_cmd, beat_cli, flower_cmd, exporter_cmd):
+                   audit_cmd, queue_cmd, health_cmd, reports_cmd, beat_cli, flower_cmd, exporter_cmd,
+                   api_cmd):
         module.register(cli)
 
 

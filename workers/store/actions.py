@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, literal, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, literal, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from workers.errors import NotFound
@@ -320,8 +320,19 @@ def find(action_id: str) -> ActionView | None:
         return _view(row) if row else None
 
 
-def list_recent(*, limit: int = 50, status: str | None = None, platform: str | None = None) -> list[ActionView]:
-    q = select(ActionRun).order_by(ActionRun.created_at.desc()).limit(limit)
+def list_recent(*, limit: int = 50, status: str | None = None, platform: str | None = None,
+                since: datetime | None = None, before: tuple[datetime, str] | None = None,
+                among: Any = None) -> list[ActionView]:
+    """The newest first. `since`: created then or later. `before` (created_at, id): those after this one in
+    this order (a page's cursor; the id breaks ties of the same instant). `among`: a subquery of ids to keep."""
+    q = select(ActionRun).order_by(ActionRun.created_at.desc(), ActionRun.id.desc()).limit(limit)
+    if since is not None:
+        q = q.where(ActionRun.created_at >= since)
+    if before is not None:
+        at, last_id = before
+        q = q.where(or_(ActionRun.created_at < at, and_(ActionRun.created_at == at, ActionRun.id < last_id)))
+    if among is not None:
+        q = q.where(ActionRun.id.in_(among))
     if status:
         q = q.where(ActionRun.status == status)
     if platform:
