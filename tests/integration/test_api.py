@@ -184,11 +184,11 @@ def test_actions_workflows_and_approvals_over_http(opsq_env, workers_started, sa
     assert {t["name"]: bool(t["revoked_at"]) for t in json.loads(listed.stdout)}["cli-made"]
 
 
-def test_operating_over_http_and_what_is_refused(opsq_env_sqlite, workers_started, sandbox, sandbox_client,
+def test_operating_over_http_and_what_is_refused(opsq_env, workers_started, sandbox, sandbox_client,
                                                   api_started):
     """SQLite only (the rules are the library's, the same on both): cancel, rollback, resume, deny, replay; the
     bind refused without a token; failed authentications rate-limited."""
-    env = opsq_env_sqlite(OPSQ_API_AUTH_FAILURES_PER_MIN="5")
+    env = opsq_env(OPSQ_API_AUTH_FAILURES_PER_MIN="5")
     # No token yet: a non-loopback address is refused, in one line, before anything listens.
     refused = opsq(env, "api", "--host", "0.0.0.0", "--port", "1")
     assert refused.returncode == 1 and refused.stderr.startswith("error: the API serves 0.0.0.0 only once a token")
