@@ -302,6 +302,9 @@ class Settings(_WithPlatforms):
     # (when full it refuses every write: submits, acks, results).
     redis_memory_warn_ratio: float = Field(0.8, gt=0, le=1)
     alert_slack_channel: str | None = None
+    # Where a workflow's approvals are posted with Approve / Deny buttons (slack.request_approval; the clicks go to
+    # `opsq api`'s /slack/interactions); unset: not posted (decided with the CLI or the API).
+    approval_slack_channel: str | None = None
     flower_url: str | None = None
 
     sentry_dsn: SecretStr | None = None

@@ -18,6 +18,7 @@ from executors.errors import ExecutorError
 from workers import outages, step_hooks
 from workers.attempt import Ending, run_attempt
 from workers.celery_app import app
+from workers.client import submit_action
 from workers.errors import ActionFailed
 from workers.executor_pool import executor
 from workers.guards import Attempt, keys
@@ -208,7 +209,25 @@ def workflow_pause(workflow_id: str, level: int) -> str | None:
     if state.transition(workflow_id, WorkflowStatus.AWAITING_APPROVAL, allowed_from=(WorkflowStatus.RUNNING,),
                         event="awaiting_approval", detail=f"approval {approval_id} for step(s) {', '.join(gated)}"):
         log.info("workflow %s waits for approval %s", workflow_id, approval_id)
+        _ask_in_slack(workflow_id, spec, str(approval_id), details)
     return approval_id
+
+
+def _ask_in_slack(workflow_id: str, spec: WorkflowSpec, approval_id: str, details: dict[str, Any]) -> None:
+    """With OPSQ_APPROVAL_SLACK_CHANNEL set, the approval is posted there with Approve / Deny buttons (the
+    `slack.request_approval` action; a click reaches `opsq api`'s /slack/interactions). Keyed on the approval, so
+    a redelivered pause posts once. A post that cannot be made leaves the approval as it is: the CLI and the API
+    still decide it."""
+    channel = get_settings().approval_slack_channel
+    if not channel:
+        return
+    steps = "; ".join(f"{sid}: {d['platform']}.{d['action']}" for sid, d in details.items())
+    text = f"Workflow *{spec.name}* ({workflow_id}) waits for approval {approval_id}: {steps}"[:3000]
+    try:
+        submit_action("slack", "request_approval", {"channel": channel, "text": text, "approval_id": approval_id},
+                      priority="high", idempotency_key=f"approval:{approval_id}:slack", actor="opsqueue-approvals")
+    except Exception:
+        log.exception("could not post approval %s to Slack channel %s", approval_id, channel)
 
 
 @app.task(name="opsq.workflow.continue", acks_late=True)

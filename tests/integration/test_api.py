@@ -18,7 +18,6 @@ import pytest
 from tests.integration.opsq_cli import opsq
 from tests.support.api_server import ApiServer
 from tests.support.wait import wait_for
-from workers.client import submit_action
 from workers.store import actions as store
 from workers.store import api_tokens, audit
 from workflows import state
@@ -309,11 +308,25 @@ SLACK_GATE = {"name": "slack-gate", "steps": [
      "approval": {"approvers": ["dana", "lee", "sam"], "required": 2}}]}
 
 
+def _slack_post(approval_id: Any) -> Any:
+    """The request_approval action the workflow's pause submitted for this approval, once it succeeded."""
+    found: list[Any] = []
+
+    def posted() -> bool:
+        found[:] = [v for v in store.list_recent(limit=50, platform="slack")
+                    if v.action == "request_approval" and v.params.get("approval_id") == str(approval_id)]
+        return bool(found) and found[0].status == "succeeded"
+
+    wait_for(posted, 30, f"the Slack post of approval {approval_id}")
+    assert len(found) == 1  # one post, however the pause was delivered
+    return found[0]
+
+
 def test_approvals_from_slack(opsq_env_sqlite, workers_started, sandbox, sandbox_client, api_started):
     """The sandbox 'clicks' the buttons of a request_approval message: a signed click approves (2 of 3 distinct
     approvers), and a bad signature, a stale timestamp, a replayed request, an unknown Slack user and the
     submitter's own click are each refused and change nothing. The message ends showing who decided."""
-    env = opsq_env_sqlite(OPSQ_SLACK_SIGNING_SECRET=SECRET,
+    env = opsq_env_sqlite(OPSQ_SLACK_SIGNING_SECRET=SECRET, OPSQ_APPROVAL_SLACK_CHANNEL="#approvals",
                           OPSQ_SLACK_APPROVERS=json.dumps({"U0DANA": "dana", "U0LEE": "lee", "U0SAM": "sam"}))
     workers_started(env, queues="noop,slack,control")
     api = api_started(env)
@@ -321,9 +334,9 @@ def test_approvals_from_slack(opsq_env_sqlite, workers_started, sandbox, sandbox
     _until(api, f"/v1/workflows/{wid}", api_tokens.create("reader", "operate", actor="test"),
            lambda b: b["status"] == "awaiting_approval")
     approval_id = state.approvals(workflow_id=wid)[0]["id"]
-    posted = submit_action("slack", "request_approval", {"channel": "#approvals", "approval_id": approval_id,
-                                                          "text": "Pay the batch?"}).wait(30)
-    assert posted.status == "succeeded", posted.error
+    # The pause posted the approval to OPSQ_APPROVAL_SLACK_CHANNEL itself (one post, keyed on the approval).
+    posted = _slack_post(approval_id)
+    assert posted.status == "succeeded" and posted.params["channel"] == "#approvals", posted
     url = f"{api.url}/slack/interactions"
 
     def click(user: str, **kw: Any) -> dict[str, Any]:
@@ -364,8 +377,7 @@ def test_approvals_from_slack(opsq_env_sqlite, workers_started, sandbox, sandbox
     _until(api, f"/v1/workflows/{w2}", api_tokens.create("reader3", "operate", actor="test"),
            lambda b: b["status"] == "awaiting_approval")
     a2 = state.approvals(workflow_id=w2)[0]["id"]
-    p2 = submit_action("slack", "request_approval", {"channel": "#approvals", "approval_id": a2,
-                                                      "text": "Go on?"}).wait(30)
+    p2 = _slack_post(a2)
     no = sandbox_client.click(url, channel=p2.result["channel"], ts=p2.result["ts"], user_id="U0LEE",
                               action_id="opsq_deny", signing_secret=SECRET)
     assert no["status"] == 200 and "Denied by <@U0LEE> (lee)" in no["body"], no

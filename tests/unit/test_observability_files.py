@@ -56,3 +56,19 @@ def test_the_prometheus_rules_and_beat_alerts_share_their_thresholds():
     assert oldest["for"] == f"{defaults['alert_oldest_message_for_s'] / 60:g}m"
     assert f"[{defaults['alert_success_window_s'] / 60:g}m]" in by_name["OpsqDeadLettersGrowing"]["expr"] or \
         f"offset {defaults['alert_success_window_s'] / 60:g}m" in by_name["OpsqDeadLettersGrowing"]["expr"]
+
+
+def test_the_api_deployment_and_compose_service_serve_what_opsq_api_serves():
+    """The HTTP API (issue 15) in Kubernetes and in compose: `opsq api` on the port its Service and probe name,
+    with /v1/health (the one anonymous endpoint) as readiness."""
+    deployment, service = load(DEPLOY / "k8s" / "base" / "api.yaml")
+    assert "api.yaml" in (DEPLOY / "k8s" / "base" / "kustomization.yaml").read_text()
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    port = container["ports"][0]
+    assert container["command"][:2] == ["opsq", "api"] and str(port["containerPort"]) in container["command"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v1/health"
+    assert service["spec"]["ports"][0]["targetPort"] == port["name"]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    (compose,) = load(DEPLOY / "docker-compose.yml")
+    api = compose["services"]["api"]
+    assert api["command"][:2] == ["opsq", "api"] and "8700" in api["command"] and api["profiles"] == ["api"]
