@@ -21,14 +21,23 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    ValidationError,
     create_model,
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from executors.base import Executor, ExecutorConfig, RateLimit
 from executors.registry import EXECUTORS
+from workers.errors import ConfigError
 
 
 def _strip_slash(v: str | None) -> str | None:
@@ -158,6 +167,15 @@ class _Base(BaseSettings):
     #: the executors whose settings are fields of this class (set by with_platforms)
     registry: ClassVar[Mapping[str, type[Executor]]] = {}
 
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        del env_settings
+        return (init_settings, _EnvIgnoringEmptyJson(settings_cls), dotenv_settings, file_secret_settings)
+
     home: Path = Field(default=Path.home() / ".opsqueue", description="Where embedded state lives.")
     redis_url: str | None = None
     # The Redis master's password, instead of in OPSQ_REDIS_URL; and for a sentinel:// URL, the name the
@@ -192,6 +210,17 @@ class _Base(BaseSettings):
             raise ValueError("OPSQ_REDIS_URL is a sentinel:// URL: set OPSQ_REDIS_SENTINEL_MASTER to the name the "
                              "Sentinels know the master by (`sentinel monitor NAME ...` in sentinel.conf)")
         return self
+
+
+class _EnvIgnoringEmptyJson(EnvSettingsSource):
+    """The environment, where a JSON-typed setting set to nothing (OPSQ_RATE_LIMITS=, as a compose file or an
+    env file leaves it) is unset (its default), not a JSON error that breaks every command."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        value, key, value_is_complex = super().get_field_value(field, field_name)
+        if isinstance(value, str) and not value.strip() and self._field_is_complex(field)[0]:
+            return None, key, value_is_complex
+        return value, key, value_is_complex
 
 
 S = TypeVar("S", bound=_Base)
@@ -428,7 +457,33 @@ class Settings(_WithPlatforms):
 
 @functools.cache
 def get_settings() -> Settings:
-    return Settings()
+    """The settings; a refused one is a ConfigError: one line naming the variable and what is wrong with it."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(describe_invalid(exc)) from None
+    except SettingsError as exc:  # a JSON-typed setting that is not JSON
+        match = re.search(r'field "(\w+)"', str(exc))
+        name = f"OPSQ_{match.group(1).upper()}" if match else "an OPSQ_ setting"
+        raise ConfigError(f"{name} is not valid JSON (e.g. {name}='{{\"slack\": {{...}}}}'); fix it, or unset "
+                          "it for the default") from None
+
+
+def describe_invalid(exc: ValidationError) -> str:
+    """pydantic's errors as one line: each variable (OPSQ_...), what is wrong with its value in plain words, and
+    the fix; no input values (they may be secrets) and no pydantic links."""
+    parts, named = [], False
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = [str(p) for p in error["loc"]]
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if loc:
+            named = True
+            name = f"OPSQ_{loc[0].upper()}" + "".join(f"[{p}]" for p in loc[1:])
+            parts.append(f"{name}: {message[:1].lower()}{message[1:]}")
+        else:  # a check across settings: its message names them and says what to do
+            parts.append(message)
+    fix = " (fix it, or unset it for the default)" if named else ""
+    return "invalid setting: " + "; ".join(parts) + fix
 
 
 def reload_settings() -> Settings:

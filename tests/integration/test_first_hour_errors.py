@@ -1,0 +1,40 @@
+"""Issue 16, item 4: a setting or a service that is wrong is one line `error: ...` naming the cause and the fix,
+never a traceback or a library's raw error. Each case runs the real CLI as a subprocess."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.opsq_cli import opsq
+
+pytestmark = pytest.mark.integration
+
+
+def one_error_line(out, *names: str) -> str:
+    assert out.returncode != 0, out.stdout + out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
+    for leak in ("Traceback", "pydantic", "errors.pydantic.dev"):
+        assert leak not in out.stderr, out.stderr
+    for name in names:
+        assert name in lines[0], out.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("value", ["abc", "0"])
+def test_an_invalid_setting_is_one_line_naming_the_variable(opsq_env_sqlite, value):
+    env = opsq_env_sqlite(OPSQ_MAX_ATTEMPTS=value)
+    line = one_error_line(opsq(env, "validate-env"), "OPSQ_MAX_ATTEMPTS")
+    assert "max_attempts" not in line.replace("OPSQ_MAX_ATTEMPTS", ""), line
+    one_error_line(opsq(env, "submit", "noop", "noop"), "OPSQ_MAX_ATTEMPTS")
+
+
+def test_a_setting_that_is_not_json_is_one_line(opsq_env_sqlite):
+    env = opsq_env_sqlite(OPSQ_RATE_LIMITS="{not json")
+    one_error_line(opsq(env, "validate-env"), "OPSQ_RATE_LIMITS", "JSON")
+
+
+def test_empty_json_settings_are_unset(opsq_env_sqlite):
+    env = opsq_env_sqlite(OPSQ_RATE_LIMITS="", OPSQ_BREAKERS="", OPSQ_KEY_LIMITS="", OPSQ_BEAT_INTERVALS=" ")
+    out = opsq(env, "validate-env")
+    assert out.returncode == 0, out.stdout + out.stderr
