@@ -202,6 +202,16 @@ class _Base(BaseSettings):
     # One base URL for every platform, each under /<platform> (the sandbox).
     platform_base_url: BaseUrl = None
 
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_alias(cls, v: str | None) -> str | None:
+        # postgres:// (Heroku's, many providers' and libpq's spelling) is an alias SQLAlchemy removed ("Can't load
+        # plugin: sqlalchemy.dialects:postgres"): read it as PostgreSQL through psycopg 3, the driver we ship.
+        # (Plain postgresql:// is given psycopg 3 by workers.store.db.make_engine.)
+        if v is not None and v[:11].lower() == "postgres://":
+            return "postgresql+psycopg://" + v[11:]
+        return v
+
     @model_validator(mode="after")
     def _sentinel_needs_its_master(self) -> _Base:
         # Checked when the settings load, so a worker refuses to start rather than failing on its first

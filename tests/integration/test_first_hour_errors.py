@@ -38,3 +38,13 @@ def test_empty_json_settings_are_unset(opsq_env_sqlite):
     env = opsq_env_sqlite(OPSQ_RATE_LIMITS="", OPSQ_BREAKERS="", OPSQ_KEY_LIMITS="", OPSQ_BEAT_INTERVALS=" ")
     out = opsq(env, "validate-env")
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("scheme", ["postgres://", "postgresql://"])
+def test_a_postgres_url_without_a_driver_is_accepted(opsq_env_pg, pg_database_url, scheme):
+    # SQLAlchemy removed the postgres:// alias ("Can't load plugin: sqlalchemy.dialects:postgres") and would read
+    # postgresql:// as psycopg2, which is not shipped: both are read as postgresql+psycopg://.
+    assert pg_database_url.startswith("postgresql+psycopg://")
+    env = opsq_env_pg(OPSQ_DATABASE_URL=scheme + pg_database_url.split("://", 1)[1])
+    out = opsq(env, "submit", "noop", "noop")
+    assert out.returncode == 0, out.stdout + out.stderr
