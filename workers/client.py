@@ -15,6 +15,7 @@ from executors.errors import InvalidParams
 from executors.registry import validate_action
 from workers import cancel, scheduling, waiting
 from workers.cancel import Cancelled
+from workers.dev.broker_url import redact_redis_url
 from workers.enqueue import send_action
 from workers.errors import ConfigError, EnqueueError, SubmitError
 from workers.guards.connection import guard_redis
@@ -173,6 +174,15 @@ def _memory_note() -> str:
     return f"maxmemory {limit}, {used} used, policy {info.get('maxmemory_policy', '?')}"
 
 
+def _redis_url_shown() -> str:
+    """OPSQ_REDIS_URL as an error shows it: its password masked."""
+    try:
+        url = get_settings().redis_url
+    except Exception:  # the settings themselves refused: the error names the URL without them
+        url = None
+    return f"OPSQ_REDIS_URL={redact_redis_url(url)}" if url else "OPSQ_REDIS_URL (not set)"
+
+
 def redis_cause(exc: BaseException) -> str:
     """What really went wrong talking to Redis, in words an operator acts on: out of memory, a password
     refused, the connection refused, no answer. "Is Redis up?" for all of them sent people to restart a
@@ -189,9 +199,10 @@ def redis_cause(exc: BaseException) -> str:
         return (f"Redis refused the credentials ({' '.join(str(first).split())}): check the password in "
                 "OPSQ_REDIS_URL")
     if any(isinstance(e, ConnectionRefusedError) for e in chain) or "connection refused" in lowered:
-        return f"Redis refused the connection ({' '.join(str(exc).split())}): is it running at OPSQ_REDIS_URL?"
+        return (f"Redis refused the connection ({' '.join(str(exc).split())}): is it running at "
+                f"{_redis_url_shown()}?")
     if any(isinstance(e, (TimeoutError, redis.exceptions.TimeoutError)) for e in chain) or "timed out" in lowered:
-        return f"Redis did not answer in time ({' '.join(str(exc).split())})"
+        return f"Redis did not answer in time ({' '.join(str(exc).split())}) at {_redis_url_shown()}"
     if any(isinstance(e, redis.exceptions.ConnectionError) for e in chain):
-        return f"cannot reach Redis ({' '.join(str(exc).split())})"
+        return f"cannot reach Redis ({' '.join(str(exc).split())}) at {_redis_url_shown()}"
     return f"the broker refused the message ({' '.join(str(exc).split())})"

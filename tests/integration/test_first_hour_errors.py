@@ -48,3 +48,19 @@ def test_a_postgres_url_without_a_driver_is_accepted(opsq_env_pg, pg_database_ur
     env = opsq_env_pg(OPSQ_DATABASE_URL=scheme + pg_database_url.split("://", 1)[1])
     out = opsq(env, "submit", "noop", "noop")
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_a_redis_url_that_is_not_redis_is_one_line(opsq_env_sqlite):
+    env = opsq_env_sqlite(OPSQ_REDIS_URL="http://127.0.0.1:6379/0")
+    line = one_error_line(opsq(env, "submit", "noop", "noop", "--wait", "--timeout", "10"), "OPSQ_REDIS_URL",
+                          "http://")
+    assert all(scheme in line for scheme in ("redis://", "rediss://", "sentinel://")), line
+
+
+def test_redis_down_during_a_workflow_run_names_redis_and_the_url(opsq_env_sqlite, tmp_path):
+    spec = tmp_path / "one.json"
+    spec.write_text('{"name": "one", "steps": [{"id": "a", "platform": "noop", "action": "noop", "params": {}}]}')
+    env = opsq_env_sqlite(OPSQ_REDIS_URL="redis://:hunter2secret@127.0.0.1:1/0")
+    line = one_error_line(opsq(env, "workflow", "run", str(spec), "--wait", "--timeout", "10"), "Redis",
+                          "OPSQ_REDIS_URL=redis://:**@127.0.0.1:1/0")
+    assert "hunter2secret" not in line and "Retry limit exceeded" not in line, line
