@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import Any
@@ -111,7 +112,10 @@ def _close_result_subscriptions() -> None:
         return
     consumer = getattr(module.app.backend, "result_consumer", None)
     if consumer is not None:
-        consumer.stop()
+        # Redis gone at exit: nothing to unsubscribe from, and the command has said what it had to (Celery's
+        # "Retry limit exceeded ... result store backend" and its traceback named neither Redis nor the URL).
+        with contextlib.suppress(Exception):
+            consumer.stop()
         getattr(consumer, "subscribed_to", set()).clear()
 
 
