@@ -23,10 +23,7 @@ from workers.store import outcomes
 log = logging.getLogger("opsq.action")
 
 
-# throws: an ActionFailed is an expected failure, already logged once (at ERROR) by _fail; Celery logs it at
-# INFO without a traceback instead of a second ERROR "raised unexpected". A crash (any other exception) keeps
-# Celery's traceback; an executor's own crash is logged with its traceback by run_attempt ("crashed").
-@app.task(bind=True, name=EXECUTE_ACTION, max_retries=None, acks_late=True, throws=(ActionFailed,))
+@app.task(bind=True, name=EXECUTE_ACTION, max_retries=None, acks_late=True)
 def execute_action(self: Task, *, action_id: str, platform: str, action: str, params: dict[str, Any],
                    max_attempts: int, attempt: int = 1, idempotency_key: str | None = None,
                    fail_fast: bool = False, step: dict[str, Any] | None = None,

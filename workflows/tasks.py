@@ -275,8 +275,7 @@ def workflow_rollback(self: Task, workflow_id: str, waited: int = 0) -> list[str
     return [c["step_id"] for c in todo]
 
 
-# throws: a compensation that fails for good is logged once by _compensation_failed, not again by Celery.
-@app.task(bind=True, name="opsq.workflow.compensate", acks_late=True, max_retries=None, throws=(ActionFailed,))
+@app.task(bind=True, name="opsq.workflow.compensate", acks_late=True, max_retries=None)
 def compensate_step(self: Task, workflow_id: str, comp_id: int, attempt: int = 1) -> dict[str, Any]:
     """One compensation: its own retried task on its platform's queue, guarded like any action (the
     breaker, the rate limit, and an execution record so a redelivery never undoes twice). Redis or the
@@ -365,8 +364,6 @@ def _compensation_failed(workflow_id: str, comp: dict[str, Any], kind: str, mess
     state.compensation_update(comp["id"], status=CompensationStatus.FAILED, error=f"[{kind}] {message}",
                               finished_at=utcnow())
     state.record(workflow_id, "compensation_failed", step_id=comp["step_id"], detail=f"[{kind}] {message}")
-    log.error("compensation failed for good (%s): %s", kind, message,
-              extra={"workflow_id": workflow_id, "step_id": comp["step_id"], "compensation_id": comp["id"]})
     raise ActionFailed(kind, message)
 
 
