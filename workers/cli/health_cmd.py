@@ -27,7 +27,8 @@ def health(strict: bool, as_json: bool) -> None:
 @json_option
 @read_only
 def validate_env(as_json: bool) -> None:
-    """Every OPSQ_ setting (secrets masked) and what is wrong with them. Exit 1 on errors."""
+    """Every OPSQ_ setting (secrets masked) and what is wrong with them. A platform with no token is FAIL on its
+    real API, WARN on the sandbox. Exit 1 on any FAIL."""
     from beat.schedule import build
     from workers.ops.health import FAIL, Check
     from workers.ops.health import validate_env as run_checks

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import SecretStr
@@ -274,15 +275,16 @@ def mask(value: Any) -> str:
 def validate_env() -> list[Check]:
     """Every setting, secrets masked, with the problems that pydantic alone cannot see."""
     settings = get_settings()
+    # A platform's missing token replaces its `(not set)` line: one line per setting, saying what it means.
+    missing = {c.name: c for c in map(_missing_token, TOKEN_PLATFORMS) if c is not None}
     out = []
     for name in type(settings).model_fields:
-        out.append(Check(f"OPSQ_{name.upper()}", OK, mask(getattr(settings, name))))
+        env_name = f"OPSQ_{name.upper()}"
+        out.append(missing.get(env_name) or Check(env_name, OK, mask(getattr(settings, name))))
     for platform in TOKEN_PLATFORMS:
         own = settings.platform(platform)
         if not own.base_url.startswith(("http://", "https://")):
             out.append(Check(f"{platform} base URL", FAIL, f"{own.base_url!r} is not an http(s) URL"))
-        if own.token is None:
-            out.append(Check(f"OPSQ_{platform.upper()}_TOKEN", WARN, f"not set: {platform} actions will fail as auth"))
         for key, setting in EXECUTORS[platform].extra_settings.items():
             if setting.required_with_token and own.token and key not in own.extra:
                 what = setting.description or key
@@ -300,6 +302,28 @@ def validate_env() -> list[Check]:
     if settings.database_url is None:
         out.append(Check("OPSQ_DATABASE_URL", WARN, "not set: SQLite in OPSQ_HOME (embedded default)"))
     return out
+
+
+def is_sandbox_url(platform: str, base_url: str) -> bool:
+    """Whether a platform's base URL is the sandbox's: it serves each platform under /<platform>
+    (executors.sandbox.server), whether reached through OPSQ_PLATFORM_BASE_URL or a per-platform
+    OPSQ_<PLATFORM>_BASE_URL; no platform's real API root ends that way (https://slack.com/api)."""
+    return urlsplit(base_url).path.rstrip("/").endswith(f"/{platform}")
+
+
+def _missing_token(platform: str) -> Check | None:
+    """A platform without its token: every one of its actions fails as auth. On a real API that is a FAIL
+    (the configuration is wrong); on the sandbox a WARN (it wants a token too, but any will do)."""
+    settings = get_settings()
+    if settings.token(platform) is not None:
+        return None
+    name = f"OPSQ_{platform.upper()}_TOKEN"
+    base_url = settings.base_url(platform)
+    if is_sandbox_url(platform, base_url):
+        return Check(name, WARN, f"not set: {platform} actions fail as auth on the sandbox at {base_url} too (it "
+                                 f"takes any token but 'invalid': export {name}=sandbox)")
+    return Check(name, FAIL, f"not set: {platform} actions fail as auth at {base_url} (set {name}, or point "
+                             "OPSQ_PLATFORM_BASE_URL at the sandbox)")
 
 
 def _webhook_checks(extra: dict[str, str]) -> list[Check]:

@@ -1,0 +1,88 @@
+"""Issue 16, item 3: `opsq validate-env` says FAIL for a platform without a token when its base URL is the real
+API, WARN when it is the sandbox (OPSQ_PLATFORM_BASE_URL or a per-platform OPSQ_<PLATFORM>_BASE_URL under
+/<platform>), and exits non-zero on any FAIL. The real CLI, as a subprocess with a controlled environment."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from executors.registry import EXECUTORS, TOKEN_PLATFORMS
+from tests.integration.opsq_cli import opsq
+
+pytestmark = pytest.mark.integration
+
+SANDBOX = "http://127.0.0.1:8765"
+
+
+@pytest.fixture
+def bare_env(tmp_path, redis_url):
+    """No OPSQ_ setting but where state lives: no token, no base URL."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPSQ_")}
+    env.update(OPSQ_HOME=str(tmp_path / "home"), OPSQ_REDIS_URL=redis_url,
+               OPSQ_DATABASE_URL=f"sqlite:///{tmp_path / 'opsq.db'}")
+    return env
+
+
+def _lines(out) -> dict[str, tuple[str, str]]:
+    """Setting name -> (status, detail) of the text output; every line is `STATUS  NAME  DETAIL`."""
+    found = {}
+    for line in out.stdout.splitlines():
+        status, name, *detail = line.split(None, 2)
+        assert name not in found or name in ("redis",), f"{name} shown twice:\n{out.stdout}"
+        found[name] = (status, detail[0] if detail else "")
+    return found
+
+
+def test_no_token_on_the_real_apis_fails(bare_env):
+    out = opsq(bare_env, "validate-env")
+    assert out.returncode == 1, out.stdout + out.stderr
+    lines = _lines(out)
+    for platform in TOKEN_PLATFORMS:
+        status, detail = lines[f"OPSQ_{platform.upper()}_TOKEN"]
+        assert status == "FAIL", out.stdout
+        assert f"fail as auth at {EXECUTORS[platform].default_base_url}" in detail, detail
+    assert "(not set)" not in lines["OPSQ_SLACK_TOKEN"][1]  # not also an OK line saying "(not set)"
+    assert lines["OPSQ_WEBHOOK_TOKEN"][0] == "OK"  # webhooks need no token
+
+
+def test_no_token_on_the_sandbox_warns_and_exits_zero(bare_env):
+    out = opsq({**bare_env, "OPSQ_PLATFORM_BASE_URL": SANDBOX}, "validate-env")
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = _lines(out)
+    for platform in TOKEN_PLATFORMS:
+        status, detail = lines[f"OPSQ_{platform.upper()}_TOKEN"]
+        assert status == "WARN", out.stdout
+        assert f"sandbox at {SANDBOX}/{platform}" in detail and "export" in detail, detail
+    assert not [name for name, (status, _) in lines.items() if status == "FAIL"], out.stdout
+
+
+def test_a_per_platform_base_url_decides_for_its_platform(bare_env):
+    # The sandbox for all but Slack, which is sent to the real API: Slack fails, the others warn.
+    env = {**bare_env, "OPSQ_PLATFORM_BASE_URL": SANDBOX, "OPSQ_SLACK_BASE_URL": "https://slack.com/api"}
+    out = opsq(env, "validate-env", "--json")
+    assert out.returncode == 1, out.stdout + out.stderr
+    checks = {c["name"]: c for c in json.loads(out.stdout)}
+    assert checks["OPSQ_SLACK_TOKEN"]["status"] == "fail"
+    assert checks["OPSQ_NOTION_TOKEN"]["status"] == "warn"
+    # Only Notion on the sandbox (a per-platform URL under /notion), the rest on their real APIs.
+    env = {**bare_env, "OPSQ_NOTION_BASE_URL": f"{SANDBOX}/notion/"}
+    checks = {c["name"]: c for c in json.loads(opsq(env, "validate-env", "--json").stdout)}
+    assert checks["OPSQ_NOTION_TOKEN"]["status"] == "warn"
+    assert checks["OPSQ_TRELLO_TOKEN"]["status"] == "fail"
+
+
+def test_every_token_set_passes_with_the_tokens_masked(bare_env):
+    secrets = {f"OPSQ_{p.upper()}_TOKEN": f"secret-{p}-0123456789abcdef" for p in TOKEN_PLATFORMS}
+    out = opsq({**bare_env, **secrets, "OPSQ_TRELLO_API_KEY": "trello-key-0123456789"}, "validate-env")
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = _lines(out)
+    for name, secret in secrets.items():
+        assert lines[name][0] == "OK" and "****ef" in lines[name][1], out.stdout
+        assert secret not in out.stdout
+    # One missing token on a real API is enough to fail.
+    del secrets["OPSQ_GDRIVE_TOKEN"]
+    out = opsq({**bare_env, **secrets, "OPSQ_TRELLO_API_KEY": "trello-key-0123456789"}, "validate-env")
+    assert out.returncode == 1 and _lines(out)["OPSQ_GDRIVE_TOKEN"][0] == "FAIL", out.stdout
