@@ -14,9 +14,18 @@ from executors.http import HttpClient
 
 
 class ActionParams(BaseModel):
-    """Base of every action's params schema: unknown fields are refused, not silently dropped."""
+    """Base of every action's params schema: unknown fields are refused, not silently dropped.
+
+    Each action's model says what the action does in its docstring's first line and gives a working example
+    (`example(...)`): `opsq actions` shows both with the JSON schema, and a test submits every example."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def example(params: dict[str, Any]) -> ConfigDict:
+    """A params model's config carrying its example, as the JSON schema's `examples` (pydantic's
+    json_schema_extra); pydantic merges it with the base's `extra="forbid"`."""
+    return ConfigDict(json_schema_extra={"examples": [params]})
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,21 @@ class Setting:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class ActionDoc:
+    """An action as `opsq actions` shows it: its params model's docstring (first line), JSON schema and example."""
+
+    platform: str
+    action: str
+    description: str
+    schema: dict[str, Any]
+    example: dict[str, Any]
+
+    @property
+    def required(self) -> list[str]:
+        return list(self.schema.get("required", []))
+
+
 class Executor(ABC):
     """One platform. `actions` maps each action name to its params schema.
 
@@ -118,11 +142,29 @@ class Executor(ABC):
         self.http = http
 
     @classmethod
-    def validate(cls, action: str, params: Mapping[str, Any]) -> ActionParams:
+    def params_model(cls, action: str) -> type[ActionParams]:
         schema = cls.actions.get(action)
         if schema is None:
             known = ", ".join(sorted(cls.actions))
             raise InvalidParams(f"unknown action {cls.platform}.{action} (known: {known})")
+        return schema
+
+    @classmethod
+    def describe(cls, action: str) -> ActionDoc:
+        """What `opsq actions` shows of an action, all read from its params model (the one `validate` uses)."""
+        model = cls.params_model(action)
+        extra = model.model_config.get("json_schema_extra")
+        examples = extra.get("examples") if isinstance(extra, dict) else None
+        # From the config rather than the schema, which sorts the example's keys: shown in the author's order.
+        first = examples[0] if isinstance(examples, list) and examples else {}
+        return ActionDoc(platform=cls.platform, action=action,
+                         description=(model.__doc__ or "").strip().split("\n")[0],
+                         schema=model.model_json_schema(by_alias=True),
+                         example=dict(first) if isinstance(first, dict) else {})
+
+    @classmethod
+    def validate(cls, action: str, params: Mapping[str, Any]) -> ActionParams:
+        schema = cls.params_model(action)
         try:
             return schema.model_validate(dict(params))
         except ValidationError as exc:

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from pydantic import Field, StringConstraints
 
-from executors.base import NO_EFFECT, ActionParams, Effect, Executor, RateLimit, Result
+from executors.base import NO_EFFECT, ActionParams, Effect, Executor, RateLimit, Result, example
 from executors.errors import PermanentError, RetryableError
 
 DriveId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -36,6 +36,10 @@ def query_literal(value: str) -> str:
 
 
 class CreateFileParams(ActionParams):
+    """Create a file (its metadata: name, type, folders, description; no content)."""
+
+    model_config = example({"name": "report.txt", "mime_type": "text/plain"})
+
     name: str = Field(min_length=1)
     mime_type: str = Field("application/octet-stream", min_length=1)
     parents: list[DriveId] = []
@@ -43,6 +47,10 @@ class CreateFileParams(ActionParams):
 
 
 class DeleteFileParams(ActionParams):
+    """Move a file to the trash, or delete it for good with permanent=true (that cannot be undone)."""
+
+    model_config = example({"file_id": "file1"})
+
     file_id: DriveId
     permanent: bool = False
 

@@ -35,6 +35,7 @@ from executors.base import (
     RateLimit,
     Result,
     Setting,
+    example,
 )
 from executors.errors import InvalidParams, PermanentError
 
@@ -57,12 +58,20 @@ _CELL_LIMIT = 50_000
 
 
 class AppendRowParams(ActionParams):
+    """Append a row of values to a tab (of spreadsheet_id, else of OPSQ_GSHEETS_SPREADSHEET_ID)."""
+
+    model_config = example({"sheet": "Orders", "values": ["A-42", 129.5, True], "spreadsheet_id": "sheet1"})
+
     sheet: str = Field(min_length=1, max_length=100)
     values: list[Cell] = Field(min_length=1)
     spreadsheet_id: SpreadsheetId | None = None
 
 
 class DeleteRowParams(ActionParams):
+    """Delete one row of a tab by its number, keeping its values so undo can put them back."""
+
+    model_config = example({"sheet": "Orders", "row": 5, "spreadsheet_id": "sheet1"})
+
     sheet: str = Field(min_length=1, max_length=100)
     row: int = Field(ge=1)
     spreadsheet_id: SpreadsheetId | None = None

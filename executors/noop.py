@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from executors.base import NO_EFFECT, ActionParams, Effect, Executor, Result
+from executors.base import NO_EFFECT, ActionParams, Effect, Executor, Result, example
 
 
 class NoopParams(ActionParams):
+    """Do nothing and return `echo`: a test of the queue itself, no platform called."""
+
+    model_config = example({"echo": "hello"})
+
     echo: Any = None
 
 

@@ -25,6 +25,7 @@ from executors.base import (
     RateLimit,
     Result,
     Setting,
+    example,
 )
 from executors.errors import PermanentError
 
@@ -45,6 +46,10 @@ LIST_TYPES = frozenset({"title", "rich_text", "multi_select", "people", "relatio
 
 
 class CreateTaskParams(ActionParams):
+    """Create a task page in a database: its title, status and any other properties."""
+
+    model_config = example({"database_id": "db1", "title": "Invoice A-42", "status": "To do"})
+
     database_id: NotionId
     title: str = Field(min_length=1)
     status: str | None = Field(None, min_length=1)
@@ -52,6 +57,10 @@ class CreateTaskParams(ActionParams):
 
 
 class UpdateTaskParams(ActionParams):
+    """Change a task page's title, status or other properties (at least one of them)."""
+
+    model_config = example({"page_id": "page1", "status": "Done"})
+
     page_id: NotionId
     title: str | None = Field(None, min_length=1)
     status: str | None = Field(None, min_length=1)

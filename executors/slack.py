@@ -7,7 +7,7 @@ from typing import Any, Self
 
 from pydantic import Field, model_validator
 
-from executors.base import NO_EFFECT, ActionParams, Effect, Executor, RateLimit, Result
+from executors.base import NO_EFFECT, ActionParams, Effect, Executor, RateLimit, Result, example
 from executors.errors import AuthError, ExecutorError, PermanentError, RateLimitedError, RetryableError
 from executors.http import parse_retry_after
 
@@ -45,6 +45,10 @@ def slack_error(method: str, data: dict[str, Any], *, status: int | None = None,
 
 
 class SendMessageParams(ActionParams):
+    """Post a message to a channel (a name or an ID), or as a reply in a thread (thread_ts)."""
+
+    model_config = example({"channel": "#ops", "text": "deploy done"})
+
     channel: str = Field(min_length=1)
     text: str
     blocks: list[dict[str, Any]] | None = None
@@ -58,6 +62,11 @@ class SendMessageParams(ActionParams):
 
 
 class RequestApprovalParams(ActionParams):
+    """Post a message with Approve / Deny buttons for an approval (a workflow's approval gate posts one)."""
+
+    model_config = example({"channel": "#ops", "text": "Deploy v2 to production?",
+                            "approval_id": "apr-42"})
+
     channel: str = Field(min_length=1)
     # The section block that shows it holds at most 3000 characters.
     text: str = Field(min_length=1, max_length=3000)

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from pydantic import Field, StringConstraints
 
-from executors.base import NO_EFFECT, ActionParams, Effect, Executor, RateLimit, Result, Setting
+from executors.base import NO_EFFECT, ActionParams, Effect, Executor, RateLimit, Result, Setting, example
 from executors.errors import PermanentError
 
 #: The card description line that carries the effect key: how a card whose creation answer was lost is found.
@@ -31,6 +31,10 @@ TrelloId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern
 
 
 class CreateCardParams(ActionParams):
+    """Create a card in a list, with a description and labels."""
+
+    model_config = example({"list_id": "list1", "name": "Fix the login page"})
+
     list_id: TrelloId
     name: str = Field(min_length=1, max_length=16384)
     # Room is kept for the effect marker line, so a description the user gives never pushes it past the limit.
@@ -39,6 +43,10 @@ class CreateCardParams(ActionParams):
 
 
 class AddLabelParams(ActionParams):
+    """Put a label on a card (a label already there is left as it is)."""
+
+    model_config = example({"card_id": "card1", "label_id": "label1"})
+
     card_id: TrelloId
     label_id: TrelloId
 

@@ -28,7 +28,17 @@ from urllib.parse import unquote, urlsplit
 import httpx
 from pydantic import Field, field_validator
 
-from executors.base import AT_LEAST_ONCE, NO_EFFECT, ActionParams, Effect, Executor, ExecutorConfig, Result, Setting
+from executors.base import (
+    AT_LEAST_ONCE,
+    NO_EFFECT,
+    ActionParams,
+    Effect,
+    Executor,
+    ExecutorConfig,
+    Result,
+    Setting,
+    example,
+)
 from executors.errors import ExecutorError, PermanentError
 from executors.http import HttpClient
 from executors.urlguard import AddressGuard
@@ -83,6 +93,11 @@ def _check_url(value: str | None) -> str | None:
 
 
 class PostParams(ActionParams):
+    """Send JSON to a URL (POST, PUT or PATCH), signed when OPSQ_WEBHOOK_SECRETS has a secret for its origin."""
+
+    model_config = example({"url": "https://hooks.example.com/deploys",
+                            "json": {"event": "deployed", "version": "v2"}})
+
     url: str = Field(min_length=1, max_length=4096)
     # Aliased: a field named `json` would shadow BaseModel.json().
     json_body: Any = Field(None, alias="json")

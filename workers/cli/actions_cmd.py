@@ -75,7 +75,10 @@ def _show(view, as_json: bool) -> None:  # type: ignore[no-untyped-def]
 def submit(platform: str, action: str, pairs: tuple[str, ...], params_json: str | None, priority: str,
            idempotency_key: str | None, dedupe: bool, fail_fast: bool, max_attempts: int | None, wait: bool,
            timeout: float, in_: str | None, at: str | None, expires_in: str | None, as_json: bool) -> None:
-    """Validate and enqueue one action; prints its id. With --in or --at it is scheduled: sent when due."""
+    """Validate and enqueue one action; prints its id. With --in or --at it is scheduled: sent when due.
+
+    Which platforms and actions exist: `opsq actions`; an action's params (types, defaults) and a working
+    example: `opsq actions PLATFORM ACTION` (`opsq actions slack send_message`)."""
     from workers.client import submit_action
     from workers.scheduling import parse_duration, parse_time
 

@@ -67,6 +67,7 @@ def register() -> None:
         actions_cmd,
         api_cmd,
         audit_cmd,
+        catalog_cmd,
         db_cmd,
         demo_cmd,
         dlq_cmd,
@@ -85,7 +86,7 @@ def register() -> None:
         return
     for module in (actions_cmd, db_cmd, demo_cmd, dlq_cmd, guards_cmd, sandbox_cmd, worker_cmd, workflows_cli,
                    audit_cmd, queue_cmd, health_cmd, reports_cmd, beat_cli, flower_cmd, exporter_cmd,
-                   api_cmd):
+                   api_cmd, catalog_cmd):
         module.register(cli)
 
 
