@@ -20,7 +20,14 @@ from celery.signals import (
     worker_process_shutdown,
 )
 
-from workers import executor_pool, held_messages, observability, signal_scope
+from workers import (
+    # For what it registers: the remote-control command `opsq test-auth --workers` asks, in every worker of the app.
+    credential_fingerprints,  # noqa: F401
+    executor_pool,
+    held_messages,
+    observability,
+    signal_scope,
+)
 from workers.broker_sentinel import stay_on_the_sentinels
 from workers.dev.broker_url import RedisTarget, redis_target
 from workers.guards import reset_guard

@@ -45,13 +45,24 @@ def validate_env(as_json: bool) -> None:
 
 @click.command("test-auth")
 @click.argument("platform", required=False)
+@click.option("--workers", "ask_workers", is_flag=True,
+              help="Ask the running workers which credentials they hold (fingerprints, never the values) and "
+                   "compare with this shell's: a stale worker shows as FAIL. Calls no platform.")
+@click.option("--timeout", type=click.FloatRange(0.1, 60), default=2.0, show_default=True,
+              help="Seconds --workers waits for the workers' answers.")
 @json_option
 @read_only
-def test_auth(platform: str | None, as_json: bool) -> None:
-    """Each platform's credentials against its configured base URL. Exit 1 if any fails."""
-    from workers.ops.health import test_auth as run_checks
+def test_auth(platform: str | None, ask_workers: bool, timeout: float, as_json: bool) -> None:
+    """Each platform's credentials against its configured base URL (this shell's settings), or with --workers
+    what each running worker holds. Exit 1 if any fails."""
+    if ask_workers:
+        from workers.ops.worker_auth import worker_credentials
 
-    checks = run_checks([platform] if platform else None)  # None: every platform that needs a token
+        checks = worker_credentials([platform] if platform else None, timeout=timeout)
+    else:
+        from workers.ops.health import test_auth as run_checks
+
+        checks = run_checks([platform] if platform else None)  # None: every platform that needs a token
     print_checks(checks, as_json)
     if any(c.status == "fail" for c in checks):
         raise SystemExit(1)
