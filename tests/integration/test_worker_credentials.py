@@ -5,11 +5,13 @@ Real worker subprocesses, the real CLI, Celery's remote control over the real Re
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from executors.registry import PLATFORMS
 from tests.integration.opsq_cli import opsq
+from tests.support.worker import WorkerProcess
 from workers.credential_fingerprints import fingerprint
 from workers.ops.worker_auth import ask_workers
 
@@ -18,11 +20,27 @@ pytestmark = pytest.mark.integration
 QUEUES = "slack,notion,trello,control"
 
 
-def test_a_worker_started_without_the_token_is_flagged_stale(opsq_env_sqlite, workers_started):
+@pytest.fixture
+def debug_worker(tmp_path) -> Iterator[Callable[[dict[str, str]], WorkerProcess]]:
+    """A worker logging at DEBUG (Celery's remote-control traffic included): nothing it logs may hold a token."""
+    started: list[WorkerProcess] = []
+
+    def start(env: dict[str, str]) -> WorkerProcess:
+        worker = WorkerProcess(env, QUEUES, log_dir=tmp_path)
+        worker.cmd[worker.cmd.index("-l") + 1] = "DEBUG"
+        started.append(worker)
+        return worker.start()
+
+    yield start
+    for worker in started:
+        worker.kill()
+
+
+def test_a_worker_started_without_the_token_is_flagged_stale(opsq_env_sqlite, debug_worker):
     env = opsq_env_sqlite(OPSQ_SLACK_TOKEN="xoxb-shell-token-0123456789", OPSQ_NOTION_TOKEN="secret_new_notion_42")
     stale_env = {k: v for k, v in env.items() if k != "OPSQ_SLACK_TOKEN"}
     stale_env["OPSQ_NOTION_TOKEN"] = "secret_old_notion_17"  # rotated since the worker started
-    worker = workers_started(stale_env, queues=QUEUES)
+    worker = debug_worker(stale_env)
 
     out = opsq(env, "test-auth", "--workers")
     assert out.returncode == 1, out.stdout + out.stderr
@@ -48,7 +66,9 @@ def test_a_worker_started_without_the_token_is_flagged_stale(opsq_env_sqlite, wo
     replies = json.dumps(ask_workers(timeout=2.0))
     for secret in ("xoxb-shell-token-0123456789", "secret_old_notion_17", "secret_new_notion_42",
                    env["OPSQ_TRELLO_TOKEN"], env["OPSQ_TRELLO_API_KEY"]):
-        assert secret not in replies and secret not in out.stdout + out.stderr and secret not in worker.log()
+        assert secret not in replies and secret not in out.stdout + out.stderr
+        assert secret not in worker.log_path.read_text(errors="replace")
+    assert "opsq_credentials" in worker.log_path.read_text(errors="replace")  # it did log the requests it answered
 
 
 def test_a_worker_with_the_shells_tokens_is_ok(opsq_env_sqlite, workers_started):
