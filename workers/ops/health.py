@@ -276,7 +276,7 @@ def validate_env() -> list[Check]:
     """Every setting, secrets masked, with the problems that pydantic alone cannot see."""
     settings = get_settings()
     # A platform's missing token replaces its `(not set)` line: one line per setting, saying what it means.
-    missing = {c.name: c for c in map(_missing_token, TOKEN_PLATFORMS) if c is not None}
+    missing = {c.name: c for c in (_missing_token(settings, p) for p in TOKEN_PLATFORMS) if c is not None}
     out = []
     for name in type(settings).model_fields:
         env_name = f"OPSQ_{name.upper()}"
@@ -311,10 +311,9 @@ def is_sandbox_url(platform: str, base_url: str) -> bool:
     return urlsplit(base_url).path.rstrip("/").endswith(f"/{platform}")
 
 
-def _missing_token(platform: str) -> Check | None:
+def _missing_token(settings: Settings, platform: str) -> Check | None:
     """A platform without its token: every one of its actions fails as auth. On a real API that is a FAIL
     (the configuration is wrong); on the sandbox a WARN (it wants a token too, but any will do)."""
-    settings = get_settings()
     if settings.token(platform) is not None:
         return None
     name = f"OPSQ_{platform.upper()}_TOKEN"
