@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -39,20 +38,6 @@ steps:
     depends_on: [first]
     requires_approval: true
 """
-
-
-@pytest.fixture
-def api_started(tmp_path: Path) -> Iterator[Callable[..., ApiServer]]:
-    started: list[ApiServer] = []
-
-    def start(env: dict[str, str], *args: str) -> ApiServer:
-        server = ApiServer(env, tmp_path, *args)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 def _tokens() -> dict[str, str]:
