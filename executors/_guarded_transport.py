@@ -7,6 +7,7 @@ registry's discovery from importing it."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterable
 from typing import Any
 
@@ -47,14 +48,27 @@ class _GuardedBackend(httpcore.NetworkBackend):
 
 
 class GuardedTransport(httpx.HTTPTransport):
-    """httpx's transport with the guard as its network backend (httpx takes no backend argument: the pool is
-    made again around the one it built, keeping its TLS context)."""
+    """httpx's transport with the guard as its network backend.
 
-    def __init__(self, guard: AddressGuard, limits: httpx.Limits) -> None:
-        super().__init__(limits=limits, trust_env=False)
-        built: Any = self._pool
+    The TLS context is made with httpx's public `create_ssl_context` (what HTTPTransport makes for itself: certifi's
+    CAs, certificates verified, hostnames checked) and given to both httpx and the pool. httpcore connects through
+    the guard's backend to a checked address, then starts TLS with the URL's hostname as `server_hostname`: SNI is
+    the name, and the certificate is verified against the name, not the address. `ssl_context`: another one (a
+    test's CA).
+
+    httpx takes no network backend argument, so the pool HTTPTransport built (`_pool`, the one private name relied
+    on) is replaced by one around the guard's backend. Should a release of httpx keep its pool elsewhere, this
+    refuses to build rather than send past the guard (tests/integration/test_webhook_tls.py shows the guard in the
+    path, SNI and the certificate checked against the name)."""
+
+    def __init__(self, guard: AddressGuard, limits: httpx.Limits, ssl_context: ssl.SSLContext | None = None) -> None:
+        context = ssl_context or httpx.create_ssl_context(trust_env=False)
+        super().__init__(verify=context, limits=limits, trust_env=False)
+        if not isinstance(getattr(self, "_pool", None), httpcore.ConnectionPool):
+            raise RuntimeError("this httpx release does not keep its connection pool where the webhook SSRF guard "
+                               "installs its own (HTTPTransport._pool): refusing to send webhooks unguarded")
         self._pool = httpcore.ConnectionPool(
-            ssl_context=built._ssl_context,
+            ssl_context=context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
