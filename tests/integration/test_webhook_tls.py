@@ -1,11 +1,13 @@
 """The SSRF guard's transport over TLS (executors._guarded_transport): a real TLS server with a certificate for
 `localhost` from a CA made here. The guard connects to the address it checked, and the TLS handshake still carries
 the URL's hostname (SNI) and verifies the certificate against that name; the default context (certifi's CAs)
-verifies too; a destination the guard refuses is never connected to."""
+verifies too; a destination the guard refuses is never connected to. With OPSQ_WEBHOOK_PROXY, the same through a
+real CONNECT proxy (tests.support.connect_proxy)."""
 
 from __future__ import annotations
 
 import http.server
+import re
 import shutil
 import ssl
 import subprocess
@@ -18,7 +20,8 @@ import httpx
 import pytest
 
 from executors._guarded_transport import GuardedTransport
-from executors.urlguard import AddressGuard, DestinationRefused
+from executors.urlguard import AddressGuard, DestinationRefused, WebhookProxy
+from tests.support.connect_proxy import ConnectProxy, start_connect_proxy
 
 pytestmark = pytest.mark.integration
 
@@ -110,3 +113,63 @@ def test_a_refused_destination_is_never_connected_to(certs, tls_server):
     with pytest.raises(DestinationRefused, match=r"localhost .* is a loopback address"):
         _get(f"https://localhost:{tls_server.port}/hook", AddressGuard(), trusting)
     assert tls_server.sni == [] and tls_server.peers == []
+
+
+@pytest.fixture
+def connect_proxy() -> Iterator[ConnectProxy]:
+    proxy = start_connect_proxy()
+    yield proxy
+    proxy.close()
+
+
+def test_through_a_proxy_the_tunnel_goes_to_the_checked_address(certs, tls_server, connect_proxy, monkeypatch):
+    """OPSQ_WEBHOOK_PROXY: a CONNECT tunnel to the address the guard checked (the proxy is never given the name,
+    so it makes no lookup of its own), TLS inside it with the URL's name; the destination is checked here before
+    anything reaches the proxy; the proxy is a destination the guard checks too; HTTP(S)_PROXY are ignored."""
+    trusting = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    by_name = AddressGuard.parse("localhost")  # the destination and the proxy, allowed by name only
+    proxy = WebhookProxy.parse(f"http://ops%40corp:s3cret@localhost:{connect_proxy.port}")
+    assert proxy is not None
+
+    def get(url: str, guard: AddressGuard, via: WebhookProxy | None) -> httpx.Response:
+        transport = GuardedTransport(guard, LIMITS, trusting, proxy=via)
+        with httpx.Client(transport=transport, trust_env=False, timeout=10) as client:
+            return client.get(url)
+
+    ok = get(f"https://localhost:{tls_server.port}/hook", by_name, proxy)
+    assert ok.status_code == 200 and ok.text == "hello over tls"
+    assert tls_server.sni == ["localhost"] and tls_server.peers == ["127.0.0.1"]
+    # localhost may resolve to ::1 first (nothing listens there: the proxy answers 502 and the next is tried).
+    assert connect_proxy.targets[-1] == f"127.0.0.1:{tls_server.port}"
+    assert set(connect_proxy.targets) <= {f"127.0.0.1:{tls_server.port}", f"[::1]:{tls_server.port}"}
+    assert set(connect_proxy.authorizations) == {"Basic b3BzQGNvcnA6czNjcmV0"}  # ops@corp:s3cret
+    tried = len(connect_proxy.targets)
+
+    # Destinations the guard refuses are refused here: the proxy is not even asked.
+    for url in (f"https://127.0.0.1:{tls_server.port}/hook", "http://169.254.169.254/latest/meta-data/"):
+        with pytest.raises(DestinationRefused, match="webhook destination refused"):
+            get(url, by_name, proxy)
+    assert len(connect_proxy.targets) == tried
+    # The proxy itself must pass the guard: one on loopback not allow-listed is refused, and named.
+    with pytest.raises(DestinationRefused, match=r"^OPSQ_WEBHOOK_PROXY: webhook destination refused: 127\.0\.0\.1"):
+        get(f"https://localhost:{tls_server.port}/hook", by_name, WebhookProxy("127.0.0.1", connect_proxy.port))
+    assert len(connect_proxy.targets) == tried
+
+    # The environment's proxies are not used (so none carries webhooks by accident): straight to the server.
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{connect_proxy.port}")
+    assert get(f"https://localhost:{tls_server.port}/hook", LOOPBACK, None).status_code == 200
+    assert len(connect_proxy.targets) == tried
+
+
+@pytest.mark.parametrize(("url", "error"), [
+    ("https://proxy.corp:3128", "must be an http:// URL"),
+    ("socks5://proxy.corp:1080", "must be an http:// URL"),
+    ("http://proxy.corp:31x8", "the port is not a number"),
+    ("http://proxy.corp:3128/path", "must be http://[user:password@]host:port, nothing more"),
+])
+def test_a_proxy_setting_that_cannot_be_used_is_refused_by_name(url, error):
+    with pytest.raises(ValueError, match=re.escape(error)) as info:
+        WebhookProxy.parse(url)
+    assert str(info.value).startswith("OPSQ_WEBHOOK_PROXY")
+    assert WebhookProxy.parse("") is None and WebhookProxy.parse(None) is None

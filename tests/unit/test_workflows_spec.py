@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from executors.registry import EXECUTORS
 from workers.cli.main import cli, register
 from workers.settings import reload_settings
-from workflows.spec import WorkflowInvalid, WorkflowSpec, levels, load, upstream_of, validate
+from workflows.client import gate_policy
+from workflows.spec import ApprovalPolicy, WorkflowInvalid, WorkflowSpec, levels, load, upstream_of, validate
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 
@@ -284,9 +285,6 @@ def test_the_cli_says_it_in_one_line(spec_limit_4k, tmp_path):
 
 def test_every_gate_has_a_policy_and_by_default_its_submitter_may_not_approve_it():
     """Issue 15: `allow_self_approval: false` is the default for every gate, with or without an `approval:`."""
-    from workflows.client import gate_policy
-    from workflows.spec import ApprovalPolicy
-
     plain = spec(slack("a", requires_approval=True))
     assert gate_policy({"step_ids": ["a"]}, plain) == ApprovalPolicy(approvers=[], required=1,
                                                                      allow_self_approval=False)
