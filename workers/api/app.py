@@ -266,38 +266,34 @@ def _handlers(app: FastAPI) -> None:
                                      "max_attempts", "input", "comment", "name", "role")) or "params"
         return _error(422, str(exc), field)
 
-    @handle(NotFound)
-    def not_found(_r: Request, exc: NotFound) -> JSONResponse:
-        return _error(404, str(exc))
+    for kind, (status, message) in PLAIN_ERRORS.items():
+        app.add_exception_handler(kind, _plain(status, message))
 
-    @handle(NotAllowed)
-    def not_allowed(_r: Request, exc: NotAllowed) -> JSONResponse:
-        return _error(403, str(exc))
 
-    @handle(ConfigError)
-    def config_error(_r: Request, exc: ConfigError) -> JSONResponse:
-        return _error(503, str(exc))
+def _database_cause(exc: SQLAlchemyError) -> str:
+    return f"database error: {str(getattr(exc, 'orig', exc)).splitlines()[0]}"
 
-    @handle(EnqueueError)
-    def enqueue_error(_r: Request, exc: EnqueueError) -> JSONResponse:
-        return _error(503, str(exc))
 
-    @handle(OpsqError)
-    def refused(_r: Request, exc: OpsqError) -> JSONResponse:
-        # The library refuses a change the state does not allow (already approved, not running...).
-        return _error(409, str(exc))
+#: The errors answered with a status and a message alone. Starlette picks the handler of the nearest class in the
+#: exception's MRO, so a subclass listed here (NotFound) wins over its base (OpsqError).
+PLAIN_ERRORS: dict[type[Exception], tuple[int, Callable[[Any], str]]] = {
+    NotFound: (404, str),
+    NotAllowed: (403, str),
+    # The library refuses a change the state does not allow (already approved, not running...).
+    OpsqError: (409, str),
+    # What the API depends on is missing or down: the caller may try again later; nothing was half done.
+    ConfigError: (503, str),
+    EnqueueError: (503, str),
+    redis.RedisError: (503, redis_cause),
+    KombuOperationalError: (503, redis_cause),
+    SQLAlchemyError: (503, _database_cause),
+}
 
-    @handle(redis.RedisError)
-    def redis_error(_r: Request, exc: redis.RedisError) -> JSONResponse:
-        return _error(503, redis_cause(exc))
 
-    @handle(KombuOperationalError)
-    def broker_error(_r: Request, exc: KombuOperationalError) -> JSONResponse:
-        return _error(503, redis_cause(exc))
-
-    @handle(SQLAlchemyError)
-    def database_error(_r: Request, exc: SQLAlchemyError) -> JSONResponse:
-        return _error(503, f"database error: {str(getattr(exc, 'orig', exc)).splitlines()[0]}")
+def _plain(status: int, message: Callable[[Any], str]) -> Callable[[Request, Exception], JSONResponse]:
+    def handler(_r: Request, exc: Exception) -> JSONResponse:
+        return _error(status, message(exc))
+    return handler
 
 
 # ---- the app -------------------------------------------------------------------------------------------------
