@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 
 import redis
 
@@ -21,12 +22,18 @@ from workers.settings import get_settings
 log = logging.getLogger("opsq.api.auth")
 
 WINDOW_S = 60
+# After Redis failed to answer, it is not asked again for this long: a Redis that does not answer at all (not even
+# a refusal) costs its client's timeouts and retries, which every request would pay on top of its own work.
+QUIET_AFTER_FAILURE_S = 5.0
 
 _redis_was_down = False
+_quiet_until = 0.0
 
 
 def retry_after(address: str) -> int | None:
     """Seconds until `address` may try again, or None if it is under the limit."""
+    if time.monotonic() < _quiet_until:
+        return None
     try:
         pipe = guard_redis().pipeline(transaction=False)
         pipe.get(keys.api_auth_failures(address))
@@ -44,6 +51,8 @@ def retry_after(address: str) -> int | None:
 def failed(address: str) -> None:
     """Count one failed authentication from `address` in its current window."""
     key = keys.api_auth_failures(address)
+    if time.monotonic() < _quiet_until:
+        return
     try:
         pipe = guard_redis().pipeline(transaction=True)
         pipe.set(key, 0, ex=WINDOW_S, nx=True)  # the window starts at its first failure
@@ -61,7 +70,8 @@ def failed(address: str) -> None:
 # database. The requests that need Redis for their own work still get their 503 from it. Logged once per outage.
 
 def _down(exc: redis.RedisError) -> None:
-    global _redis_was_down
+    global _redis_was_down, _quiet_until
+    _quiet_until = time.monotonic() + QUIET_AFTER_FAILURE_S
     if not _redis_was_down:
         _redis_was_down = True
         log.warning("Redis unreachable: failed authentications are not counted until it is back (%s)",
