@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, exists, insert, select, update
 
 from beat import alerts, backup
 from beat.models import Alert, AlertState, MaintenanceRun
@@ -21,7 +21,7 @@ from workers.settings import get_settings
 from workers.store import actions as store
 from workers.store import audit
 from workers.store.db import get_engine
-from workers.store.models import ActionRun, DeadLetter, table_of, utcnow
+from workers.store.models import ActionRun, ApiAction, DeadLetter, table_of, utcnow
 from workflows.client import expire_due, expire_overdue, resume_stuck
 from workflows.models import WorkflowStep
 
@@ -70,8 +70,9 @@ def evaluate_alerts() -> dict[str, Any]:
 
 
 def cleanup() -> dict[str, Any]:
-    """Old finished action records (not referenced by a dead letter or a workflow), old maintenance runs and
-    cleared alerts. Idempotency records and Celery results expire in Redis by their own TTL."""
+    """Old finished action records (not referenced by a dead letter or a workflow) with the API's note of which
+    token submitted each (`api_actions`), old maintenance runs and cleared alerts. Idempotency records and Celery
+    results expire in Redis by their own TTL."""
     settings = get_settings()
     cutoff = utcnow() - timedelta(days=settings.retention_days)
     with get_engine().begin() as conn:
@@ -81,11 +82,18 @@ def cleanup() -> dict[str, Any]:
             ActionRun.id.not_in(keep))
         # Counted before they go, in the same transaction: the count of finished actions must not drop.
         store.tally_deleted(conn, old)
+        # In the same transaction: which API token submitted each record deleted (api_actions), then the records.
+        api_rows = conn.execute(delete(ApiAction).where(ApiAction.action_id.in_(old))).rowcount
         actions = conn.execute(delete(ActionRun).where(ActionRun.id.in_(old))).rowcount
+        # And the notes whose record is gone already (deleted before the clean-up knew of them). Only old ones: a
+        # recent note's record may be in the middle of being written.
+        api_rows += conn.execute(delete(ApiAction).where(
+            ApiAction.created_at < cutoff, ~exists().where(ActionRun.id == ApiAction.action_id))).rowcount
         runs = conn.execute(delete(MaintenanceRun).where(MaintenanceRun.started_at < cutoff)).rowcount
         cleared = conn.execute(delete(Alert).where(Alert.state == AlertState.CLEARED,
                                                    Alert.cleared_at < cutoff)).rowcount
-    return {"action_records_deleted": actions, "maintenance_runs_deleted": runs, "alerts_deleted": cleared,
+    return {"action_records_deleted": actions, "api_action_rows_deleted": api_rows,
+            "maintenance_runs_deleted": runs, "alerts_deleted": cleared,
             "older_than_days": settings.retention_days}
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from executors.errors import AuthError, PermanentError, RateLimitedError, RetryableError
-from executors.urlguard import AddressGuard
+from executors.urlguard import AddressGuard, WebhookProxy
 
 USER_AGENT = "opsqueue/0.1"
 
@@ -102,19 +102,22 @@ class HttpClient:
     maintenance or noop actions never sends a request (docs/PERFORMANCE.md, "Worker memory")."""
 
     def __init__(self, connect_timeout_s: float = 5.0, read_timeout_s: float = 30.0, *,
-                 guard: AddressGuard | None = None, max_redirects: int = 0) -> None:
+                 guard: AddressGuard | None = None, max_redirects: int = 0, proxy: WebhookProxy | None = None) -> None:
         self.timeout = httpx.Timeout(read_timeout_s, connect=connect_timeout_s)
         self.guard = guard
+        self.proxy = proxy
         self.max_redirects = max_redirects
         self._lock = threading.Lock()
         self._made: httpx.Client | None = None
 
-    def guarded(self, guard: AddressGuard, max_redirects: int = 0) -> HttpClient:
+    def guarded(self, guard: AddressGuard, max_redirects: int = 0, proxy: WebhookProxy | None = None) -> HttpClient:
         """A client of its own for URLs an action names (webhooks): every connection goes through the SSRF
-        guard (executors.urlguard), redirects only when asked for (each hop checked), and no proxy from the
-        environment (a proxy would resolve the name itself, past the guard)."""
+        guard (executors.urlguard), redirects only when asked for (each hop checked). No proxy from the
+        environment (HTTP(S)_PROXY: a proxy would resolve the name itself, past the guard, and one set for other
+        tools must not carry webhooks by accident); `proxy` (OPSQ_WEBHOOK_PROXY) is used through a CONNECT
+        tunnel to the address the guard checked."""
         return HttpClient(self.timeout.connect or 5.0, self.timeout.read or 30.0, guard=guard,
-                          max_redirects=max_redirects)
+                          max_redirects=max_redirects, proxy=proxy)
 
     @property
     def _client(self) -> httpx.Client:
@@ -127,7 +130,7 @@ class HttpClient:
                         from executors._guarded_transport import GuardedTransport  # noqa: PLC0415 (httpcore)
 
                         guarded = {
-                        "transport": GuardedTransport(self.guard, limits), "trust_env": False}
+                        "transport": GuardedTransport(self.guard, limits, proxy=self.proxy), "trust_env": False}
                     self._made = httpx.Client(
                         timeout=self.timeout,
                         headers={"User-Agent": USER_AGENT},

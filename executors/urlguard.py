@@ -114,3 +114,43 @@ class AddressGuard:
                 addresses.append(ip)
         self.check(host, addresses)
         return addresses
+
+
+PROXY_SETTING = "OPSQ_WEBHOOK_PROXY"
+
+
+@dataclass(frozen=True)
+class WebhookProxy:
+    """OPSQ_WEBHOOK_PROXY: an HTTP proxy every webhook call goes through, as a CONNECT tunnel to the destination's
+    checked address (executors._guarded_transport). `authorization`: the Proxy-Authorization value, from the URL's
+    user and password."""
+
+    host: str
+    port: int
+    authorization: str | None = None
+
+    @classmethod
+    def parse(cls, url: str | None) -> WebhookProxy | None:
+        """'http://[user:password@]host:port' -> the proxy; None when unset. ValueError names what is wrong
+        (never the password)."""
+        if not url or not url.strip():
+            return None
+        from urllib.parse import unquote, urlsplit  # noqa: PLC0415 (only with a proxy)
+
+        parts = urlsplit(url.strip())
+        if parts.scheme != "http":
+            raise ValueError(f"{PROXY_SETTING} must be an http:// URL (the proxy is spoken to in plain HTTP; the "
+                             f"webhook's own TLS runs inside the tunnel), not {parts.scheme or 'no scheme'}://")
+        try:
+            port = parts.port or 80
+        except ValueError:
+            raise ValueError(f"{PROXY_SETTING}: the port is not a number") from None
+        if not parts.hostname or parts.path not in ("", "/") or parts.query:
+            raise ValueError(f"{PROXY_SETTING} must be http://[user:password@]host:port, nothing more")
+        authorization = None
+        if parts.username is not None:
+            import base64  # noqa: PLC0415
+
+            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            authorization = "Basic " + base64.b64encode(pair.encode()).decode()
+        return cls(parts.hostname, port, authorization)

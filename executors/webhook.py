@@ -41,7 +41,7 @@ from executors.base import (
 )
 from executors.errors import ExecutorError, PermanentError
 from executors.http import HttpClient
-from executors.urlguard import AddressGuard
+from executors.urlguard import AddressGuard, WebhookProxy
 
 MAX_TEXT_BODY = 2000
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -157,6 +157,9 @@ class WebhookExecutor(Executor):
         "secrets": Setting(secret=True, description="a JSON object of origin -> signing key, per destination"),
         "allow_hosts": Setting(description="hostnames and CIDRs the SSRF guard lets through"),
         "max_redirects": Setting(default="0", description="redirects followed (0: none); each hop is checked"),
+        # A secret: its URL may carry the proxy's user and password.
+        "proxy": Setting(secret=True, description="an http:// proxy every webhook call goes through (a CONNECT "
+                                                  "tunnel to the checked address); HTTP(S)_PROXY are ignored"),
     }
 
     def __init__(self, config: ExecutorConfig, http: HttpClient) -> None:
@@ -166,7 +169,13 @@ class WebhookExecutor(Executor):
             redirects = int(extra.get("max_redirects") or 0)
         except ValueError:
             redirects = 0
-        self.http = http.guarded(AddressGuard.parse(extra.get("allow_hosts")), max(0, redirects))
+        # A bad OPSQ_WEBHOOK_PROXY fails each call (permanently, clearly), not the worker's start; never sent direct.
+        self._proxy_error: str | None = None
+        try:
+            proxy = WebhookProxy.parse(extra.get("proxy"))
+        except ValueError as exc:
+            proxy, self._proxy_error = None, str(exc)
+        self.http = http.guarded(AddressGuard.parse(extra.get("allow_hosts")), max(0, redirects), proxy)
         # A bad OPSQ_WEBHOOK_SECRETS fails each call (permanently, clearly), not the worker's start.
         self._secrets_error: str | None = None
         try:
@@ -205,6 +214,8 @@ class WebhookExecutor(Executor):
         content = encode_body(body)
         if body is not None and not any(k.lower() == "content-type" for k in sent):
             sent["Content-Type"] = "application/json"
+        if self._proxy_error:
+            raise PermanentError(self._proxy_error, platform=self.platform)
         secret = self._secret_for(url)
         if secret:
             # Ours alone: an action must not pass off its own value as opsqueue's signature.

@@ -259,12 +259,11 @@ def resume_stuck(older_than_s: float) -> list[str]:
     return out
 
 
-def gate_policy(approval: Mapping[str, Any], spec: WorkflowSpec) -> ApprovalPolicy | None:
-    """The policy of the gate this approval is for: its gated steps' (the strictest of them, if several have one:
-    every approver list must admit the actor, the largest `required`, self-approval only if all allow it)."""
-    policies = [p for p in (spec.step(sid).approval for sid in approval["step_ids"]) if p is not None]
-    if not policies:
-        return None
+def gate_policy(approval: Mapping[str, Any], spec: WorkflowSpec) -> ApprovalPolicy:
+    """The policy of the gate this approval is for. A gated step without `approval:` has the default policy
+    (anyone may decide, one approval, the submitter may not approve); with several gated steps, the strictest of
+    theirs (every approver list must admit the actor, the largest `required`, self-approval only if all allow it)."""
+    policies = [spec.step(sid).approval or ApprovalPolicy() for sid in approval["step_ids"]]
     if len(policies) == 1:
         return policies[0]
     named = [p.approvers for p in policies if p.approvers]
@@ -279,18 +278,19 @@ def _is_approver(actor: str, approvers: list[str]) -> bool:
                for a in approvers)
 
 
-def check_decider(approval: Mapping[str, Any], actor: str, *, approving: bool) -> ApprovalPolicy | None:
-    """Refuse (NotAllowed) an actor the gate's policy does not admit; returns the policy."""
+def check_decider(approval: Mapping[str, Any], actor: str, *, approving: bool) -> ApprovalPolicy:
+    """Refuse (NotAllowed) an actor the gate's policy does not admit; returns the policy. Every gate has one
+    (gate_policy): by default its submitter may deny it but not approve it, so a gate is a second person's
+    look, not a step one person clicks through."""
     run = state.get_run_row(approval["workflow_id"])
     policy = gate_policy(approval, WorkflowSpec.model_validate(run["spec"]))
-    if policy is None:
-        return None
     if policy.approvers and not _is_approver(actor, policy.approvers):
         raise NotAllowed(f"{actor} is not an approver of approval {approval['id']} (approvers: "
                          f"{', '.join(policy.approvers)})")
     if approving and not policy.allow_self_approval and actor == run["created_by"]:
         raise NotAllowed(f"{actor} submitted workflow {approval['workflow_id']} and may not approve it "
-                         "(allow_self_approval: false); another approver must")
+                         "(allow_self_approval: false); another person must approve it (a spec's gate may allow "
+                         "it: approval: {allow_self_approval: true})")
     return policy
 
 
@@ -306,7 +306,7 @@ def approve(approval_id: str, actor: str | None = None, comment: str | None = No
         raise OpsqError(f"workflow {wid} is {status}, not awaiting approval; the approval cannot be used")
     who = actor or default_actor()
     policy = check_decider(approval, who, approving=True)
-    if policy is not None and policy.required > 1:
+    if policy.required > 1:
         _check_open(approval)
         count = state.add_vote(approval_id, who, comment, audit_as=(
             "approve_vote", f"approval:{approval_id}", {"workflow_id": wid, "comment": comment,
@@ -350,7 +350,7 @@ def approval_progress(approval_id: str) -> tuple[str, int, int]:
     """(status, distinct approvals so far, approvals required) of one approval."""
     approval = state.get_approval(approval_id)
     policy = gate_policy(approval, WorkflowSpec.model_validate(state.run_spec(approval["workflow_id"])))
-    return approval["status"], len(state.votes(approval_id)), policy.required if policy else 1
+    return approval["status"], len(state.votes(approval_id)), policy.required
 
 
 def deny(approval_id: str, reason: str, actor: str | None = None) -> WorkflowHandle:

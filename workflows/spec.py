@@ -45,7 +45,7 @@ class CompensationSpec(BaseModel):
 
 class ApprovalPolicy(BaseModel):
     """Who may decide a gate, and how many must approve (workflows.client.approve). A gate without one keeps
-    the rule it always had: anyone may decide it, alone, the submitter included."""
+    the default: anyone may decide it, alone, except that its submitter may not approve it."""
 
     model_config = ConfigDict(extra="forbid")
     #: Actor names (`dana`, `api:release-bot`) or `group:NAME` (OPSQ_APPROVER_GROUPS); empty: anyone.

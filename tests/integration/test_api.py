@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -39,20 +38,6 @@ steps:
     depends_on: [first]
     requires_approval: true
 """
-
-
-@pytest.fixture
-def api_started(tmp_path: Path) -> Iterator[Callable[..., ApiServer]]:
-    started: list[ApiServer] = []
-
-    def start(env: dict[str, str], *args: str) -> ApiServer:
-        server = ApiServer(env, tmp_path, *args)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 def _tokens() -> dict[str, str]:
@@ -265,7 +250,8 @@ POLICY = {"name": "two-of-three", "steps": [
 
 def test_an_approval_policy_over_http(opsq_env_sqlite, workers_started, sandbox, api_started):
     """A 2-of-3 gate needs two distinct approvers; the submitter's own approval and an outsider's are refused
-    (403) and change nothing; the same approver twice counts once."""
+    (403) and change nothing; the same approver twice counts once. A gate without a policy refuses its
+    submitter's approval too, unless its spec says `allow_self_approval: true`."""
     env = opsq_env_sqlite(OPSQ_APPROVER_GROUPS='{"finance": ["api:lee"]}')
     tok = _tokens()
     lee = api_tokens.create("lee", "approve", actor="test")
@@ -300,6 +286,25 @@ def test_an_approval_policy_over_http(opsq_env_sqlite, workers_started, sandbox,
     actors = {e["actor"] for e in (audit.seal(), audit.entries(limit=1000))[1]
               if e["target"] == f"approval:{approval_id}"}
     assert actors == {"api:approve-bot", "api:lee"}
+
+    # A gate without a policy: its submitter (admin-bot, which may approve) is refused (403), another approves.
+    plain = api.call("POST", "/v1/workflows", tok["admin"], json={"spec": GATED}).json()["id"]
+    _until(api, f"/v1/workflows/{plain}", tok["admin"], lambda b: b["status"] == "awaiting_approval")
+    gate = state.approvals(workflow_id=plain)[0]["id"]
+    self_approved = api.call("POST", f"/v1/approvals/{gate}/approve", tok["admin"])
+    assert self_approved.status_code == 403, self_approved.text
+    assert self_approved.json()["error"].startswith(f"api:admin-bot submitted workflow {plain} and may not approve")
+    assert state.run_status(plain) == "awaiting_approval" and state.approvals(workflow_id=plain)[0]["status"] == \
+        "pending"
+    assert api.call("POST", f"/v1/approvals/{gate}/approve", tok["approve"]).status_code == 200
+    _until(api, f"/v1/workflows/{plain}", tok["admin"], lambda b: b["status"] == "succeeded")
+    # ... unless the spec allows it.
+    allowing = GATED + "    approval: {allow_self_approval: true}\n"
+    mine = api.call("POST", "/v1/workflows", tok["admin"], json={"spec": allowing}).json()["id"]
+    _until(api, f"/v1/workflows/{mine}", tok["admin"], lambda b: b["status"] == "awaiting_approval")
+    ok = api.call("POST", f"/v1/approvals/{state.approvals(workflow_id=mine)[0]['id']}/approve", tok["admin"])
+    assert ok.status_code == 200, ok.text
+    _until(api, f"/v1/workflows/{mine}", tok["admin"], lambda b: b["status"] == "succeeded")
 
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"

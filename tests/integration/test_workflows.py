@@ -231,7 +231,7 @@ def test_approval_after_restarting_every_worker_resumes(opsq_env, workers_starte
     assert handle.wait(60) == "succeeded"
     assert platforms_in_order(sandbox_client.requests()) == ["gdrive", "slack"]
     assert state.approvals(status=None, workflow_id=handle.id)[0]["decided_by"] == "dana"
-    again = opsq(env, "approvals", "approve", pending["id"])
+    again = opsq(env, "approvals", "approve", pending["id"], "--actor", "lee")
     assert again.returncode != 0 and "already approved" in again.stderr
 
 
@@ -261,7 +261,7 @@ def test_expired_approval_rolls_back(opsq_env_sqlite, workers_started, sandbox_c
     assert sandbox_client.state(platform="gdrive")["files"] == []
     (approval,) = state.approvals(status=None, workflow_id=handle.id)
     assert approval["status"] == "expired"
-    late = opsq(env, "approvals", "approve", approval["id"])
+    late = opsq(env, "approvals", "approve", approval["id"], "--actor", "dana")
     assert late.returncode != 0 and "already expired" in late.stderr
 
 
@@ -334,6 +334,42 @@ def test_cli_workflow_run_wait_and_state(opsq_env_sqlite, workers_started, sandb
     assert wid in listed.stdout
     bad = opsq(env, "workflow", "validate", "/nonexistent.yaml")
     assert bad.returncode != 0 and "no such workflow file" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_submitter_may_deny_but_not_approve_unless_the_gate_allows_it(opsq_env_sqlite, workers_started,
+                                                                        sandbox_client):
+    """Issue 15: every gate, with or without an `approval:` policy, refuses its submitter's approval (one line,
+    nothing changes); the submitter may deny; another person approves; `allow_self_approval: true` allows it."""
+    env = opsq_env_sqlite()
+    workers_started(env)
+    handle = submit_workflow(GATED, created_by="dana")
+    assert handle.wait(60) == "awaiting_approval"
+    (pending,) = state.approvals(workflow_id=handle.id)
+    own = opsq(env, "approvals", "approve", pending["id"], "--actor", "dana")
+    assert own.returncode == 1 and "Traceback" not in own.stderr
+    assert own.stderr.strip() == (f"error: dana submitted workflow {handle.id} and may not approve it "
+                                  "(allow_self_approval: false); another person must approve it (a spec's gate may "
+                                  "allow it: approval: {allow_self_approval: true})")
+    assert state.approvals(workflow_id=handle.id)[0]["status"] == "pending" and handle.status() == "awaiting_approval"
+    other = opsq(env, "approvals", "approve", pending["id"], "--actor", "reviewer")
+    assert other.returncode == 0, other.stderr
+    assert handle.wait(60) == "succeeded"
+    assert state.approvals(status=None, workflow_id=handle.id)[0]["decided_by"] == "reviewer"
+
+    denied = submit_workflow(GATED, created_by="dana")
+    assert denied.wait(60) == "awaiting_approval"
+    no = opsq(env, "approvals", "deny", state.approvals(workflow_id=denied.id)[0]["id"], "--reason", "not now",
+              "--actor", "dana")
+    assert no.returncode == 0, no.stderr
+    assert denied.wait(60, until=("rolled_back", "rollback_failed")) == "rolled_back"
+
+    steps = [dict(s) for s in GATED["steps"]]
+    steps[-1]["approval"] = {"allow_self_approval": True}
+    mine = submit_workflow({**GATED, "steps": steps}, created_by="dana")
+    assert mine.wait(60) == "awaiting_approval"
+    yes = opsq(env, "approvals", "approve", state.approvals(workflow_id=mine.id)[0]["id"], "--actor", "dana")
+    assert yes.returncode == 0, yes.stderr
+    assert mine.wait(60) == "succeeded"
 
 
 def test_approve_resumes_in_process(opsq_env_sqlite, workers_started, sandbox_client):

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from executors.registry import EXECUTORS
 from workers.cli.main import cli, register
 from workers.settings import reload_settings
-from workflows.spec import WorkflowInvalid, WorkflowSpec, levels, load, upstream_of, validate
+from workflows.client import gate_policy
+from workflows.spec import ApprovalPolicy, WorkflowInvalid, WorkflowSpec, levels, load, upstream_of, validate
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 
@@ -280,3 +281,22 @@ def test_the_cli_says_it_in_one_line(spec_limit_4k, tmp_path):
     path.write_text(_big_spec(5000))
     out = CliRunner().invoke(cli, ["workflow", "validate", str(path)])
     assert out.exit_code == 1 and "OPSQ_MAX_SPEC_BYTES" in out.output and "Traceback" not in out.output
+
+
+def test_every_gate_has_a_policy_and_by_default_its_submitter_may_not_approve_it():
+    """Issue 15: `allow_self_approval: false` is the default for every gate, with or without an `approval:`."""
+    plain = spec(slack("a", requires_approval=True))
+    assert gate_policy({"step_ids": ["a"]}, plain) == ApprovalPolicy(approvers=[], required=1,
+                                                                     allow_self_approval=False)
+    allowed = spec(slack("a", requires_approval=True, approval={"allow_self_approval": True}))
+    assert gate_policy({"step_ids": ["a"]}, allowed).allow_self_approval is True
+    # Two gated steps in one level: the strictest; a step without a policy has the default one.
+    both = spec(slack("a", requires_approval=True, approval={"allow_self_approval": True}),
+                slack("b", requires_approval=True))
+    assert gate_policy({"step_ids": ["a", "b"]}, both).allow_self_approval is False
+    named = spec(slack("a", requires_approval=True, approval={"approvers": ["dana", "lee"], "required": 2,
+                                                              "allow_self_approval": True}),
+                 slack("b", requires_approval=True, approval={"approvers": ["lee", "sam"],
+                                                              "allow_self_approval": True}))
+    assert gate_policy({"step_ids": ["a", "b"]}, named) == ApprovalPolicy(approvers=["lee"], required=2,
+                                                                         allow_self_approval=True)

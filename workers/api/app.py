@@ -7,9 +7,6 @@ pool."""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import defaultdict, deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -25,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from workers.api import slack
+from workers.api import failed_auths, slack
 from workers.client import cancel_action, current_status, redis_cause, submit_action
 from workers.errors import ConfigError, EnqueueError, NotAllowed, NotFound, OpsqError, SubmitError
 from workers.ops import dlq
@@ -49,9 +46,10 @@ class ErrorBody(BaseModel):
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, error: str, field: str | None = None) -> None:
+    def __init__(self, status: int, error: str, field: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(error)
-        self.status, self.error, self.field = status, error, field
+        self.status, self.error, self.field, self.headers = status, error, field, headers
 
 
 _ERR = {"model": ErrorBody}
@@ -171,48 +169,16 @@ def _version() -> str:
 _bearer = HTTPBearer(auto_error=False, description="An API token: `opsq api token create NAME --role ROLE`.")
 
 
-class FailedAuths:
-    """Failed authentications per client address in the last minute; past the limit, that address is refused
-    (429) until the minute is over, so a token cannot be guessed at the speed of the server. In this process's
-    memory: `opsq api` is one process, and a restart forgets at most a minute of failures."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._seen: dict[str, deque[float]] = defaultdict(deque)
-
-    def _recent(self, who: str, now: float) -> deque[float]:
-        seen = self._seen[who]
-        while seen and seen[0] <= now - 60:
-            seen.popleft()
-        return seen
-
-    def retry_after(self, who: str) -> int | None:
-        now = time.monotonic()
-        with self._lock:
-            seen = self._recent(who, now)
-            if len(seen) >= get_settings().api_auth_failures_per_min:
-                return max(1, int(seen[0] + 60 - now) + 1)
-            if not seen:
-                self._seen.pop(who, None)
-        return None
-
-    def failed(self, who: str) -> None:
-        with self._lock:
-            self._recent(who, time.monotonic()).append(time.monotonic())
-
-
-_failures = FailedAuths()
-
-
 def caller(request: Request,
            credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> Token:
     who = request.client.host if request.client else "?"
-    wait = _failures.retry_after(who)
+    wait = failed_auths.retry_after(who)
     if wait is not None:
-        raise ApiError(429, f"too many failed authentications from {who}: try again in {wait}s")
+        raise ApiError(429, f"too many failed authentications from {who}: try again in {wait}s",
+                       headers={"Retry-After": str(wait)})
     token = api_tokens.authenticate(credentials.credentials) if credentials is not None else None
     if token is None:
-        _failures.failed(who)
+        failed_auths.failed(who)
         raise ApiError(401, "a valid API token is required (Authorization: Bearer <token>); it is missing, "
                             "unknown or revoked")
     return token
@@ -271,7 +237,7 @@ def _handlers(app: FastAPI) -> None:
 
     @handle(ApiError)
     def api_error(_r: Request, exc: ApiError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else exc.headers
         return _error(exc.status, exc.error, exc.field, headers=headers)
 
     @handle(RequestValidationError)
@@ -300,38 +266,34 @@ def _handlers(app: FastAPI) -> None:
                                      "max_attempts", "input", "comment", "name", "role")) or "params"
         return _error(422, str(exc), field)
 
-    @handle(NotFound)
-    def not_found(_r: Request, exc: NotFound) -> JSONResponse:
-        return _error(404, str(exc))
+    for kind, (status, message) in PLAIN_ERRORS.items():
+        app.add_exception_handler(kind, _plain(status, message))
 
-    @handle(NotAllowed)
-    def not_allowed(_r: Request, exc: NotAllowed) -> JSONResponse:
-        return _error(403, str(exc))
 
-    @handle(ConfigError)
-    def config_error(_r: Request, exc: ConfigError) -> JSONResponse:
-        return _error(503, str(exc))
+def _database_cause(exc: SQLAlchemyError) -> str:
+    return f"database error: {str(getattr(exc, 'orig', exc)).splitlines()[0]}"
 
-    @handle(EnqueueError)
-    def enqueue_error(_r: Request, exc: EnqueueError) -> JSONResponse:
-        return _error(503, str(exc))
 
-    @handle(OpsqError)
-    def refused(_r: Request, exc: OpsqError) -> JSONResponse:
-        # The library refuses a change the state does not allow (already approved, not running...).
-        return _error(409, str(exc))
+#: The errors answered with a status and a message alone. Starlette picks the handler of the nearest class in the
+#: exception's MRO, so a subclass listed here (NotFound) wins over its base (OpsqError).
+PLAIN_ERRORS: dict[type[Exception], tuple[int, Callable[[Any], str]]] = {
+    NotFound: (404, str),
+    NotAllowed: (403, str),
+    # The library refuses a change the state does not allow (already approved, not running...).
+    OpsqError: (409, str),
+    # What the API depends on is missing or down: the caller may try again later; nothing was half done.
+    ConfigError: (503, str),
+    EnqueueError: (503, str),
+    redis.RedisError: (503, redis_cause),
+    KombuOperationalError: (503, redis_cause),
+    SQLAlchemyError: (503, _database_cause),
+}
 
-    @handle(redis.RedisError)
-    def redis_error(_r: Request, exc: redis.RedisError) -> JSONResponse:
-        return _error(503, redis_cause(exc))
 
-    @handle(KombuOperationalError)
-    def broker_error(_r: Request, exc: KombuOperationalError) -> JSONResponse:
-        return _error(503, redis_cause(exc))
-
-    @handle(SQLAlchemyError)
-    def database_error(_r: Request, exc: SQLAlchemyError) -> JSONResponse:
-        return _error(503, f"database error: {str(getattr(exc, 'orig', exc)).splitlines()[0]}")
+def _plain(status: int, message: Callable[[Any], str]) -> Callable[[Request, Exception], JSONResponse]:
+    def handler(_r: Request, exc: Exception) -> JSONResponse:
+        return _error(status, message(exc))
+    return handler
 
 
 # ---- the app -------------------------------------------------------------------------------------------------

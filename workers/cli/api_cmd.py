@@ -34,7 +34,8 @@ def api(ctx: click.Context, host: str | None, port: int | None) -> None:
         raise ConfigError(f"the API serves {host} only once a token exists: create one with `opsq api token create "
                           "NAME --role ROLE`, or bind 127.0.0.1")
     click.echo(f"serving the opsqueue API at {_url(host, port)}v1/ (docs: {_url(host, port)}docs)", err=True)
-    # One process: the failed-authentication limit lives in its memory (workers.api.app.FailedAuths).
+    # Several processes may serve one installation: what they share (the failed-authentication limit, Slack's
+    # replay memory) is in Redis.
     uvicorn.run(create_app(), host=host, port=port, log_level="warning", access_log=False)
 
 

@@ -97,3 +97,9 @@ def action_keys(platform: str, action_id: str) -> list[str]:
     """KEYS of the ADMIT and SETTLE scripts, in their order (workers.guards.scripts)."""
     return [run(action_id), breaker(platform), breaker_failures(platform), breaker_history(platform),
             rate_bucket(platform), stats(platform), breaker_probes(platform), metrics(), cancel(action_id)]
+
+
+def api_auth_failures(address: str) -> str:
+    """String: failed authentications from one client address in the current window (workers.api.failed_auths),
+    shared by every `opsq api` process on this Redis."""
+    return f"{PREFIX}:api:authfail:{address}"
