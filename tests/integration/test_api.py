@@ -71,7 +71,8 @@ def test_actions_workflows_and_approvals_over_http(opsq_env, workers_started, sa
     api = api_started(env)
 
     health = api.call("GET", "/v1/health")
-    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert health.status_code == 200 and health.json()["status"] == "ok", health.text
+    assert health.json()["redis"] == health.json()["database"] == "ok"
     assert "opsq_" not in health.text  # says nothing secret
     assert api.call("GET", "/openapi.json").status_code == 200
 

@@ -98,7 +98,9 @@ def test_the_api_with_its_redis_or_its_database_stopped(owned_pg, owned_redis, o
     assert listed.status_code == 200 and action_id in [a["id"] for a in listed.json()["items"]]
     one = api.call("GET", f"/v1/actions/{action_id}", admin)
     assert one.status_code == 200 and one.json()["status"] == "succeeded", one.text  # the record in the database
-    assert api.call("GET", "/v1/health").status_code == 200
+    health = api.call("GET", "/v1/health")  # degraded, not down: the reads above answer
+    assert health.status_code == 200 and health.json() | {"version": ""} == {
+        "status": "degraded", "redis": "down", "database": "ok", "version": ""}, health.text
 
     # Back: the same API process submits and approves again.
     owned_redis.start()
@@ -118,10 +120,13 @@ def test_the_api_with_its_redis_or_its_database_stopped(owned_pg, owned_redis, o
     _outage_answer(httpx.post(f"{api.url}/slack/interactions", content=click, headers=headers, timeout=30),
                    "database error")
     assert api.call("GET", "/v1/approvals", "opsq_not-a-token").status_code == 503  # not counted as a failed login
-    assert api.call("GET", "/v1/health").status_code == 200
+    health = api.call("GET", "/v1/health")  # a readiness probe takes this process out while the database is down
+    assert health.status_code == 503 and health.json()["status"] == "down" and health.json()["database"] == "down"
+    assert owned_pg.url.split("@")[-1] not in health.text  # no address to an anonymous caller
 
     owned_pg.start()
     approved = api.call("POST", f"/v1/approvals/{approval_id}/approve", approver)
     assert approved.status_code == 200, approved.text
     wait_for(lambda: api.call("GET", f"/v1/workflows/{wid}", admin).json()["status"] == "succeeded", 60,
              "the approved workflow done")
+    assert api.call("GET", "/v1/health").json()["status"] == "ok"

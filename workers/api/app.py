@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import redis
 from fastapi import Depends, FastAPI, Header, Query, Request, Security
@@ -26,6 +26,7 @@ from workers.api import failed_auths, slack
 from workers.client import cancel_action, current_status, redis_cause, submit_action
 from workers.errors import ConfigError, EnqueueError, NotAllowed, NotFound, OpsqError, SubmitError
 from workers.ops import dlq
+from workers.outages import DATABASE, PROBES, REDIS
 from workers.settings import get_settings
 from workers.status import ActionStatus
 from workers.store import actions as store
@@ -153,8 +154,19 @@ class Done(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
+    #: ok: both answer; degraded: Redis does not (reads answer from the database, submits and decisions are 503);
+    #: down: the database does not (every authenticated request is a 503).
+    status: Literal["ok", "degraded", "down"]
     version: str
+    redis: Literal["ok", "down"]
+    database: Literal["ok", "down"]
+
+
+def _answers(which: str) -> bool:
+    try:
+        return PROBES[which]()
+    except Exception:  # any failure to answer is "down"; its text is not for an anonymous caller
+        return False
 
 
 def _version() -> str:
@@ -340,10 +352,17 @@ def create_app() -> FastAPI:
                   description="Actions, workflows and approvals over HTTP (docs/API.md).")
     _handlers(app)
 
-    @app.get("/v1/health", response_model=Health, responses={}, tags=["health"])
-    def health() -> Health:
-        """Unauthenticated: says the API answers, and nothing else."""
-        return Health(status="ok", version=_version())
+    @app.get("/v1/health", response_model=Health, responses={503: {"model": Health}}, tags=["health"])
+    def health() -> JSONResponse:
+        """Unauthenticated: whether the API and what it depends on answer (no address, no error text: nothing an
+        anonymous caller should learn). 503 when the database is down, so a readiness probe takes the process out
+        of a load balancer while it can answer nothing but this; Redis down is `degraded`, still 200: reads
+        answer from the database."""
+        up = {which: _answers(which) for which in (REDIS, DATABASE)}
+        status = "down" if not up[DATABASE] else "ok" if up[REDIS] else "degraded"
+        body = Health(status=status, version=_version(), redis="ok" if up[REDIS] else "down",
+                      database="ok" if up[DATABASE] else "down")
+        return JSONResponse(body.model_dump(), status_code=503 if status == "down" else 200)
 
     # -- actions
 
