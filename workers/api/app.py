@@ -359,7 +359,7 @@ def create_app() -> FastAPI:
         of a load balancer while it can answer nothing but this; Redis down is `degraded`, still 200: reads
         answer from the database."""
         up = {which: _answers(which) for which in (REDIS, DATABASE)}
-        status = "down" if not up[DATABASE] else "ok" if up[REDIS] else "degraded"
+        status: Literal["ok", "degraded", "down"] = "down" if not up[DATABASE] else "ok" if up[REDIS] else "degraded"
         body = Health(status=status, version=_version(), redis="ok" if up[REDIS] else "down",
                       database="ok" if up[DATABASE] else "down")
         return JSONResponse(body.model_dump(), status_code=503 if status == "down" else 200)
