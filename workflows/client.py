@@ -31,7 +31,7 @@ from workers.store.models import utcnow
 from workflows import state
 from workflows.compiler import compile_segment, plan_segment, send_segment
 from workflows.models import WorkflowRun
-from workflows.spec import ApprovalPolicy, WorkflowSpec, levels, load, validate
+from workflows.spec import ApprovalPolicy, WorkflowSpec, check, levels
 from workflows.status import ApprovalStatus, StepStatus, WorkflowStatus
 from workflows.tasks import ROLLBACK_FROM, forget_failed_undos, start_rollback, workflow_rollback
 
@@ -66,7 +66,7 @@ def submit_workflow(spec_or_path: str | Path | Mapping[str, Any] | WorkflowSpec,
     `countdown` (seconds) or `eta` (an aware datetime): start it then; it is `pending` until the beat leader
     starts it (release_due). `expires_in` (seconds from its start): its deadline; still unfinished then, it is
     cancelled with rollback (beat)."""
-    spec = validate(load(spec_or_path), input)
+    spec = check(spec_or_path, input)
     due, deadline = scheduling.when(countdown=countdown, eta=eta, expires_in=expires_in)
     prio = priority or spec.priority
     if prio not in PRIORITY_NAMES:

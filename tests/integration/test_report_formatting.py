@@ -8,10 +8,10 @@ import re
 from datetime import timedelta
 
 import pytest
+from celery.schedules import crontab
 from sqlalchemy import insert
 
 from beat.schedule import describe, interval_text
-from celery.schedules import crontab
 from tests.integration.opsq_cli import opsq
 from workers.cli.reports_cmd import per_minute
 from workers.ops.reports import _normalise
