@@ -106,7 +106,7 @@ def workflow_run(file: str, inputs: tuple[str, ...], priority: str | None, idemp
                                  expires_in=None if expires_in is None else parse_duration(expires_in, "--expires-in"),
                                  countdown=None if in_ is None else parse_duration(in_, "--in"),
                                  eta=None if at is None else parse_time(at, "--at"))
-    status = handle.wait(timeout) if wait else handle.status()
+    status = handle.wait(timeout).status if wait else handle.status()
     if as_json:
         emit_json({"id": handle.id, "status": status, "deduplicated": handle.deduplicated})
     elif wait:
