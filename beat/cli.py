@@ -40,7 +40,7 @@ def maintenance_run(name: str, enqueue: bool) -> None:
 def maintenance_list(as_json: bool) -> None:
     """Each job's schedule and last run."""
     from beat import maintenance as jobs
-    from beat.schedule import build
+    from beat.schedule import build, describe
     from workers.settings import get_settings
 
     schedule = build(get_settings())
@@ -48,7 +48,9 @@ def maintenance_list(as_json: bool) -> None:
     rows = []
     for name in jobs.JOBS:
         run = last.get(name, {})
-        rows.append({"job": name, "every": str(schedule[name]["schedule"]), "last_started": run.get("started_at"),
+        # recover_lost has no schedule: it is started when a loss is reported (beat.scheduler).
+        every = describe(schedule[name]["schedule"]) if name in schedule else "on a reported loss"
+        rows.append({"job": name, "every": every, "last_started": run.get("started_at"),
                      "ok": run.get("ok"), "origin": run.get("origin"), "summary": run.get("summary")})
     if as_json:
         emit_json(rows)

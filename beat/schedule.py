@@ -39,3 +39,27 @@ def build(settings: Settings) -> dict[str, dict[str, Any]]:
                           "options": {"queue": MAINTENANCE_QUEUE, "routing_key": MAINTENANCE_QUEUE,
                                       "expires": expires}}
     return schedule
+
+
+def describe(when: Any) -> str:
+    """A schedule as people write it: `cron 0 2 * * *` for a crontab, `every 30s` / `every 1d` / `every 1h30m`
+    for an interval (what `opsq maintenance list` shows, not Celery's reprs)."""
+    if isinstance(when, crontab):
+        fields = (when._orig_minute, when._orig_hour, when._orig_day_of_month, when._orig_month_of_year,
+                  when._orig_day_of_week)
+        return "cron " + " ".join(str(f) for f in fields)
+    seconds = when.total_seconds() if isinstance(when, timedelta) else float(when)
+    return "every " + interval_text(seconds)
+
+
+def interval_text(seconds: float) -> str:
+    """90 -> `1m30s`, 86400 -> `1d`, 0.5 -> `0.5s`: the largest units first, zero parts left out."""
+    if seconds < 1 or seconds != int(seconds):
+        return f"{seconds:g}s"
+    left = int(seconds)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size:
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return "".join(parts) or "0s"

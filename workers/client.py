@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar, overload
 
 import redis
 
@@ -28,6 +29,9 @@ from workers.settings import get_settings
 from workers.store import actions as store
 from workers.store.actions import ActionView
 
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
 
 @dataclass(frozen=True)
 class ActionHandle:
@@ -45,11 +49,38 @@ class ActionHandle:
         return waiting.wait_one(self.id, timeout)
 
 
-def wait_all(handles: Iterable[ActionHandle | str], timeout: float = 300.0) -> None:
-    """Block until every action (handles or ids) succeeded or failed for good; TimeoutError naming how
-    many are still open if that takes longer. Outcomes are pushed (workers.waiting); the store is read once
-    at the start and then only as a fallback for a notification that did not arrive."""
-    waiting.wait_many([h.id if isinstance(h, ActionHandle) else h for h in handles], timeout)
+class Waitable(Protocol[T_co]):
+    """A handle wait_all can wait for: an ActionHandle, or any handle with an id and a wait(timeout) that
+    returns its final result (workflows.client.WorkflowHandle: a WorkflowView)."""
+
+    @property
+    def id(self) -> str: ...
+
+    def wait(self, timeout: float) -> T_co: ...
+
+
+@overload
+def wait_all(handles: Iterable[ActionHandle | str], timeout: float = 300.0) -> list[ActionView]: ...
+@overload
+def wait_all(handles: Iterable[Waitable[T]], timeout: float = 300.0) -> list[T]: ...
+@overload
+def wait_all(handles: Iterable[Waitable[Any] | str], timeout: float = 300.0) -> list[Any]: ...
+
+
+def wait_all(handles: Iterable[Waitable[Any] | str], timeout: float = 300.0) -> list[Any]:
+    """Block until every action (handles or ids) succeeded or failed for good, and every other handle's wait()
+    returned (a workflow: finished, or waiting for an approval); return their results in the handles' order
+    (an ActionView for an action, a WorkflowView for a workflow). TimeoutError naming how many are still open
+    if that takes longer than `timeout` in all. Actions are waited for together: outcomes are pushed
+    (workers.waiting); the store is read once at the start, then only as a fallback for a notification that
+    did not arrive, and once at the end for the results (with Redis' execution records, in one round trip)."""
+    items = list(handles)
+    deadline = time.monotonic() + timeout
+    action_ids = [h if isinstance(h, str) else h.id for h in items if isinstance(h, (str, ActionHandle))]
+    waiting.wait_many(action_ids, timeout)
+    actions = iter(waiting.current_statuses(action_ids)) if action_ids else iter(())
+    return [next(actions) if isinstance(h, (str, ActionHandle)) else h.wait(max(deadline - time.monotonic(), 0.0))
+            for h in items]
 
 
 def cancel_action(action_id: str, *, actor: str | None = None, why: str | None = None) -> Cancelled:

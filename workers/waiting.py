@@ -29,17 +29,18 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 from redis.client import PubSub
 from sqlalchemy import Connection
 
 from workers.dev.broker_url import redis_target
+from workers.errors import NotFound
 from workers.guards import keys
 from workers.guards.base import RunState
 from workers.guards.connection import as_text, guard_redis, make_client
-from workers.guards.execution import live_state
+from workers.guards.execution import live_state, live_states
 from workers.settings import get_settings
 from workers.status import OPEN_ACTION_STATUSES, ActionStatus
 from workers.store import actions as store
@@ -81,11 +82,32 @@ def current_status(action_id: str) -> ActionView:
     return overlay(store.get(action_id))
 
 
+def current_statuses(action_ids: list[str]) -> list[ActionView]:
+    """current_status() of each, in order, in one store read per 500 and one Redis round trip (what wait_all
+    returns); NotFound for an unknown id."""
+    with store.polling_connection() as conn:
+        stored = store.read_many(list(dict.fromkeys(action_ids)), conn)
+    for action_id in action_ids:
+        if action_id not in stored:
+            raise NotFound(f"no action with id {action_id}")
+    open_ = [v for v in stored.values() if v.status in OPEN_ACTION_STATUSES]
+    if open_ and get_settings().guards_enabled:
+        try:
+            for view, live in zip(open_, live_states([v.id for v in open_]), strict=True):
+                stored[view.id] = _overlaid(view, live)
+        except redis.RedisError:
+            pass  # Redis away: the store still says what it knows
+    return [stored[a] for a in action_ids]
+
+
 def overlay(view: ActionView) -> ActionView:
     """`view` (from the store) with what the execution record says that the store does not say yet."""
     if view.status not in OPEN_ACTION_STATUSES or not get_settings().guards_enabled:
         return view
-    live = live_state(view.id)
+    return _overlaid(view, live_state(view.id))
+
+
+def _overlaid(view: ActionView, live: dict[str, Any] | None) -> ActionView:
     if not live:
         return view
     state = live.get("state")

@@ -31,9 +31,10 @@ from workers.store.models import utcnow
 from workflows import state
 from workflows.compiler import compile_segment, plan_segment, send_segment
 from workflows.models import WorkflowRun
-from workflows.spec import ApprovalPolicy, WorkflowSpec, levels, load, validate
+from workflows.spec import ApprovalPolicy, WorkflowSpec, check, levels
 from workflows.status import ApprovalStatus, StepStatus, WorkflowStatus
 from workflows.tasks import ROLLBACK_FROM, forget_failed_undos, start_rollback, workflow_rollback
+from workflows.view import WorkflowView, workflow_view
 
 SETTLED = (*state.FINAL, WorkflowStatus.AWAITING_APPROVAL)
 
@@ -49,12 +50,15 @@ class WorkflowHandle:
     def state(self) -> dict[str, Any]:
         return state.whole(self.id)
 
-    def wait(self, timeout: float = 120.0, until: tuple[str, ...] = SETTLED) -> str:
+    def wait(self, timeout: float = 120.0, until: tuple[str, ...] = SETTLED) -> WorkflowView:
         """Block until the workflow reaches one of `until` (by default: finished, or waiting for an
-        approval); TimeoutError if it takes longer. Each status change is published (workflows.state.transition)
-        and wakes this at once (workers.waiting), with a bounded fallback poll."""
-        return waiting.wait_until(keys.workflow_channel(self.id), lambda _note: self.status(), lambda s: s in until,
-                                  timeout, lambda s: f"workflow {self.id} still {s} after {timeout:g}s")
+        approval) and return it as a WorkflowView (status, error, steps, outputs, pending approvals), as
+        ActionHandle.wait() returns an ActionView; TimeoutError if it takes longer. Each status change is
+        published (workflows.state.transition) and wakes this at once (workers.waiting), with a bounded fallback
+        poll; only the status is read until then, the whole view once at the end."""
+        waiting.wait_until(keys.workflow_channel(self.id), lambda _note: self.status(), lambda s: s in until,
+                           timeout, lambda s: f"workflow {self.id} still {s} after {timeout:g}s")
+        return workflow_view(self.id)
 
 
 def submit_workflow(spec_or_path: str | Path | Mapping[str, Any] | WorkflowSpec, input: Mapping[str, Any] | None = None,
@@ -66,7 +70,7 @@ def submit_workflow(spec_or_path: str | Path | Mapping[str, Any] | WorkflowSpec,
     `countdown` (seconds) or `eta` (an aware datetime): start it then; it is `pending` until the beat leader
     starts it (release_due). `expires_in` (seconds from its start): its deadline; still unfinished then, it is
     cancelled with rollback (beat)."""
-    spec = validate(load(spec_or_path), input)
+    spec = check(spec_or_path, input)
     due, deadline = scheduling.when(countdown=countdown, eta=eta, expires_in=expires_in)
     prio = priority or spec.priority
     if prio not in PRIORITY_NAMES:

@@ -1,14 +1,20 @@
 """The workflow spec (YAML or a dict), validated whole before anything runs.
 
-Every problem is reported at once, each with its step id: a cycle, an unknown `depends_on`, an unknown
-platform or action, params that fail the executor's schema, a template naming a step that is not
-upstream.
+Every problem is reported at once, each once, with its step id and (from YAML) its line: an unknown or
+misspelt key, a missing field, a cycle, an unknown `depends_on`, an unknown platform or action, params that fail
+the executor's schema, a template naming a step that is not upstream, an approval policy that cannot be met.
+`check()` is the one way in for what people submit (the CLI's `workflow validate` and `workflow run`, the HTTP
+API, workflows.client.submit_workflow): the structure and the meaning are checked in one pass, so a misspelt
+key does not hide the rest.
 """
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,14 +29,29 @@ from workers.priorities import PRIORITY_NAMES
 from workers.redaction import is_secret_key
 from workers.settings import get_settings
 from workflows import templates
+from workflows.yaml_lines import Loc, line_map, line_of
 
 STEP_ID = r"^[A-Za-z0-9_][A-Za-z0-9_\-]{0,99}$"
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a spec: what (the message names the step), where (the path into the document) and,
+    for YAML, on which line."""
+
+    message: str
+    loc: Loc = ()
+    line: int | None = None
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}" if self.line else self.message
+
+
 class WorkflowInvalid(OpsqError):
-    def __init__(self, errors: list[str]) -> None:
-        super().__init__("invalid workflow: " + "; ".join(errors))
-        self.errors = errors
+    def __init__(self, errors: Sequence[str | Problem]) -> None:
+        self.problems = [e if isinstance(e, Problem) else Problem(e) for e in errors]
+        self.errors = [str(p) for p in self.problems]
+        super().__init__("invalid workflow: " + "; ".join(self.errors))
 
 
 class CompensationSpec(BaseModel):
@@ -91,6 +112,14 @@ class WorkflowSpec(BaseModel):
     # levels(), kept: a worker keeps a parsed spec per workflow (workflows.tasks.spec_of) and each segment of a
     # long workflow plans from it; computed each time, that was O(steps) per segment (80 ms at 10,000 steps).
     _levels: tuple[int, list[list[str]]] | None = PrivateAttr(default=None)  # (for how many steps, levels)
+    # path -> line in the YAML it was loaded from (workflows.yaml_lines), for validate()'s problems; empty for a dict.
+    _lines: dict[Loc, int] = PrivateAttr(default_factory=dict)
+
+    def __eq__(self, other: object) -> bool:
+        # The fields only: the private caches and the YAML lines say nothing about what the workflow is.
+        return isinstance(other, WorkflowSpec) and self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # as pydantic's own models: mutable, so not hashable
 
     def step(self, step_id: str) -> StepSpec:
         if self._by_id is None or len(self._by_id) != len(self.steps):
@@ -104,9 +133,39 @@ class WorkflowSpec(BaseModel):
 
 
 def load(source: str | Path | Mapping[str, Any] | WorkflowSpec) -> WorkflowSpec:
-    """A spec from a dict, a YAML/JSON file path, or YAML text. Structural errors are WorkflowInvalid."""
+    """A spec from a dict, a YAML/JSON file path, or YAML text. Structural errors are WorkflowInvalid (every one,
+    with its line); what the spec means is validate()'s, and check() does both in one pass."""
+    spec, problems = _parse(source)
+    if problems:
+        raise WorkflowInvalid(_placed(problems, spec._lines if spec is not None else {}))
+    assert spec is not None  # _parse returns a spec or problems
+    return spec
+
+
+def check(source: str | Path | Mapping[str, Any] | WorkflowSpec,
+          input_override: Mapping[str, Any] | None = None) -> WorkflowSpec:
+    """load() and validate() in one pass: raise WorkflowInvalid listing every problem once, structural (a
+    misspelt key, a missing field) and of meaning (a cycle, an unknown action, a bad template) alike, each with
+    its line when the spec is YAML; or return the spec. What the CLI, the HTTP API and submit_workflow use."""
+    spec, problems = _parse(source)
+    if spec is not None:
+        if input_override:
+            _check_size(_json_size(input_override, _spec_limit()), "the workflow's input (as JSON)", exact=False)
+        structural = [p.loc for p in problems]
+        problems += [p for p in _meaning(spec, input_override)
+                     if not any(p.loc[:len(loc)] == loc for loc in structural)]  # one problem per place
+    if problems:
+        raise WorkflowInvalid(_placed(problems, spec._lines if spec is not None else {}))
+    assert spec is not None
+    return spec
+
+
+def _parse(source: str | Path | Mapping[str, Any] | WorkflowSpec) -> tuple[WorkflowSpec | None, list[Problem]]:
+    """(the spec, []) or (a stand-in to check the meaning of what could be read, or None; the structural
+    problems). Unreadable input (a missing file, YAML syntax, too large, not a mapping) raises at once."""
     if isinstance(source, WorkflowSpec):
-        return source
+        return source, []
+    lines: dict[Loc, int] = {}
     if isinstance(source, Mapping):
         _check_size(_json_size(source, _spec_limit()), "the workflow spec (as JSON)", exact=False)
         data: Any = dict(source)
@@ -121,22 +180,159 @@ def load(source: str | Path | Mapping[str, Any] | WorkflowSpec) -> WorkflowSpec:
             text = str(source)
             # surrogatepass: a lone surrogate is counted, then refused by the YAML reader, not a crash here.
             _check_size(len(text.encode(errors="surrogatepass")), "the workflow spec")
-        data = _load_yaml(text)
+        data, lines = _load_yaml(text)
     if not isinstance(data, Mapping):
         raise WorkflowInvalid(["a workflow is a mapping with `name` and `steps`"])
     try:
-        return WorkflowSpec.model_validate(data)
+        spec: WorkflowSpec | None = WorkflowSpec.model_validate(data)
+        problems: list[Problem] = []
     except ValidationError as exc:
-        errors = []
-        for err in exc.errors():
-            loc = list(err["loc"])
-            where = ".".join(str(p) for p in loc)
-            if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
-                steps = data.get("steps") or []
-                sid = steps[loc[1]].get("id") if loc[1] < len(steps) and isinstance(steps[loc[1]], Mapping) else None
-                where = f"step {sid or '#' + str(loc[1] + 1)}: " + ".".join(str(p) for p in loc[2:])
-            errors.append(f"{where}: {err['msg']}")
-        raise WorkflowInvalid(errors) from None
+        problems = _structural(exc, data)
+        spec = _stand_in(data, problems)
+    if spec is not None:
+        spec._lines = lines
+    return spec, problems
+
+
+def _placed(problems: list[Problem], lines: Mapping[Loc, int]) -> list[Problem]:
+    """Each problem with its line, in the file's order (those of the whole document first)."""
+    if not lines:
+        return problems
+    placed = [p if p.line is not None else Problem(p.message, p.loc, line_of(lines, p.loc)) for p in problems]
+    return sorted(placed, key=lambda p: p.line or 0)
+
+
+# -- structural problems: what pydantic says, said once each and where -----------------------------------------
+
+# The union `compensation: CompensationSpec | bool | None`: pydantic reports each member's complaint.
+_UNION_FIELDS = {"compensation": "an action spec (platform, action, params), false, or left out"}
+_REQUIRED_STEP_FIELDS = ("id", "platform", "action")
+
+
+def _model_at(loc: Loc) -> type[BaseModel] | None:
+    shape = tuple("#" if isinstance(p, int) else p for p in loc)
+    models: dict[tuple[str | int, ...], type[BaseModel]] = {
+        (): WorkflowSpec, ("steps", "#"): StepSpec, ("steps", "#", "approval"): ApprovalPolicy,
+        ("steps", "#", "compensation"): CompensationSpec}
+    return models.get(shape)
+
+
+def _value_at(data: Any, loc: Loc) -> Any:
+    """What `loc` holds in the raw document, or None."""
+    value = data
+    for part in loc:
+        if isinstance(value, Mapping):
+            value = value.get(part)
+        elif isinstance(value, list) and isinstance(part, int) and part < len(value):
+            value = value[part]
+        else:
+            return None
+    return value
+
+
+def _structural(exc: ValidationError, data: Mapping[str, Any]) -> list[Problem]:
+    out: list[Problem] = []
+    seen: set[tuple[Loc, str]] = set()
+    for err in exc.errors():
+        loc: Loc = tuple(err["loc"])
+        message = ""
+        for n, part in enumerate(loc):  # a union member's tag (`CompensationSpec`, `bool`) is not in the data
+            if part in _UNION_FIELDS and len(loc) > n + 1 and n >= 1 and loc[0] == "steps":
+                value = _value_at(data, loc[:n + 1])
+                tag = loc[n + 1]
+                loc = (*loc[:n + 1], *loc[n + 2:])
+                if not isinstance(value, Mapping):
+                    loc = loc[:n + 1]
+                    message = f"{_where(data, loc)} is {_UNION_FIELDS[str(part)]}"
+                elif not (isinstance(tag, str) and tag[:1].isupper()):
+                    message = "-"  # the scalar member's complaint about a mapping: the model member's say it
+                break
+        if message == "-":
+            continue
+        if not message:
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden" and loc:
+                msg = _unknown_key(loc)
+            elif err["type"] == "model_type" and len(loc) == 2 and loc[0] == "steps":
+                msg = "a step is a mapping with id, platform and action"
+            message = f"{_where(data, loc)}: {msg}"
+        if (loc, message) not in seen:
+            seen.add((loc, message))
+            out.append(Problem(message, loc))
+    return out
+
+
+def _unknown_key(loc: Loc) -> str:
+    model = _model_at(loc[:-1])
+    known = sorted(model.model_fields) if model is not None else []
+    guess = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    if guess:
+        return f"unknown key (did you mean {guess[0]!r}?)"
+    return f"unknown key (known: {', '.join(known)})" if known else "unknown key"
+
+
+def _where(data: Mapping[str, Any], loc: Loc) -> str:
+    """`step deploy: params.channel`, `step #3: action`, `approval_expires_s`: how the messages name a place."""
+    if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
+        return f"step {_step_label(data, loc[1])}" + (": " + _dotted(loc[2:]) if len(loc) > 2 else "")
+    return _dotted(loc) or "the workflow"
+
+
+def _step_label(data: Mapping[str, Any], index: int) -> str:
+    sid = _value_at(data, ("steps", index, "id"))
+    return sid if isinstance(sid, str) and sid else f"#{index + 1}"
+
+
+def _dotted(loc: Sequence[str | int]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+
+
+def _stand_in(data: Mapping[str, Any], problems: list[Problem]) -> WorkflowSpec | None:
+    """The spec without what is wrong with it, so its meaning is checked too (unknown platforms, templates,
+    dependencies) in the same pass: each structural problem's field is left out (a default then) or, for a
+    step's id, platform and action, stands in for (their own problems were reported; the meaning problems
+    at those places are not added: check()). None when nothing that could be checked is left."""
+    top = dict(data)
+    raw_steps = top.get("steps")
+    if not isinstance(raw_steps, list):
+        return None
+    steps: list[dict[str, Any] | None] = [dict(s) if isinstance(s, Mapping) else None for s in raw_steps]
+    broken_ids: set[int] = set()
+    for p in problems:
+        loc = p.loc
+        if not loc:
+            continue
+        if loc[0] != "steps":
+            if loc[0] == "name":
+                top["name"] = "-"
+            else:
+                top.pop(str(loc[0]), None)
+            continue
+        if len(loc) < 2 or not isinstance(loc[1], int):
+            return None  # `steps` itself: not a list, or empty
+        step = steps[loc[1]]
+        if step is None or len(loc) == 2:
+            steps[loc[1]] = None
+        elif loc[2] in _REQUIRED_STEP_FIELDS:
+            step[str(loc[2])] = "-"
+            if loc[2] == "id":
+                broken_ids.add(loc[1])
+        else:
+            step.pop(str(loc[2]), None)
+    for n, step in enumerate(steps):
+        if step is None:
+            steps[n] = {"id": "-", "platform": "-", "action": "-"}
+            broken_ids.add(n)
+        if n in broken_ids:
+            steps[n]["id"] = f"_{n}"  # type: ignore[index]  # valid for the model; its label is put back below
+    top["steps"] = steps
+    try:
+        spec = WorkflowSpec.model_validate(top)
+    except ValidationError:
+        return None
+    for n in broken_ids:
+        spec.steps[n].id = _step_label(data, n)
+    return spec
 
 
 # A spec is a small document, and it is stored with its run and read by every step: one larger than
@@ -173,27 +369,47 @@ def _json_size(value: Any, limit: int) -> int:
 MAX_EXPANDED_NODES = 100_000
 
 
-def _load_yaml(text: str) -> Any:
+def _load_yaml(text: str) -> tuple[Any, dict[Loc, int]]:
+    """The document and its lines (workflows.yaml_lines); a syntax error is one problem naming PyYAML's line
+    and column."""
     try:
         # The reader checks the characters as it is made: a control character is a YAMLError here already.
         loader = yaml.SafeLoader(text)
     except yaml.YAMLError as exc:
-        raise WorkflowInvalid([f"not valid YAML: {str(exc).splitlines()[0]}"]) from None
+        raise WorkflowInvalid([_yaml_problem(exc, text)]) from None
     try:
         node = loader.get_single_node()
         if node is None:
-            return None
+            return None, {}
         size = _expanded_size(node, {}, set())
         if size > MAX_EXPANDED_NODES:
             raise WorkflowInvalid([f"the document expands to more than {MAX_EXPANDED_NODES} values through its "
                                    "aliases (&anchor / *alias): refused"])
-        return loader.construct_document(node)
+        return loader.construct_document(node), line_map(node)
     except yaml.YAMLError as exc:
-        raise WorkflowInvalid([f"not valid YAML: {str(exc).splitlines()[0]}"]) from None
+        raise WorkflowInvalid([_yaml_problem(exc, text)]) from None
     except RecursionError:
         raise WorkflowInvalid(["the document is nested too deeply"]) from None
     finally:
         loader.dispose()
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> Problem:
+    """`line 3, column 9: not valid YAML: expected ',' or ']', but got '<stream end>' (in the flow sequence
+    started at line 2, column 8)`: PyYAML's finding in one line, with its place (its marks count from 0)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        what = exc.problem or str(exc).splitlines()[0]
+        if exc.context and exc.context_mark is not None:
+            what += f" ({exc.context} at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1})"
+        elif exc.context:
+            what += f" ({exc.context})"
+        return Problem(f"line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {what}")
+    if isinstance(exc, yaml.reader.ReaderError):  # a character the reader refuses: its place is an offset
+        before = text[:exc.position]
+        line, column = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
+        return Problem(f"line {line}, column {column}: not valid YAML: {str(exc).splitlines()[0]}")
+    return Problem(f"not valid YAML: {str(exc).splitlines()[0]}")
 
 
 def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
@@ -261,7 +477,9 @@ def upstream_of(spec: WorkflowSpec, step_id: str) -> set[str]:
 
 
 def _cycle(spec: WorkflowSpec) -> list[str] | None:
-    graph = {s.id: [d for d in s.depends_on if d in {t.id for t in spec.steps}] for s in spec.steps}
+    """A dependency cycle through two steps or more (a step naming itself is reported as that, once)."""
+    known = {t.id for t in spec.steps}
+    graph = {s.id: [d for d in s.depends_on if d in known and d != s.id] for s in spec.steps}
     state: dict[str, int] = {}
     path: list[str] = []
 
@@ -283,16 +501,18 @@ def _cycle(spec: WorkflowSpec) -> list[str] | None:
     return None
 
 
-def _schema_errors(platform: str, action: str, params: dict[str, Any], input_: dict[str, Any]) -> list[str]:
-    """Params are checked with `input.` templates filled in; a field that still holds a `steps.`
-    template is only known at run time, so its schema check is left to the executor then."""
+def _schema_errors(platform: str, action: str, params: dict[str, Any],
+                   input_: dict[str, Any]) -> list[tuple[Loc, str]]:
+    """(path in params, message) of each schema problem. Params are checked with `input.` templates filled in;
+    a field that still holds a `steps.` template is only known at run time, so its schema check is left to the
+    executor then."""
 
     rendered = templates.render_input_only(params, input_)
     schema = EXECUTORS[platform].actions[action]
     try:
         schema.model_validate(rendered)
     except PydanticError as exc:
-        out = []
+        out: list[tuple[Loc, str]] = []
         for err in exc.errors():
             value: Any = rendered
             for part in err["loc"]:
@@ -301,28 +521,45 @@ def _schema_errors(platform: str, action: str, params: dict[str, Any], input_: d
                 except (KeyError, IndexError, TypeError):
                     value = None
                     break
-            if any(ref.startswith("steps.") for ref in templates.references(value)):
+            # Still a template once `input.` ones are filled in: a `steps.` one (run time) or a bad one (reported).
+            if any(True for _ in templates.references(value)):
                 continue
-            out.append(f"{'.'.join(str(p) for p in err['loc']) or 'params'}: {err['msg']}")
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
+                guess = difflib.get_close_matches(str(err["loc"][0]), list(schema.model_fields), n=1, cutoff=0.6)
+                msg = (f"unknown param (did you mean {guess[0]!r}?)" if guess
+                       else f"unknown param (known: {', '.join(schema.model_fields)})")
+            out.append((tuple(err["loc"]), f"{'.'.join(str(p) for p in err['loc']) or 'params'}: {msg}"))
         return out
     except InvalidParams as exc:  # pragma: no cover - schemas raise pydantic errors
-        return [str(exc)]
+        return [((), str(exc))]
     return []
 
 
-def _secret_paths(value: Any, path: str) -> list[str]:
-    out = []
+def _secret_paths(value: Any, loc: Loc) -> list[Loc]:
+    out: list[Loc] = []
     if isinstance(value, Mapping):
         for k, v in value.items():
-            here = f"{path}.{k}" if path else str(k)
             if isinstance(k, str) and is_secret_key(k) and v not in (None, ""):
-                out.append(here)
+                out.append((*loc, k))
             else:
-                out.extend(_secret_paths(v, here))
+                out.extend(_secret_paths(v, (*loc, k)))
     elif isinstance(value, list):
         for n, v in enumerate(value):
-            out.extend(_secret_paths(v, f"{path}[{n}]"))
+            out.extend(_secret_paths(v, (*loc, n)))
     return out
+
+
+def _leaves(value: Any, loc: Loc) -> Iterator[tuple[Loc, str]]:
+    """Every string in a params structure, with its path (a template's place)."""
+    if isinstance(value, str):
+        yield loc, value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _leaves(v, (*loc, k))
+    elif isinstance(value, list):
+        for n, v in enumerate(value):
+            yield from _leaves(v, (*loc, n))
 
 
 SECRET_HINT = ("workflows are stored, and stored secrets are redacted, so a secret there would reach the "
@@ -331,72 +568,96 @@ SECRET_HINT = ("workflows are stored, and stored secrets are redacted, so a secr
 
 
 def validate(spec: WorkflowSpec, input_override: Mapping[str, Any] | None = None) -> WorkflowSpec:
-    """Raise WorkflowInvalid listing every problem, or return the spec."""
+    """Raise WorkflowInvalid listing every problem of meaning (with its line when the spec came from YAML),
+    or return the spec. For text or a dict, check() also reports the structural ones in the same pass."""
     if input_override:
         _check_size(_json_size(input_override, _spec_limit()), "the workflow's input (as JSON)", exact=False)
-    errors: list[str] = []
-    input_ = {**spec.input, **(input_override or {})}
-    for where in _secret_paths(input_, "input"):
-        errors.append(f"{where} looks like a secret: {SECRET_HINT}")
-    for s in spec.steps:
-        for where in _secret_paths(s.params, "params"):
-            errors.append(f"step {s.id}: {where} looks like a secret: {SECRET_HINT}")
-    if spec.priority not in PRIORITY_NAMES:
-        errors.append(f"priority: unknown priority {spec.priority!r} (use one of: {', '.join(PRIORITY_NAMES)})")
-    ids = [s.id for s in spec.steps]
-    for dup in sorted({i for i in ids if ids.count(i) > 1}):
-        errors.append(f"step {dup}: the id is used more than once")
-    known = set(ids)
-    for s in spec.steps:
-        for dep in s.depends_on:
-            if dep not in known:
-                errors.append(f"step {s.id}: depends_on names unknown step {dep!r}")
-            if dep == s.id:
-                errors.append(f"step {s.id}: depends on itself")
-    cycle = _cycle(spec)
-    if cycle:
-        errors.append(f"step {cycle[0]}: dependency cycle {' -> '.join(cycle)}")
-    for s in spec.steps:
-        errors.extend(_step_errors(spec, s, input_))
-        if s.approval is not None and not s.requires_approval:
-            errors.append(f"step {s.id}: approval: a policy needs `requires_approval: true`")
-        elif (s.approval is not None and s.approval.approvers
-              and not any(a.startswith("group:") for a in s.approval.approvers)
-              and s.approval.required > len(set(s.approval.approvers))):
-            errors.append(f"step {s.id}: approval: required is {s.approval.required} but only "
-                          f"{len(set(s.approval.approvers))} approver(s) are named")
-    if errors:
-        raise WorkflowInvalid(errors)
+    problems = _meaning(spec, input_override)
+    if problems:
+        raise WorkflowInvalid(_placed(problems, spec._lines))
     return spec
 
 
-def _step_errors(spec: WorkflowSpec, s: StepSpec, input_: dict[str, Any]) -> list[str]:
-    errors: list[str] = []
+def _meaning(spec: WorkflowSpec, input_override: Mapping[str, Any] | None) -> list[Problem]:
+    errors: list[Problem] = []
+    input_ = {**spec.input, **(input_override or {})}
+    for loc in _secret_paths(input_, ("input",)):
+        errors.append(Problem(f"{_dotted(loc)} looks like a secret: {SECRET_HINT}", loc))
+    for n, s in enumerate(spec.steps):
+        for loc in _secret_paths(s.params, ("params",)):
+            errors.append(Problem(f"step {s.id}: {_dotted(loc)} looks like a secret: {SECRET_HINT}",
+                                  ("steps", n, *loc)))
+    if spec.priority not in PRIORITY_NAMES:
+        errors.append(Problem(f"priority: unknown priority {spec.priority!r} (use one of: {', '.join(PRIORITY_NAMES)})",
+                              ("priority",)))
+    first: dict[str, int] = {}
+    reported: set[str] = set()
+    for n, s in enumerate(spec.steps):
+        if s.id in first and s.id not in reported:  # once, at its second use
+            reported.add(s.id)
+            errors.append(Problem(f"step {s.id}: the id is used more than once", ("steps", n, "id")))
+        first.setdefault(s.id, n)
+    for n, s in enumerate(spec.steps):
+        for k, dep in enumerate(s.depends_on):
+            if dep == s.id:
+                errors.append(Problem(f"step {s.id}: depends on itself", ("steps", n, "depends_on", k)))
+            elif dep not in first:
+                errors.append(Problem(f"step {s.id}: depends_on names unknown step {dep!r}",
+                                      ("steps", n, "depends_on", k)))
+    cycle = _cycle(spec)
+    if cycle:
+        errors.append(Problem(f"step {cycle[0]}: dependency cycle {' -> '.join(cycle)}",
+                              ("steps", first[cycle[0]], "depends_on")))
+    for n, s in enumerate(spec.steps):
+        errors.extend(_step_errors(spec, n, s, input_))
+        if s.approval is not None and not s.requires_approval:
+            errors.append(Problem(f"step {s.id}: approval: a policy needs `requires_approval: true`",
+                                  ("steps", n, "approval")))
+        elif (s.approval is not None and s.approval.approvers
+              and not any(a.startswith("group:") for a in s.approval.approvers)
+              and s.approval.required > len(set(s.approval.approvers))):
+            errors.append(Problem(f"step {s.id}: approval: required is {s.approval.required} but only "
+                                  f"{len(set(s.approval.approvers))} approver(s) are named",
+                                  ("steps", n, "approval", "required")))
+    return errors
+
+
+def _step_errors(spec: WorkflowSpec, n: int, s: StepSpec, input_: dict[str, Any]) -> list[Problem]:
+    here: Loc = ("steps", n)
+    errors: list[Problem] = []
     executor = EXECUTORS.get(s.platform)
     if executor is None:
-        return [f"step {s.id}: unknown platform {s.platform!r} (known: {', '.join(EXECUTORS)})"]
+        return [Problem(f"step {s.id}: unknown platform {s.platform!r} (known: {', '.join(EXECUTORS)})",
+                        (*here, "platform"))]
     if s.action not in executor.actions:
-        return [f"step {s.id}: unknown action {s.platform}.{s.action} (known: {', '.join(sorted(executor.actions))})"]
+        return [Problem(f"step {s.id}: unknown action {s.platform}.{s.action} "
+                        f"(known: {', '.join(sorted(executor.actions))})", (*here, "action"))]
     upstream = upstream_of(spec, s.id) - {s.id}
-    for ref in templates.references(s.params):
-        problem = templates.check_reference(ref, upstream)
-        if problem:
-            errors.append(f"step {s.id}: {problem}")
-        elif ref.startswith("input.") and ref.split(".")[1] not in input_:
-            errors.append(f"step {s.id}: template {{{{ {ref} }}}} names input {ref.split('.')[1]!r}, "
-                          "which the workflow has no value for")
-    if not errors:
-        errors.extend(f"step {s.id}: {e}" for e in _schema_errors(s.platform, s.action, s.params, input_))
+    for loc, text in _leaves(s.params, (*here, "params")):
+        for ref in templates.references(text):
+            problem = templates.check_reference(ref, upstream)
+            if problem:
+                errors.append(Problem(f"step {s.id}: {problem}", loc))
+            elif ref.startswith("input.") and ref.split(".")[1] not in input_:
+                errors.append(Problem(f"step {s.id}: template {{{{ {ref} }}}} names input {ref.split('.')[1]!r}, "
+                                      "which the workflow has no value for", loc))
+    # The schema too, whatever the templates' problems (fields holding one are left out: _schema_errors). An
+    # `input.` template with nothing to fill it in cannot be rendered: reported above, the schema waits for it.
+    with contextlib.suppress(templates.TemplateError):
+        errors.extend(Problem(f"step {s.id}: {e}", (*here, "params", *loc))
+                      for loc, e in _schema_errors(s.platform, s.action, s.params, input_))
     if isinstance(s.compensation, CompensationSpec):
         c = s.compensation
         cexec = EXECUTORS.get(c.platform)
         if cexec is None or c.action not in cexec.actions:
-            errors.append(f"step {s.id}: compensation names unknown action {c.platform}.{c.action}")
+            errors.append(Problem(f"step {s.id}: compensation names unknown action {c.platform}.{c.action}",
+                                  (*here, "compensation", "action" if cexec else "platform")))
         else:
-            for ref in templates.references(c.params):
-                problem = templates.check_reference(ref, upstream | {s.id})
-                if problem:
-                    errors.append(f"step {s.id}: compensation {problem}")
+            for loc, text in _leaves(c.params, (*here, "compensation", "params")):
+                for ref in templates.references(text):
+                    problem = templates.check_reference(ref, upstream | {s.id})
+                    if problem:
+                        errors.append(Problem(f"step {s.id}: compensation {problem}", loc))
     elif s.compensation is True:
-        errors.append(f"step {s.id}: compensation is an action spec, false, or left out")
+        errors.append(Problem(f"step {s.id}: compensation is {_UNION_FIELDS['compensation']}", (*here, "compensation")))
     return errors

@@ -258,7 +258,7 @@ def test_a_compensation_whose_answer_is_lost_is_not_repeated(opsq_env_sqlite, wo
     sandbox_client.fault("gdrive", mode="applied_502", match="/drive/v3/files/1", times=1)
     sandbox_client.fault("webhook", mode="applied_timeout", latency_ms=4000, match="/hooks/undo", times=1)
     handle = submit_workflow(_rollback_spec(sandbox.url))
-    assert handle.wait(120, until=("rolled_back", "rollback_failed")) == "rolled_back"
+    assert handle.wait(120, until=("rolled_back", "rollback_failed")).status == "rolled_back"
     comps = workflow_state.compensations(handle.id)
     assert [(c["step_id"], c["status"]) for c in comps] == [("hook", "done"), ("msg", "done"), ("file", "done")]
 

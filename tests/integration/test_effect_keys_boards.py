@@ -176,7 +176,7 @@ def test_a_compensation_whose_answer_is_lost_is_not_repeated(opsq_env_sqlite, wo
     sandbox_client.fault("notion", mode="applied_502", match="/v1/pages/", times=1)
     sandbox_client.fault("gsheets", mode="applied_timeout", latency_ms=2500, match=":batchUpdate", times=1)
     handle = submit_workflow(ROLLBACK)
-    assert handle.wait(120, until=("rolled_back", "rollback_failed")) == "rolled_back"
+    assert handle.wait(120, until=("rolled_back", "rollback_failed")).status == "rolled_back"
     comps = state.compensations(handle.id)
     assert [(c["step_id"], c["status"]) for c in comps] == [("row", "done"), ("page", "done"), ("card", "done")]
 

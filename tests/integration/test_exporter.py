@@ -91,7 +91,7 @@ def test_the_exporter_serves_what_the_workers_did(opsq_env, workers_started, san
         {"id": "a", "platform": "noop", "action": "noop", "params": {"echo": 1}, "requires_approval": True}]})
     wait_all(done, timeout=60)
     stored([h.id for h in done])
-    assert gated.wait(30) == "awaiting_approval"
+    assert gated.wait(30).status == "awaiting_approval"
     ran = opsq(env, "maintenance", "run", "detect_stuck")
     assert ran.returncode == 0, ran.stderr
     exporter = Exporter(env, tmp_path)

@@ -92,10 +92,10 @@ def test_a_cancelled_workflow_compensates_its_completed_steps_newest_first(opsq_
     env = opsq_env_sqlite()
     workers_started(env)
     handle = submit_workflow(approval_chain())
-    assert handle.wait(60) == "awaiting_approval"
+    assert handle.wait(60).status == "awaiting_approval"
     shown = opsq(env, "workflow", "cancel", handle.id, "--why", "order withdrawn")
     assert shown.returncode == 0 and "cancelling" in shown.stdout, shown.stderr
-    assert handle.wait(60, until=("cancelled", "rollback_failed")) == "cancelled"
+    assert handle.wait(60, until=("cancelled", "rollback_failed")).status == "cancelled"
     comps = state.compensations(handle.id)
     assert [(c["position"], c["step_id"], c["status"]) for c in comps] == [(1, "row", "done"), (2, "file", "done")]
     calls = sandbox_client.requests()
@@ -113,7 +113,7 @@ def test_a_workflow_cancelled_without_rollback_keeps_what_completed(opsq_env_sql
     env = opsq_env_sqlite()
     workers_started(env)
     handle = submit_workflow(approval_chain())
-    assert handle.wait(60) == "awaiting_approval"
+    assert handle.wait(60).status == "awaiting_approval"
     assert cancel_workflow(handle.id, rollback=False).startswith("cancelled")
     assert handle.status() == "cancelled" and state.compensations(handle.id) == []
 
@@ -171,7 +171,7 @@ def test_scheduled_actions_run_once_each_not_before_their_time(opsq_env_sqlite, 
         assert call["started"] >= view.scheduled_for.timestamp() - 0.05, (call["started"], view.scheduled_for)
         # ...and soon after: the beat leader looks every second (the tolerance, with room for this machine's load).
         assert call["started"] - view.scheduled_for.timestamp() < 5.0
-    assert flow.wait(60) == "succeeded"
+    assert flow.wait(60).status == "succeeded"
     due = state.get_run_row(flow.id)["scheduled_for"].timestamp()
     (call,) = [c for c in calls_for(sandbox_client, "slack") if c["body"]["text"] == "flow"]
     assert call["started"] >= due - 0.05, (call["started"], due)
@@ -197,11 +197,11 @@ def test_a_workflow_past_its_deadline_is_cancelled_and_rolled_back(opsq_env_sqli
     env = opsq_env_sqlite()
     workers_started(env)
     handle = submit_workflow(approval_chain(), expires_in=2)
-    assert handle.wait(60) == "awaiting_approval"
+    assert handle.wait(60).status == "awaiting_approval"
     time.sleep(max(0.0, (state.get_run_row(handle.id)["expires_at"] - utcnow()).total_seconds()) + 0.2)
     ran = opsq(env, "maintenance", "run", "expire_approvals")
     assert ran.returncode == 0 and handle.id in ran.stdout, ran.stdout + ran.stderr
-    assert handle.wait(60, until=("cancelled", "rollback_failed")) == "cancelled"
+    assert handle.wait(60, until=("cancelled", "rollback_failed")).status == "cancelled"
     assert [c["step_id"] for c in state.compensations(handle.id)] == ["row", "file"]
     wait_for(lambda: all(c["status"] == "done" for c in state.compensations(handle.id)), 30, "compensations done")
 

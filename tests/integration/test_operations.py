@@ -72,11 +72,11 @@ def test_expired_approval_is_rolled_back_by_the_maintenance_job(opsq_env, worker
         {"id": "b", "platform": "slack", "action": "send_message", "params": {"channel": "#x", "text": "y"},
          "depends_on": ["a"], "requires_approval": True}]}
     handle = submit_workflow(spec)
-    assert handle.wait(30) == "awaiting_approval"
+    assert handle.wait(30).status == "awaiting_approval"
     time.sleep(1.2)
     out = opsq(env, "maintenance", "run", "expire_approvals")
     assert out.returncode == 0 and "expired" in out.stdout
-    assert handle.wait(30, until=("rolled_back", "rollback_failed")) == "rolled_back"
+    assert handle.wait(30, until=("rolled_back", "rollback_failed")).status == "rolled_back"
     assert sandbox_client.state(platform="gdrive")["files"] == []
 
 

@@ -23,6 +23,7 @@ from workers.store.db import get_engine
 from workers.store.models import ActionRun
 from workflows import state as workflow_state
 from workflows.client import approve, submit_workflow
+from workflows.view import WorkflowView
 
 pytestmark = pytest.mark.integration
 
@@ -110,10 +111,10 @@ def test_a_workflow_waiter_is_woken_by_each_status_change(opsq_env_sqlite, worke
         {"id": "c", "platform": "noop", "action": "noop", "params": {"echo": 3}, "depends_on": ["b"],
          "requires_approval": True}]}
     handle = submit_workflow(spec)
-    assert handle.wait(30) == "awaiting_approval"
+    assert handle.wait(30).status == "awaiting_approval"
     (approval,) = workflow_state.approvals(workflow_id=handle.id)
     approve(approval["id"], actor="tester")
-    assert handle.wait(30) == "succeeded"
+    assert handle.wait(30).status == "succeeded"
 
 
 def test_a_woken_wait_reads_the_store_once(opsq_env, workers_started, no_fallback):
@@ -229,3 +230,68 @@ def test_a_subscribe_that_could_not_be_sent_leaves_nothing_behind(opsq_env_sqlit
     started = time.monotonic()
     with waiting._listening([channel]) as box:
         assert box is not None and time.monotonic() - started < 2  # the next subscribes at once
+
+
+# -- what the waits return (issue 16 item 7): a result object for actions and workflows alike, and wait_all
+# returns the final results in the handles' order.
+
+
+def test_wait_all_returns_each_final_result_in_the_handles_order(opsq_env, workers_started, no_fallback):
+    # Successes held behind by the write-behind (read from Redis' execution records, in one round trip), a
+    # failure read from the store, handles and bare ids mixed: each comes back where its handle was.
+    workers_started(opsq_env(OPSQ_SLACK_TOKEN="invalid", OPSQ_OUTCOME_FLUSH_MS="60000"), queues="noop,slack")
+    handles: list[ActionHandle | str] = [submit_action("noop", "noop", {"echo": i}) for i in range(5)]
+    handles.insert(2, submit_action("slack", "send_message", {"channel": "#a", "text": "x"}))
+    handles[4] = handles[4].id if isinstance(handles[4], ActionHandle) else handles[4]
+    views = wait_all(handles, timeout=60)
+    assert all(isinstance(v, ActionView) for v in views)
+    assert [v.id for v in views] == [h if isinstance(h, str) else h.id for h in handles]
+    assert [(v.status, v.result) for v in views] == [
+        ("succeeded", {"echo": 0, "ok": True}), ("succeeded", {"echo": 1, "ok": True}), ("failed", None),
+        ("succeeded", {"echo": 2, "ok": True}), ("succeeded", {"echo": 3, "ok": True}),
+        ("succeeded", {"echo": 4, "ok": True})]
+    assert views[2].error_kind == "auth" and views[2].error and all(v.done for v in views)
+    assert wait_all([], timeout=1) == []
+
+
+def test_a_workflow_wait_returns_its_result_as_an_object(opsq_env_sqlite, workers_started, no_fallback):
+    workers_started(opsq_env_sqlite(OPSQ_SLACK_TOKEN="invalid"), queues="noop,slack,control")
+    done = submit_workflow({"name": "outputs", "steps": [
+        {"id": "a", "platform": "noop", "action": "noop", "params": {"echo": 1}},
+        {"id": "b", "platform": "noop", "action": "noop", "params": {"echo": "{{ steps.a.output.echo }}"},
+         "depends_on": ["a"]}]}).wait(30)
+    assert isinstance(done, WorkflowView)
+    assert (done.status, done.error, done.failed_step, done.done) == ("succeeded", None, None, True)
+    assert done.outputs == {"a": {"echo": 1, "ok": True}, "b": {"echo": 1, "ok": True}}
+    assert [(s.id, s.status, s.attempts) for s in done.steps] == [("a", "succeeded", 1), ("b", "succeeded", 1)]
+    assert current_status(done.step("b").action_id).result == {"echo": 1, "ok": True}
+    assert done.finished_at is not None and done.duration_s is not None and done.duration_s >= 0
+    assert done.to_dict()["outputs"] == done.outputs and done.to_dict()["status"] == "succeeded"
+
+    failed = submit_workflow({"name": "fails", "steps": [
+        {"id": "a", "platform": "noop", "action": "noop", "params": {"echo": 1}},
+        {"id": "b", "platform": "slack", "action": "send_message", "params": {"channel": "#c", "text": "x"},
+         "depends_on": ["a"]}]}).wait(60, until=("rolled_back", "rollback_failed"))
+    assert (failed.status, failed.failed_step, failed.done) == ("rolled_back", "b", True)
+    assert failed.error == "step b failed: auth: slack chat.postMessage: invalid_auth", failed.error
+    assert failed.step("b").status == "failed" and failed.outputs == {"a": {"echo": 1, "ok": True}}
+
+    gated = submit_workflow({"name": "gated", "steps": [
+        {"id": "a", "platform": "noop", "action": "noop", "requires_approval": True}]})
+    waiting_for = gated.wait(30)
+    (approval,) = workflow_state.approvals(workflow_id=gated.id)
+    assert (waiting_for.status, waiting_for.done, waiting_for.pending_approvals) == (
+        "awaiting_approval", False, [approval["id"]])
+
+
+def test_wait_all_waits_for_workflows_and_actions_alike(opsq_env_sqlite, workers_started, no_fallback):
+    workers_started(opsq_env_sqlite(), queues="noop,control")
+    flows = [submit_workflow({"name": f"w{i}", "steps": [
+        {"id": "only", "platform": "noop", "action": "noop", "params": {"echo": i}}]}) for i in range(3)]
+    action = submit_action("noop", "noop", {"echo": "solo"})
+    results = wait_all([flows[0], action, flows[1], flows[2]], timeout=60)
+    assert [r.id for r in results] == [flows[0].id, action.id, flows[1].id, flows[2].id]
+    assert [type(r) for r in results] == [WorkflowView, ActionView, WorkflowView, WorkflowView]
+    assert [r.status for r in results] == ["succeeded"] * 4
+    assert [r.outputs["only"]["echo"] for r in results if isinstance(r, WorkflowView)] == [0, 1, 2]
+    assert isinstance(results[1], ActionView) and results[1].result == {"echo": "solo", "ok": True}

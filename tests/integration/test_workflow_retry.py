@@ -39,7 +39,7 @@ def test_a_stopped_workflow_is_retried_from_its_failed_step(opsq_env_sqlite, wor
     workers_started(env)
     sandbox_client.fault("trello", "auth")  # refused: the card step fails for good at once
     handle = submit_workflow(STOP)
-    assert handle.wait(60) == "failed"
+    assert handle.wait(60).status == "failed"
     run = state.get_run_row(handle.id)
     assert run["failed_step"] == "card" and "auth" in run["error"]
     steps = {s["step_id"]: s for s in state.steps(handle.id)}
@@ -60,7 +60,7 @@ def test_a_stopped_workflow_is_retried_from_its_failed_step(opsq_env_sqlite, wor
     out = opsq(env, "workflow", "retry", "--from-failed-step", handle.id, "--actor", "dana")
     assert out.returncode == 0, out.stderr
     assert "retrying from level 1: sent card" in out.stdout and "kept file" in out.stdout
-    assert WorkflowHandle(handle.id).wait(60) == "succeeded"
+    assert WorkflowHandle(handle.id).wait(60).status == "succeeded"
     # The completed step did not run again; the retried ones ran once each, reading its output.
     assert _calls(sandbox_client, "gdrive") == []
     (card_call,) = _calls(sandbox_client, "trello")

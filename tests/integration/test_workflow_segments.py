@@ -43,7 +43,7 @@ def segmented(opsq_env_sqlite, workers_started, monkeypatch):
 
 def test_a_chain_longer_than_a_segment_runs_to_the_end_in_order(segmented):
     handle = submit_workflow(chain(9))
-    assert handle.wait(60) == "succeeded"
+    assert handle.wait(60).status == "succeeded"
     steps = {s["step_id"]: s for s in state.steps(handle.id)}
     assert [steps[f"s{i}"]["completed_seq"] for i in range(9)] == list(range(1, 10))
     assert steps["s8"]["output"]["echo"] == "0+1+2+3+4+5+6+7+8"  # each step saw the one before, across segments
@@ -57,16 +57,16 @@ def test_a_chain_longer_than_a_segment_runs_to_the_end_in_order(segmented):
 
 def test_a_gate_in_a_later_segment_holds_the_workflow_until_approved(segmented):
     handle = submit_workflow(chain(8, s5={"requires_approval": True}))
-    assert handle.wait(60) == "awaiting_approval"
+    assert handle.wait(60).status == "awaiting_approval"
     steps = {s["step_id"]: s["status"] for s in state.steps(handle.id)}
     assert [steps[f"s{i}"] for i in range(8)] == ["succeeded"] * 5 + ["pending"] * 3
     approve(state.approvals(workflow_id=handle.id)[0]["id"], "tester")
-    assert handle.wait(60) == "succeeded"
+    assert handle.wait(60).status == "succeeded"
 
 
 def test_a_failure_in_a_later_segment_rolls_back_the_earlier_ones(segmented):
     handle = submit_workflow(chain(8, s5={"params": {"echo": "{{ steps.s0.output.nothing_here }}"}}))
-    assert handle.wait(60, until=("rolled_back", "rollback_failed")) == "rolled_back"
+    assert handle.wait(60, until=("rolled_back", "rollback_failed")).status == "rolled_back"
     steps = {s["step_id"]: s["status"] for s in state.steps(handle.id)}
     assert [steps[f"s{i}"] for i in range(5)] == ["succeeded"] * 5 and steps["s5"] == "failed"
     assert {steps["s6"], steps["s7"]} == {"skipped"}

@@ -36,7 +36,7 @@ def platforms_in_order(calls: list[dict]) -> list[str]:
 def test_four_step_chain_runs_in_order_with_templates(opsq_env, workers_started, sandbox_client):
     workers_started(opsq_env())
     handle = submit_workflow(EXAMPLES / "invoice.yaml", {"order_id": "B-7"})
-    assert handle.wait(60) == "succeeded"
+    assert handle.wait(60).status == "succeeded"
     calls = sandbox_client.requests()
     assert platforms_in_order(calls) == ["gdrive", "gsheets", "slack", "notion"]
     file_id = calls[0]["response"]["id"]
@@ -70,7 +70,7 @@ def test_diamond_runs_its_middle_steps_in_parallel(opsq_env_sqlite, workers_star
     sandbox_client.fault("trello", "ok", latency_ms=700)
     sandbox_client.fault("notion", "ok", latency_ms=700)
     handle = submit_workflow(DIAMOND)
-    assert handle.wait(60) == "succeeded"
+    assert handle.wait(60).status == "succeeded"
     by = {c["platform"]: c for c in sandbox_client.requests()}
     comp, review, notify = by["trello"], by["notion"], by["slack"]
     assert comp["started"] < review["finished"] and review["started"] < comp["finished"]  # they overlapped
@@ -94,7 +94,7 @@ def test_failure_at_step_four_compensates_three_two_one_in_order(opsq_env, worke
     workers_started(opsq_env())
     sandbox_client.fault("trello", "error", status=400)  # the payment step fails for good
     handle = submit_workflow(chain_spec())
-    assert handle.wait(60, until=("rolled_back", "rollback_failed")) == "rolled_back"
+    assert handle.wait(60, until=("rolled_back", "rollback_failed")).status == "rolled_back"
     calls = sandbox_client.requests()
     failed_at = next(i for i, c in enumerate(calls) if c["platform"] == "trello")
     undo = [(c["platform"], c["method"]) for c in calls[failed_at + 1:]]
@@ -132,7 +132,7 @@ def test_branch_failure_after_the_other_branch_completed(opsq_env, workers_start
     workers_started(opsq_env(), concurrency=2)
     sandbox_client.fault("trello", "error", status=422, latency_ms=800)  # fails after `fast` is done
     handle = submit_workflow(PARALLEL_FAIL)
-    assert handle.wait(60, until=("rolled_back", "rollback_failed")) == "rolled_back"
+    assert handle.wait(60, until=("rolled_back", "rollback_failed")).status == "rolled_back"
     comps = state.compensations(handle.id)
     assert [(c["step_id"], c["status"]) for c in comps] == [("fast", "done"), ("start", "done")]
     steps = {s["step_id"]: s["status"] for s in state.steps(handle.id)}
@@ -156,7 +156,7 @@ def test_failed_compensation_then_manual_rollback_finishes(opsq_env, workers_sta
     handle = submit_workflow(spec)
     wait_for(lambda: any(s["status"] == "succeeded" for s in state.steps(handle.id)), 20, "the file step")
     sandbox_client.fault("gdrive", "error", status=503)  # the sandbox now refuses the delete
-    assert handle.wait(60, until=("rolled_back", "rollback_failed")) == "rollback_failed"
+    assert handle.wait(60, until=("rolled_back", "rollback_failed")).status == "rollback_failed"
     (comp,) = state.compensations(handle.id)
     assert comp["status"] == "failed" and "503" in comp["error"]
     assert len(sandbox_client.state(platform="gdrive")["files"]) == 1
@@ -165,7 +165,7 @@ def test_failed_compensation_then_manual_rollback_finishes(opsq_env, workers_sta
     sandbox_client.clear_faults("gdrive")
     out = opsq(env, "workflow", "rollback", handle.id)
     assert out.returncode == 0 and "retrying" in out.stdout, out.stderr
-    assert handle.wait(60, until=("rolled_back",)) == "rolled_back"
+    assert handle.wait(60, until=("rolled_back",)).status == "rolled_back"
     assert sandbox_client.state(platform="gdrive")["files"] == []
     kinds = [e["kind"] for e in state.events(handle.id)]
     assert "rollback_failed" in kinds and "rollback_retried" in kinds and kinds[-1] == "rolled_back"
@@ -180,7 +180,7 @@ def test_worker_killed_mid_workflow_finishes_with_no_step_run_twice(opsq_env_sql
     wait_for(lambda: any(s["status"] == "succeeded" for s in state.steps(handle.id)), 20, "the first step")
     doomed.kill()  # step 1 done, its message never acknowledged; step 2 already queued
     workers_started(env)
-    assert handle.wait(60) == "succeeded"
+    assert handle.wait(60).status == "succeeded"
     counts = {}
     for call in sandbox_client.requests():
         counts[call["platform"]] = counts.get(call["platform"], 0) + 1
@@ -204,13 +204,13 @@ def test_a_redelivered_pause_does_not_hold_an_approved_workflow(opsq_env, worker
     ask again nor hold the approved workflow."""
     workers_started(opsq_env())
     handle = submit_workflow(GATED)
-    assert handle.wait(60) == "awaiting_approval"
+    assert handle.wait(60).status == "awaiting_approval"
     (pending,) = state.approvals(workflow_id=handle.id)
     assert workflow_pause.run(handle.id, pending["level"]) is None  # delivered again while it waits: nothing to do
     assert handle.status() == "awaiting_approval" and len(state.approvals(status=None, workflow_id=handle.id)) == 1
     approve(pending["id"], actor="dana")
     assert workflow_pause.run(handle.id, pending["level"]) == pending["id"]  # ... and after the approval
-    assert handle.wait(60) == "succeeded"
+    assert handle.wait(60).status == "succeeded"
     assert len(state.approvals(status=None, workflow_id=handle.id)) == 1
     assert platforms_in_order(sandbox_client.requests()) == ["gdrive", "slack"]
 
@@ -219,7 +219,7 @@ def test_approval_after_restarting_every_worker_resumes(opsq_env, workers_starte
     env = opsq_env()
     first = workers_started(env)
     handle = submit_workflow(GATED)
-    assert handle.wait(60) == "awaiting_approval"
+    assert handle.wait(60).status == "awaiting_approval"
     (pending,) = state.approvals(workflow_id=handle.id)
     assert pending["step_ids"] == ["send"] and pending["status"] == "pending"
     first.stop()
@@ -228,7 +228,7 @@ def test_approval_after_restarting_every_worker_resumes(opsq_env, workers_starte
     out = opsq(env, "approvals", "approve", pending["id"], "--comment", "looks right", "--actor", "dana")
     assert out.returncode == 0, out.stderr
     workers_started(env)  # a different worker, started after the approval
-    assert handle.wait(60) == "succeeded"
+    assert handle.wait(60).status == "succeeded"
     assert platforms_in_order(sandbox_client.requests()) == ["gdrive", "slack"]
     assert state.approvals(status=None, workflow_id=handle.id)[0]["decided_by"] == "dana"
     again = opsq(env, "approvals", "approve", pending["id"], "--actor", "lee")
@@ -239,11 +239,11 @@ def test_denied_approval_rolls_back(opsq_env_sqlite, workers_started, sandbox_cl
     env = opsq_env_sqlite()
     workers_started(env)
     handle = submit_workflow(GATED)
-    assert handle.wait(60) == "awaiting_approval"
+    assert handle.wait(60).status == "awaiting_approval"
     (pending,) = state.approvals(workflow_id=handle.id)
     out = opsq(env, "approvals", "deny", pending["id"], "--reason", "wrong customer")
     assert out.returncode == 0, out.stderr
-    assert handle.wait(60, until=("rolled_back", "rollback_failed")) == "rolled_back"
+    assert handle.wait(60, until=("rolled_back", "rollback_failed")).status == "rolled_back"
     assert sandbox_client.state(platform="gdrive")["files"] == []
     assert sandbox_client.requests(platform="slack") == []
     assert "wrong customer" in (state.get_run_row(handle.id)["error"] or "")
@@ -253,11 +253,11 @@ def test_expired_approval_rolls_back(opsq_env_sqlite, workers_started, sandbox_c
     env = opsq_env_sqlite()
     workers_started(env)
     handle = submit_workflow({**GATED, "approval_expires_s": 1})
-    assert handle.wait(60) == "awaiting_approval"
+    assert handle.wait(60).status == "awaiting_approval"
     wait_for(lambda: state.due_approvals(state.utcnow()), 5, "the approval to be due")
     out = opsq(env, "approvals", "expire")
     assert out.returncode == 0 and "expired 1" in out.stdout
-    assert handle.wait(60, until=("rolled_back", "rollback_failed")) == "rolled_back"
+    assert handle.wait(60, until=("rolled_back", "rollback_failed")).status == "rolled_back"
     assert sandbox_client.state(platform="gdrive")["files"] == []
     (approval,) = state.approvals(status=None, workflow_id=handle.id)
     assert approval["status"] == "expired"
@@ -375,9 +375,9 @@ def test_the_submitter_may_deny_but_not_approve_unless_the_gate_allows_it(opsq_e
 def test_approve_resumes_in_process(opsq_env_sqlite, workers_started, sandbox_client):
     workers_started(opsq_env_sqlite())
     handle = submit_workflow(GATED)
-    assert handle.wait(60) == "awaiting_approval"
+    assert handle.wait(60).status == "awaiting_approval"
     approve(state.approvals(workflow_id=handle.id)[0]["id"], "tester")
-    assert handle.wait(60) == "succeeded"
+    assert handle.wait(60).status == "succeeded"
 
 
 def test_a_workflow_whose_messages_were_lost_resumes_without_redoing_steps(opsq_env_sqlite, workers_started,
@@ -396,7 +396,7 @@ def test_a_workflow_whose_messages_were_lost_resumes_without_redoing_steps(opsq_
     out = opsq(env, "workflow", "resume", handle.id)
     assert out.returncode == 0 and "resumed from level" in out.stdout, out.stdout + out.stderr
     workers_started(env)
-    assert handle.wait(60) == "succeeded"
+    assert handle.wait(60).status == "succeeded"
     counts: dict[str, int] = {}
     for call in sandbox_client.requests():
         counts[call["platform"]] = counts.get(call["platform"], 0) + 1

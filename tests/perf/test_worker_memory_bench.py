@@ -75,7 +75,7 @@ def _opsq_work() -> None:
     steps = [{"id": f"s{i}", "platform": "noop", "action": "noop", "params": {"echo": i}} for i in range(3)]
     for i in (1, 2):
         steps[i]["depends_on"] = [f"s{i - 1}"]
-    assert submit_workflow({"name": "memory", "steps": steps}).wait(timeout=60) == WorkflowStatus.SUCCEEDED
+    assert submit_workflow({"name": "memory", "steps": steps}).wait(timeout=60).status == WorkflowStatus.SUCCEEDED
 
 
 def _report(label: str, worker: WorkerProcess) -> tuple[memory.Memory, list[memory.Memory]]:

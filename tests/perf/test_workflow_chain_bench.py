@@ -43,7 +43,7 @@ def _spec(n: int, sequential: bool) -> dict:
 def _run(n: int, sequential: bool) -> float:
     start = time.perf_counter()
     handle = submit_workflow(_spec(n, sequential))
-    status = handle.wait(timeout=1800)
+    status = handle.wait(timeout=1800).status
     elapsed = time.perf_counter() - start
     assert status == WorkflowStatus.SUCCEEDED, status
     steps = state.steps(handle.id)

@@ -12,7 +12,7 @@ from executors.registry import EXECUTORS
 from workers.cli.main import cli, register
 from workers.settings import reload_settings
 from workflows.client import gate_policy
-from workflows.spec import ApprovalPolicy, WorkflowInvalid, WorkflowSpec, levels, load, upstream_of, validate
+from workflows.spec import ApprovalPolicy, WorkflowInvalid, WorkflowSpec, check, levels, load, upstream_of, validate
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 
@@ -50,15 +50,18 @@ def test_load_takes_a_dict_yaml_text_or_a_file(tmp_path):
 
 @pytest.mark.parametrize(("source", "error"), [
     ("/nonexistent/w.yaml", "no such workflow file: /nonexistent/w.yaml"),
-    ("name: w\nsteps: [unclosed\n", "not valid YAML: "),
+    ("name: w\nsteps: [unclosed\n", "line 3, column 1: not valid YAML: expected ',' or ']', but got '<stream end>' "
+                                   "(while parsing a flow sequence at line 2, column 8)"),
     # A control character (the reader refuses it as it is made) and a lone surrogate (UTF-8 cannot count it):
     # both reach load() as text over the HTTP API.
-    ("name: w\x7f\nsteps: []\n", "not valid YAML: unacceptable character #x007f"),
-    ("name: w\ud800\nsteps: []\n", "not valid YAML: "),
+    ("name: w\x7f\nsteps: []\n", "line 1, column 8: not valid YAML: unacceptable character #x007f"),
+    ("name: w\ud800\nsteps: []\n", "line 1, column 8: not valid YAML: unacceptable character #xd800"),
     ("- just\n- a list\n", "a workflow is a mapping with `name` and `steps`"),
     ({"steps": [slack("a")]}, "name: Field required"),
     ({"name": "w", "steps": []}, "steps: List should have at least 1 item"),
-    ({"name": "w", "steps": [slack("a", colour="red")]}, "step a: colour: Extra inputs are not permitted"),
+    ({"name": "w", "steps": [slack("a", colour="red")]}, "step a: colour: unknown key (known: action, approval, "
+                                                      "compensation, depends_on, id, max_attempts, params, platform, "
+                                                      "requires_approval)"),
     ({"name": "w", "steps": [slack("a"), {"id": "b", "platform": "slack"}]}, "step b: action: Field required"),
     ({"name": "w", "steps": [slack("a"), {"platform": "slack", "action": "x"}]}, "step #2: id: Field required"),
     ({"name": "w", "steps": [slack("bad id!")]}, "step bad id!: id: String should match pattern"),
@@ -101,7 +104,6 @@ def test_every_problem_is_reported_at_once_each_with_its_step():
         "priority: unknown priority 'urgent' (use one of: critical, high, normal, low)",
         "step c: depends_on names unknown step 'zz'",
         "step d: depends on itself",
-        "step d: dependency cycle d -> d",
         f"step a: unknown platform 'jira' (known: {', '.join(EXECUTORS)})",
         "step b: unknown action slack.fax (known: request_approval, send_message)",
         "step c: text: Field required",
@@ -176,7 +178,7 @@ def test_compensations_are_checked_like_steps():
     assert problems(spec(slack("a", compensation={"platform": "slack", "action": "unsend"}))) == [
         "step a: compensation names unknown action slack.unsend"]
     assert problems(spec(slack("a", compensation=True))) == [
-        "step a: compensation is an action spec, false, or left out"]
+        "step a: compensation is an action spec (platform, action, params), false, or left out"]
     assert validate(spec(slack("a", compensation=False))).step("a").compensation is False
 
 
@@ -300,3 +302,135 @@ def test_every_gate_has_a_policy_and_by_default_its_submitter_may_not_approve_it
                                                               "allow_self_approval": True}))
     assert gate_policy({"step_ids": ["a", "b"]}, named) == ApprovalPolicy(approvers=["lee"], required=2,
                                                                          allow_self_approval=True)
+
+
+# -- every problem in one pass, each once, with its line (issue 16 item 5) ----------------------------------
+
+# Six problems: a misspelt key, an unknown platform, a bad template, a self-dependency, params failing the
+# action's schema, an approval policy that cannot be met. Before, the misspelt key hid the rest, and the
+# self-dependency was reported twice (as itself and as a cycle).
+SIX_PROBLEMS = """\
+name: release
+steps:
+  - id: build
+    platform: slack
+    action: send_message
+    dependson: [lint]
+    params: {channel: "#ops", text: built}
+  - id: deploy
+    platform: jenkins
+    action: run
+  - id: announce
+    platform: slack
+    action: send_message
+    depends_on: [build, announce]
+    params:
+      channel: 42
+      text: "deployed {{ steps.deploy.output.url }}"
+  - id: gate
+    platform: noop
+    action: noop
+    requires_approval: true
+    approval: {approvers: [dana], required: 2}
+"""
+
+
+def test_every_problem_of_a_yaml_spec_is_reported_once_with_its_line():
+    with pytest.raises(WorkflowInvalid) as info:
+        check(SIX_PROBLEMS)
+    assert info.value.errors == [
+        "line 6: step build: dependson: unknown key (did you mean 'depends_on'?)",
+        f"line 9: step deploy: unknown platform 'jenkins' (known: {', '.join(EXECUTORS)})",
+        "line 14: step announce: depends on itself",
+        "line 16: step announce: channel: Input should be a valid string",
+        "line 17: step announce: template {{ steps.deploy.output.url }} names step 'deploy', which is not "
+        "upstream of this step",
+        "line 22: step gate: approval: required is 2 but only 1 approver(s) are named",
+    ]
+    assert [p.line for p in info.value.problems] == [6, 9, 14, 16, 17, 22]
+    # The same list through load() then validate() with the typo fixed: the rest were never hidden by it.
+    fixed = SIX_PROBLEMS.replace("dependson: [lint]", "depends_on: []")
+    with pytest.raises(WorkflowInvalid) as again:
+        validate(load(fixed))
+    assert again.value.errors == info.value.errors[1:]
+
+
+def test_a_dict_spec_is_checked_in_one_pass_too_without_lines():
+    with pytest.raises(WorkflowInvalid) as info:
+        check({"name": "w", "steps": [slack("a", colour="red", platform="jira"), slack("b", "b"), "oops"]})
+    assert info.value.errors == [
+        "step a: colour: unknown key (known: action, approval, compensation, depends_on, id, max_attempts, params, "
+        "platform, requires_approval)",
+        "step #3: a step is a mapping with id, platform and action",
+        "step b: depends on itself",
+        f"step a: unknown platform 'jira' (known: {', '.join(EXECUTORS)})",
+    ]
+    assert all(p.line is None for p in info.value.problems)
+
+
+def test_a_broken_step_is_named_and_the_steps_depending_on_it_are_not_blamed():
+    text = ("name: w\nsteps:\n  - id: fetch\n    platform: slack\n  - id: use\n    platform: slack\n"
+            "    action: send_message\n    depends_on: [fetch]\n"
+            "    params: {channel: '#c', text: '{{ steps.fetch.output.ts }}'}\n")
+    with pytest.raises(WorkflowInvalid) as info:
+        check(text)
+    assert info.value.errors == ["line 3: step fetch: action: Field required"]
+
+
+@pytest.mark.parametrize(("compensation", "problem"), [
+    ({"platform": "slack", "action": "send_message", "colour": "red"},
+     "step a: compensation.colour: unknown key (known: action, params, platform)"),
+    ({"platform": "slack"}, "step a: compensation.action: Field required"),
+    ("undo it", "step a: compensation is an action spec (platform, action, params), false, or left out"),
+])
+def test_a_compensation_problem_is_reported_once_not_once_per_kind_of_compensation(compensation, problem):
+    with pytest.raises(WorkflowInvalid) as info:
+        check({"name": "w", "steps": [slack("a", compensation=compensation)]})
+    assert info.value.errors == [problem]
+
+
+def test_a_misspelt_top_level_key_and_a_bad_value_are_each_reported_once():
+    text = "name: w\nprioirty: high\napproval_expires_s: -1\nsteps:\n  - id: a\n    platform: noop\n    action: noop\n"
+    with pytest.raises(WorkflowInvalid) as info:
+        check(text)
+    assert info.value.errors == ["line 2: prioirty: unknown key (did you mean 'priority'?)",
+                                 "line 3: approval_expires_s: Input should be greater than 0"]
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("name: w\nsteps:\n  - id: a\n    params: {channel: '#c', text: x\n  - id: b\n",
+     "line 5, column 7: not valid YAML: expected ',' or '}', but got ':' (while parsing a flow mapping at line 4, "
+     "column 13)"),
+    ("name: w\nsteps:\n  - id: a\n   platform: slack\n",
+     "line 4, column 4: not valid YAML: expected <block end>, but found '<block mapping start>' (while parsing a "
+     "block collection at line 3, column 3)"),
+    ("name: w\n\tsteps: []\n", "line 2, column 1: not valid YAML: found character '\\t' that cannot start any token "
+                               "(while scanning for the next token)"),
+])
+def test_malformed_yaml_is_one_problem_with_pyyamls_line_and_column(text, error):
+    with pytest.raises(WorkflowInvalid) as info:
+        check(text)
+    assert info.value.errors == [error]
+
+
+def test_lines_follow_anchors_and_merge_keys():
+    text = ("name: w\ndefaults: &d\n  platform: slack\n  action: send_message\nsteps:\n  - id: a\n    <<: *d\n"
+            "    params: {channel: '#c'}\n")
+    with pytest.raises(WorkflowInvalid) as info:
+        check(text)
+    # `defaults` is not a workflow key; the missing `text` is in the params of line 8.
+    assert info.value.errors == ["line 2: defaults: unknown key (known: approval_expires_s, description, input, name, "
+                                 "on_failure, priority, steps)",
+                                 "line 8: step a: text: Field required"]
+
+
+def test_the_cli_lists_every_problem_with_its_line(tmp_path):
+    register()
+    path = tmp_path / "six.yaml"
+    path.write_text(SIX_PROBLEMS)
+    for command in ("validate", "run"):
+        out = CliRunner().invoke(cli, ["workflow", command, str(path)])
+        lines = out.output.splitlines()
+        assert out.exit_code == 1 and len(lines) == 6 and all(ln.startswith("invalid: line ") for ln in lines), \
+            out.output
+        assert "Traceback" not in out.output

@@ -34,7 +34,7 @@ from workers.store import api_tokens
 from workers.store.api_tokens import Token
 from workflows import client as workflows
 from workflows import state
-from workflows.spec import WorkflowInvalid, load
+from workflows.spec import WorkflowInvalid
 from workflows.status import ApprovalStatus
 
 
@@ -425,8 +425,9 @@ def create_app() -> FastAPI:
     def post_workflow(body: WorkflowIn, token: Caller, idempotency_key: IdempotencyHeader = None) -> Submitted:
         """Validate the whole spec (every error at once, nothing stored if any) and start it."""
         need(token, "submit")
-        # Text only, never a path: load() reads a one-line string as a file name.
-        spec = load(body.spec if not isinstance(body.spec, str) or "\n" in body.spec else body.spec + "\n")
+        # Text only, never a path: the spec's loader reads a one-line string as a file name. Checked whole there
+        # (workflows.spec.check): every problem, each with its line, in the 422's `errors`.
+        spec = body.spec if not isinstance(body.spec, str) or "\n" in body.spec else body.spec + "\n"
         handle = workflows.submit_workflow(spec, body.input, priority=body.priority,
                                            idempotency_key=_key(body.idempotency_key, idempotency_key),
                                            created_by=token.actor, expires_in=body.expires_in,

@@ -342,7 +342,7 @@ def scenario_workflow(run: DemoRun) -> None:
     spec = load(_example("invoice.yaml"))
     click.echo("  " + " -> ".join(", ".join(lv) for lv in levels(spec)))
     handle = submit_workflow(spec, {"order_id": f"A-{1000 + os.getpid() % 1000}"})
-    status = handle.wait(120)
+    status = handle.wait(120).status
     _track_workflow(run, handle)
     _print_steps(handle)
     passed = status == WorkflowStatus.SUCCEEDED
@@ -362,7 +362,7 @@ def scenario_rollback(run: DemoRun) -> None:
     handle = submit_workflow(_example("order-rollback.yaml"),
                              {"payment_url": f"{run.sandbox_url}/webhook/payments/charge"})
     status = handle.wait(120, until=(WorkflowStatus.ROLLED_BACK, WorkflowStatus.ROLLBACK_FAILED,
-                                       WorkflowStatus.SUCCEEDED))
+                                       WorkflowStatus.SUCCEEDED)).status
     sandbox.clear_faults("webhook")
     _track_workflow(run, handle)
     _print_steps(handle)
@@ -391,16 +391,16 @@ def scenario_approvals(run: DemoRun) -> None:
     results = {}
     for person, decision in (("Sam Doe", ApprovalStatus.APPROVED), ("Alex Roe", ApprovalStatus.DENIED)):
         handle = submit_workflow(_example("approval-gates.yaml"), {"person": person})
-        waiting = handle.wait(60)
+        waiting = handle.wait(60).status
         (approval,) = state.approvals(workflow_id=handle.id)
         click.echo(f"  {person}: workflow {waiting}, approval {approval['id']} for step(s) "
                    f"{', '.join(approval['step_ids'])}")
         if decision == ApprovalStatus.APPROVED:
             approve(approval["id"], "demo-manager", "checked with HR")
-            final = handle.wait(60)
+            final = handle.wait(60).status
         else:
             deny(approval["id"], "announcement not agreed yet", "demo-manager")
-            final = handle.wait(60, until=(WorkflowStatus.ROLLED_BACK, WorkflowStatus.ROLLBACK_FAILED))
+            final = handle.wait(60, until=(WorkflowStatus.ROLLED_BACK, WorkflowStatus.ROLLBACK_FAILED)).status
         _track_workflow(run, handle)
         results[person] = final
         mark = ok if final in (WorkflowStatus.SUCCEEDED, WorkflowStatus.ROLLED_BACK) else bad

@@ -104,11 +104,16 @@ def metrics(since: str, as_json: bool) -> None:
         return
     print_metrics(data)
 
+def per_minute(rate: float) -> str:
+    """A rate as people read it: three significant figures below 100 (75.2, 0.417), whole above (1250)."""
+    return f"{rate:.0f}" if rate >= 100 else f"{rate:.3g}"
+
+
 def print_metrics(data: dict[str, Any]) -> None:
     table(["PLATFORM", "SUBMITTED", "OK", "FAILED", "IN FLIGHT", "SUCCESS", "PER MIN", "P50", "P95", "RETRIES",
            "BREAKER"],
           [[p, m["submitted"], m["succeeded"], m["failed"], m["in_flight"],
-            "-" if m["success_rate"] is None else f"{m['success_rate']:.1%}", m["throughput_per_min"],
+            "-" if m["success_rate"] is None else f"{m['success_rate']:.1%}", per_minute(m["throughput_per_min"]),
             "-" if m["p50_s"] is None else f"{m['p50_s'] * 1000:.0f}ms",
             "-" if m["p95_s"] is None else f"{m['p95_s'] * 1000:.0f}ms", m["retries"], m["breaker"]]
            for p, m in data["platforms"].items()])

@@ -66,11 +66,28 @@ def failures(since: datetime, top: int = 3) -> list[dict[str, Any]]:
             for (p, a, k), c in ranked]
 
 
+# Where an error happened stays readable: a URL's scheme, host and port, an IP address (and port), a host name.
+# These are what tell two failures apart (the sandbox on the wrong port, one webhook host down), so they are
+# kept as they are; only the text around them has its ids and numbers folded.
+_WHERE = re.compile(r"(?:[a-z][a-z0-9+.-]*://)?"
+                    r"(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-f:]+\]|localhost|(?:[a-z0-9-]+\.)+[a-z][a-z-]*[a-z])"
+                    r"(?::\d{1,5})?(?![\w.])", re.IGNORECASE)
+
+
 def _normalise(message: str | None) -> str:
-    """Ids and numbers vary between otherwise identical errors; group them as one."""
+    """Ids and numbers vary between otherwise identical errors; group them as one (addresses kept: _WHERE)."""
     text = message or ""
+    out, start = [], 0
+    for m in _WHERE.finditer(text):
+        out.extend([_fold(text[start:m.start()]), m.group(0)])
+        start = m.end()
+    out.append(_fold(text[start:]))
+    return "".join(out)[:200]
+
+
+def _fold(text: str) -> str:
     text = re.sub(r"\b[0-9a-f]{16,}\b", "<id>", text)
-    return re.sub(r"\b\d+(\.\d+)?\b", "<n>", text)[:200]
+    return re.sub(r"(?<![A-Za-z_\d.])\d+(?:\.\d+)*", "<n>", text)  # 3, 2.5 (of 2.5s), 1.2.3: one number each
 
 
 def _percentile(sorted_values: list[float], q: float) -> float | None:

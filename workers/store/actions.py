@@ -314,6 +314,15 @@ def read(action_id: str, conn: Connection) -> ActionView:
     return _view(row)  # type: ignore[arg-type]  # a Row has the columns as attributes, as the model has
 
 
+def read_many(action_ids: list[str], conn: Connection) -> dict[str, ActionView]:
+    """read() of each (those that exist), by id: one statement per 500 (SQLite's bound-parameter limit)."""
+    out: dict[str, ActionView] = {}
+    for i in range(0, len(action_ids), 500):
+        for row in conn.execute(select(_T).where(_T.c.id.in_(action_ids[i:i + 500]))):
+            out[row.id] = _view(row)  # type: ignore[arg-type]  # a Row has the columns as attributes
+    return out
+
+
 def find(action_id: str) -> ActionView | None:
     with session() as s:
         row = s.get(ActionRun, action_id)
