@@ -343,7 +343,7 @@ def test_the_submitter_may_deny_but_not_approve_unless_the_gate_allows_it(opsq_e
     env = opsq_env_sqlite()
     workers_started(env)
     handle = submit_workflow(GATED, created_by="dana")
-    assert handle.wait(60) == "awaiting_approval"
+    assert handle.wait(60).status == "awaiting_approval"
     (pending,) = state.approvals(workflow_id=handle.id)
     own = opsq(env, "approvals", "approve", pending["id"], "--actor", "dana")
     assert own.returncode == 1 and "Traceback" not in own.stderr
@@ -353,11 +353,11 @@ def test_the_submitter_may_deny_but_not_approve_unless_the_gate_allows_it(opsq_e
     assert state.approvals(workflow_id=handle.id)[0]["status"] == "pending" and handle.status() == "awaiting_approval"
     other = opsq(env, "approvals", "approve", pending["id"], "--actor", "reviewer")
     assert other.returncode == 0, other.stderr
-    assert handle.wait(60) == "succeeded"
+    assert handle.wait(60).status == "succeeded"
     assert state.approvals(status=None, workflow_id=handle.id)[0]["decided_by"] == "reviewer"
 
     denied = submit_workflow(GATED, created_by="dana")
-    assert denied.wait(60) == "awaiting_approval"
+    assert denied.wait(60).status == "awaiting_approval"
     no = opsq(env, "approvals", "deny", state.approvals(workflow_id=denied.id)[0]["id"], "--reason", "not now",
               "--actor", "dana")
     assert no.returncode == 0, no.stderr
@@ -366,10 +366,10 @@ def test_the_submitter_may_deny_but_not_approve_unless_the_gate_allows_it(opsq_e
     steps = [dict(s) for s in GATED["steps"]]
     steps[-1]["approval"] = {"allow_self_approval": True}
     mine = submit_workflow({**GATED, "steps": steps}, created_by="dana")
-    assert mine.wait(60) == "awaiting_approval"
+    assert mine.wait(60).status == "awaiting_approval"
     yes = opsq(env, "approvals", "approve", state.approvals(workflow_id=mine.id)[0]["id"], "--actor", "dana")
     assert yes.returncode == 0, yes.stderr
-    assert mine.wait(60) == "succeeded"
+    assert mine.wait(60).status == "succeeded"
 
 
 def test_approve_resumes_in_process(opsq_env_sqlite, workers_started, sandbox_client):
