@@ -361,7 +361,7 @@ def test_the_submitter_may_deny_but_not_approve_unless_the_gate_allows_it(opsq_e
     no = opsq(env, "approvals", "deny", state.approvals(workflow_id=denied.id)[0]["id"], "--reason", "not now",
               "--actor", "dana")
     assert no.returncode == 0, no.stderr
-    assert denied.wait(60, until=("rolled_back", "rollback_failed")) == "rolled_back"
+    assert denied.wait(60, until=("rolled_back", "rollback_failed")).status == "rolled_back"
 
     steps = [dict(s) for s in GATED["steps"]]
     steps[-1]["approval"] = {"allow_self_approval": True}
