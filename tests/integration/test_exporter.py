@@ -22,6 +22,7 @@ from sqlalchemy import update
 from beat import alerts
 from tests.integration.opsq_cli import opsq
 from tests.support.redis_server import OwnedRedis, free_port
+from tests.support.served import Served
 from tests.support.wait import stored, wait_for
 from tests.support.worker import ROOT
 from workers.client import submit_action, wait_all
@@ -35,32 +36,17 @@ pytestmark = pytest.mark.integration
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-class Exporter:
+class Exporter(Served):
     def __init__(self, env: dict[str, str], log_dir: Path, *args: str) -> None:
-        self.port = free_port()
-        self.log = log_dir / f"exporter-{self.port}.log"
-        self.proc = subprocess.Popen([sys.executable, "-m", "workers.cli.main", "exporter", "--port", str(self.port),
-                                      *args], env=env, cwd=ROOT, stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
-        self.url = f"http://127.0.0.1:{self.port}/metrics"
-        wait_for(self._answers, timeout=30, what="the exporter answering")
-
-    def _answers(self) -> bool:
-        assert self.proc.poll() is None, self.log.read_text(errors="replace")
-        try:
-            httpx.get(self.url, timeout=2)
-        except httpx.HTTPError:
-            return False
-        return True
+        super().__init__("exporter", "/metrics", env, log_dir, *args)
+        self.metrics_url = f"{self.url}/metrics"
 
     def scrape(self, **headers: str) -> Samples:
-        response = httpx.get(self.url, headers=headers, timeout=30)
+        response = self.http.get("/metrics", headers=headers)
         assert response.status_code == 200, response.text
         return {(s.name, frozenset(s.labels.items())): s.value
                 for family in text_string_to_metric_families(response.text) for s in family.samples}
 
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
 
 
 @pytest.fixture
@@ -188,7 +174,7 @@ def test_the_exporter_serves_what_the_workers_did(opsq_env, workers_started, san
     wait_for(lambda: value(exporter.scrape(), "opsq_guard_verdicts_total", platform="webhook", verdict="open") >= 1,
              timeout=30, what="the next attempt held by the open breaker, counted")
     # No id or secret in any label.
-    text = httpx.get(exporter.url, timeout=30).text
+    text = httpx.get(exporter.metrics_url, timeout=30).text
     assert not any(h.id in text for h in done)
 
 
@@ -196,8 +182,8 @@ def test_the_exporter_wants_its_token_and_refuses_to_serve_others_without_one(op
     env = opsq_env(OPSQ_EXPORTER_TOKEN="scrape-secret-91")
     exporter = Exporter(env, tmp_path)
     exporters.append(exporter)
-    assert httpx.get(exporter.url, timeout=10).status_code == 401
-    assert httpx.get(exporter.url, headers={"Authorization": "Bearer wrong"}, timeout=10).status_code == 401
+    assert httpx.get(exporter.metrics_url, timeout=10).status_code == 401
+    assert httpx.get(exporter.metrics_url, headers={"Authorization": "Bearer wrong"}, timeout=10).status_code == 401
     samples = exporter.scrape(Authorization="Bearer scrape-secret-91")
     assert value(samples, "opsq_exporter_source_up", source="redis") == 1
     assert "scrape-secret-91" not in exporter.log.read_text(errors="replace")
@@ -233,7 +219,7 @@ def served_names(text: str) -> set[str]:
 def test_every_dashboard_panel_queries_metrics_the_exporter_serves(opsq_env, exporters, tmp_path):
     exporter = Exporter(opsq_env(), tmp_path)
     exporters.append(exporter)
-    served = served_names(httpx.get(exporter.url, timeout=30).text)
+    served = served_names(httpx.get(exporter.metrics_url, timeout=30).text)
     files = sorted(DASHBOARDS.glob("*.json"))
     assert [f.name for f in files] == ["opsqueue-guards.json", "opsqueue-overview.json", "opsqueue-system.json",
                                        "opsqueue-workflows.json"]
