@@ -2,7 +2,9 @@
 
 OPSQ_TEST_PAUSE_BEFORE_CALL_S: sleep after the guards admitted the action (lease taken), before the
 platform call. OPSQ_TEST_PAUSE_AFTER_TASK_S: sleep after the task finished (outcome recorded), before
-the worker acknowledges the message (task_postrun runs in the pool process before the ack)."""
+the worker acknowledges the message (task_postrun runs in the pool process before the ack).
+OPSQ_TEST_CRASH=executor: every executor call raises (a bug in an executor, which the attempt catches);
+OPSQ_TEST_CRASH=task: execute_action's attempt raises (a bug in the task itself, which escapes it)."""
 
 from __future__ import annotations
 
@@ -20,7 +22,28 @@ __all__ = ["app"]
 PAUSE_BEFORE_CALL = float(os.environ.get("OPSQ_TEST_PAUSE_BEFORE_CALL_S", "0"))
 PAUSE_AFTER_TASK = float(os.environ.get("OPSQ_TEST_PAUSE_AFTER_TASK_S", "0"))
 
+CRASH = os.environ.get("OPSQ_TEST_CRASH", "")
+
 _real_executor = tasks.executor
+
+
+class InjectedBug(RuntimeError):
+    """The bug a test planted (OPSQ_TEST_CRASH)."""
+
+
+class _Crashing:
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def execute(self, action: str, params: dict[str, Any], *args: Any) -> Any:
+        raise InjectedBug(f"executor bug in {action} (planted by the test)")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def _crashing_attempt(*args: Any, **kwargs: Any) -> Any:
+    raise InjectedBug("task bug (planted by the test)")
 
 
 class _Paused:
@@ -37,6 +60,10 @@ class _Paused:
 
 if PAUSE_BEFORE_CALL:
     tasks.executor = lambda platform: _Paused(_real_executor(platform))  # type: ignore[assignment]
+if CRASH == "executor":
+    tasks.executor = lambda platform: _Crashing(_real_executor(platform))  # type: ignore[assignment]
+elif CRASH == "task":
+    tasks.run_attempt = _crashing_attempt  # type: ignore[assignment]
 
 
 @task_postrun.connect

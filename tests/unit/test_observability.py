@@ -141,9 +141,20 @@ def test_before_send_drops_the_failure_log_line_that_duplicates_the_task_excepti
     try:
         raise ValueError("boom")
     except ValueError:
-        crashed = logging.LogRecord("opsq.action", logging.ERROR, __file__, 1, "action crashed", None,
-                                    sys.exc_info())
-    assert sentry.before_send({"message": "x"}, {"log_record": crashed}) == {"message": "x"}
+        crashed = logging.LogRecord("opsq.action", logging.ERROR, __file__, 1, "action crashed and failed for good",
+                                    None, sys.exc_info())
+        bookkeeping = logging.LogRecord("opsq.action", logging.ERROR, __file__, 1, "recording the outcome failed",
+                                        None, sys.exc_info())
+    # A failure line, a crash's (with its traceback) or a compensation's, is reported with the task's exception
+    # (failures_reported), not as a log event besides.
+    crashed.__dict__[sentry.FAILURE_LINE] = True
+    assert sentry.before_send({"message": "x"}, {"log_record": crashed}) is None
+    compensation = logging.LogRecord("opsq.workflow", logging.ERROR, __file__, 1, "compensation failed for good",
+                                     None, None)
+    compensation.__dict__[sentry.FAILURE_LINE] = True
+    assert sentry.before_send({"message": "x"}, {"log_record": compensation}) is None
+    # Another error with a traceback is an event.
+    assert sentry.before_send({"message": "x"}, {"log_record": bookkeeping}) == {"message": "x"}
     other = logging.LogRecord("opsq.workflow", logging.ERROR, __file__, 1, "password=x", None, None)
     assert sentry.before_send({"message": "password=x"}, {"log_record": other}) == {"message": f"password={REDACTED}"}
 
