@@ -3,6 +3,8 @@
 OPSQ_TEST_PAUSE_BEFORE_CALL_S: sleep after the guards admitted the action (lease taken), before the
 platform call. OPSQ_TEST_PAUSE_AFTER_TASK_S: sleep after the task finished (outcome recorded), before
 the worker acknowledges the message (task_postrun runs in the pool process before the ack).
+OPSQ_TEST_HOLD_SEND_FILE (beat): once the scheduled release has claimed an action (workers.scheduling), write its
+id to this file and hold the send an hour, so the test can SIGKILL beat between the claim and the send.
 OPSQ_TEST_CRASH=executor: every executor call raises (a bug in an executor, which the attempt catches);
 OPSQ_TEST_CRASH=task: execute_action's attempt raises (a bug in the task itself, which escapes it)."""
 
@@ -15,6 +17,7 @@ from typing import Any
 from celery.signals import task_postrun
 
 import workers.tasks as tasks
+from workers import scheduling
 from workers.celery_app import app
 
 __all__ = ["app"]
@@ -58,6 +61,18 @@ class _Paused:
         return getattr(self.inner, name)
 
 
+HOLD_SEND_FILE = os.environ.get("OPSQ_TEST_HOLD_SEND_FILE", "")
+
+
+def _held_send(**kwargs: Any) -> None:
+    with open(HOLD_SEND_FILE, "a") as f:
+        f.write(f"{kwargs['action_id']}\n")
+    time.sleep(3600)
+    raise AssertionError("beat was to be killed while holding the send")
+
+
+if HOLD_SEND_FILE:
+    scheduling.send_action = _held_send  # type: ignore[assignment]
 if PAUSE_BEFORE_CALL:
     tasks.executor = lambda platform: _Paused(_real_executor(platform))  # type: ignore[assignment]
 if CRASH == "executor":
