@@ -29,6 +29,9 @@ from workers.settings import get_settings
 from workflows.client import release_due as release_due_workflows
 
 LOCK_KEY = "opsq:beat:leader"
+#: The beat that leads or led last, until it stops cleanly (close() deletes it): found naming another beat by a
+#: new leader, that one died leading (_took_over).
+LED_BY_KEY = "opsq:beat:led_by"
 HEARTBEAT_KEY = "opsq:beat:heartbeat"
 LOCK_TTL_S = 10.0
 WATCH_EVERY_S = 2.0
@@ -75,7 +78,22 @@ class LeaderScheduler(Scheduler):
             self.logger.warning("beat %s: %s", self.token, "now the leader: running the schedule" if held
                                 else "another beat holds the lock: standing by")
             self.leader = held
+            if held:
+                self._took_over()
         return held
+
+    def _took_over(self) -> None:
+        """A leader that died (SIGKILL, its host gone) may have claimed a scheduled action and not sent it yet
+        (workers.scheduling): its row is `queued` with no message. A leader that stops cleanly says so (close()
+        deletes LED_BY_KEY); found still naming another beat, the lost-message scan (recover_lost) runs now,
+        not detect_stuck's OPSQ_STUCK_AFTER_S later. It re-sends only what has no message anywhere and no
+        outcome, so a leader that had sent everything costs one scan."""
+        before = self.redis.getset(LED_BY_KEY, self.token)  # GETSET: any Redis version
+        before = before.decode() if isinstance(before, bytes) else before
+        if before is not None and before != self.token:
+            self.logger.warning("beat %s: the previous leader %s did not stop cleanly; looking for lost messages "
+                                "(a scheduled action it claimed and had not sent)", self.token, before)
+            held_messages.request_recovery(self.redis, "beat leader died")
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         # Redis gone (restarting, failing over) must not end beat: it stands by and tries again each second,
@@ -153,6 +171,7 @@ class LeaderScheduler(Scheduler):
 
     def close(self) -> None:
         try:
+            self._release(keys=[LED_BY_KEY], args=[self.token])  # stopped cleanly: nothing left half-sent
             self._release(keys=[LOCK_KEY], args=[self.token])
         except redis.RedisError:
             pass  # the lock expires by itself

@@ -67,6 +67,9 @@ class AttemptEnd:
     #: so the caller writes it there at once.
     unsettled: bool = False
     verdict: str = Verdict.RUN
+    #: A bug in the executor (any exception that is not an ExecutorError): the caller's failure line logs its
+    #: traceback and the failure it raises is chained to it (`from crash`), so Sentry shows where it happened.
+    crash: Exception | None = dataclasses.field(default=None, compare=False)
 
 
 Call = Callable[[Effect], dict[str, Any]]
@@ -101,7 +104,8 @@ def _run_attempt(ctx: Attempt, call: Call, *, max_attempts: int, find: Find | No
     `on_admitted` is the caller's bookkeeping between admission and the call (a compensation marks itself
     running): outside the settled part, so a database error there is not taken for the platform's failure;
     it propagates, and the lease runs out as for a worker that died. `log_extra` and `what` name the
-    attempt in the log line of a crash (a step's workflow_id and step_id; "compensation").
+    attempt in its log lines (a step's workflow_id and step_id; "compensation"). A crash of the executor is
+    not logged here: it ends FAILED with the exception in `crash`, for the caller's one failure line.
 
     The effect key: `call` gets the action's Effect (executors.base) to carry to the platform. When the guards
     say an earlier attempt may have acted without its answer arriving (Admission.reconcile), `find` looks the
@@ -152,12 +156,11 @@ def _run_attempt(ctx: Attempt, call: Call, *, max_attempts: int, find: Find | No
         return AttemptEnd(Ending.FAILED, kind=exc.kind, message=exc.message, started_at=started)
     except Exception as exc:
         # A bug in an executor, not a platform failure: settle anyway (no probe slot or lease is left
-        # behind), fail loudly, keep the message in the record.
+        # behind), keep the message in the record. The caller's one failure line carries the traceback.
         msg = f"{type(exc).__name__}: {exc}"
         guard.settle(ctx, admission, clock.stamp(Outcome(ok=False, error_kind=ErrorKind.INTERNAL, error=msg,
                                                          final=True)))
-        log.exception("%s crashed", what, extra=extra)
-        return AttemptEnd(Ending.FAILED, kind=ErrorKind.INTERNAL, message=msg, started_at=started)
+        return AttemptEnd(Ending.FAILED, kind=ErrorKind.INTERNAL, message=msg, started_at=started, crash=exc)
     # Redis first: once the outcome is there, a redelivered message cannot call the platform again,
     # even if this process dies before the caller's database write. A Redis blip must not lose it
     # either: settle is retried (tenacity) for as long as a restart or failover takes.

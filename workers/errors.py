@@ -29,12 +29,17 @@ class NotAllowed(OpsqError):
 
 class ActionFailed(Exception):
     """Raised by execute_action when an action fails for good, so Celery marks the task FAILURE
-    (chords, errbacks and Flower see it). Only plain strings in args: JSON result backends rebuild it."""
+    (chords, errbacks and Flower see it). Only plain strings in args: JSON result backends rebuild it.
 
-    def __init__(self, kind: str, message: str) -> None:
+    `repeat`: a redelivered message found a failure already recorded (and reported) by an earlier delivery;
+    it is not reported to Sentry again (workers.observability.sentry.failures_reported). Not in args: it
+    only matters in the process that raised it."""
+
+    def __init__(self, kind: str, message: str, *, repeat: bool = False) -> None:
         super().__init__(kind, message)
         self.kind = kind
         self.message = message
+        self.repeat = repeat
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.message}"

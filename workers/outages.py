@@ -20,6 +20,7 @@ from celery.exceptions import Reject, Retry
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
+from workers.errors import ActionFailed
 from workers.guards.connection import guard_redis
 from workers.store.db import get_engine
 
@@ -88,7 +89,8 @@ def hand_back_on_outage(log_extra: Mapping[str, Any]) -> Iterator[None]:
     delivery does only what is left. Any other exception goes through untouched."""
     try:
         yield
-    except (Retry, Reject):
+    except (Retry, Reject, ActionFailed):
+        # ActionFailed: a failure already decided and recorded, whatever it is chained to (an executor's crash).
         raise
     except Exception as exc:
         which = outage_of(exc)

@@ -7,7 +7,8 @@ store (`scheduled`, `scheduled_for`), with no message at all until it is due; th
 second (`release_due`, called from beat.scheduler) and sends each due one exactly once: the row moves
 `scheduled` -> `queued` in a conditional UPDATE, and only the caller whose UPDATE matched sends. Two beats (or
 an operator's run at the same moment) cannot both send it; a sender that dies between the UPDATE and the send
-leaves a `queued` action with no message, which detect_stuck sends (its usual job).
+leaves a `queued` action with no message: the next beat leader notices that the last one died leading and runs
+recover_lost at once (beat.scheduler, LED_BY_KEY), which sends it; detect_stuck would too, later (its usual job).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from workers.celery_app import EXECUTE_ACTION, app
 from workers.errors import ActionFailed
 from workers.executor_pool import executor
 from workers.guards import Attempt
+from workers.observability import sentry
 from workers.redaction import kwargs_repr
 from workers.settings import get_settings
 from workers.status import ActionStatus, ErrorKind
@@ -23,7 +24,11 @@ from workers.store import outcomes
 log = logging.getLogger("opsq.action")
 
 
-@app.task(bind=True, name=EXECUTE_ACTION, max_retries=None, acks_late=True)
+# throws: an ActionFailed is an expected failure, logged once (at ERROR, a crash's with its traceback) by _fail;
+# Celery logs it at INFO without a traceback instead of a second ERROR "raised unexpected". Its Celery
+# integration then skips it too, so failures_reported sends it to Sentry, once. Any other exception is a crash
+# of the task itself: Celery's traceback and the integration's event, as before.
+@app.task(bind=True, name=EXECUTE_ACTION, max_retries=None, acks_late=True, throws=(ActionFailed,))
 def execute_action(self: Task, *, action_id: str, platform: str, action: str, params: dict[str, Any],
                    max_attempts: int, attempt: int = 1, idempotency_key: str | None = None,
                    fail_fast: bool = False, step: dict[str, Any] | None = None,
@@ -40,7 +45,7 @@ def execute_action(self: Task, *, action_id: str, platform: str, action: str, pa
 
     `expires_at` (Unix time): the deadline; the guards refuse an attempt that would start after it (`expired`)."""
     extra = {"action_id": action_id, "platform": platform, "action": action, "attempt": attempt}
-    with outages.hand_back_on_outage(extra):
+    with sentry.failures_reported(), outages.hand_back_on_outage(extra):
         return _execute(self, action_id=action_id, platform=platform, action=action, params=params,
                         max_attempts=max_attempts, attempt=attempt, idempotency_key=idempotency_key,
                         fail_fast=fail_fast, step=step, expires_at=expires_at)
@@ -106,8 +111,8 @@ def _execute(self: Task, *, action_id: str, platform: str, action: str, params: 
         if hooks and step:
             hooks.failed(step, kind, end.message)
         if end.already and store.is_final(action_id):
-            raise ActionFailed(kind, end.message)
-        _fail(ctx, kind, end.message, started=end.started_at, extra=extra)
+            raise ActionFailed(kind, end.message, repeat=True)  # logged and reported when it was recorded
+        _fail(ctx, kind, end.message, started=end.started_at, extra=extra, crash=end.crash)
     result = end.result or {}
     if end.already:
         # A redelivered message for an action that already ran: the stored result, no second call.
@@ -142,8 +147,12 @@ def _execute(self: Task, *, action_id: str, platform: str, action: str, params: 
     return result
 
 
-def _fail(ctx: Attempt, kind: str, message: str, *, started: Any, extra: dict[str, Any]) -> NoReturn:
+def _fail(ctx: Attempt, kind: str, message: str, *, started: Any, extra: dict[str, Any],
+          crash: Exception | None = None) -> NoReturn:
+    """The action failed for good: recorded, its waiters told, one log line (a crash's with its traceback), and
+    ActionFailed raised (chained to the crash), which failures_reported sends to Sentry."""
     store.mark_failed(ctx.action_id, ctx.attempt, message, kind, started_at=started)
     waiting.notify(ctx.action_id)  # after the store has it: a waiter reads a failure (dead letter or not) there
-    log.error("action failed for good (%s): %s", kind, message, extra=extra)
-    raise ActionFailed(kind, message) from None
+    log.error("action crashed and failed for good (%s): %s" if crash else "action failed for good (%s): %s",
+              kind, message, exc_info=crash, extra={**extra, sentry.FAILURE_LINE: True})
+    raise ActionFailed(kind, message) from crash

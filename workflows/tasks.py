@@ -23,6 +23,7 @@ from workers.errors import ActionFailed
 from workers.executor_pool import executor
 from workers.guards import Attempt, keys
 from workers.guards.connection import guard_redis
+from workers.observability import sentry
 from workers.queues import CONTROL_QUEUE
 from workers.redaction import contains_redacted
 from workers.settings import get_settings
@@ -275,12 +276,15 @@ def workflow_rollback(self: Task, workflow_id: str, waited: int = 0) -> list[str
     return [c["step_id"] for c in todo]
 
 
-@app.task(bind=True, name="opsq.workflow.compensate", acks_late=True, max_retries=None)
+# throws: a compensation that fails for good is logged once by _compensation_failed and reported to Sentry once
+# by failures_reported, not again by Celery (a traceback) and its Celery integration (see execute_action).
+@app.task(bind=True, name="opsq.workflow.compensate", acks_late=True, max_retries=None, throws=(ActionFailed,))
 def compensate_step(self: Task, workflow_id: str, comp_id: int, attempt: int = 1) -> dict[str, Any]:
     """One compensation: its own retried task on its platform's queue, guarded like any action (the
     breaker, the rate limit, and an execution record so a redelivery never undoes twice). Redis or the
     database away hands the message back instead of failing it (workers.outages)."""
-    with outages.hand_back_on_outage({"workflow_id": workflow_id, "compensation_id": comp_id, "attempt": attempt}):
+    with sentry.failures_reported(), \
+            outages.hand_back_on_outage({"workflow_id": workflow_id, "compensation_id": comp_id, "attempt": attempt}):
         return _compensate(self, workflow_id, comp_id, attempt)
 
 
@@ -329,7 +333,9 @@ def _compensate(self: Task, workflow_id: str, comp_id: int, attempt: int) -> dic
         state.compensation_update(comp_id, status=CompensationStatus.PENDING, error=f"[{end.kind}] {end.message}")
         raise self.retry(args=[workflow_id, comp_id], kwargs={"attempt": attempt + 1}, countdown=end.delay_s)
     if end.ending == Ending.FAILED:
-        return _compensation_failed(workflow_id, comp, str(end.kind), end.message)
+        if end.already and comp["status"] == CompensationStatus.FAILED:  # a redelivery: recorded and logged before
+            raise ActionFailed(str(end.kind), end.message, repeat=True)
+        return _compensation_failed(workflow_id, comp, str(end.kind), end.message, crash=end.crash)
     result = end.result or {}
     state.compensation_update(comp_id, status=CompensationStatus.DONE, result=result, error=None,
                               finished_at=utcnow())
@@ -360,11 +366,16 @@ def forget_failed_undos(workflow_id: str) -> None:
         guard_redis().delete(*(keys.run(undo_action_id(by_step[c["step_id"]], c["id"])) for c in failed))
 
 
-def _compensation_failed(workflow_id: str, comp: dict[str, Any], kind: str, message: str) -> NoReturn:
+def _compensation_failed(workflow_id: str, comp: dict[str, Any], kind: str, message: str,
+                         crash: Exception | None = None) -> NoReturn:
     state.compensation_update(comp["id"], status=CompensationStatus.FAILED, error=f"[{kind}] {message}",
                               finished_at=utcnow())
     state.record(workflow_id, "compensation_failed", step_id=comp["step_id"], detail=f"[{kind}] {message}")
-    raise ActionFailed(kind, message)
+    log.error("compensation crashed and failed for good (%s): %s" if crash else "compensation failed for good (%s): %s",
+              kind, message, exc_info=crash,
+              extra={"workflow_id": workflow_id, "step_id": comp["step_id"], "platform": comp["platform"],
+                     "action": comp["action"], sentry.FAILURE_LINE: True})
+    raise ActionFailed(kind, message) from crash
 
 
 @app.task(name="opsq.workflow.compensation_failed")

@@ -5,8 +5,6 @@ whose submit returned completes, each platform call exactly once."""
 from __future__ import annotations
 
 import collections
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import pytest
 
 from tests.support.redis_server import OwnedRedis, client_uses
 from tests.support.wait import wait_for
-from tests.support.worker import ROOT
+from tests.support.worker import start_beat
 from workers.client import ActionHandle, submit_action
 from workers.status import ActionStatus
 
@@ -28,12 +26,6 @@ def owned_redis(tmp_path: Path):
     server = OwnedRedis(tmp_path / "redis", aof=True).start()
     yield server
     server.stop()
-
-
-def _start_beat(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    log = open(log_path, "wb")  # noqa: SIM115 - the process owns it until the test ends
-    return subprocess.Popen([sys.executable, "-m", "workers.cli.main", "beat", "-l", "INFO"], env=env, cwd=ROOT,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _calls_per_text(sandbox_client) -> collections.Counter[str]:
@@ -55,7 +47,7 @@ def _drill(owned_redis: OwnedRedis, empty: bool, env: dict[str, str], workers_st
            tmp_path: Path) -> None:
     sandbox_client.fault("slack", mode="ok", latency_ms=150)
     workers = [workers_started(env, queues="slack,maintenance", concurrency=2) for _ in range(2)]
-    beat = _start_beat(env, tmp_path / "beat.log")
+    beat = start_beat(env, tmp_path / "beat.log")
     try:
         wait_for(lambda: b"now the leader" in (tmp_path / "beat.log").read_bytes(), timeout=20, what="beat leading")
         ids = [submit_action("slack", "send_message", {"channel": "#drill", "text": f"m{i}"}).id

@@ -30,16 +30,6 @@ OUTAGE_S = 30
 BOUND_S = 60  # every action final within this after the database is back
 
 
-@pytest.fixture
-def owned_pg():
-    # Not under pytest's tmp_path: that is private to root, and the server runs as `postgres`.
-    home = Path(tempfile.mkdtemp(prefix="opsq-pg-"))
-    server = OwnedPostgres(home).create()
-    yield server
-    server.stop()
-    shutil.rmtree(home, ignore_errors=True)
-
-
 def test_every_outcome_survives_a_database_outage(owned_pg, opsq_env_sqlite, workers_started, sandbox_client,
                                                    monkeypatch):
     env = opsq_env_sqlite(OPSQ_DATABASE_URL=owned_pg.url, OPSQ_RATE_LIMITS='{"slack": {"rate": 0}, '

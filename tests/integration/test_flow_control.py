@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -18,7 +17,7 @@ import pytest
 
 from tests.integration.opsq_cli import opsq
 from tests.support.wait import stored, wait_for
-from tests.support.worker import ROOT
+from tests.support.worker import start_beat
 from workers.celery_app import app
 from workers.client import cancel_action, submit_action, wait_all
 from workers.ops import stuck
@@ -129,11 +128,6 @@ def beats(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
             b.wait(15)
         except subprocess.TimeoutExpired:
             b.kill()
-
-
-def start_beat(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "workers.cli.main", "beat", "-l", "INFO"], env=env, cwd=ROOT,
-                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
 def test_scheduled_actions_run_once_each_not_before_their_time(opsq_env_sqlite, workers_started, sandbox_client,

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.opsq_cli import opsq
 from tests.support.wait import wait_for
 from workers.client import submit_action
 
@@ -140,13 +141,15 @@ def test_a_failed_action_reaches_sentry_tagged_and_scrubbed(opsq_env_sqlite, wor
     # One report for the failure: the "action failed for good" log line is not a second event.
     mine = [e for e in fake_sentry.events() if e.get("tags", {}).get("action_id") == handle.id]
     assert len(mine) == 1, [e.get("logentry") or e.get("exception") for e in mine]
+    assert mine[0]["tags"]["celery_task_id"] == handle.id  # the task's Celery scope, as the integration's own
 
     # The worker's log: one JSON object per line, with the action's ids, and no secrets.
     log_text = worker.log_path.read_text()
     records = [json.loads(line) for line in log_text.splitlines() if line.startswith("{")]
     assert any(" ready." in r["message"] for r in records)
     failed = [r for r in records if r.get("action_id") == handle.id and r["level"] == "ERROR"]
-    assert failed, log_text[-3000:]
+    assert len(failed) == 1, log_text[-3000:]  # ours; not Celery's "raised unexpected" besides (issue 16 item 6)
+    assert "raised unexpected" not in log_text and "Traceback" not in log_text, log_text[-3000:]
     assert failed[0]["platform"] == "webhook" and failed[0]["action"] == "post" and failed[0]["attempt"] == 1
     assert failed[0]["logger"] == "opsq.action"
     assert failed[0]["task_id"] == handle.id and failed[0]["task_name"] == "opsq.execute_action"
@@ -160,3 +163,115 @@ def test_worker_without_dsn_sends_nothing(opsq_env_sqlite, workers_started, sand
     view = submit_action("webhook", "post", {"url": f"{sandbox.url}/webhook/x", "json": {}}).wait(30)
     assert view.status in ("failed", "dead")
     assert fake_sentry.bodies == []
+
+
+def _events_of(fake_sentry: FakeSentry, action_id: str) -> list[dict[str, Any]]:
+    return [e for e in fake_sentry.events() if e.get("tags", {}).get("action_id") == action_id]
+
+
+def _records(log_text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in log_text.splitlines() if line.startswith("{")]
+
+
+def test_retries_are_not_reported_and_running_out_of_them_is_reported_once(opsq_env_sqlite, workers_started,
+                                                                            sandbox, sandbox_client, fake_sentry):
+    env = opsq_env_sqlite(OPSQ_SENTRY_DSN=fake_sentry.dsn)
+    workers_started(env, queues="webhook,control", concurrency=2)
+    sandbox_client.fault("webhook", "error", status=503, times=1)  # refused once, then answered
+    recovered = submit_action("webhook", "post", {"url": f"{sandbox.url}/webhook/x", "json": {}}, max_attempts=3)
+    view = recovered.wait(30)
+    assert view.status == "succeeded" and view.attempts == 2, view
+
+    sandbox_client.fault("webhook", "error", status=503, times=3)  # refused on each of its 3 attempts
+    exhausted = submit_action("webhook", "post", {"url": f"{sandbox.url}/webhook/x", "json": {}}, max_attempts=3)
+    view = exhausted.wait(30)
+    assert view.status in ("failed", "dead") and view.attempts == 3, view
+    (event,) = wait_for(lambda: _events_of(fake_sentry, exhausted.id), 30, "the exhausted action's event",
+                        interval=0.2)
+    assert event["exception"]["values"][-1]["type"] == "ActionFailed"
+    assert event["contexts"]["opsq"]["attempt"] == 3
+    # The events a worker sends go out as they are captured, in order: the failure's arrived, so the retries'
+    # (attempts 1 and 2 of each action, before it) would have too.
+    assert _events_of(fake_sentry, exhausted.id) == [event]
+    assert _events_of(fake_sentry, recovered.id) == []
+
+
+def test_an_executor_crash_is_one_error_line_with_its_traceback_and_one_event(opsq_env_sqlite, workers_started,
+                                                                             fake_sentry):
+    env = opsq_env_sqlite(OPSQ_SENTRY_DSN=fake_sentry.dsn, OPSQ_TEST_CRASH="executor")
+    worker = workers_started(env, queues="noop,control", app="tests.support.fault_app")
+    handle = submit_action("noop", "noop", {"echo": "x"})
+    view = handle.wait(30)
+    assert view.status in ("failed", "dead") and view.error_kind == "internal", view
+
+    (event,) = wait_for(lambda: _events_of(fake_sentry, handle.id), 30, "the crash's event", interval=0.2)
+    # One event: the failure, chained to the executor's exception, whose frames say where the bug is.
+    crash, failure = event["exception"]["values"]
+    assert failure["type"] == "ActionFailed" and failure["mechanism"]["type"] == "celery"
+    assert crash["type"] == "InjectedBug"
+    assert any(f.get("function") == "execute" and "fault_app" in f.get("module", "")
+               for f in crash["stacktrace"]["frames"])
+
+    wait_for(lambda: "raised expected" in worker.log_path.read_text(errors="replace"), 15,
+             "Celery's INFO line for the expected failure")
+    log_text = worker.log_path.read_text(errors="replace")
+    errors = [r for r in _records(log_text) if r["level"] == "ERROR"]
+    assert len(errors) == 1, log_text[-3000:]
+    assert errors[0]["message"].startswith("action crashed and failed for good (internal): InjectedBug")
+    assert "Traceback" in errors[0]["exc_info"] and "planted by the test" in errors[0]["exc_info"]
+    assert "raised unexpected" not in log_text
+    assert _events_of(fake_sentry, handle.id) == [event]
+
+
+def test_a_crash_of_the_task_keeps_celerys_traceback_and_is_one_event(opsq_env_sqlite, workers_started,
+                                                                     fake_sentry):
+    env = opsq_env_sqlite(OPSQ_SENTRY_DSN=fake_sentry.dsn, OPSQ_TEST_CRASH="task")
+    worker = workers_started(env, queues="noop,control", app="tests.support.fault_app")
+    handle = submit_action("noop", "noop", {"echo": "x"})
+
+    (event,) = wait_for(lambda: _events_of(fake_sentry, handle.id), 30, "the crash's event", interval=0.2)
+    exception = event["exception"]["values"][-1]
+    assert exception["type"] == "InjectedBug" and exception["mechanism"]["type"] == "celery"
+
+    def celerys_line() -> dict[str, Any] | None:
+        return next((r for r in _records(worker.log_path.read_text(errors="replace"))
+                     if "raised unexpected" in r["message"]), None)
+
+    line = wait_for(celerys_line, 15, "Celery's ERROR line for the crash")
+    assert line["level"] == "ERROR" and "InjectedBug" in line["message"]
+    assert "Traceback" in line["exc_info"] and "planted by the test" in line["exc_info"]
+    assert _events_of(fake_sentry, handle.id) == [event]
+
+
+def test_a_compensation_failing_for_good_is_one_error_line_and_one_event(opsq_env_sqlite, workers_started,
+                                                                        sandbox_client, fake_sentry, tmp_path):
+    env = opsq_env_sqlite(OPSQ_SENTRY_DSN=fake_sentry.dsn)
+    worker = workers_started(env)
+    sandbox_client.fault("notion", mode="auth")  # step b refused: the workflow rolls back
+    sandbox_client.fault("slack", mode="auth", match="chat.delete")  # and step a's undo is refused too
+    spec = tmp_path / "undo-fails.yaml"
+    spec.write_text(json.dumps({"name": "undo-fails", "steps": [
+        {"id": "a", "platform": "slack", "action": "send_message", "params": {"channel": "#t", "text": "a"}},
+        {"id": "b", "platform": "notion", "action": "create_task", "params": {"database_id": "d", "title": "b"},
+         "depends_on": ["a"]}]}))
+    out = opsq(env, "workflow", "run", str(spec), "--wait", "--json")
+    run = json.loads(out.stdout)
+    assert run["status"] == "rollback_failed", out.stdout + out.stderr
+
+    def undo_events() -> list[dict[str, Any]]:
+        return [e for e in fake_sentry.events()
+                if e.get("tags", {}).get("workflow_id") == run["id"] and "step_id" not in e.get("tags", {})]
+
+    (event,) = wait_for(undo_events, 30, "the compensation's event", interval=0.2)
+    assert event["exception"]["values"][-1]["type"] == "ActionFailed"
+    assert event["extra"]["celery-job"]["task_name"] == "opsq.workflow.compensate"
+    step_events = [e for e in fake_sentry.events() if e.get("tags", {}).get("step_id") == "b"]
+    assert len(step_events) == 1  # step b's own failure: its own one event
+
+    log_text = worker.log_path.read_text(errors="replace")
+    errors = [r for r in _records(log_text) if r["level"] == "ERROR"]
+    assert [r["message"].split(":")[0] for r in errors] == ["action failed for good (auth)",
+                                                            "compensation failed for good (auth)"], log_text[-3000:]
+    assert errors[1]["workflow_id"] == run["id"] and errors[1]["step_id"] == "a"
+    assert "raised unexpected" not in log_text and "Traceback" not in log_text
+    assert undo_events() == [event]

@@ -62,3 +62,23 @@ class WorkerProcess:
         log = getattr(self, "_log", None)
         if log and not log.closed:
             log.close()
+
+
+def start_beat(env: dict[str, str], log_path: Path, app: str | None = None) -> subprocess.Popen[bytes]:
+    """`opsq beat` as a process in its own group (SIGKILL-able with os.killpg), its output in `log_path`. With
+    `app` (tests.support.fault_app), the same scheduler on that Celery app."""
+    cmd = ([sys.executable, "-m", "celery", "-A", app, "beat", "-S", "beat.scheduler:LeaderScheduler"] if app
+           else [sys.executable, "-m", "workers.cli.main", "beat"])
+    log = open(log_path, "wb")  # noqa: SIM115 - the process owns it until the test ends
+    return subprocess.Popen([*cmd, "-l", "INFO"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def stop_beat(beat: subprocess.Popen[bytes]) -> None:
+    if beat.poll() is None:
+        beat.terminate()
+        try:
+            beat.wait(15)
+        except subprocess.TimeoutExpired:
+            beat.kill()
+            beat.wait(5)

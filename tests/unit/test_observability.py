@@ -141,9 +141,20 @@ def test_before_send_drops_the_failure_log_line_that_duplicates_the_task_excepti
     try:
         raise ValueError("boom")
     except ValueError:
-        crashed = logging.LogRecord("opsq.action", logging.ERROR, __file__, 1, "action crashed", None,
-                                    sys.exc_info())
-    assert sentry.before_send({"message": "x"}, {"log_record": crashed}) == {"message": "x"}
+        crashed = logging.LogRecord("opsq.action", logging.ERROR, __file__, 1, "action crashed and failed for good",
+                                    None, sys.exc_info())
+        bookkeeping = logging.LogRecord("opsq.action", logging.ERROR, __file__, 1, "recording the outcome failed",
+                                        None, sys.exc_info())
+    # A failure line, a crash's (with its traceback) or a compensation's, is reported with the task's exception
+    # (failures_reported), not as a log event besides.
+    crashed.__dict__[sentry.FAILURE_LINE] = True
+    assert sentry.before_send({"message": "x"}, {"log_record": crashed}) is None
+    compensation = logging.LogRecord("opsq.workflow", logging.ERROR, __file__, 1, "compensation failed for good",
+                                     None, None)
+    compensation.__dict__[sentry.FAILURE_LINE] = True
+    assert sentry.before_send({"message": "x"}, {"log_record": compensation}) is None
+    # Another error with a traceback is an event.
+    assert sentry.before_send({"message": "x"}, {"log_record": bookkeeping}) == {"message": "x"}
     other = logging.LogRecord("opsq.workflow", logging.ERROR, __file__, 1, "password=x", None, None)
     assert sentry.before_send({"message": "password=x"}, {"log_record": other}) == {"message": f"password={REDACTED}"}
 
@@ -282,3 +293,54 @@ def test_sentry_sdk_is_loaded_by_init_with_a_dsn_and_then_sentry_on_answers_it()
     result = subprocess.run([sys.executable, "-c", SENTRY_ON], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "None", "True"]
+
+
+@pytest.fixture
+def sentry_events():
+    """A real sentry_sdk client whose transport keeps the events (no network), scrubbed by our before_send;
+    inactive again afterwards."""
+    import sentry_sdk  # noqa: PLC0415
+    from sentry_sdk.transport import Transport  # noqa: PLC0415
+
+    events: list[dict] = []
+
+    class Keep(Transport):
+        def capture_envelope(self, envelope):  # type: ignore[no-untyped-def]
+            events.extend(item.payload.json for item in envelope.items if item.type == "event")
+
+    sentry_sdk.init(dsn="http://key@127.0.0.1:9/1", transport=Keep(), before_send=sentry.before_send,
+                    default_integrations=False, auto_enabling_integrations=False)  # patches nothing
+    yield events
+    sentry_sdk.get_client().close()
+    sentry_sdk.get_global_scope().set_client(None)  # no client, as before
+    assert sentry.sentry_on() is None
+
+
+def test_failures_reported_sends_a_failure_for_good_once_and_nothing_else(sentry_events):
+    from celery.exceptions import Retry  # noqa: PLC0415
+
+    from workers.errors import ActionFailed  # noqa: PLC0415
+
+    with pytest.raises(ActionFailed), sentry.failures_reported():
+        raise ActionFailed("auth", "slack: not_authed")
+    (event,) = sentry_events
+    (exc,) = event["exception"]["values"]
+    assert exc["type"] == "ActionFailed" and exc["value"] == "slack: not_authed"
+    assert exc["mechanism"] == {"type": "celery", "handled": False}
+
+    # A redelivery finding the failure recorded, a retry, a crash (the Celery integration's, not ours): nothing.
+    with pytest.raises(ActionFailed), sentry.failures_reported():
+        raise ActionFailed("auth", "slack: not_authed", repeat=True)
+    with pytest.raises(Retry), sentry.failures_reported():
+        raise Retry("again")
+    with pytest.raises(KeyError), sentry.failures_reported():
+        raise KeyError("bug")
+    assert len(sentry_events) == 1
+
+
+def test_failures_reported_without_sentry_only_reraises():
+    from workers.errors import ActionFailed  # noqa: PLC0415
+
+    assert sentry.sentry_on() is None
+    with pytest.raises(ActionFailed), sentry.failures_reported():
+        raise ActionFailed("auth", "x")

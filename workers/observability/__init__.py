@@ -5,8 +5,9 @@ install(app) only connects signal handlers; nothing is configured until a worker
 * Sentry, when OPSQ_SENTRY_DSN is set: initialised in the worker's main process before the pool forks
   (`celeryd_init`, so the Celery integration's tracer patch is in place when the children build their
   tracers) and again in each prefork child (`worker_process_init`: a client of its own, no HTTP
-  connection shared with the parent). Every event passes through scrub(). Task failures are captured by
-  sentry-sdk's Celery integration (ActionFailed is not a `throws` exception, so it is reported).
+  connection shared with the parent). Every event passes through scrub(). A task's crash is captured by
+  sentry-sdk's Celery integration; an action or compensation that fails for good (ActionFailed, a `throws`
+  exception, which the integration skips) by sentry.failures_reported, once.
 * Each opsqueue task's Sentry scope is tagged with platform, action, action_id, workflow_id and step_id
   (`task_prerun`, cleared on `task_postrun`).
 * Logs: one JSON object per line (OPSQ_LOG_FORMAT=json, the default) or Celery's text format

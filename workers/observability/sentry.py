@@ -12,10 +12,12 @@ import inspect
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from importlib.metadata import version
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from workers.errors import ActionFailed
 from workers.observability.config import ObservabilitySettings, observability_settings
 from workers.redaction import configured_secrets, scrub_text, scrub_value
 
@@ -36,14 +38,49 @@ def scrub(event: Event, hint: Hint | None = None) -> Event:
     return scrubbed
 
 
+#: Set (True) in the `extra` of a log call whose line is a failure that failures_reported sends to Sentry: the
+#: line is not sent a second time as a log event (before_send). Not a LOG_FIELD: it never shows in the logs.
+FAILURE_LINE = "opsq_failure_line"
+
+
 def before_send(event: Event, hint: Hint | None) -> Event | None:
     record = (hint or {}).get("log_record")
-    # execute_action logs "action failed for good" and then raises ActionFailed, which the Celery
-    # integration reports with the traceback and the task: the log line would be the same error twice.
-    # Log records with a traceback (log.exception: "action crashed") are kept.
-    if record is not None and record.name == "opsq.action" and not record.exc_info:
+    # "action failed for good" (a crash's with its traceback) and "compensation failed for good" are reported by
+    # failures_reported, with the task's exception: the log line would be the same failure twice. The other
+    # opsq.action lines without a traceback (an outcome written to the database only) are log lines, not errors.
+    if record is not None and (getattr(record, FAILURE_LINE, False)
+                               or (record.name == "opsq.action" and not record.exc_info)):
         return None
     return scrub(event, hint)
+
+
+def report_failure(exc: BaseException) -> None:
+    """One Sentry event for a task's expected failure, built as the Celery integration builds its own (mechanism
+    `celery`, unhandled; the task's scope: its tags, its Celery context), scrubbed by before_send like any event.
+    A no-op without an active client."""
+    sdk = sentry_on()
+    if sdk is None:
+        return
+    from sentry_sdk.utils import event_from_exception  # noqa: PLC0415 - imported only where Sentry is on
+
+    event, hint = event_from_exception(exc, client_options=sdk.get_client().options,
+                                       mechanism={"type": "celery", "handled": False})
+    sdk.capture_event(event, hint=hint)
+
+
+@contextlib.contextmanager
+def failures_reported() -> Iterator[None]:
+    """Around a task that declares `throws=(ActionFailed,)`: Celery then logs its ActionFailed at INFO without a
+    traceback (the task has logged its own failure line) and the Celery integration skips it, so it is reported
+    here instead, once: an action or compensation that failed for good now (not a redelivery finding it failed
+    before, `repeat`). Retries (Celery's Retry) and hand-backs (Reject) are not failures and pass through; any
+    other exception is a crash, left to Celery's traceback and the Celery integration."""
+    try:
+        yield
+    except ActionFailed as exc:
+        if not exc.repeat:
+            report_failure(exc)
+        raise
 
 
 
