@@ -51,12 +51,26 @@ def print_status(wid: str) -> None:
     table(["STEP", "STATUS", "PLATFORM", "ACTION", "ATTEMPTS", "DURATION", "ERROR"],
           [[s["step_id"], wf_status(s["status"]), s["platform"], s["action"], s["attempts"], _duration(s),
             (s["error"] or "")[:80]] for s in state.steps(wid)])
+    if run["status"] == WorkflowStatus.AWAITING_APPROVAL:
+        print_pending_approvals(wid)
     comps = state.compensations(wid)
     if comps:
         click.echo("rollback (in order):")
         table(["#", "STEP", "UNDO", "STATUS", "ERROR"],
               [[c["position"], c["step_id"], f"{c['platform']}.{c['action']}", wf_status(c["status"]),
                 (c["error"] or "")[:80]] for c in comps])
+
+
+def print_pending_approvals(wid: str) -> None:
+    """Each gate the workflow waits at, and the command that opens it. The approver is another person than
+    the one who submitted it (a gate's default: allow_self_approval is false), hence `--actor`."""
+    from workflows import state
+
+    for a in state.approvals(workflow_id=wid):
+        by = f" (not {a['requested_by']}, who submitted it)" if a["requested_by"] else ""
+        click.echo(f"approval {a['id']} waits for step(s) {', '.join(a['step_ids'])}; the approver{by} runs:")
+        click.echo(f"    opsq approvals approve {a['id']} --actor NAME")
+        click.echo(f"    (or: opsq approvals deny {a['id']} --reason TEXT --actor NAME)")
 
 
 @click.group()

@@ -69,6 +69,7 @@ def register() -> None:
         audit_cmd,
         db_cmd,
         demo_cmd,
+        dev_cmd,
         dlq_cmd,
         exporter_cmd,
         flower_cmd,
@@ -83,7 +84,7 @@ def register() -> None:
 
     if cli.commands:
         return
-    for module in (actions_cmd, db_cmd, demo_cmd, dlq_cmd, guards_cmd, sandbox_cmd, worker_cmd, workflows_cli,
+    for module in (actions_cmd, db_cmd, demo_cmd, dev_cmd, dlq_cmd, guards_cmd, sandbox_cmd, worker_cmd, workflows_cli,
                    audit_cmd, queue_cmd, health_cmd, reports_cmd, beat_cli, flower_cmd, exporter_cmd,
                    api_cmd):
         module.register(cli)

@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import click
 
+from workers.dev import stack
+
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
-def sandbox(host: str, port: int) -> None:
-    """Serve the platform sandbox (point OPSQ_PLATFORM_BASE_URL at it)."""
-    from executors.sandbox.server import serve_forever
-
-    serve_forever(host, port)
+@click.option("--port", type=click.IntRange(0, 65535),
+              help=f"[default: {stack.SANDBOX_PORT}, or a free one when that is taken; 0: any free one]")
+def sandbox(host: str, port: int | None) -> None:
+    """Serve the platform sandbox; it prints the settings that point opsqueue at it. (`opsq dev` also
+    starts a worker and beat, configured for it.)"""
+    server, note = stack.bind_sandbox(host, stack.SANDBOX_PORT if port is None else port, fallback=port is None)
+    if note:
+        click.echo(click.style("note: ", fg="yellow", bold=True) + note)
+    click.echo(f"opsq sandbox listening on {server.url}; these settings point opsqueue at it (workers too):")
+    for line in stack.export_lines(stack.sandbox_settings(server.url)):
+        click.echo(f"    {line}")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
 
 
 def register(cli: click.Group) -> None:
