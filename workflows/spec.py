@@ -284,8 +284,8 @@ def _cycle(spec: WorkflowSpec) -> list[str] | None:
 
 
 def _schema_errors(platform: str, action: str, params: dict[str, Any], input_: dict[str, Any]) -> list[str]:
-    """Params are checked with `input.` templates filled in; a field that still holds a `steps.`
-    template is only known at run time, so its schema check is left to the executor then."""
+    """Params are checked with `input.` templates filled in; a field that still holds a `steps.` or
+    `settings.` template is only known at run time, so its schema check is left to the executor then."""
 
     rendered = templates.render_input_only(params, input_)
     schema = EXECUTORS[platform].actions[action]
@@ -301,7 +301,7 @@ def _schema_errors(platform: str, action: str, params: dict[str, Any], input_: d
                 except (KeyError, IndexError, TypeError):
                     value = None
                     break
-            if any(ref.startswith("steps.") for ref in templates.references(value)):
+            if any(not ref.startswith("input.") for ref in templates.references(value)):
                 continue
             out.append(f"{'.'.join(str(p) for p in err['loc']) or 'params'}: {err['msg']}")
         return out

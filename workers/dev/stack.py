@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from executors.registry import TOKEN_PLATFORMS
+from executors.registry import PLATFORMS, TOKEN_PLATFORMS
 from executors.sandbox.server import SandboxServer
 from workers.errors import ConfigError
 
@@ -45,7 +45,7 @@ def point_at_sandbox(url: str, environ: dict[str, str] | os._Environ[str] = os.e
     """Put sandbox_settings(url) into `environ` (each platform's own base URL is taken out, so the one
     base URL applies to all; an allow-list already there is kept, with loopback added). Returns what was set."""
     wanted = sandbox_settings(url)
-    for platform in TOKEN_PLATFORMS + ("webhook",):
+    for platform in PLATFORMS:
         environ.pop(f"OPSQ_{platform.upper()}_BASE_URL", None)
     allowed = [h for h in environ.get("OPSQ_WEBHOOK_ALLOW_HOSTS", "").split(",") if h.strip()]
     if LOOPBACK not in allowed:
