@@ -282,8 +282,10 @@ def approvals_list(show_all: bool, as_json: bool) -> None:
 @approvals.command("approve")
 @click.argument("approval_id")
 @click.option("--comment")
+@click.option("--wait", is_flag=True, help="Then wait until the workflow finishes or waits at its next gate.")
+@click.option("--timeout", type=float, default=300.0, show_default=True)
 @actor_option
-def approvals_approve(approval_id: str, comment: str | None, actor: str) -> None:
+def approvals_approve(approval_id: str, comment: str | None, wait: bool, timeout: float, actor: str) -> None:
     """Approve: the workflow resumes from the gated steps."""
     from workflows.client import approval_progress, approve
 
@@ -294,6 +296,11 @@ def approvals_approve(approval_id: str, comment: str | None, actor: str) -> None
                    f"workflow {handle.id} still waits")
         return
     click.echo(f"approved {approval_id}: workflow {handle.id} resumes")
+    if wait:
+        final = handle.wait(timeout)
+        print_status(handle.id)
+        if final not in (WorkflowStatus.SUCCEEDED, WorkflowStatus.AWAITING_APPROVAL):
+            raise SystemExit(1)
 
 @approvals.command("deny")
 @click.argument("approval_id")
