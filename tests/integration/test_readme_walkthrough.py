@@ -10,17 +10,16 @@ through what it pasted."""
 from __future__ import annotations
 
 import os
-import queue
 import re
 import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support.processes import Background, alive, descendants
 
 pytestmark = pytest.mark.integration
 
@@ -92,62 +91,6 @@ class Shell:
                               timeout=timeout)
 
 
-def _descendants(pid: int) -> dict[int, str]:
-    """pid -> its start time (so a reused pid is not taken for it), for every process below `pid`."""
-    children: dict[int, list[int]] = {}
-    started: dict[int, str] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        child = int(stat.parent.name)
-        children.setdefault(int(fields[1]), []).append(child)
-        started[child] = fields[19]
-    found: dict[int, str] = {}
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found[child] = started[child]
-            todo.append(child)
-    return found
-
-
-def _alive(pid: int, started: str) -> bool:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return False
-    return fields[19] == started and fields[0] != "Z"
-
-
-class Background:
-    """`opsq dev` in shell 1: its output read line by line on a thread."""
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        self.process = process
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line)
-
-    def until(self, marker: str, timeout: float = 120) -> list[str]:
-        deadline = time.monotonic() + timeout
-        while not any(marker in line for line in self.seen):
-            left = deadline - time.monotonic()
-            if left <= 0 or (self.process.poll() is not None and self.lines.empty()):
-                raise AssertionError(f"`opsq dev` never printed {marker!r}; it printed:\n{''.join(self.seen)}")
-            try:
-                self.seen.append(self.lines.get(timeout=min(left, 1)))
-            except queue.Empty:
-                continue
-        return self.seen
-
-
 @pytest.fixture
 def clean_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     """A newcomer's shell: no OPSQ_ setting, a home of its own."""
@@ -175,7 +118,7 @@ def test_the_readme_walkthrough_works_when_typed_literally(redis_client, redis_u
         assert {"OPSQ_REDIS_URL", "OPSQ_DATABASE_URL", "OPSQ_PLATFORM_BASE_URL", "OPSQ_SLACK_TOKEN",
                 "OPSQ_GDRIVE_TOKEN", "OPSQ_NOTION_TOKEN"} <= names, printed
         assert f"export OPSQ_REDIS_URL={redis_url}" in exports  # it honours the setting and passes it on
-        processes = _descendants(dev.process.pid)
+        processes = descendants(dev.process.pid)
         assert len(processes) >= 3, processes  # the worker, its pool, beat
 
         shell2 = Shell(dict(clean_env))
@@ -210,7 +153,7 @@ def test_the_readme_walkthrough_works_when_typed_literally(redis_client, redis_u
             dev.process.kill()
             dev.process.wait()
     assert dev.process.returncode == 0, "".join(dev.seen)
-    left = [pid for pid, started in processes.items() if _alive(pid, started)]
+    left = [pid for pid, started in processes.items() if alive(pid, started)]
     for pid in left:  # this test's own, so that a failure here leaves nothing behind either
         os.kill(pid, signal.SIGKILL)
     assert left == [], f"`opsq dev` left processes running: {left}"

@@ -17,8 +17,10 @@ def sandbox(host: str, port: int | None) -> None:
     server, note = stack.bind_sandbox(host, stack.SANDBOX_PORT if port is None else port, fallback=port is None)
     if note:
         click.echo(click.style("note: ", fg="yellow", bold=True) + note)
+    # Listening on every interface: this machine reaches it on loopback (other hosts: by this host's name).
+    url = f"http://127.0.0.1:{server.port}" if server.host in ("0.0.0.0", "::") else server.url
     click.echo(f"opsq sandbox listening on {server.url}; these settings point opsqueue at it (workers too):")
-    for line in stack.export_lines(stack.sandbox_settings(server.url)):
+    for line in stack.export_lines(stack.sandbox_settings(url)):
         click.echo(f"    {line}")
     try:
         server.serve_forever()
