@@ -105,7 +105,13 @@ def workflow_run(file: str, inputs: tuple[str, ...], priority: str | None, idemp
                              eta=None if at is None else parse_time(at, "--at"))
     status = handle.wait(timeout) if wait else handle.status()
     if as_json:
-        emit_json({"id": handle.id, "status": status, "deduplicated": handle.deduplicated})
+        out: dict[str, Any] = {"id": handle.id, "status": status, "deduplicated": handle.deduplicated}
+        if status == WorkflowStatus.AWAITING_APPROVAL:
+            from workflows import state
+
+            out["approvals"] = [{"id": a["id"], "step_ids": a["step_ids"]}
+                                for a in state.approvals(workflow_id=handle.id)]
+        emit_json(out)
     elif wait:
         print_status(handle.id)
     else:

@@ -4,10 +4,12 @@ for the reason the example stages (HTTP 402), never by a connection refused on a
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from tests.integration.opsq_cli import opsq
 from workers.guards import breaker
 from workers.guards.base import BreakerState
 from workflows import state
@@ -38,3 +40,23 @@ def test_order_rollback_reaches_the_sandbox_on_a_non_default_port(opsq_env_sqlit
     paid = submit_workflow(EXAMPLES / "order-rollback.yaml", {"order_id": "P-2"})
     assert paid.wait(60, until=FINISHED) == WorkflowStatus.SUCCEEDED
     assert breaker.status("webhook").state == BreakerState.CLOSED
+
+
+def test_a_run_waiting_at_a_gate_names_the_approval_and_the_command_that_gives_it(opsq_env_sqlite,
+                                                                                   workers_started):
+    env = opsq_env_sqlite()
+    workers_started(env)
+    example = str(EXAMPLES / "approval-gates.yaml")
+    as_json = opsq(env, "workflow", "run", example, "--wait", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    out = json.loads(as_json.stdout)
+    (approval,) = state.approvals(workflow_id=out["id"])
+    assert out["status"] == "awaiting_approval"
+    assert out["approvals"] == [{"id": approval["id"], "step_ids": ["announce"]}]
+    shown = opsq(env, "workflow", "status", out["id"])
+    assert f"approval {approval['id']} waits for step(s) announce" in shown.stdout, shown.stdout
+    assert f"    opsq approvals approve {approval['id']} --actor NAME" in shown.stdout
+    approved = opsq(env, "approvals", "approve", approval["id"], "--actor", "reviewer", "--wait")
+    assert approved.returncode == 0, approved.stderr
+    assert f"workflow {out['id']}  offboarding  succeeded" in approved.stdout
+    assert "waits for step(s)" not in approved.stdout  # nothing left to approve

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from executors.registry import PLATFORMS, TOKEN_PLATFORMS
+from workers.cli.dev_cmd import shell_lines
 from workers.dev import stack
 from workers.errors import ConfigError
 
@@ -81,3 +82,11 @@ def test_opsq_sandbox_says_which_settings_point_at_it():
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(30) == 0
+
+
+def test_dev_prints_no_password_of_a_url():
+    lines = shell_lines({"OPSQ_DATABASE_URL": "postgresql+psycopg://opsq:s3cret@db:5432/opsq",
+                         "OPSQ_REDIS_URL": "redis://127.0.0.1:6379/0"})
+    assert not any("s3cret" in line for line in lines)
+    assert "# OPSQ_DATABASE_URL: as set in this shell (it holds a password, not printed)" in lines
+    assert "export OPSQ_REDIS_URL=redis://127.0.0.1:6379/0" in lines
