@@ -18,8 +18,11 @@ def sandbox(host: str, port: int | None) -> None:
     if note:
         click.echo(click.style("note: ", fg="yellow", bold=True) + note)
     # Listening on every interface: this machine reaches it on loopback (other hosts: by this host's name).
-    url = f"http://127.0.0.1:{server.port}" if server.host in ("0.0.0.0", "::") else server.url
-    click.echo(f"opsq sandbox listening on {server.url}; these settings point opsqueue at it (workers too):")
+    everywhere = server.host in ("0.0.0.0", "::")
+    url = f"http://127.0.0.1:{server.port}" if everywhere else server.url
+    where = " on this machine (elsewhere: this host's name for 127.0.0.1)" if everywhere else ""
+    click.echo(f"opsq sandbox listening on {server.url}; these settings point opsqueue{where} at it "
+               "(its workers too):")
     for line in stack.export_lines(stack.sandbox_settings(url)):
         click.echo(f"    {line}")
     try:
