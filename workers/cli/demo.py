@@ -54,6 +54,7 @@ class DemoRun:
     quick: bool
     sandbox_url: str
     worker_name: str
+    workdir: Path
     action_ids: list[str] = field(default_factory=list)
     #: action id -> why it fails on purpose (the summary tells them from real failures)
     expected_failures: dict[str, str] = field(default_factory=dict)
@@ -163,6 +164,8 @@ def scenario_routing(run: DemoRun) -> None:
 
 
 def scenario_priority(run: DemoRun) -> None:
+    from kombu.transport.redis import Transport as RedisTransport
+
     from executors.sandbox.server import SandboxClient
     from workers.celery_app import app
     from workers.client import submit_action
@@ -172,9 +175,10 @@ def scenario_priority(run: DemoRun) -> None:
     criticals = 2
     # Pause the slack queue (Celery remote control) so the queue fills up as it would under load.
     app.control.cancel_consumer("slack", destination=[run.worker_name], reply=True, timeout=5)
-    # One process for this scenario: two would run two messages at once, and the sandbox would see them
-    # in whichever order they arrive (low #3 before low #2), which says nothing about priorities.
-    app.control.pool_shrink(1, destination=[run.worker_name], reply=True, timeout=5)
+    # The cancel is done, but a BRPOP the worker sent before it still waits (up to kombu's brpop_timeout): a
+    # message popped there has no consumer any more and is put back at the far end of the queue, out of
+    # order. The backlog is queued once that BRPOP has run out.
+    time.sleep(RedisTransport.brpop_timeout + 0.5)
     sandbox = SandboxClient(run.sandbox_url)
     sandbox.clear_requests()
     for i in range(lows):
@@ -182,17 +186,22 @@ def scenario_priority(run: DemoRun) -> None:
                                 priority="low"))
     handles = [run.track(submit_action("slack", "send_message", {"channel": "#incident", "text": f"critical #{i + 1}"},
                                        priority="critical")) for i in range(criticals)]
-    click.echo(f"queued {lows} low, then {criticals} critical actions while the slack queue was paused; resuming "
-               "with one worker process, so the platform sees them one at a time")
-    app.control.add_consumer("slack", destination=[run.worker_name], reply=True, timeout=5)
+    click.echo(f"queued {lows} low, then {criticals} critical actions while the slack queue was paused; a worker "
+               "of one process takes the queue over, so the platform sees them one at a time")
+    # One process: the demo's worker has two, which run two messages at once, and the sandbox would see them
+    # in whichever order they arrive (low #2 before low #1), which says nothing about priorities.
+    log = run.workdir / "priority-worker.log"
+    single = stack.start_worker(f"demo-priority-{os.getpid()}@localhost", ("slack",), 1, log, os.environ)
     try:
+        stack.wait_ready(single, log, "the scenario's worker")
         for h in handles:
             h.wait(60)
         deadline = time.monotonic() + 60
         while len(sandbox.requests(platform="slack")) < lows + criticals and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
-        app.control.pool_grow(1, destination=[run.worker_name], reply=True, timeout=5)
+        stack.stop_process(single)
+        app.control.add_consumer("slack", destination=[run.worker_name], reply=True, timeout=5)
     order = [r["body"]["text"] for r in sandbox.requests(platform="slack")]
     for n, text in enumerate(order, 1):
         click.echo(f"  {n:>2}. {prio(text.split()[0])} {text}")
@@ -490,7 +499,7 @@ def print_summary(summary: dict[str, Any]) -> None:
 def run_demo(*, quick: bool, json_out: Path | None, use_configured: bool, flower: bool = False) -> bool:
     started = time.monotonic()
     with DemoEnvironment(use_configured, flower) as env:
-        run = DemoRun(quick=quick, sandbox_url=env.sandbox.url, worker_name=env.worker_name,
+        run = DemoRun(quick=quick, sandbox_url=env.sandbox.url, worker_name=env.worker_name, workdir=env.tmp,
                       flower_url=env.flower_url)
         for scenario in SCENARIOS:
             scenario(run)
