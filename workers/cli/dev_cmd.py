@@ -58,9 +58,9 @@ def run_dev(port: int | None, concurrency: int) -> int:
 
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     server, note = stack.bind_sandbox(port=stack.SANDBOX_PORT if port is None else port, fallback=port is None)
-    server.start()
     redis_server = worker = beat = None
     try:
+        server.start()
         exported = stack.point_at_sandbox(server.url)
         redis_url, redis_server = ensure_broker()
         settings = reload_settings()
