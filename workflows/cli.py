@@ -53,6 +53,8 @@ def print_status(wid: str) -> None:
     table(["STEP", "STATUS", "PLATFORM", "ACTION", "ATTEMPTS", "DURATION", "ERROR"],
           [[s["step_id"], wf_status(s["status"]), s["platform"], s["action"], s["attempts"], _duration(s),
             (s["error"] or "")[:80]] for s in state.steps(wid)])
+    if run["status"] == WorkflowStatus.AWAITING_APPROVAL:
+        print_pending_approvals(wid)
     comps = state.compensations(wid)
     if comps:
         click.echo("rollback (in order):")
@@ -73,6 +75,18 @@ def _problems_listed() -> Iterator[None]:
         for err in exc.errors:
             click.echo(click.style("invalid: ", fg="red", bold=True) + err, err=True)
         raise SystemExit(1) from None
+
+
+def print_pending_approvals(wid: str) -> None:
+    """Each gate the workflow waits at, and the command that opens it. The approver is another person than
+    the one who submitted it (a gate's default: allow_self_approval is false), hence `--actor`."""
+    from workflows import state
+
+    for a in state.approvals(workflow_id=wid):
+        by = f" (not {a['requested_by']}, who submitted it)" if a["requested_by"] else ""
+        click.echo(f"approval {a['id']} waits for step(s) {', '.join(a['step_ids'])}; the approver{by} runs:")
+        click.echo(f"    opsq approvals approve {a['id']} --actor NAME")
+        click.echo(f"    (or: opsq approvals deny {a['id']} --reason TEXT --actor NAME)")
 
 
 @click.group()
@@ -108,7 +122,13 @@ def workflow_run(file: str, inputs: tuple[str, ...], priority: str | None, idemp
                                  eta=None if at is None else parse_time(at, "--at"))
     status = handle.wait(timeout).status if wait else handle.status()
     if as_json:
-        emit_json({"id": handle.id, "status": status, "deduplicated": handle.deduplicated})
+        out: dict[str, Any] = {"id": handle.id, "status": status, "deduplicated": handle.deduplicated}
+        if status == WorkflowStatus.AWAITING_APPROVAL:
+            from workflows import state
+
+            out["approvals"] = [{"id": a["id"], "step_ids": a["step_ids"]}
+                                for a in state.approvals(workflow_id=handle.id)]
+        emit_json(out)
     elif wait:
         print_status(handle.id)
     else:
@@ -281,8 +301,10 @@ def approvals_list(show_all: bool, as_json: bool) -> None:
 @approvals.command("approve")
 @click.argument("approval_id")
 @click.option("--comment")
+@click.option("--wait", is_flag=True, help="Then wait until the workflow finishes or waits at its next gate.")
+@click.option("--timeout", type=float, default=300.0, show_default=True)
 @actor_option
-def approvals_approve(approval_id: str, comment: str | None, actor: str) -> None:
+def approvals_approve(approval_id: str, comment: str | None, wait: bool, timeout: float, actor: str) -> None:
     """Approve: the workflow resumes from the gated steps."""
     from workflows.client import approval_progress, approve
 
@@ -293,6 +315,11 @@ def approvals_approve(approval_id: str, comment: str | None, actor: str) -> None
                    f"workflow {handle.id} still waits")
         return
     click.echo(f"approved {approval_id}: workflow {handle.id} resumes")
+    if wait:
+        final = handle.wait(timeout).status
+        print_status(handle.id)
+        if final not in (WorkflowStatus.SUCCEEDED, WorkflowStatus.AWAITING_APPROVAL):
+            raise SystemExit(1)
 
 @approvals.command("deny")
 @click.argument("approval_id")

@@ -504,8 +504,8 @@ def _cycle(spec: WorkflowSpec) -> list[str] | None:
 def _schema_errors(platform: str, action: str, params: dict[str, Any],
                    input_: dict[str, Any]) -> list[tuple[Loc, str]]:
     """(path in params, message) of each schema problem. Params are checked with `input.` templates filled in;
-    a field that still holds a `steps.` template is only known at run time, so its schema check is left to the
-    executor then."""
+    a field that still holds a `steps.` or `settings.` template is only known at run time, so its schema check is
+    left to the executor then."""
 
     rendered = templates.render_input_only(params, input_)
     schema = EXECUTORS[platform].actions[action]

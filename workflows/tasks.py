@@ -90,7 +90,12 @@ def context_for(workflow_id: str, spec: WorkflowSpec, run: dict[str, Any], param
     """What `params`' templates can read: the input, and the outputs of the steps they name (not every
     earlier output: a step of a long chain reads one row, not all the rows before it)."""
     return {"input": {**spec.input, **run["input"]},
-            "steps": state.outputs(workflow_id, templates.steps_referenced(params))}
+            "steps": state.outputs(workflow_id, templates.steps_referenced(params)), "settings": _settings()}
+
+
+def _settings() -> dict[str, str]:
+    settings = get_settings()
+    return templates.settings_context(settings.base_url, settings.platform_base_url)
 
 
 class WorkflowStepHooks:
@@ -107,7 +112,7 @@ class WorkflowStepHooks:
         if not claimed:
             return None
         spec = _specs.get((wid, run["created_at"]), lambda: state.run_spec(wid))
-        return _rendered(params, {"input": {**spec.input, **run["input"]}, "steps": outputs})
+        return _rendered(params, {"input": {**spec.input, **run["input"]}, "steps": outputs, "settings": _settings()})
 
     def succeeded(self, step: dict[str, Any], params: dict[str, Any], result: dict[str, Any],
                   action_row: dict[str, Any] | None = None) -> None:

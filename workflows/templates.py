@@ -1,11 +1,14 @@
-"""`{{ input.x }}` and `{{ steps.<id>.output.<path> }}`: a plain path lookup, never evaluated as code."""
+"""`{{ input.x }}`, `{{ steps.<id>.output.<path> }}` and `{{ settings.<platform>_base_url }}`: a plain path
+lookup, never evaluated as code."""
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+
+from executors.registry import EXECUTORS
 
 TEMPLATE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 PATH = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
@@ -13,6 +16,21 @@ PATH = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
 
 class TemplateError(ValueError):
     pass
+
+
+def settings_keys() -> frozenset[str]:
+    """What `{{ settings.<key> }}` may read: where each platform is (`<platform>_base_url`, as the worker
+    resolves it: its own OPSQ_<PLATFORM>_BASE_URL, else OPSQ_PLATFORM_BASE_URL/<platform>) and
+    `platform_base_url`. Addresses only, never a token: rendered params are stored and shown."""
+    return frozenset({"platform_base_url", *(f"{p}_base_url" for p, cls in EXECUTORS.items() if cls.remote)})
+
+
+def settings_context(base_url: Callable[[str], str], platform_base_url: str | None) -> dict[str, str]:
+    """The `settings` a template reads, from the worker's settings (`Settings.base_url` and its
+    platform_base_url): a step runs against the platforms its worker is configured for."""
+    out = {key: base_url(key.removesuffix("_base_url")) for key in settings_keys() if key != "platform_base_url"}
+    out["platform_base_url"] = platform_base_url or ""
+    return out
 
 
 def references(value: Any) -> Iterator[str]:
@@ -47,6 +65,10 @@ def check_reference(expr: str, upstream: set[str]) -> str | None:
     if not PATH.match(expr):
         return f"template {{{{ {expr} }}}} is not a plain path (only input.<key> and steps.<id>.output.<key>)"
     parts = expr.split(".")
+    if parts[0] == "settings":
+        if len(parts) == 2 and parts[1] in settings_keys():
+            return None
+        return (f"template {{{{ {expr} }}}}: settings. reads only {', '.join(sorted(settings_keys()))}")
     if parts[0] == "input":
         return None if len(parts) >= 2 else "template {{ input }} must name a key: {{ input.<key> }}"
     if parts[0] == "steps":
@@ -55,7 +77,7 @@ def check_reference(expr: str, upstream: set[str]) -> str | None:
         if parts[1] not in upstream:
             return f"template {{{{ {expr} }}}} names step {parts[1]!r}, which is not upstream of this step"
         return None
-    return f"template {{{{ {expr} }}}} must start with input. or steps."
+    return f"template {{{{ {expr} }}}} must start with input., steps. or settings."
 
 
 def lookup(expr: str, context: Mapping[str, Any]) -> Any:
@@ -88,11 +110,12 @@ def render(value: Any, context: Mapping[str, Any]) -> Any:
 
 
 def render_input_only(value: Any, input_: Mapping[str, Any]) -> Any:
-    """Renders `input.` templates and leaves `steps.` ones for execution time (used to validate early)."""
+    """Renders `input.` templates and leaves `steps.` and `settings.` ones for execution time (used to
+    validate early)."""
     if isinstance(value, str):
         if not any(ref.startswith("input.") for ref in references(value)):
             return value
-        if any(ref.startswith("steps.") for ref in references(value)):
+        if any(not ref.startswith("input.") for ref in references(value)):  # steps., settings.: at run time
             return value
         return render(value, {"input": input_})
     if isinstance(value, Mapping):

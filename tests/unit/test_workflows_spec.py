@@ -123,7 +123,8 @@ def test_a_duplicate_id_is_reported_once():
 
 @pytest.mark.parametrize(("text", "problem"), [
     ("{{ __import__('os') }}", "template {{ __import__('os') }} is not a plain path"),
-    ("{{ env.HOME }}", "must start with input. or steps."),
+    ("{{ env.HOME }}", "must start with input., steps. or settings."),
+    ("{{ settings.slack_token }}", "settings. reads only "),
     ("{{ steps.a.result }}", "must read steps.<id>.output"),
     ("{{ input }}", "must name a key"),
     ("{{ input.missing }}", "template {{ input.missing }} names input 'missing', which the workflow has no value for"),

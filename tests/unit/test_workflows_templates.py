@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from workers.settings import Settings
 from workflows.templates import (
     TemplateError,
     check_reference,
@@ -14,6 +15,8 @@ from workflows.templates import (
     references,
     render,
     render_input_only,
+    settings_context,
+    settings_keys,
     steps_referenced,
 )
 
@@ -49,7 +52,12 @@ def test_steps_referenced_names_the_steps_whose_outputs_the_templates_read():
     ("steps.scan.output.file_id", set(), "names step 'scan', which is not upstream of this step"),
     ("steps.scan.result", {"scan"}, "must read steps.<id>.output[.<key>...]"),
     ("steps.scan", {"scan"}, "must read steps.<id>.output[.<key>...]"),
-    ("env.HOME", set(), "must start with input. or steps."),
+    ("env.HOME", set(), "must start with input., steps. or settings."),
+    ("settings.webhook_base_url", set(), None),
+    ("settings.platform_base_url", set(), None),
+    ("settings.slack_token", set(), "settings. reads only "),  # addresses only, never a secret
+    ("settings.webhook_base_url.x", set(), "settings. reads only "),
+    ("settings", set(), "settings. reads only "),
     ("__import__('os')", set(), "is not a plain path"),
     ("input.customer | upper", set(), "is not a plain path"),
     ("input.customer.__class__()", set(), "is not a plain path"),
@@ -116,3 +124,17 @@ def test_validation_renders_input_templates_and_leaves_step_templates_for_run_ti
         "both": "{{ input.customer }}/{{ steps.scan.output.file_id }}", "plain": "x", "items": ["ACME", 1]}
     with pytest.raises(TemplateError, match=r"nothing at input\.missing$"):
         render_input_only({"x": "{{ input.missing }}"}, CONTEXT["input"])
+
+
+def test_settings_templates_read_each_platforms_base_url_and_are_left_for_run_time():
+    settings = Settings(platform_base_url="http://127.0.0.1:9123", slack_base_url="https://slack.example/api",
+                        slack_token="xoxb-secret")
+    context = {"settings": settings_context(settings.base_url, settings.platform_base_url)}
+    assert set(context["settings"]) == settings_keys()
+    assert "xoxb-secret" not in str(context)
+    assert render({"url": "{{ settings.webhook_base_url }}/pay"}, context) == {"url": "http://127.0.0.1:9123/webhook/pay"}
+    assert render("{{ settings.slack_base_url }}", context) == "https://slack.example/api"
+    assert render("{{ settings.platform_base_url }}", context) == "http://127.0.0.1:9123"
+    # At validation, the submitter's settings are not the worker's: left as written.
+    params = {"url": "{{ settings.webhook_base_url }}/{{ input.customer }}"}
+    assert render_input_only(params, CONTEXT["input"]) == params

@@ -70,6 +70,7 @@ def register() -> None:
         catalog_cmd,
         db_cmd,
         demo_cmd,
+        dev_cmd,
         dlq_cmd,
         exporter_cmd,
         flower_cmd,
@@ -84,7 +85,7 @@ def register() -> None:
 
     if cli.commands:
         return
-    for module in (actions_cmd, db_cmd, demo_cmd, dlq_cmd, guards_cmd, sandbox_cmd, worker_cmd, workflows_cli,
+    for module in (actions_cmd, db_cmd, demo_cmd, dev_cmd, dlq_cmd, guards_cmd, sandbox_cmd, worker_cmd, workflows_cli,
                    audit_cmd, queue_cmd, health_cmd, reports_cmd, beat_cli, flower_cmd, exporter_cmd,
                    api_cmd, catalog_cmd):
         module.register(cli)
