@@ -14,7 +14,7 @@ from typing import Any
 import httpcore
 import httpx
 
-from executors.urlguard import PROXY_SETTING, AddressGuard, DestinationRefused, IPAddress, WebhookProxy
+from executors.urlguard import AddressGuard, IPAddress, WebhookProxy, addresses_of
 
 # The longest proxy answer to CONNECT read (a status line and a few headers).
 MAX_PROXY_ANSWER = 16384
@@ -60,16 +60,16 @@ class _GuardedBackend(httpcore.NetworkBackend):
     def _tunnel(self, ip: IPAddress, port: int, timeout: float | None, local_address: str | None,
                 socket_options: Iterable[Any] | None) -> httpcore.NetworkStream:
         """A CONNECT tunnel through the proxy to `ip` (checked already): the proxy is given the address, never the
-        name, so it makes no lookup of its own (no DNS rebinding behind the guard's back). The proxy is a
-        destination like any other: its own addresses must pass the guard (an internal proxy is allow-listed)."""
+        name, so it makes no lookup of its own (no DNS rebinding behind the guard's back). The proxy itself is
+        trusted as configured (an operator named it in OPSQ_WEBHOOK_PROXY), not through the destinations'
+        allow-list: allow-listing an internal proxy there would also make it, and through it any port of its host,
+        a webhook destination."""
         assert self.proxy is not None
         proxy = self.proxy
         try:
-            proxy_addresses = self.guard.resolve(proxy.host, proxy.port)
+            proxy_addresses = addresses_of(proxy.host, proxy.port)
         except OSError as exc:
             raise httpcore.ConnectError(f"cannot resolve the webhook proxy {proxy.host}: {exc}") from None
-        except DestinationRefused as exc:
-            raise DestinationRefused(f"{PROXY_SETTING}: {exc.message}", platform="webhook") from None
         stream = self._open(proxy.host, proxy.port, proxy_addresses, timeout, local_address, socket_options)
         target = f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
         head = f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n"

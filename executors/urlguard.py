@@ -103,17 +103,24 @@ class AddressGuard:
 
     def resolve(self, host: str, port: int) -> list[IPAddress]:
         """The host's addresses, checked. Raises OSError when the name does not resolve."""
-        try:
-            infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
-        except UnicodeError as exc:
-            raise OSError(f"cannot resolve {host}: {exc}") from None
-        addresses: list[IPAddress] = []
-        for info in infos:
-            ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-            if ip not in addresses:
-                addresses.append(ip)
+        addresses = addresses_of(host, port)
         self.check(host, addresses)
         return addresses
+
+
+def addresses_of(host: str, port: int) -> list[IPAddress]:
+    """The host's addresses, unchecked, each once, in the resolver's order. Raises OSError when the name does not
+    resolve."""
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    except UnicodeError as exc:
+        raise OSError(f"cannot resolve {host}: {exc}") from None
+    addresses: list[IPAddress] = []
+    for info in infos:
+        ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if ip not in addresses:
+            addresses.append(ip)
+    return addresses
 
 
 PROXY_SETTING = "OPSQ_WEBHOOK_PROXY"

@@ -125,7 +125,8 @@ def connect_proxy() -> Iterator[ConnectProxy]:
 def test_through_a_proxy_the_tunnel_goes_to_the_checked_address(certs, tls_server, connect_proxy, monkeypatch):
     """OPSQ_WEBHOOK_PROXY: a CONNECT tunnel to the address the guard checked (the proxy is never given the name,
     so it makes no lookup of its own), TLS inside it with the URL's name; the destination is checked here before
-    anything reaches the proxy; the proxy is a destination the guard checks too; HTTP(S)_PROXY are ignored."""
+    anything reaches the proxy; the proxy is trusted as configured without becoming a destination; HTTP(S)_PROXY
+    are ignored."""
     trusting = ssl.create_default_context(cafile=str(certs / "ca.pem"))
     by_name = AddressGuard.parse("localhost")  # the destination and the proxy, allowed by name only
     proxy = WebhookProxy.parse(f"http://ops%40corp:s3cret@localhost:{connect_proxy.port}")
@@ -150,9 +151,16 @@ def test_through_a_proxy_the_tunnel_goes_to_the_checked_address(certs, tls_serve
         with pytest.raises(DestinationRefused, match="webhook destination refused"):
             get(url, by_name, proxy)
     assert len(connect_proxy.targets) == tried
-    # The proxy itself must pass the guard: one on loopback not allow-listed is refused, and named.
-    with pytest.raises(DestinationRefused, match=r"^OPSQ_WEBHOOK_PROXY: webhook destination refused: 127\.0\.0\.1"):
-        get(f"https://localhost:{tls_server.port}/hook", by_name, WebhookProxy("127.0.0.1", connect_proxy.port))
+    # The proxy is trusted as configured, not through the destinations' allow-list: one named by an address the
+    # guard refuses as a destination carries the call...
+    via_address = get(f"https://localhost:{tls_server.port}/hook", by_name,
+                      WebhookProxy("127.0.0.1", connect_proxy.port))
+    assert via_address.status_code == 200 and len(connect_proxy.targets) > tried
+    tried = len(connect_proxy.targets)
+    # ...and configuring it does not make its own address a destination (through it, or straight).
+    for via in (proxy, None):
+        with pytest.raises(DestinationRefused, match="webhook destination refused"):
+            get(f"http://127.0.0.1:{connect_proxy.port}/", by_name, via)
     assert len(connect_proxy.targets) == tried
 
     # The environment's proxies are not used (so none carries webhooks by accident): straight to the server.
