@@ -55,10 +55,23 @@ class WorkflowHandle:
         approval) and return it as a WorkflowView (status, error, steps, outputs, pending approvals), as
         ActionHandle.wait() returns an ActionView; TimeoutError if it takes longer. Each status change is
         published (workflows.state.transition) and wakes this at once (workers.waiting), with a bounded fallback
-        poll; only the status is read until then, the whole view once at the end."""
-        waiting.wait_until(keys.workflow_channel(self.id), lambda _note: self.status(), lambda s: s in until,
-                           timeout, lambda s: f"workflow {self.id} still {s} after {timeout:g}s")
-        return workflow_view(self.id)
+        poll; only the status is read until then, the whole view once at the end. The view's status is one of
+        `until`: the view is a read of its own, and should the workflow move on between the two (an approval
+        that comes just then), the wait goes on, within the same timeout and subscription."""
+
+        def read(_note: str | None) -> str | WorkflowView:
+            status = self.status()
+            return workflow_view(self.id) if status in until else status
+
+        def done(seen: str | WorkflowView) -> bool:
+            return isinstance(seen, WorkflowView) and seen.status in until
+
+        def timed_out(seen: str | WorkflowView) -> str:
+            return f"workflow {self.id} still {getattr(seen, 'status', seen)} after {timeout:g}s"
+
+        view = waiting.wait_until(keys.workflow_channel(self.id), read, done, timeout, timed_out)
+        assert isinstance(view, WorkflowView)  # done() says so
+        return view
 
 
 def submit_workflow(spec_or_path: str | Path | Mapping[str, Any] | WorkflowSpec, input: Mapping[str, Any] | None = None,

@@ -29,7 +29,7 @@ from workers.priorities import PRIORITY_NAMES
 from workers.redaction import is_secret_key
 from workers.settings import get_settings
 from workflows import templates
-from workflows.yaml_lines import Loc, line_map, line_of
+from workflows.yaml_lines import Duplicate, Loc, duplicates, line_map, line_of
 
 STEP_ID = r"^[A-Za-z0-9_][A-Za-z0-9_\-]{0,99}$"
 
@@ -135,9 +135,9 @@ class WorkflowSpec(BaseModel):
 def load(source: str | Path | Mapping[str, Any] | WorkflowSpec) -> WorkflowSpec:
     """A spec from a dict, a YAML/JSON file path, or YAML text. Structural errors are WorkflowInvalid (every one,
     with its line); what the spec means is validate()'s, and check() does both in one pass."""
-    spec, problems = _parse(source)
-    if problems:
-        raise WorkflowInvalid(_placed(problems, spec._lines if spec is not None else {}))
+    spec, problems, repeated = _parse(source)
+    if problems or repeated:
+        raise WorkflowInvalid(_placed(problems + repeated, spec._lines if spec is not None else {}))
     assert spec is not None  # _parse returns a spec or problems
     return spec
 
@@ -147,25 +147,30 @@ def check(source: str | Path | Mapping[str, Any] | WorkflowSpec,
     """load() and validate() in one pass: raise WorkflowInvalid listing every problem once, structural (a
     misspelt key, a missing field) and of meaning (a cycle, an unknown action, a bad template) alike, each with
     its line when the spec is YAML; or return the spec. What the CLI, the HTTP API and submit_workflow use."""
-    spec, problems = _parse(source)
+    spec, problems, repeated = _parse(source)
     if spec is not None:
         if input_override:
             _check_size(_json_size(input_override, _spec_limit()), "the workflow's input (as JSON)", exact=False)
         structural = [p.loc for p in problems]
         problems += [p for p in _meaning(spec, input_override)
                      if not any(p.loc[:len(loc)] == loc for loc in structural)]  # one problem per place
+    # A repeated key hides nothing: its kept value was checked like any other (and its problems are its own).
+    problems += repeated
     if problems:
         raise WorkflowInvalid(_placed(problems, spec._lines if spec is not None else {}))
     assert spec is not None
     return spec
 
 
-def _parse(source: str | Path | Mapping[str, Any] | WorkflowSpec) -> tuple[WorkflowSpec | None, list[Problem]]:
-    """(the spec, []) or (a stand-in to check the meaning of what could be read, or None; the structural
-    problems). Unreadable input (a missing file, YAML syntax, too large, not a mapping) raises at once."""
+def _parse(source: str | Path | Mapping[str, Any] | WorkflowSpec
+           ) -> tuple[WorkflowSpec | None, list[Problem], list[Problem]]:
+    """(the spec, [], the keys YAML repeats) or (a stand-in to check the meaning of what could be read, or None;
+    the structural problems; the repeated keys). Unreadable input (a missing file, YAML syntax, too large, not a
+    mapping) raises at once."""
     if isinstance(source, WorkflowSpec):
-        return source, []
+        return source, [], []
     lines: dict[Loc, int] = {}
+    repeated: list[Duplicate] = []
     if isinstance(source, Mapping):
         _check_size(_json_size(source, _spec_limit()), "the workflow spec (as JSON)", exact=False)
         data: Any = dict(source)
@@ -180,7 +185,7 @@ def _parse(source: str | Path | Mapping[str, Any] | WorkflowSpec) -> tuple[Workf
             text = str(source)
             # surrogatepass: a lone surrogate is counted, then refused by the YAML reader, not a crash here.
             _check_size(len(text.encode(errors="surrogatepass")), "the workflow spec")
-        data, lines = _load_yaml(text)
+        data, lines, repeated = _load_yaml(text)
     if not isinstance(data, Mapping):
         raise WorkflowInvalid(["a workflow is a mapping with `name` and `steps`"])
     try:
@@ -191,7 +196,8 @@ def _parse(source: str | Path | Mapping[str, Any] | WorkflowSpec) -> tuple[Workf
         spec = _stand_in(data, problems)
     if spec is not None:
         spec._lines = lines
-    return spec, problems
+    return spec, problems, [Problem(f"{_where(data, d.loc)}: duplicate key (also on line {d.first_line})", d.loc,
+                                    d.line) for d in repeated]
 
 
 def _placed(problems: list[Problem], lines: Mapping[Loc, int]) -> list[Problem]:
@@ -369,9 +375,9 @@ def _json_size(value: Any, limit: int) -> int:
 MAX_EXPANDED_NODES = 100_000
 
 
-def _load_yaml(text: str) -> tuple[Any, dict[Loc, int]]:
-    """The document and its lines (workflows.yaml_lines); a syntax error is one problem naming PyYAML's line
-    and column."""
+def _load_yaml(text: str) -> tuple[Any, dict[Loc, int], list[Duplicate]]:
+    """The document, its lines and its repeated keys (workflows.yaml_lines); a syntax error is one problem naming
+    PyYAML's line and column."""
     try:
         # The reader checks the characters as it is made: a control character is a YAMLError here already.
         loader = yaml.SafeLoader(text)
@@ -380,12 +386,14 @@ def _load_yaml(text: str) -> tuple[Any, dict[Loc, int]]:
     try:
         node = loader.get_single_node()
         if node is None:
-            return None, {}
+            return None, {}, []
         size = _expanded_size(node, {}, set())
         if size > MAX_EXPANDED_NODES:
             raise WorkflowInvalid([f"the document expands to more than {MAX_EXPANDED_NODES} values through its "
                                    "aliases (&anchor / *alias): refused"])
-        return loader.construct_document(node), line_map(node)
+        repeated = duplicates(node)  # before constructing, which merges `<<:` keys into the mappings' own
+        data = loader.construct_document(node)
+        return data, line_map(node), repeated  # after: the pairs in the order the constructor applied them
     except yaml.YAMLError as exc:
         raise WorkflowInvalid([_yaml_problem(exc, text)]) from None
     except RecursionError:

@@ -63,9 +63,32 @@ def test_analyze_failures_keeps_addresses_and_groups_by_the_rest(env_with_failur
     ("localhost:8080 timed out after 30s", "localhost:8080 timed out after <n>s"),
     ("action 0123456789abcdef0123 failed", "action <id> failed"),
     ("version 1.2.3 refused", "version <n> refused"),
+    # What is surely a network location is kept: a URL's authority, an IPv4 (and port), host:port, after an @.
+    ("POST https://deploy@hooks-2.example.com:8443/a/7 failed",
+     "POST https://deploy@hooks-2.example.com:8443/a/<n> failed"),
+    ("10.0.0.7 unreachable after 3 tries; 10.0.0.8. too", "10.0.0.7 unreachable after <n> tries; 10.0.0.8. too"),
+    ("db-3.internal:5432 refused at 12:30:45", "db-3.internal:5432 refused at <n>:<n>:<n>"),
+    ("login as opsq@build-7.example.com failed (code 12)", "login as opsq@build-7.example.com failed (code <n>)"),
+    # Everything else has its numbers folded, dotted file names included (no host names those).
+    ("could not read invoice-A-1002.pdf: not found", "could not read invoice-A-<n>.pdf: not found"),
+    ("upload of report_2026.12.csv (part 3) failed", "upload of report_<n>.csv (part <n>) failed"),
+    ("sheet export.2026-12-07.xlsx is locked", "sheet export.<n>-<n>-<n>.xlsx is locked"),
+    ("python3.11 with utf8 and v1.2.3", "python3.11 with utf8 and v1.2.3"),  # a number in a word is the word's
 ])
 def test_the_normaliser_folds_numbers_and_ids_not_addresses(message, grouped):
     assert _normalise(message) == grouped
+
+
+def test_analyze_failures_groups_errors_that_differ_in_a_file_names_number(opsq_env_sqlite):
+    env = opsq_env_sqlite()
+    rows = [_failed(n, f"could not read invoice-A-{1002 + n}.pdf: not found", "gdrive", "upload_file")
+            for n in range(3)]
+    with get_engine().begin() as conn:
+        conn.execute(insert(ActionRun), rows)
+    out = opsq(env, "analyze", "failures")
+    assert out.returncode == 0, out.stderr
+    assert "          3 x could not read invoice-A-<n>.pdf: not found" in out.stdout.splitlines(), out.stdout
+    assert "1002" not in out.stdout
 
 
 def test_metrics_prints_a_rounded_rate(env_with_failures):

@@ -425,6 +425,37 @@ def test_lines_follow_anchors_and_merge_keys():
                                  "line 8: step a: text: Field required"]
 
 
+def test_a_repeated_key_is_a_problem_and_the_value_kept_is_the_one_placed():
+    # PyYAML keeps the last `action` silently: the unknown action is on line 7, and the repeat is said too.
+    text = ("name: w\nsteps:\n  - id: a\n    platform: slack\n    action: send_message\n"
+            "    params: {channel: '#c', text: t}\n    action: nope\n")
+    with pytest.raises(WorkflowInvalid) as info:
+        check(text)
+    assert info.value.errors == [
+        f"line 7: step a: unknown action slack.nope (known: {', '.join(sorted(EXECUTORS['slack'].actions))})",
+        "line 7: step a: action: duplicate key (also on line 5)"]
+    # A repeat alone is refused too (by load() as by check()), every repeat naming the first; the value dropped
+    # (the first `params`, whose channel is no string) is not checked.
+    text = ("name: w\nname: v\nsteps:\n  - id: a\n    platform: slack\n    action: send_message\n"
+            "    params: {channel: 3}\n    params: {channel: '#c', text: t}\nname: u\n")
+    for way in (check, load):
+        with pytest.raises(WorkflowInvalid) as info:
+            way(text)
+        assert info.value.errors == ["line 2: name: duplicate key (also on line 1)",
+                                     "line 8: step a: params: duplicate key (also on line 7)",
+                                     "line 9: name: duplicate key (also on line 1)"]
+
+
+def test_a_key_overriding_a_merged_one_is_no_repeat_and_is_placed_on_its_own_line():
+    text = ("name: w\nsteps:\n  - &base\n    id: a\n    platform: slack\n    action: send_message\n"
+            "    params: {channel: '#c', text: t}\n  - <<: *base\n    id: b\n    action: nope\n")
+    with pytest.raises(WorkflowInvalid) as info:
+        check(text)
+    # b's own `action` (line 10) overrides the merged one (line 6): that is what merge keys are for, not a repeat.
+    assert info.value.errors == [
+        f"line 10: step b: unknown action slack.nope (known: {', '.join(sorted(EXECUTORS['slack'].actions))})"]
+
+
 def test_the_cli_lists_every_problem_with_its_line(tmp_path):
     register()
     path = tmp_path / "six.yaml"

@@ -66,12 +66,19 @@ def failures(since: datetime, top: int = 3) -> list[dict[str, Any]]:
             for (p, a, k), c in ranked]
 
 
-# Where an error happened stays readable: a URL's scheme, host and port, an IP address (and port), a host name.
-# These are what tell two failures apart (the sandbox on the wrong port, one webhook host down), so they are
-# kept as they are; only the text around them has its ids and numbers folded.
-_WHERE = re.compile(r"(?:[a-z][a-z0-9+.-]*://)?"
-                    r"(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-f:]+\]|localhost|(?:[a-z0-9-]+\.)+[a-z][a-z-]*[a-z])"
-                    r"(?::\d{1,5})?(?![\w.])", re.IGNORECASE)
+# Where an error happened stays readable: these tell two failures apart (the sandbox on the wrong port, one webhook
+# host down), so they are kept as they are and only the text around them has its ids and numbers folded. Only
+# what is surely a network location is kept: a URL's scheme and authority (`https://user@host:8443`), an IPv4
+# address (and port), a `host:port`, the host after an `@`. A bare dotted word is not one (`invoice-A-1002.pdf`,
+# `report.2026.csv` are file names): its numbers are folded like any other, or identical errors would not group.
+_HOST = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*"
+_IPV4 = r"\d{1,3}(?:\.\d{1,3}){3}"
+_WHERE = re.compile(
+    r"(?<![\w+.-])[a-z][a-z0-9+.-]*://[\w.:@%+\[\]-]*[\w\]]"  # scheme://[user@]host[:port]
+    rf"|(?<![\w.]){_IPV4}(?::\d{{1,5}})?(?!\w|\.\d)"  # 10.0.0.7, 127.0.0.1:6379
+    rf"|(?<![\w.@/-])[a-z][a-z0-9-]*(?:\.{_HOST})?:\d{{1,5}}(?![\w:]|\.\d)"  # localhost:8080, db-3.internal:5432
+    rf"|(?<=@){_HOST}(?::\d{{1,5}})?(?![\w-])",  # postgres@db-3.internal
+    re.IGNORECASE)
 
 
 def _normalise(message: str | None) -> str:
@@ -87,7 +94,9 @@ def _normalise(message: str | None) -> str:
 
 def _fold(text: str) -> str:
     text = re.sub(r"\b[0-9a-f]{16,}\b", "<id>", text)
-    return re.sub(r"(?<![A-Za-z_\d.])\d+(?:\.\d+)*", "<n>", text)  # 3, 2.5 (of 2.5s), 1.2.3: one number each
+    # 3, 2.5 (of 2.5s), 1.2.3: one number each; in a name too (invoice_1002.pdf, report.2026.csv), but not one
+    # that is part of a word (v2, utf8) or of a version after one (python3.11).
+    return re.sub(r"(?:(?<![A-Za-z\d.])|(?<=[A-Za-z_-]\.))\d+(?:\.\d+)*", "<n>", text)
 
 
 def _percentile(sorted_values: list[float], q: float) -> float | None:
