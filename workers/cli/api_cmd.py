@@ -36,7 +36,13 @@ def api(ctx: click.Context, host: str | None, port: int | None) -> None:
     click.echo(f"serving the opsqueue API at {_url(host, port)}v1/ (docs: {_url(host, port)}docs)", err=True)
     # Several processes may serve one installation: what they share (the failed-authentication limit, Slack's
     # replay memory) is in Redis.
-    uvicorn.run(create_app(), host=host, port=port, log_level="warning", access_log=False)
+    # The client's address (what the failed-authentication limit counts by) is the connection's, unless it comes
+    # from a proxy named in OPSQ_API_TRUSTED_PROXIES: uvicorn's default trusts X-Forwarded-For from 127.0.0.1, which
+    # would let any local caller (or a proxy passing the header through) choose its address, guess without limit
+    # and lock out others.
+    proxies = settings.api_trusted_proxies
+    uvicorn.run(create_app(), host=host, port=port, log_level="warning", access_log=False,
+                proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)
 
 
 @api.group("token")
