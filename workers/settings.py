@@ -9,6 +9,7 @@ OPSQ_<PLATFORM>_BASE_URL, OPSQ_<PLATFORM>_TOKEN and one OPSQ_<PLATFORM>_<NAME> p
 from __future__ import annotations
 
 import functools
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -353,6 +354,10 @@ class Settings(_WithPlatforms):
     api_host: str = "127.0.0.1"
     api_port: int = Field(8700, ge=1, le=65535)
     api_auth_failures_per_min: int = Field(10, ge=1)
+    # The reverse proxies in front of `opsq api` (comma list of addresses or CIDRs): only a request from one of them
+    # has its X-Forwarded-For read for the client's address (what the failed-authentication limit counts by).
+    # Empty (the default): the header is ignored, whoever sends it, 127.0.0.1 included.
+    api_trusted_proxies: str = ""
     # Approval policies' `group:NAME` (workflows.client.approve): {"finance": ["dana", "api:lee"]}.
     approver_groups: dict[str, list[str]] = Field(default_factory=dict)
     # Approvals from Slack (POST /slack/interactions): the Slack app's signing secret, and who each Slack user is as
@@ -398,6 +403,19 @@ class Settings(_WithPlatforms):
             read_timeout_s=self.http_read_timeout_s,
             extra=own.extra,
         )
+
+    @field_validator("api_trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, v: str) -> str:
+        proxies = [p.strip() for p in v.split(",") if p.strip()]
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                # `*` included: trusting every sender's header is what lets any client choose its own address.
+                raise ValueError(f"{proxy!r} is not an IP address or CIDR (list the proxies' addresses, "
+                                 "comma-separated)") from None
+        return ",".join(proxies)
 
     @field_validator("breakers")
     @classmethod

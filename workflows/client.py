@@ -25,6 +25,7 @@ from workers.ops.queue_ops import message_ids_in_flight
 from workers.priorities import PRIORITY_NAMES
 from workers.queues import CONTROL_QUEUE
 from workers.settings import get_settings
+from workers.store.api_tokens import person_of
 from workers.store.audit import default_actor
 from workers.store.db import session
 from workers.store.models import utcnow
@@ -304,11 +305,32 @@ def check_decider(approval: Mapping[str, Any], actor: str, *, approving: bool) -
     if policy.approvers and not _is_approver(actor, policy.approvers):
         raise NotAllowed(f"{actor} is not an approver of approval {approval['id']} (approvers: "
                          f"{', '.join(policy.approvers)})")
-    if approving and not policy.allow_self_approval and actor == run["created_by"]:
-        raise NotAllowed(f"{actor} submitted workflow {approval['workflow_id']} and may not approve it "
+    # Persons, not actor names: a token acts for its owner (api_tokens.person_of), so submitting as `api:dana-bot`
+    # and approving as `dana` in Slack (or the reverse) is one person approving their own workflow. Enforced for the
+    # identities something authenticated (API tokens, Slack users); a CLI `--actor` is the caller's own say (who
+    # has the CLI has the store's credentials), so there the rule is advisory.
+    submitter = run["created_by"]
+    if not approving or policy.allow_self_approval or not submitter:
+        return policy
+    person = person_of(actor)
+    if person == person_of(submitter):
+        submitted = f"submitted workflow {approval['workflow_id']}" + ("" if submitter == person else
+                                                                         f" (as {submitter})")
+        who = f"{actor} {submitted}" if actor == person else f"{actor} acts for {person}, who {submitted},"
+        raise NotAllowed(f"{who} and may not approve it "
                          "(allow_self_approval: false); another person must approve it (a spec's gate may allow "
                          "it: approval: {allow_self_approval: true})")
     return policy
+
+
+def _check_another_person(approval_id: str, actor: str) -> None:
+    """Refuse a second vote by one person under another name (a token they own, their Slack or CLI name): N
+    approvals are N persons. The same actor twice is left to state.add_vote, which counts it once."""
+    person = person_of(actor)
+    for vote in state.votes(approval_id):
+        if vote["actor"] != actor and person_of(vote["actor"]) == person:
+            raise OpsqError(f"{person} has approved approval {approval_id} already (as {vote['actor']}): it needs "
+                            "distinct approvers")
 
 
 def approve(approval_id: str, actor: str | None = None, comment: str | None = None) -> WorkflowHandle:
@@ -325,6 +347,7 @@ def approve(approval_id: str, actor: str | None = None, comment: str | None = No
     policy = check_decider(approval, who, approving=True)
     if policy.required > 1:
         _check_open(approval)
+        _check_another_person(approval_id, who)
         count = state.add_vote(approval_id, who, comment, audit_as=(
             "approve_vote", f"approval:{approval_id}", {"workflow_id": wid, "comment": comment,
                                                         "required": policy.required}, who))

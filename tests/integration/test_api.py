@@ -390,3 +390,79 @@ def test_approvals_from_slack(opsq_env_sqlite, workers_started, sandbox, sandbox
     assert state.approvals(status=None, workflow_id=w2)[0]["status"] == "denied"
     message = next(m for m in sandbox_client.state("slack")["messages"] if m["ts"] == p2.result["ts"])
     assert message["text"].startswith("Denied by <@U0LEE> (lee)")
+
+
+def test_self_approval_is_refused_across_channels_by_the_tokens_owner(opsq_env_sqlite, workers_started, sandbox,
+                                                                      sandbox_client, api_started):
+    """A token acts for its owner: what dana submits through her token she may not approve in Slack, on the CLI or
+    through another token of hers, and what she submits on the CLI her token may not approve; another person's
+    token may. Under `required: 2`, dana's Slack approval and her token's count as one person. The audit trail
+    still names the token."""
+    env = opsq_env_sqlite(OPSQ_SLACK_SIGNING_SECRET=SECRET, OPSQ_APPROVAL_SLACK_CHANNEL="#approvals",
+                          OPSQ_SLACK_APPROVERS=json.dumps({"U0DANA": "dana", "U0LEE": "lee"}))
+    created = opsq(env, "api", "token", "create", "dana-bot", "--role", "admin", "--owner", "dana")
+    assert created.returncode == 0, created.stderr
+    dana_bot = created.stdout.strip()
+    dana_other = api_tokens.create("dana-approver", "approve", owner="dana", actor="test")
+    lee_bot = api_tokens.create("lee-bot", "approve", owner="lee", actor="test")
+    listed = opsq(env, "api", "token", "list")
+    assert listed.returncode == 0 and "OWNER" in listed.stdout.splitlines()[0]
+    assert next(line for line in listed.stdout.splitlines() if line.startswith("dana-bot")).split()[2] == "dana"
+    workers_started(env, queues="noop,slack,control")
+    api = api_started(env)
+    url = f"{api.url}/slack/interactions"
+
+    def gate_of(wid: str) -> tuple[str, Any]:
+        _until(api, f"/v1/workflows/{wid}", lee_bot, lambda b: b["status"] == "awaiting_approval")
+        approval_id = state.approvals(workflow_id=wid)[0]["id"]
+        return approval_id, _slack_post(approval_id)
+
+    def click(posted: Any, user: str) -> dict[str, Any]:
+        return sandbox_client.click(url, channel=posted.result["channel"], ts=posted.result["ts"], user_id=user,
+                                    signing_secret=SECRET)
+
+    # Submitted over the API by dana's token.
+    wid = api.call("POST", "/v1/workflows", dana_bot, json={"spec": GATED}).json()["id"]
+    assert state.get_run_row(wid)["created_by"] == "api:dana-bot"
+    approval_id, posted = gate_of(wid)
+    in_slack = click(posted, "U0DANA")
+    assert in_slack["status"] == 403, in_slack
+    assert f"dana submitted workflow {wid} (as api:dana-bot) and may not approve it" in in_slack["body"]
+    on_cli = opsq(env, "approvals", "approve", approval_id, "--actor", "dana")
+    assert on_cli.returncode == 1 and "Traceback" not in on_cli.stderr
+    assert on_cli.stderr.startswith(f"error: dana submitted workflow {wid} (as api:dana-bot) and may not approve")
+    other_token = api.call("POST", f"/v1/approvals/{approval_id}/approve", dana_other)
+    assert other_token.status_code == 403, other_token.text
+    assert other_token.json()["error"].startswith(f"api:dana-approver acts for dana, who submitted workflow {wid} "
+                                                  "(as api:dana-bot), and may not approve it")
+    assert state.approvals(workflow_id=wid)[0]["status"] == "pending" and state.run_status(wid) == \
+        "awaiting_approval"
+    ok = api.call("POST", f"/v1/approvals/{approval_id}/approve", lee_bot)  # another person's token
+    assert ok.status_code == 200, ok.text
+    _until(api, f"/v1/workflows/{wid}", lee_bot, lambda b: b["status"] == "succeeded")
+    assert _actors(f"approval:{approval_id}")["approve"] == "api:lee-bot"
+
+    # Submitted on the CLI by dana: her token may not approve it, lee in Slack may.
+    w2 = submit_workflow(GATED, created_by="dana").id
+    a2, p2 = gate_of(w2)
+    mine = api.call("POST", f"/v1/approvals/{a2}/approve", dana_bot)
+    assert mine.status_code == 403, mine.text
+    assert mine.json()["error"].startswith(f"api:dana-bot acts for dana, who submitted workflow {w2}, and may not")
+    lee = click(p2, "U0LEE")
+    assert lee["status"] == 200 and "resumes" in lee["body"], lee
+    _until(api, f"/v1/workflows/{w2}", lee_bot, lambda b: b["status"] == "succeeded")
+
+    # Two approvals needed: dana in Slack, then her token, is one person.
+    two = {"name": "two-people", "steps": [{**SLACK_GATE["steps"][0], "approval": {
+        "approvers": ["dana", "lee", "api:dana-bot", "api:lee-bot"], "required": 2}}]}
+    w3 = submit_workflow(two, created_by="ops").id
+    a3, p3 = gate_of(w3)
+    first = click(p3, "U0DANA")
+    assert first["status"] == 200 and "1 of 2" in first["body"], first
+    again = api.call("POST", f"/v1/approvals/{a3}/approve", dana_bot)
+    assert again.status_code == 409, again.text
+    assert again.json()["error"].startswith(f"dana has approved approval {a3} already (as dana)")
+    assert state.approvals(workflow_id=w3)[0]["approved_by"] == ["dana"] and state.run_status(w3) == \
+        "awaiting_approval"
+    second = api.call("POST", f"/v1/approvals/{a3}/approve", lee_bot)
+    assert second.status_code == 200 and second.json()["result"].endswith("resumes"), second.text

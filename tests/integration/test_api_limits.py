@@ -72,3 +72,44 @@ def test_with_redis_down_the_limit_fails_open_and_nothing_is_a_500(opsq_env_sqli
         assert "failed authentications are not counted until it is back" in api.log.read_text()
     finally:
         owned.stop()
+
+
+def test_x_forwarded_for_is_ignored_unless_it_comes_from_a_trusted_proxy(opsq_env_sqlite, api_started,
+                                                                          redis_client):
+    """By default the connection's address is the client's, whatever X-Forwarded-For says (uvicorn alone would
+    believe it from 127.0.0.1): varying the header neither buys more guesses nor charges them to another address."""
+    env = opsq_env_sqlite(OPSQ_API_AUTH_FAILURES_PER_MIN="4")
+    good = api_tokens.create("ops", "admin", actor="test")
+    api = api_started(env)
+
+    statuses = [api.call("GET", "/v1/approvals", GUESS, headers={"X-Forwarded-For": f"10.0.0.{i}"}).status_code
+                for i in range(6)]
+    assert statuses == [401] * 4 + [429] * 2
+    limited = api.call("GET", "/v1/approvals", good, headers={"X-Forwarded-For": "10.0.0.99"})
+    assert limited.status_code == 429 and "from 127.0.0.1:" in limited.json()["error"], limited.text
+    assert int(redis_client.get(keys.api_auth_failures("127.0.0.1"))) == 4
+    assert [redis_client.get(keys.api_auth_failures(f"10.0.0.{i}")) for i in range(6)] == [None] * 6
+
+
+def test_behind_a_trusted_proxy_the_forwarded_address_is_counted_ipv6_by_its_64(opsq_env_sqlite, api_started,
+                                                                                  redis_client):
+    """With OPSQ_API_TRUSTED_PROXIES naming the proxy (here the test, on 127.0.0.1), each forwarded client has its
+    own count; an IPv6 client is counted by its /64, so varying the low 64 bits buys nothing."""
+    env = opsq_env_sqlite(OPSQ_API_AUTH_FAILURES_PER_MIN="3", OPSQ_API_TRUSTED_PROXIES="10.9.0.0/16, 127.0.0.1")
+    good = api_tokens.create("ops", "admin", actor="test")
+    api = api_started(env)
+
+    def call(token: str, client: str) -> int:
+        return api.call("GET", "/v1/approvals", token, headers={"X-Forwarded-For": client}).status_code
+
+    assert [call(GUESS, "10.0.0.1") for _ in range(3)] == [401] * 3
+    assert call(good, "10.0.0.1") == 429
+    assert call(good, "10.0.0.2") == 200  # another client behind the same proxy is not locked out
+    assert call(good, "203.0.113.7, 10.0.0.2") == 200  # a chain: the right-most untrusted hop is the client
+    assert int(redis_client.get(keys.api_auth_failures("10.0.0.1"))) == 3
+    assert redis_client.get(keys.api_auth_failures("127.0.0.1")) is None
+
+    assert [call(GUESS, f"2001:db8:5:6::{i:x}") for i in range(1, 4)] == [401] * 3
+    assert call(good, "2001:db8:5:6:ffff:ffff:ffff:ffff") == 429  # same /64
+    assert call(good, "2001:db8:5:7::1") == 200  # the next /64
+    assert int(redis_client.get(keys.api_auth_failures("2001:db8:5:6::/64"))) == 3

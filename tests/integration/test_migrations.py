@@ -1,6 +1,6 @@
-"""Migration 0005 converts the rows that were there: a skipped step's record (stored as `failed` with kind
-`skipped` before) becomes `skipped`, and each step's action record learns its workflow. On SQLite and on a
-PostgreSQL schema of its own."""
+"""Migrations convert the rows that were there, on SQLite and on a PostgreSQL schema of its own. 0005: a skipped
+step's record (stored as `failed` with kind `skipped` before) becomes `skipped`, and each step's action record
+learns its workflow. 0011: API tokens get an owner (none for the tokens there were)."""
 
 from __future__ import annotations
 
@@ -75,3 +75,18 @@ def test_0005_marks_skipped_records_and_links_steps_to_their_workflow(empty_engi
         "alone": ("failed", "auth", None, False),
         "done": ("succeeded", None, None, False),
     }
+
+
+def test_0011_gives_api_tokens_an_owner_and_keeps_the_tokens_there_were(empty_engine):
+    assert upgrade(empty_engine, "0010") == "0010"
+    with empty_engine.begin() as conn:
+        conn.execute(text("INSERT INTO api_tokens (name, role, secret_hash, created_at) VALUES "
+                          "('ci', 'submit', :h, :now)"), {"h": "a" * 64, "now": NOW})
+
+    assert upgrade(empty_engine) == HEAD_REVISION == "0011"
+
+    with empty_engine.begin() as conn:
+        conn.execute(text("INSERT INTO api_tokens (name, role, secret_hash, created_at, owner) VALUES "
+                          "('dana-bot', 'admin', :h, :now, 'dana')"), {"h": "b" * 64, "now": NOW})
+        rows = {r.name: (r.role, r.owner) for r in conn.execute(text("SELECT name, role, owner FROM api_tokens"))}
+    assert rows == {"ci": ("submit", None), "dana-bot": ("admin", "dana")}

@@ -183,7 +183,7 @@ _bearer = HTTPBearer(auto_error=False, description="An API token: `opsq api toke
 
 def caller(request: Request,
            credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> Token:
-    who = request.client.host if request.client else "?"
+    who = failed_auths.client_key(request.client.host) if request.client else "?"
     wait = failed_auths.retry_after(who)
     if wait is not None:
         raise ApiError(429, f"too many failed authentications from {who}: try again in {wait}s",

@@ -5,10 +5,12 @@ so tokens cannot be guessed at the speed of the server.
 Counted in Redis (a fixed one-minute window per address: SET NX EX then INCR, in one MULTI, so a key never lives
 without its expiry), so every `opsq api` process on the same Redis shares the count, and a restart forgets nothing.
 Keyed by address only: adding the presented token (or its prefix) to the key would give a guesser a fresh budget per
-guess, which is the opposite of the point."""
+guess, which is the opposite of the point. An IPv6 address is counted by its /64 (client_key): one host is
+commonly given a whole /64, so counting each address would give it 2^64 budgets."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import time
@@ -28,6 +30,20 @@ QUIET_AFTER_FAILURE_S = 5.0
 
 _redis_was_down = False
 _quiet_until = 0.0
+
+
+def client_key(host: str) -> str:
+    """What the limit counts a client by: its IPv4 address, or its IPv6 address's /64 (`2001:db8:1:2::/64`); an
+    IPv4-mapped IPv6 address is its IPv4 address. Anything else (not an address) as it is."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 def retry_after(address: str) -> int | None:

@@ -36,7 +36,13 @@ def api(ctx: click.Context, host: str | None, port: int | None) -> None:
     click.echo(f"serving the opsqueue API at {_url(host, port)}v1/ (docs: {_url(host, port)}docs)", err=True)
     # Several processes may serve one installation: what they share (the failed-authentication limit, Slack's
     # replay memory) is in Redis.
-    uvicorn.run(create_app(), host=host, port=port, log_level="warning", access_log=False)
+    # The client's address (what the failed-authentication limit counts by) is the connection's, unless it comes
+    # from a proxy named in OPSQ_API_TRUSTED_PROXIES: uvicorn's default trusts X-Forwarded-For from 127.0.0.1, which
+    # would let any local caller (or a proxy passing the header through) choose its address, guess without limit
+    # and lock out others.
+    proxies = settings.api_trusted_proxies
+    uvicorn.run(create_app(), host=host, port=port, log_level="warning", access_log=False,
+                proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)
 
 
 @api.group("token")
@@ -49,17 +55,22 @@ def token() -> None:
 @click.option("--role", type=click.Choice(["submit", "operate", "approve", "admin"]), required=True,
               help="submit: submit, read its own; operate: also read all, cancel, replay, roll back, resume; "
                    "approve: read, approve and deny; admin: all of these.")
+@click.option("--owner", help="The person the token acts for (as approval policies and OPSQ_SLACK_APPROVERS name "
+                              "them): a workflow it submits may not be approved by that person under any name, "
+                              "nor one that person submitted by the token.")
 @actor_option
 @json_option
-def token_create(name: str, role: str, actor: str, as_json: bool) -> None:
+def token_create(name: str, role: str, owner: str | None, actor: str, as_json: bool) -> None:
     """Create a token and print its secret, once: only its hash is kept."""
     from workers.store import api_tokens
 
-    secret = api_tokens.create(name, role, actor=actor)
+    secret = api_tokens.create(name, role, owner=owner, actor=actor)
     if as_json:
-        emit_json({"name": name, "role": role, "token": secret})
+        emit_json({"name": name, "role": role, "owner": owner, "token": secret})
         return
-    click.echo(f"created API token {name} (role {role}); it is shown only now, keep it somewhere safe:", err=True)
+    owned = f", owner {owner}" if owner else ""
+    click.echo(f"created API token {name} (role {role}{owned}); it is shown only now, keep it somewhere safe:",
+               err=True)
     click.echo(secret)
 
 
@@ -67,7 +78,7 @@ def token_create(name: str, role: str, actor: str, as_json: bool) -> None:
 @json_option
 @read_only
 def token_list(as_json: bool) -> None:
-    """The tokens, without their secrets: name, role, created, last used, revoked."""
+    """The tokens, without their secrets: name, role, owner, created, last used, revoked."""
     from workers.store import api_tokens
 
     items = api_tokens.tokens()
@@ -78,8 +89,8 @@ def token_list(as_json: bool) -> None:
     def ts(value: object) -> str:
         return "-" if value is None else f"{value:%Y-%m-%d %H:%M:%S}"
 
-    table(["NAME", "ROLE", "CREATED (UTC)", "LAST USED (UTC)", "REVOKED (UTC)"],
-          [[t.name, t.role, ts(t.created_at), ts(t.last_used_at), ts(t.revoked_at)] for t in items])
+    table(["NAME", "ROLE", "OWNER", "CREATED (UTC)", "LAST USED (UTC)", "REVOKED (UTC)"],
+          [[t.name, t.role, t.owner or "-", ts(t.created_at), ts(t.last_used_at), ts(t.revoked_at)] for t in items])
 
 
 @token.command("revoke")

@@ -2,7 +2,11 @@
 
 A token is `opsq_<name-free random part>`; only its SHA-256 is stored. The secret has 256 bits of entropy, so
 a plain (unsalted) hash is safe against guessing, and it lets a request find its token by one indexed lookup
-instead of trying every row. Lookups compare the hash in constant time all the same."""
+instead of trying every row. Lookups compare the hash in constant time all the same.
+
+A token may have an owner, the person it acts for: the audit trail still names the token (`api:<name>`), but an
+approval policy's self-approval rule compares persons (person_of), so one person cannot submit through a token
+and approve as themself in Slack or on the CLI, nor the reverse."""
 
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ ROLES: dict[str, frozenset[str]] = {
     "admin": frozenset({"submit", "read", "operate", "approve"}),
 }
 PREFIX = "opsq_"
+ACTOR_PREFIX = "api:"
 LAST_USED_EVERY_S = 60
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 
@@ -42,11 +47,12 @@ class Token:
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    owner: str | None = None
 
     @property
     def actor(self) -> str:
         """The name the audit trail records for what this token changes."""
-        return f"api:{self.name}"
+        return f"{ACTOR_PREFIX}{self.name}"
 
     def may(self, permission: str) -> bool:
         return self.revoked_at is None and permission in ROLES.get(self.role, frozenset())
@@ -55,7 +61,7 @@ class Token:
         return {"name": self.name, "role": self.role,
                 "created_at": self.created_at.isoformat(),
                 "last_used_at": self.last_used_at.isoformat() if self.last_used_at else None,
-                "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None}
+                "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None, "owner": self.owner}
 
 
 def _hash(secret: str) -> str:
@@ -63,11 +69,17 @@ def _hash(secret: str) -> str:
 
 
 def _view(row: ApiToken) -> Token:
-    return Token(row.name, row.role, as_utc(row.created_at), as_utc(row.last_used_at), as_utc(row.revoked_at))
+    return Token(row.name, row.role, as_utc(row.created_at), as_utc(row.last_used_at), as_utc(row.revoked_at),
+                 row.owner)
 
 
-def create(name: str, role: str, *, actor: str | None = None) -> str:
-    """A new token; returns its secret (shown once: only its hash is kept)."""
+def create(name: str, role: str, *, owner: str | None = None, actor: str | None = None) -> str:
+    """A new token; returns its secret (shown once: only its hash is kept). `owner`: the person it acts for, as
+    approval policies and OPSQ_SLACK_APPROVERS name them (`dana`)."""
+    if owner is not None and (not owner.strip() or owner != owner.strip() or len(owner) > 100
+                              or owner.startswith(ACTOR_PREFIX)):
+        raise SubmitError(f"a token's owner is the person it acts for, as approvals name them (1 to 100 "
+                          f"characters, not starting with {ACTOR_PREFIX!r} nor with a space): {owner!r}")
     if role not in ROLES:
         raise SubmitError(f"unknown role {role!r} (use one of: {', '.join(ROLES)})")
     if not _NAME.match(name):
@@ -76,8 +88,10 @@ def create(name: str, role: str, *, actor: str | None = None) -> str:
     secret = PREFIX + secrets.token_urlsafe(32)
     try:
         with session() as s:
-            s.execute(insert(ApiToken).values(name=name, role=role, secret_hash=_hash(secret), created_at=utcnow()))
-            audit.append("api_token_create", f"api_token:{name}", {"role": role}, actor=actor, conn=s.connection())
+            s.execute(insert(ApiToken).values(name=name, role=role, secret_hash=_hash(secret), created_at=utcnow(),
+                                              owner=owner))
+            audit.append("api_token_create", f"api_token:{name}", {"role": role, "owner": owner}, actor=actor,
+                         conn=s.connection())
     except IntegrityError:
         raise SubmitError(f"a token named {name!r} exists already (revoked ones keep their name: choose "
                           "another)") from None
@@ -125,6 +139,17 @@ def authenticate(secret: str) -> Token | None:
         return _view(row)
 
 
+def person_of(actor: str) -> str:
+    """The person behind an actor: the owner of the token when the actor is `api:<name>` of a token that has one
+    (revoked or not: who submitted stays who submitted), else the actor itself (a Slack approver's or a CLI user's
+    name, or a token no person owns)."""
+    if not actor.startswith(ACTOR_PREFIX):
+        return actor
+    with session() as s:
+        owner = s.scalar(select(ApiToken.owner).where(ApiToken.name == actor.removeprefix(ACTOR_PREFIX)))
+    return owner or actor
+
+
 def own_action(action_id: str, token_name: str) -> None:
     """Record that this token submitted this action (a deduplicated submit's first owner stays)."""
     try:
@@ -144,5 +169,5 @@ def owned_actions_query(token_name: str) -> Any:
     return select(ApiAction.action_id).where(ApiAction.token_name == token_name)
 
 
-__all__ = ["ROLES", "Token", "action_owner", "active_count", "authenticate", "create", "own_action",
-           "owned_actions_query", "revoke", "tokens"]
+__all__ = ["ACTOR_PREFIX", "ROLES", "Token", "action_owner", "active_count", "authenticate", "create", "own_action",
+           "owned_actions_query", "person_of", "revoke", "tokens"]

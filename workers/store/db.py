@@ -21,7 +21,7 @@ from workers.settings import get_settings
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # The newest migration's revision id; tests check it against Alembic's own head, and processes use it
 # to skip importing Alembic at all when the schema is current.
-HEAD_REVISION = "0010"
+HEAD_REVISION = "0011"
 
 _lock = threading.Lock()
 _engine: Engine | None = None

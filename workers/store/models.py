@@ -173,6 +173,8 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The person the token acts for (migration 0011): approval policies count it as that person.
+    owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
 
 
 class ApiAction(Base):
