@@ -39,6 +39,9 @@ CONTROL_COMMAND = "opsq_credentials"
 KEYED = "nonce_keyed"
 #: hex digits of a nonce: 128 random bits, never reused
 NONCE_HEX = 32
+#: The nonce's name in the request. kombu logs each request with its arguments at DEBUG; a name with "secret" in
+#: it is scrubbed from that line like every `secret=...` pair (workers.redaction), so the nonce is printed nowhere.
+NONCE_ARGUMENT = "secret_nonce"
 
 
 def new_nonce() -> str:
@@ -101,9 +104,10 @@ def _queues(state: Any) -> list[str]:
     return sorted(q.name for q in consumer.queues) if consumer is not None else []
 
 
-@inspect_command(args=[("nonce", str)])
-def opsq_credentials(state: Any, nonce: str | None = None, **_: Any) -> dict[str, Any]:
+@inspect_command(args=[(NONCE_ARGUMENT, str)])
+def opsq_credentials(state: Any, secret_nonce: str | None = None, **_: Any) -> dict[str, Any]:
     """Which platform credentials this worker holds (fingerprints under the asker's nonce), its host, pid, queues."""
+    nonce = secret_nonce
     if not nonce or len(nonce) < NONCE_HEX:
         # Without a fresh nonce a fingerprint would be the same in every output: testable against guesses.
         return {"error": f"no nonce of {NONCE_HEX} hex digits in the request (an older opsq CLI? upgrade it)"}

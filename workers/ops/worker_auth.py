@@ -14,7 +14,7 @@ from typing import Any
 
 from executors.registry import EXECUTORS
 from workers.celery_app import app as celery_app
-from workers.credential_fingerprints import CONTROL_COMMAND, KEYED, held, new_nonce
+from workers.credential_fingerprints import CONTROL_COMMAND, KEYED, NONCE_ARGUMENT, held, new_nonce
 from workers.ops.health import FAIL, OK, WARN, Check
 from workers.settings import get_settings
 
@@ -24,7 +24,7 @@ SAME = "the same as this shell's"
 
 def ask_workers(nonce: str, app: Any = None, timeout: float = 2.0) -> dict[str, Any]:
     """node name -> its reply, from every worker that answers within `timeout` seconds."""
-    replies = (app or celery_app).control.broadcast(CONTROL_COMMAND, arguments={"nonce": nonce}, reply=True,
+    replies = (app or celery_app).control.broadcast(CONTROL_COMMAND, arguments={NONCE_ARGUMENT: nonce}, reply=True,
                                                     timeout=timeout) or []
     return {node: reply for answer in replies for node, reply in answer.items()}
 
