@@ -4,6 +4,8 @@ queued. The real CLI against the sandbox, and submit_action on the real Redis an
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.integration.opsq_cli import opsq
@@ -46,3 +48,14 @@ def test_an_action_on_a_platform_not_in_use_is_refused_at_submit(opsq_env_sqlite
     # An unknown platform is still the unknown-platform error, not this one.
     with pytest.raises(SubmitError, match="unknown platform 'nosuch'"):
         client.submit_action("nosuch", "x", {})
+
+
+def test_health_wants_no_consumer_for_a_platform_not_in_use(opsq_env_sqlite, workers_started):
+    env = opsq_env_sqlite(OPSQ_PLATFORMS="slack")
+    workers_started(env, queues="slack,noop,control,maintenance")
+    out = opsq(env, "health", "--json")
+    names = {c["name"]: c for c in json.loads(out.stdout)}
+    assert not [n for n in names if n.startswith("queue ")], out.stdout  # notion, trello...: not used, not wanted
+    out = opsq({**env, "OPSQ_PLATFORMS": "slack,notion"}, "health", "--json")
+    names = {c["name"]: c for c in json.loads(out.stdout)}
+    assert names["queue notion"]["status"] == "warn" and "queue trello" not in names, out.stdout

@@ -193,7 +193,10 @@ def _workers(app: Any) -> list[Check]:
                                              for w, qs in sorted(replies.items())))]
     consumed = {q["name"] for qs in replies.values() for q in qs}
     paused = set(paused_queues())
-    for queue in (*PLATFORM_QUEUES, CONTROL_QUEUE, MAINTENANCE_QUEUE):
+    settings = get_settings()
+    # A platform not in OPSQ_PLATFORMS needs no consumer: its actions are refused at submit.
+    used = [q for q in PLATFORM_QUEUES if settings.uses(q) or q in consumed]
+    for queue in (*used, CONTROL_QUEUE, MAINTENANCE_QUEUE):
         if queue in paused:
             checks.append(Check(f"queue {queue}", WARN, "paused (opsq queue resume " + queue + ")"))
         elif queue not in consumed:
