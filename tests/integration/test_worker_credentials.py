@@ -136,7 +136,8 @@ def test_human_chosen_secrets_are_compared_as_shown_and_unused_platforms_skipped
     moved = opsq({**env, "OPSQ_WEBHOOK_PROXY": "http://ops:hunter2pw@proxy2.corp:3128"}, "test-auth", "--workers")
     assert moved.returncode == 1, moved.stdout
     webhook = _by_name(moved.stdout)[f"{worker.name} webhook"]
-    assert webhook.startswith("FAIL") and "proxy proxy.corp:3128, password set, this shell's proxy2.corp:3128" in webhook
+    assert webhook.startswith("FAIL"), webhook
+    assert "proxy proxy.corp:3128, password set, this shell's proxy2.corp:3128" in webhook
 
     nonce = new_nonce()
     reply = ask_workers(nonce, timeout=2.0)[worker.name]
