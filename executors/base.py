@@ -83,6 +83,10 @@ class Setting:
     required_with_token: bool = False
     #: what it is, for messages: "the API key"
     description: str = ""
+    #: for a secret a person chooses (a password, a signing key): what may be shown of its value instead of the
+    #: value or a fingerprint of it (`opsq validate-env`, `opsq test-auth --workers`): a fingerprint of a guessable
+    #: value lets whoever reads it test guesses. Raises ValueError, naming what is wrong, on a malformed value.
+    shown: Callable[[str], str] | None = None
 
 
 @dataclass(frozen=True)

@@ -161,3 +161,8 @@ class WebhookProxy:
             pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
             authorization = "Basic " + base64.b64encode(pair.encode()).decode()
         return cls(parts.hostname, port, authorization)
+
+    def shown(self) -> str:
+        """What may be shown of it: where it is and whether it has credentials, never them."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}, {'password set' if self.authorization else 'no password'}"

@@ -76,6 +76,19 @@ def parse_secrets(raw: str | None) -> dict[str, str]:
     return {origin(k): v for k, v in given.items()}
 
 
+def shown_secrets(raw: str) -> str:
+    """OPSQ_WEBHOOK_SECRETS as it may be shown: for how many destinations (ValueError when malformed)."""
+    count = len(parse_secrets(raw))
+    return f"set for {count} destination{'' if count == 1 else 's'}"
+
+
+def shown_proxy(raw: str) -> str:
+    """OPSQ_WEBHOOK_PROXY as it may be shown: host:port and whether a password is set (ValueError when
+    malformed: the message the executor would fail every call with)."""
+    proxy = WebhookProxy.parse(raw)
+    return "empty: no proxy" if proxy is None else proxy.shown()
+
+
 def encode_body(body: Any) -> bytes:
     """The exact bytes sent, so the signature covers them (as httpx's own json= encodes)."""
     if body is None:
@@ -153,13 +166,17 @@ class WebhookExecutor(Executor):
     needs_token = False
     order = 900
     extra_settings = {
-        "secret": Setting(secret=True, description="the default key that signs every call (X-Opsq-Signature)"),
-        "secrets": Setting(secret=True, description="a JSON object of origin -> signing key, per destination"),
+        # Signing keys and the proxy's password are chosen by people: shown only as set, counted or host:port.
+        "secret": Setting(secret=True, description="the default key that signs every call (X-Opsq-Signature)",
+                          shown=lambda _raw: "set"),
+        "secrets": Setting(secret=True, description="a JSON object of origin -> signing key, per destination",
+                           shown=shown_secrets),
         "allow_hosts": Setting(description="hostnames and CIDRs the SSRF guard lets through"),
         "max_redirects": Setting(default="0", description="redirects followed (0: none); each hop is checked"),
         # A secret: its URL may carry the proxy's user and password.
         "proxy": Setting(secret=True, description="an http:// proxy every webhook call goes through (a CONNECT "
-                                                  "tunnel to the checked address); HTTP(S)_PROXY are ignored"),
+                                                  "tunnel to the checked address); HTTP(S)_PROXY are ignored",
+                         shown=shown_proxy),
     }
 
     def __init__(self, config: ExecutorConfig, http: HttpClient) -> None:

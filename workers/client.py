@@ -102,7 +102,14 @@ def check_submission(platform: str, action: str, params: Any, priority: str, max
         raise SubmitError(f"params must be a JSON object, got {type(params).__name__}")
     if max_attempts is not None and not 1 <= max_attempts <= 100:
         raise SubmitError("max_attempts must be between 1 and 100")
-    limit = get_settings().max_params_bytes
+    settings = get_settings()
+    if platform in settings.registry and not settings.uses(platform):
+        # The one place every submit passes (opsq submit, the HTTP API, replays): a platform this installation
+        # does not call has no credentials here, and its action would only fail as auth at the worker.
+        raise SubmitError(f"platform {platform!r} is not used by this installation: OPSQ_PLATFORMS is "
+                          f"{','.join(settings.platforms or ())}; add it there (and its settings) to submit its "
+                          "actions")
+    limit = settings.max_params_bytes
     try:
         size = len(json.dumps(params, separators=(",", ":"), default=str).encode())
     except (TypeError, ValueError) as exc:

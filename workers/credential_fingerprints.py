@@ -2,9 +2,19 @@
 
 A worker reads its settings once, when it starts: one started before a token was exported (or rotated) still
 calls with none (or the old one) while `opsq test-auth`, which reads the shell's, says OK. The remote-control
-command below answers, per platform, whether each credential is set and its fingerprint, with the worker's
+command below answers, per platform, whether each credential is set and a fingerprint of it, with the worker's
 host, pid and queues; the CLI compares them with its own (workers.ops.worker_auth). The credential itself
 never leaves the worker: not in the reply, not in a log line.
+
+A fingerprint is keyed by the request: the CLI sends a fresh random nonce with each question, the worker answers
+HMAC-SHA256(nonce, secret) cut to 8 hex digits, and the CLI computes its own with the same nonce. The nonce is
+printed nowhere, so a pasted output (a ticket, a chat) cannot be used to test guesses offline, even of a
+guessable secret: checking a guess needs the nonce, which means asking a live worker, which needs access to the
+broker (whoever has that can read the workers' settings more directly). The same token shows a different
+fingerprint in every run; within one run, the same fingerprint on both sides reads as the same token (two
+different tokens agree by chance once in four billion). Secrets a person chooses (webhook signing keys, the
+proxy's password: an executor's Setting with `shown`) are not fingerprinted at all, even keyed: only what their
+`shown` tells (set, for how many destinations, host:port) is sent and compared.
 
 Registered in Celery's global Panel when this module is imported; workers.celery_app imports it, so every
 worker of the app answers it (a worker of an older opsqueue answers "unknown command")."""
@@ -12,7 +22,9 @@ worker of the app answers it (a worker of an older opsqueue answers "unknown com
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
+import secrets
 import socket
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -23,18 +35,22 @@ from executors.registry import EXECUTORS
 from workers.settings import Settings, get_settings
 
 CONTROL_COMMAND = "opsq_credentials"
+#: in every reply: its fingerprints are keyed by the nonce (an older worker's are plain SHA-256, not comparable)
+KEYED = "nonce_keyed"
+#: hex digits of a nonce: 128 random bits, never reused
+NONCE_HEX = 32
+#: The nonce's name in the request. kombu logs each request with its arguments at DEBUG; a name with "secret" in
+#: it is scrubbed from that line like every `secret=...` pair (workers.redaction), so the nonce is printed nowhere.
+NONCE_ARGUMENT = "secret_nonce"
 
 
-def fingerprint(secret: str) -> str:
-    """The first 8 hex digits of the secret's SHA-256.
+def new_nonce() -> str:
+    return secrets.token_hex(NONCE_HEX // 2)
 
-    Safe enough to send over the broker and print: SHA-256 cannot be run backwards, and 32 bits are far fewer
-    than a real token carries (Slack's, Notion's, Google's and Trello's have well over 128 random bits), so
-    some 2^96 possible tokens share each fingerprint: it confirms a token only to someone who already holds it.
-    What it does give away is whether a *guessable* value is set (anyone can hash "demo-token"): only sandbox
-    tokens are like that, and they are not secrets. Two different tokens showing the same fingerprint is a
-    one-in-four-billion chance, so "same fingerprint" reads as "same token"."""
-    return hashlib.sha256(secret.encode()).hexdigest()[:8]
+
+def fingerprint(nonce: str, secret: str) -> str:
+    """The first 8 hex digits of HMAC-SHA256 keyed by this request's nonce (see the module's docstring)."""
+    return hmac.new(nonce.encode(), secret.encode(), hashlib.sha256).hexdigest()[:8]
 
 
 def _without_userinfo(url: str) -> str:
@@ -48,19 +64,38 @@ def _without_userinfo(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
-def held(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Per remote platform: where it calls, and each credential (the token, and its executor's secret settings
-    such as Trello's api_key) as its fingerprint, or None when unset."""
+def _shown(show: Any, value: str) -> str:
+    try:
+        return str(show(value))
+    except ValueError as exc:
+        return f"malformed ({exc})"  # the executor's message: it never holds the value
+
+
+def held(settings: Settings, nonce: str) -> dict[str, dict[str, Any]]:
+    """Per remote platform: where it calls; each credential (the token, and its executor's secret settings such as
+    Trello's api_key) as its fingerprint under `nonce`, or None when unset; and each secret a person chooses as
+    only what its Setting's `shown` tells (`shown`: name -> text or None)."""
+    if len(nonce) < NONCE_HEX:
+        raise ValueError(f"a nonce of at least {NONCE_HEX} hex digits is needed (new_nonce())")
     out: dict[str, dict[str, Any]] = {}
     for platform, cls in EXECUTORS.items():
         if not cls.remote:
             continue
         own = settings.platform(platform)
-        secrets: dict[str, str | None] = {"token": own.token}
-        secrets.update({key: own.extra.get(key) for key, setting in cls.extra_settings.items() if setting.secret})
+        keyed: dict[str, str | None] = {"token": own.token}
+        shown: dict[str, str | None] = {}
+        for key, setting in cls.extra_settings.items():
+            if not setting.secret:
+                continue
+            value = own.extra.get(key)
+            if setting.shown is not None:
+                shown[key] = None if value is None else _shown(setting.shown, value)
+            else:
+                keyed[key] = value
         out[platform] = {"base_url": _without_userinfo(own.base_url),
-                         "credentials": {name: None if value is None else fingerprint(value)
-                                         for name, value in secrets.items()}}
+                         "credentials": {name: None if value is None else fingerprint(nonce, value)
+                                         for name, value in keyed.items()},
+                         "shown": shown}
     return out
 
 
@@ -69,8 +104,12 @@ def _queues(state: Any) -> list[str]:
     return sorted(q.name for q in consumer.queues) if consumer is not None else []
 
 
-@inspect_command()
-def opsq_credentials(state: Any, **_: Any) -> dict[str, Any]:
-    """Which platform credentials this worker holds (fingerprints only), its host, pid and queues."""
-    return {"hostname": socket.gethostname(), "pid": os.getpid(), "queues": _queues(state),
-            "platforms": held(get_settings())}
+@inspect_command(args=[(NONCE_ARGUMENT, str)])
+def opsq_credentials(state: Any, secret_nonce: str | None = None, **_: Any) -> dict[str, Any]:
+    """Which platform credentials this worker holds (fingerprints under the asker's nonce), its host, pid, queues."""
+    nonce = secret_nonce
+    if not nonce or len(nonce) < NONCE_HEX:
+        # Without a fresh nonce a fingerprint would be the same in every output: testable against guesses.
+        return {"error": f"no nonce of {NONCE_HEX} hex digits in the request (an older opsq CLI? upgrade it)"}
+    return {"hostname": socket.gethostname(), "pid": os.getpid(), "queues": _queues(state), KEYED: True,
+            "platforms": held(get_settings(), nonce)}

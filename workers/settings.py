@@ -31,6 +31,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
@@ -202,6 +203,28 @@ class _Base(BaseSettings):
 
     # One base URL for every platform, each under /<platform> (the sandbox).
     platform_base_url: BaseUrl = None
+    # The platforms this installation calls, as a comma list (OPSQ_PLATFORMS=slack,webhook); unset: every one.
+    # validate-env and test-auth check only these, and an action on another one is refused at submit.
+    platforms: Annotated[tuple[str, ...] | None, NoDecode] = None
+
+    @field_validator("platforms", mode="before")
+    @classmethod
+    def _platform_list(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [p.strip().lower() for p in v.split(",") if p.strip()]
+        if v is None or not v:
+            return None  # OPSQ_PLATFORMS= (as an env file leaves it) is unset: every platform
+        unknown = [p for p in v if p not in cls.registry]
+        if unknown:
+            raise ValueError(f"unknown platform {', '.join(map(repr, unknown))} (known: {', '.join(cls.registry)}; "
+                             "a comma list, e.g. slack,webhook)")
+        return tuple(dict.fromkeys(v))
+
+    def uses(self, platform: str) -> bool:
+        """Whether this installation calls `platform` (OPSQ_PLATFORMS; unset: every one). A platform that calls no
+        service (noop) is always used: it costs nothing and needs no setting."""
+        cls = self.registry.get(platform)
+        return self.platforms is None or platform in self.platforms or (cls is not None and not cls.remote)
 
     @field_validator("database_url")
     @classmethod

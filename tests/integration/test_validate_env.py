@@ -86,3 +86,64 @@ def test_every_token_set_passes_with_the_tokens_masked(bare_env):
     del secrets["OPSQ_GDRIVE_TOKEN"]
     out = opsq({**bare_env, **secrets, "OPSQ_TRELLO_API_KEY": "trello-key-0123456789"}, "validate-env")
     assert out.returncode == 1 and _lines(out)["OPSQ_GDRIVE_TOKEN"][0] == "FAIL", out.stdout
+
+
+def test_a_deployment_that_uses_some_platforms_passes_without_the_others_tokens(bare_env):
+    """OPSQ_PLATFORMS names the platforms this installation calls: the others need no token, and are one line
+    each; without it the same Slack-only deployment exits 1 for the four tokens it has no use for."""
+    env = {**bare_env, "OPSQ_SLACK_TOKEN": "xoxb-0123456789-abcdef"}
+    assert opsq(env, "validate-env").returncode == 1
+    out = opsq({**env, "OPSQ_PLATFORMS": "slack, webhook"}, "validate-env")
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = _lines(out)
+    assert lines["OPSQ_PLATFORMS"] == ("OK", "slack,webhook")
+    assert lines["OPSQ_SLACK_TOKEN"][0] == "OK"
+    for platform in ("notion", "trello", "gdrive", "gsheets"):
+        assert lines[platform] == ("OK", "not used (not in OPSQ_PLATFORMS): its settings are not checked, its "
+                                         "actions are refused at submit"), out.stdout
+        assert not [name for name in lines if name.startswith(f"OPSQ_{platform.upper()}_")], out.stdout
+    # A used platform without its token still fails.
+    out = opsq({**bare_env, "OPSQ_PLATFORMS": "slack,notion", "OPSQ_SLACK_TOKEN": "xoxb-0123456789-abcdef"},
+               "validate-env")
+    assert out.returncode == 1 and _lines(out)["OPSQ_NOTION_TOKEN"][0] == "FAIL", out.stdout
+
+
+def test_an_unknown_name_in_opsq_platforms_is_one_error_line(bare_env):
+    out = opsq({**bare_env, "OPSQ_PLATFORMS": "slack,slak"}, "validate-env")
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert out.stderr.startswith("error: invalid setting: OPSQ_PLATFORMS: unknown platform 'slak' (known: slack,"), \
+        out.stderr
+
+
+def test_a_real_gateway_under_a_platform_path_is_not_the_sandbox(bare_env):
+    """The sandbox is a loopback or localhost host (or compose's `sandbox` service) with the path /<platform>: a
+    company's gateway at https://gw.corp/slack is a real API, and a missing token there is a FAIL."""
+    env = {**bare_env, "OPSQ_PLATFORMS": "slack"}
+    for url, status in (("https://gw.corp/slack", "FAIL"), ("http://localhost:9000/slack", "WARN"),
+                        ("http://[::1]:8765/slack", "WARN"), ("http://sandbox:8765/slack", "WARN"),
+                        ("http://127.0.0.1:8765/api/slack", "FAIL")):
+        out = opsq({**env, "OPSQ_SLACK_BASE_URL": url}, "validate-env")
+        assert _lines(out)["OPSQ_SLACK_TOKEN"][0] == status, (url, out.stdout)
+        assert out.returncode == (1 if status == "FAIL" else 0), (url, out.stdout)
+
+
+def test_the_webhook_proxy_is_checked_with_the_executors_parser_and_shown_masked(bare_env):
+    env = {**bare_env, "OPSQ_PLATFORMS": "webhook"}
+    out = opsq({**env, "OPSQ_WEBHOOK_PROXY": "http://ops:hunter2pw@proxy.corp:3128"}, "validate-env")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert _lines(out)["OPSQ_WEBHOOK_PROXY"] == ("OK", "proxy.corp:3128, password set")
+    assert "hunter2pw" not in out.stdout
+    for proxy, says in (("https://ops:hunter2pw@proxy.corp:3128", "must be an http:// URL"),
+                        ("http://ops:hunter2pw@proxy.corp:31x8", "the port is not a number"),
+                        ("http://proxy.corp:3128/path", "must be http://[user:password@]host:port")):
+        out = opsq({**env, "OPSQ_WEBHOOK_PROXY": proxy}, "validate-env")
+        assert out.returncode == 1, (proxy, out.stdout)
+        status, detail = _lines(out)["OPSQ_WEBHOOK_PROXY"]
+        assert status == "FAIL" and says in detail and "hunter2pw" not in out.stdout, (proxy, out.stdout)
+    # The per-destination signing keys: how many, never a character of them.
+    secrets = '{"https://a.example": "letmein-a", "https://b.example": "letmein-b"}'
+    out = opsq({**env, "OPSQ_WEBHOOK_SECRETS": secrets}, "validate-env")
+    assert _lines(out)["OPSQ_WEBHOOK_SECRETS"] == ("OK", "set for 2 destinations") and "letmein" not in out.stdout
+    out = opsq({**env, "OPSQ_WEBHOOK_SECRETS": "not json"}, "validate-env")
+    assert out.returncode == 1 and _lines(out)["OPSQ_WEBHOOK_SECRETS"][0] == "FAIL", out.stdout

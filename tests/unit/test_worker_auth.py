@@ -1,55 +1,98 @@
 """The comparison behind `opsq test-auth --workers` (workers.ops.worker_auth) and what a worker's answer holds
-(workers.credential_fingerprints): fingerprints only, never a credential. The real worker is in
-tests/integration/test_worker_credentials.py."""
+(workers.credential_fingerprints): fingerprints keyed by the request's nonce, never a credential, and of the
+secrets a person chooses (webhook signing keys, the proxy's password) only what may be shown. The real worker is
+in tests/integration/test_worker_credentials.py."""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 
 import pytest
 
-from workers.credential_fingerprints import fingerprint, held
+from workers.credential_fingerprints import fingerprint, held, new_nonce
 from workers.ops.worker_auth import _compare
 from workers.settings import reload_settings
 
+NONCE = new_nonce()
 
-def side(token: str | None, base_url: str = "http://sandbox/slack", **more: str | None) -> dict:
+
+def side(token: str | None, base_url: str = "http://sandbox/slack", shown: dict | None = None,
+         **more: str | None) -> dict:
     secrets = {"token": token, **more}
-    return {"base_url": base_url, "credentials": {k: None if v is None else fingerprint(v) for k, v in secrets.items()}}
+    return {"base_url": base_url, "shown": shown or {},
+            "credentials": {k: None if v is None else fingerprint(NONCE, v) for k, v in secrets.items()}}
 
 
-def test_a_fingerprint_is_8_hex_digits_of_the_sha256_and_not_the_token():
+def test_a_fingerprint_is_keyed_by_the_nonce_so_a_pasted_one_cannot_be_checked_offline():
     token = "xoxb-1234567890-abcdefghij"
-    assert fingerprint(token) == hashlib.sha256(token.encode()).hexdigest()[:8]
-    assert fingerprint(token) != fingerprint(token + "x") and len(fingerprint(token)) == 8
+    assert fingerprint(NONCE, token) == hmac.new(NONCE.encode(), token.encode(), hashlib.sha256).hexdigest()[:8]
+    # Not the plain hash (anyone could hash a guess and compare), and another nonce gives another fingerprint...
+    assert fingerprint(NONCE, token) != hashlib.sha256(token.encode()).hexdigest()[:8]
+    other = new_nonce()
+    assert other != NONCE and len(NONCE) == 32
+    assert fingerprint(other, token) != fingerprint(NONCE, token)
+    # ...while under one nonce the same token agrees and another one does not.
+    assert fingerprint(NONCE, token) == fingerprint(NONCE, token) and len(fingerprint(NONCE, token)) == 8
+    assert fingerprint(NONCE, token) != fingerprint(NONCE, token + "x")
 
 
-def test_a_workers_answer_holds_fingerprints_only(monkeypatch: pytest.MonkeyPatch):
+def test_a_workers_answer_holds_keyed_fingerprints_only(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("OPSQ_SLACK_TOKEN", "xoxb-secret-slack-1234567")
     monkeypatch.setenv("OPSQ_TRELLO_API_KEY", "trello-key-secret-89")
     monkeypatch.setenv("OPSQ_SLACK_BASE_URL", "https://user:proxy-password@proxy.example.com/slack")
     monkeypatch.delenv("OPSQ_NOTION_TOKEN", raising=False)
     settings = reload_settings()
-    answer = held(settings)
+    answer = held(settings, NONCE)
     text = json.dumps(answer)
     for secret in ("xoxb-secret-slack-1234567", "trello-key-secret-89", "proxy-password"):
         assert secret not in text
-    assert answer["slack"] == {"base_url": "https://proxy.example.com/slack",
-                               "credentials": {"token": fingerprint("xoxb-secret-slack-1234567")}}
-    assert answer["trello"]["credentials"]["api_key"] == fingerprint("trello-key-secret-89")
+    assert answer["slack"] == {"base_url": "https://proxy.example.com/slack", "shown": {},
+                               "credentials": {"token": fingerprint(NONCE, "xoxb-secret-slack-1234567")}}
+    assert answer["trello"]["credentials"]["api_key"] == fingerprint(NONCE, "trello-key-secret-89")
     assert answer["notion"]["credentials"]["token"] is None
     assert "noop" not in answer  # calls no service, holds nothing
+    # Two questions, two nonces: the same token, different fingerprints (a pasted output matches no later one).
+    again = held(settings, new_nonce())
+    assert again["slack"]["credentials"]["token"] != answer["slack"]["credentials"]["token"]
+    with pytest.raises(ValueError, match="nonce"):
+        held(settings, "")
+
+
+def test_secrets_a_person_chooses_are_shown_not_fingerprinted(monkeypatch: pytest.MonkeyPatch):
+    """The proxy's URL (with its password) and the webhook signing keys: no fingerprint at all, even keyed; only
+    host:port, whether a password is set, and for how many destinations keys are set."""
+    monkeypatch.setenv("OPSQ_WEBHOOK_PROXY", "http://ops:hunter2@proxy.corp:3128")
+    monkeypatch.setenv("OPSQ_WEBHOOK_SECRETS", '{"https://a.example": "letmein", "https://b.example": "s3cret"}')
+    monkeypatch.setenv("OPSQ_WEBHOOK_SECRET", "password1")
+    webhook = held(reload_settings(), NONCE)["webhook"]
+    assert webhook["shown"] == {"secret": "set", "secrets": "set for 2 destinations",
+                                "proxy": "proxy.corp:3128, password set"}
+    assert set(webhook["credentials"]) == {"token"}
+    text = json.dumps(webhook)
+    for secret in ("hunter2", "letmein", "s3cret", "password1"):
+        assert secret not in text and fingerprint(NONCE, secret) not in text
+    monkeypatch.setenv("OPSQ_WEBHOOK_PROXY", "https://proxy.corp:3128")  # the executor refuses it: said so
+    shown = held(reload_settings(), NONCE)["webhook"]["shown"]["proxy"]
+    assert shown.startswith("malformed (OPSQ_WEBHOOK_PROXY must be an http:// URL"), shown
 
 
 @pytest.mark.parametrize(("mine", "theirs", "status", "words"), [
-    (side("t1"), side("t1"), "ok", ["the same as this shell's", fingerprint("t1")]),
+    (side("t1"), side("t1"), "ok", ["the same as this shell's", fingerprint(NONCE, "t1")]),
     (side("t1"), side(None), "fail", ["no token, this shell has one", "stale worker", "restart"]),
-    (side("t1"), side("t0"), "fail", [f"token {fingerprint('t0')} differs from this shell's ({fingerprint('t1')})"]),
+    (side("t1"), side("t0"), "fail",
+     [f"token {fingerprint(NONCE, 't0')} differs from this shell's ({fingerprint(NONCE, 't1')})"]),
     (side(None), side("t1"), "warn", ["this shell has none to compare"]),
     (side(None), side(None), "warn", ["no token here nor in the worker"]),
     (side("t1"), side("t1", base_url="https://slack.com/api"), "warn", ["calls https://slack.com/api"]),
     (side("t1", api_key="k1"), side("t1", api_key=None), "fail", ["no api_key, this shell has one"]),
+    (side("t1", shown={"proxy": "p:3128, password set"}), side("t1", shown={"proxy": "p:3128, password set"}), "ok",
+     ["proxy p:3128, password set, the same as this shell's (only that is compared)"]),
+    (side("t1", shown={"proxy": "p:3128, password set"}), side("t1", shown={"proxy": None}), "fail",
+     ["proxy not set, this shell's p:3128, password set", "restart"]),
+    (side("t1", shown={"secrets": "set for 2 destinations"}), side("t1", shown={"secrets": "set for 1 destination"}),
+     "fail", ["secrets set for 1 destination, this shell's set for 2 destinations"]),
 ])
 def test_each_case_of_a_platform(mine, theirs, status, words):
     check = _compare("slack", mine, theirs)
@@ -58,4 +101,4 @@ def test_each_case_of_a_platform(mine, theirs, status, words):
 
 
 def test_a_platform_that_needs_no_token_and_has_none_says_nothing():
-    assert _compare("webhook", side(None), side(None)) is None
+    assert _compare("webhook", side(None, shown={"proxy": None}), side(None, shown={"proxy": None})) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 from collections.abc import Callable
@@ -16,7 +17,6 @@ from sqlalchemy.engine import make_url
 from executors.errors import ExecutorError
 from executors.registry import EXECUTORS, TOKEN_PLATFORMS
 from executors.urlguard import AddressGuard, refusal
-from executors.webhook import parse_secrets
 from workers.celery_app import app as celery_app
 from workers.client import redis_cause
 from workers.dev.broker_url import redact_redis_url, redis_target
@@ -193,7 +193,10 @@ def _workers(app: Any) -> list[Check]:
                                              for w, qs in sorted(replies.items())))]
     consumed = {q["name"] for qs in replies.values() for q in qs}
     paused = set(paused_queues())
-    for queue in (*PLATFORM_QUEUES, CONTROL_QUEUE, MAINTENANCE_QUEUE):
+    settings = get_settings()
+    # A platform not in OPSQ_PLATFORMS needs no consumer: its actions are refused at submit.
+    used = [q for q in PLATFORM_QUEUES if settings.uses(q) or q in consumed]
+    for queue in (*used, CONTROL_QUEUE, MAINTENANCE_QUEUE):
         if queue in paused:
             checks.append(Check(f"queue {queue}", WARN, "paused (opsq queue resume " + queue + ")"))
         elif queue not in consumed:
@@ -272,25 +275,66 @@ def mask(value: Any) -> str:
     return str(value)
 
 
+NOT_USED = "not used (not in OPSQ_PLATFORMS): its settings are not checked, its actions are refused at submit"
+
+
+def _platform_fields(settings: Settings) -> dict[str, tuple[str, str | None]]:
+    """Each platform setting's field name -> (its platform, its extra_settings key or None for base URL/token)."""
+    owners: dict[str, tuple[str, str | None]] = {}
+    for platform, cls in settings.registry.items():
+        if cls.remote:
+            owners[f"{platform}_base_url"] = owners[f"{platform}_token"] = (platform, None)
+            owners.update({f"{platform}_{key}": (platform, key) for key in cls.extra_settings})
+    return owners
+
+
+def _shown(settings: Settings, platform: str, key: str, env_name: str) -> Check | None:
+    """A set secret a person chooses (a webhook signing key, the proxy's URL): what its executor lets be shown of
+    it, or FAIL with the executor's own complaint when malformed (every call would fail on it)."""
+    setting = EXECUTORS[platform].extra_settings[key]
+    raw = settings.platform(platform).extra.get(key)
+    if setting.shown is None or raw is None:
+        return None
+    try:
+        return Check(env_name, OK, setting.shown(raw))
+    except ValueError as exc:
+        return Check(env_name, FAIL, str(exc))
+
+
 def validate_env() -> list[Check]:
-    """Every setting, secrets masked, with the problems that pydantic alone cannot see."""
+    """Every setting, secrets masked, with the problems that pydantic alone cannot see. The settings of a platform
+    not in OPSQ_PLATFORMS are one line saying so: an installation that does not call Notion needs no token for it."""
     settings = get_settings()
+    used = [p for p in TOKEN_PLATFORMS if settings.uses(p)]
     # A platform's missing token replaces its `(not set)` line: one line per setting, saying what it means.
-    missing = {c.name: c for c in (_missing_token(settings, p) for p in TOKEN_PLATFORMS) if c is not None}
-    out = []
+    replaced = {c.name: c for c in (_missing_token(settings, p) for p in used) if c is not None}
+    for platform in used:
+        own = settings.platform(platform)
+        for key, setting in EXECUTORS[platform].extra_settings.items():
+            if setting.required_with_token and own.token and key not in own.extra:
+                name = f"OPSQ_{platform.upper()}_{key.upper()}"
+                replaced[name] = Check(name, WARN, f"not set: {platform} needs {setting.description or key} with "
+                                                   "the token")
+    owners = _platform_fields(settings)
+    out: list[Check] = []
     for name in type(settings).model_fields:
         env_name = f"OPSQ_{name.upper()}"
-        out.append(missing.get(env_name) or Check(env_name, OK, mask(getattr(settings, name))))
-    for platform in TOKEN_PLATFORMS:
+        owner, extra_key = owners.get(name, (None, None))
+        if owner is not None and not settings.uses(owner):
+            if not any(c.name == owner for c in out):
+                out.append(Check(owner, OK, NOT_USED))
+            continue
+        shown = _shown(settings, owner, extra_key, env_name) if owner is not None and extra_key else None
+        if name == "platforms":
+            shown = Check(env_name, OK, ",".join(settings.platforms) if settings.platforms else "(not set: every "
+                                                                                               "platform)")
+        out.append(replaced.get(env_name) or shown or Check(env_name, OK, mask(getattr(settings, name))))
+    for platform in used:
         own = settings.platform(platform)
         if not own.base_url.startswith(("http://", "https://")):
             out.append(Check(f"{platform} base URL", FAIL, f"{own.base_url!r} is not an http(s) URL"))
-        for key, setting in EXECUTORS[platform].extra_settings.items():
-            if setting.required_with_token and own.token and key not in own.extra:
-                what = setting.description or key
-                out.append(Check(f"OPSQ_{platform.upper()}_{key.upper()}", WARN,
-                                 f"not set: {platform} needs {what} with the token"))
-    out += _webhook_checks(settings.platform("webhook").extra)
+    if settings.uses("webhook"):
+        out += _webhook_checks(settings.platform("webhook").extra)
     if settings.visibility_timeout_s <= max(settings.retry_cap_s, settings.breaker.open_s):
         out.append(Check("OPSQ_VISIBILITY_TIMEOUT_S", WARN,
                          "not longer than the longest wait (retry cap / breaker open_s): waiting messages can be "
@@ -304,11 +348,29 @@ def validate_env() -> list[Check]:
     return out
 
 
+#: Hosts the sandbox is reached at: this machine, or deploy/docker-compose.yml's `sandbox` service.
+SANDBOX_HOSTS = frozenset({"localhost", "sandbox"})
+
+
 def is_sandbox_url(platform: str, base_url: str) -> bool:
-    """Whether a platform's base URL is the sandbox's: it serves each platform under /<platform>
-    (executors.sandbox.server), whether reached through OPSQ_PLATFORM_BASE_URL or a per-platform
-    OPSQ_<PLATFORM>_BASE_URL; no platform's real API root ends that way (https://slack.com/api)."""
-    return urlsplit(base_url).path.rstrip("/").endswith(f"/{platform}")
+    """Whether a platform's base URL is the sandbox's: the sandbox serves each platform at /<platform> of its root
+    (executors.sandbox.server), so the path is exactly that, and it listens on this machine (a loopback address or
+    `localhost`) or is deploy/docker-compose.yml's `sandbox` service, as OPSQ_PLATFORM_BASE_URL or a per-platform
+    OPSQ_<PLATFORM>_BASE_URL reaches it. A gateway at https://gw.corp/slack is a real API: no platform's own root
+    ends that way (https://slack.com/api), but an installation's proxy in front of them may."""
+    try:
+        parts = urlsplit(base_url)
+        host = (parts.hostname or "").rstrip(".").lower()
+    except ValueError:
+        return False
+    if parts.path.rstrip("/") != f"/{platform}":
+        return False
+    if host in SANDBOX_HOSTS or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _missing_token(settings: Settings, platform: str) -> Check | None:
@@ -321,18 +383,16 @@ def _missing_token(settings: Settings, platform: str) -> Check | None:
     if is_sandbox_url(platform, base_url):
         return Check(name, WARN, f"not set: {platform} actions fail as auth on the sandbox at {base_url} too (it "
                                  f"takes any token but 'invalid': export {name}=sandbox)")
-    return Check(name, FAIL, f"not set: {platform} actions fail as auth at {base_url} (set {name}, or point "
-                             "OPSQ_PLATFORM_BASE_URL at the sandbox)")
+    return Check(name, FAIL, f"not set: {platform} actions fail as auth at {base_url} (set {name}, point "
+                             f"OPSQ_PLATFORM_BASE_URL at the sandbox, or leave {platform} out of OPSQ_PLATFORMS "
+                             "if this installation does not call it)")
 
 
 def _webhook_checks(extra: dict[str, str]) -> list[Check]:
-    """What a webhook would otherwise find out at its first call: a malformed secrets map or redirect count,
-    and an allow-list that opens the cloud metadata service (a CIDR covering 169.254.169.254)."""
+    """What a webhook would otherwise find out at its first call: a malformed redirect count, and an allow-list
+    that opens the cloud metadata service (a CIDR covering 169.254.169.254). (A malformed OPSQ_WEBHOOK_SECRETS or
+    OPSQ_WEBHOOK_PROXY is the FAIL on its own line: _shown.)"""
     out = []
-    try:
-        parse_secrets(extra.get("secrets"))
-    except ValueError as exc:
-        out.append(Check("OPSQ_WEBHOOK_SECRETS", FAIL, str(exc)))
     if not extra.get("max_redirects", "0").isdigit():
         out.append(Check("OPSQ_WEBHOOK_MAX_REDIRECTS", FAIL, "not a whole number: webhooks follow no redirect"))
     guard = AddressGuard.parse(extra.get("allow_hosts"))
@@ -373,15 +433,20 @@ def _redis_url_checks(settings: Settings) -> list[Check]:
 
 
 def test_auth(platforms: list[str] | None = None) -> list[Check]:
-    """Each platform's check_auth; by default every platform that needs a token."""
+    """Each platform's check_auth; by default every platform that needs a token. A platform not in OPSQ_PLATFORMS
+    is one line saying so, not called (this installation holds no credentials for it)."""
     out = []
+    settings = get_settings()
     for platform in TOKEN_PLATFORMS if platforms is None else platforms:
         if platform not in EXECUTORS or not EXECUTORS[platform].remote:
             raise ValueError(f"unknown platform {platform!r}")
+        if not settings.uses(platform):
+            out.append(Check(platform, OK, "not used (not in OPSQ_PLATFORMS): not tested"))
+            continue
         try:
             result = executor(platform).check_auth()
             who = {k: v for k, v in result.items() if k in ("team", "user", "name", "email", "id", "note")}
-            out.append(Check(platform, OK, f"authenticated at {get_settings().base_url(platform) or 'per URL'} "
+            out.append(Check(platform, OK, f"authenticated at {settings.base_url(platform) or 'per URL'} "
                                            + (json.dumps(who, sort_keys=True) if who else "")))
         except ExecutorError as exc:
             out.append(Check(platform, FAIL, f"[{exc.kind}] {exc.message}"))

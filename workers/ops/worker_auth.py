@@ -1,9 +1,12 @@
 """`opsq test-auth --workers`: the credentials each running worker holds, compared with this shell's.
 
-Each worker answers the remote-control command of workers.credential_fingerprints with fingerprints only; the
-same fingerprints of this process's settings tell whether a worker holds the same token, another one, or none.
-A worker without the token the shell has (started before it was exported) or with another one (started before
-it was rotated) is stale: its actions fail as auth, or act as someone else, until it is restarted."""
+Each worker answers the remote-control command of workers.credential_fingerprints with fingerprints keyed by a
+nonce sent with this one question (never printed): the same fingerprints of this process's settings, under the
+same nonce, tell whether a worker holds the same token, another one, or none; the secrets a person chooses are
+compared only as far as their executor lets them be shown (set, how many, host:port). A worker without the token
+the shell has (started before it was exported) or with another one (started before it was rotated) is stale: its
+actions fail as auth, or act as someone else, until it is restarted. Platforms not in OPSQ_PLATFORMS are one line
+each, not compared."""
 
 from __future__ import annotations
 
@@ -11,64 +14,75 @@ from typing import Any
 
 from executors.registry import EXECUTORS
 from workers.celery_app import app as celery_app
-from workers.credential_fingerprints import CONTROL_COMMAND, held
+from workers.credential_fingerprints import CONTROL_COMMAND, KEYED, NONCE_ARGUMENT, held, new_nonce
 from workers.ops.health import FAIL, OK, WARN, Check
 from workers.settings import get_settings
 
 RESTART = "restart it to read the current settings (docs/RUNBOOK.md, \"Authentication failed\")"
+SAME = "the same as this shell's"
 
 
-def ask_workers(app: Any = None, timeout: float = 2.0) -> dict[str, Any]:
+def ask_workers(nonce: str, app: Any = None, timeout: float = 2.0) -> dict[str, Any]:
     """node name -> its reply, from every worker that answers within `timeout` seconds."""
-    replies = (app or celery_app).control.broadcast(CONTROL_COMMAND, reply=True, timeout=timeout) or []
+    replies = (app or celery_app).control.broadcast(CONTROL_COMMAND, arguments={NONCE_ARGUMENT: nonce}, reply=True,
+                                                    timeout=timeout) or []
     return {node: reply for answer in replies for node, reply in answer.items()}
 
 
 def _compare(platform: str, mine: dict[str, Any], theirs: dict[str, Any]) -> Check | None:
-    """One platform of one worker against this shell's settings; None when there is nothing to say (a platform
-    that needs no token, with no credential on either side)."""
+    """One platform of one worker against this shell's settings (both fingerprinted under one nonce); None when
+    there is nothing to say (a platform that needs no token, with no credential on either side)."""
     problems: list[str] = []
-    notes: list[str] = []
+    notes: list[tuple[str, bool]] = []  # (text, whether it says "the same as this shell's")
     for name, fp in mine["credentials"].items():
         other = theirs.get("credentials", {}).get(name)
-        label = "token" if name == "token" else name
         if fp is not None and other is None:
-            problems.append(f"no {label}, this shell has one ({fp}): a stale worker, started before it was set; "
+            problems.append(f"no {name}, this shell has one ({fp}): a stale worker, started before it was set; "
                             + RESTART)
         elif fp is not None and other != fp:
-            problems.append(f"{label} {other} differs from this shell's ({fp}): a stale worker, started before it "
+            problems.append(f"{name} {other} differs from this shell's ({fp}): a stale worker, started before it "
                             "changed, or another configuration; " + RESTART)
         elif fp is None and other is not None:
-            notes.append(f"{label} {other}; this shell has none to compare (export it here)")
+            notes.append((f"{name} {other}; this shell has none to compare (export it here)", False))
         elif fp is not None:
-            notes.append(f"{label} {fp}, the same as this shell's")
+            notes.append((f"{name} {fp}, {SAME}", True))
         elif name == "token" and EXECUTORS[platform].needs_token:
-            notes.append("no token here nor in the worker: its actions fail as auth (opsq validate-env)")
+            notes.append(("no token here nor in the worker: its actions fail as auth (opsq validate-env)", False))
+    for name, text in mine.get("shown", {}).items():
+        other = theirs.get("shown", {}).get(name)
+        if text != other:
+            problems.append(f"{name} {other or 'not set'}, this shell's {text or 'not set'}: a stale worker or "
+                            "another configuration; " + RESTART)
+        elif text is not None:
+            notes.append((f"{name} {text}, {SAME} (only that is compared)", True))
     if theirs.get("base_url") != mine["base_url"]:
-        notes.append(f"calls {theirs.get('base_url')}, this shell's settings say {mine['base_url']}")
+        notes.append((f"calls {theirs.get('base_url')}, this shell's settings say {mine['base_url']}", False))
     if problems:
-        return Check(platform, FAIL, "; ".join(problems + notes))
+        return Check(platform, FAIL, "; ".join(problems + [text for text, _ in notes]))
     if not notes:
         return None
-    same = all(n.endswith("the same as this shell's") for n in notes)
-    return Check(platform, OK if same else WARN, "; ".join(notes))
+    return Check(platform, OK if all(same for _, same in notes) else WARN, "; ".join(text for text, _ in notes))
 
 
 def worker_credentials(platforms: list[str] | None = None, app: Any = None, timeout: float = 2.0) -> list[Check]:
-    """Per worker that answers, a line naming it (host, pid), then one per platform whose queue it consumes."""
-    mine = held(get_settings())
+    """Per worker that answers, a line naming it (host, pid), then one per platform whose queue it consumes; first,
+    one line per platform asked about that is not in OPSQ_PLATFORMS (not compared)."""
+    settings = get_settings()
+    nonce = new_nonce()
+    mine = held(settings, nonce)
     wanted = list(mine) if platforms is None else platforms
     for platform in wanted:
         if platform not in mine:
             raise ValueError(f"unknown platform {platform!r} (known: {', '.join(mine)})")
-    replies = ask_workers(app, timeout)
+    out = [Check(p, OK, "not used (not in OPSQ_PLATFORMS): not compared") for p in wanted if not settings.uses(p)]
+    wanted = [p for p in wanted if settings.uses(p)]
+    replies = ask_workers(nonce, app, timeout)
     if not replies:
-        return [Check("workers", FAIL, f"no worker answered within {timeout:g} s (none running on this Redis? "
-                                       "start one: opsq worker; opsq health lists them)")]
-    out: list[Check] = []
+        return [*out, Check("workers", FAIL, f"no worker answered within {timeout:g} s (none running on this "
+                                             "Redis? start one: opsq worker; opsq health lists them)")]
     for node, reply in sorted(replies.items()):
-        if not isinstance(reply, dict) or "platforms" not in reply:
-            why = reply.get("error") if isinstance(reply, dict) else reply
+        if not isinstance(reply, dict) or "platforms" not in reply or not reply.get(KEYED):
+            why = reply if not isinstance(reply, dict) else reply.get("error", "its fingerprints are not keyed")
             out.append(Check(node, FAIL, f"cannot tell its credentials ({why}): an older opsqueue? upgrade and "
                                          "restart it"))
             continue
