@@ -640,6 +640,16 @@ def _step_errors(spec: WorkflowSpec, n: int, s: StepSpec, input_: dict[str, Any]
     if s.action not in executor.actions:
         return [Problem(f"step {s.id}: unknown action {s.platform}.{s.action} "
                         f"(known: {', '.join(sorted(executor.actions))})", (*here, "action"))]
+    settings = get_settings()
+    for platform, where in ((s.platform, "platform"),
+                            *(((s.compensation.platform, "compensation"),)
+                              if isinstance(s.compensation, CompensationSpec) else ())):
+        if platform in EXECUTORS and not settings.uses(platform):
+            # As submit_action refuses it (workers.client.check_submission): no credentials here, only an auth
+            # failure at the worker, and for a compensation only when the rollback needs it.
+            errors.append(Problem(f"step {s.id}: {'' if where == 'platform' else where + ': '}platform {platform!r} "
+                                  "is not used by this installation "
+                                  f"(OPSQ_PLATFORMS is {','.join(settings.platforms or ())})", (*here, where)))
     upstream = upstream_of(spec, s.id) - {s.id}
     for loc, text in _leaves(s.params, (*here, "params")):
         for ref in templates.references(text):

@@ -466,3 +466,21 @@ def test_the_cli_lists_every_problem_with_its_line(tmp_path):
         assert out.exit_code == 1 and len(lines) == 6 and all(ln.startswith("invalid: line ") for ln in lines), \
             out.output
         assert "Traceback" not in out.output
+
+
+def test_a_step_on_a_platform_the_installation_does_not_use_is_a_problem(monkeypatch):
+    """OPSQ_PLATFORMS: a workflow is refused at submit as an action is (workers.client), for its steps' platforms and
+    their compensations', every one in the same pass; noop and the platforms in use pass."""
+    monkeypatch.setenv("OPSQ_PLATFORMS", "slack")
+    reload_settings()
+    undo = {"platform": "trello", "action": "add_label", "params": {"card_id": "c1", "label_id": "l1"}}
+    s = spec(slack("a"),
+             {"id": "b", "platform": "notion", "action": "create_task", "params": {"database_id": "d", "title": "t"}},
+             slack("c", "a", compensation=undo),
+             {"id": "d", "platform": "noop", "action": "noop", "params": {}})
+    assert problems(s) == [
+        "step b: platform 'notion' is not used by this installation (OPSQ_PLATFORMS is slack)",
+        "step c: compensation: platform 'trello' is not used by this installation (OPSQ_PLATFORMS is slack)"]
+    monkeypatch.delenv("OPSQ_PLATFORMS")
+    reload_settings()
+    assert validate(s) is not None
