@@ -17,10 +17,13 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from executors.registry import PLATFORMS, TOKEN_PLATFORMS
-from executors.sandbox.server import SandboxServer
 from workers.errors import ConfigError
+
+if TYPE_CHECKING:
+    from executors.sandbox.server import SandboxServer
 
 SANDBOX_PORT = 8765
 #: The sandbox accepts any token but "invalid" (executors/sandbox/common.py); every platform needs one.
@@ -64,6 +67,10 @@ def bind_sandbox(host: str = "127.0.0.1", port: int = SANDBOX_PORT, *,
                  fallback: bool = True) -> tuple[SandboxServer, str | None]:
     """The sandbox bound to `port`, or, when that port is taken and `fallback`, to a free one; returns
     (server, a note saying the port moved, or None). Not serving yet: `.start()` or `.serve_forever()`."""
+    # Imported here: the CLI registers every command in a worker too, which must not load the sandbox
+    # (tests/unit/test_celery_app.py, a worker's memory).
+    from executors.sandbox.server import SandboxServer  # noqa: PLC0415
+
     try:
         return SandboxServer(host, port), None
     except OSError as exc:
