@@ -323,16 +323,6 @@ def check_decider(approval: Mapping[str, Any], actor: str, *, approving: bool) -
     return policy
 
 
-def _check_another_person(approval_id: str, actor: str) -> None:
-    """Refuse a second vote by one person under another name (a token they own, their Slack or CLI name): N
-    approvals are N persons. The same actor twice is left to state.add_vote, which counts it once."""
-    person = person_of(actor)
-    for vote in state.votes(approval_id):
-        if vote["actor"] != actor and person_of(vote["actor"]) == person:
-            raise OpsqError(f"{person} has approved approval {approval_id} already (as {vote['actor']}): it needs "
-                            "distinct approvers")
-
-
 def approve(approval_id: str, actor: str | None = None, comment: str | None = None) -> WorkflowHandle:
     """Resume the workflow from the gated steps: the rest of its canvas is compiled from the stored spec,
     so this works however long after, and whichever workers are running now. Under a policy needing several
@@ -347,7 +337,6 @@ def approve(approval_id: str, actor: str | None = None, comment: str | None = No
     policy = check_decider(approval, who, approving=True)
     if policy.required > 1:
         _check_open(approval)
-        _check_another_person(approval_id, who)
         count = state.add_vote(approval_id, who, comment, audit_as=(
             "approve_vote", f"approval:{approval_id}", {"workflow_id": wid, "comment": comment,
                                                         "required": policy.required}, who))

@@ -16,11 +16,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from workers import waiting
-from workers.errors import NotFound
+from workers.errors import NotFound, OpsqError
 from workers.guards import keys
 from workers.redaction import redact
 from workers.status import OPEN_ACTION_STATUSES, ActionStatus
 from workers.store import actions, audit
+from workers.store.api_tokens import person_of
 from workers.store.db import require, session
 from workers.store.models import ActionRun, as_utc, utcnow
 from workflows.models import Approval, ApprovalVote, Compensation, WorkflowEvent, WorkflowRun, WorkflowStep
@@ -528,19 +529,30 @@ def decide_approval(approval_id: str, to: str, actor: str, comment: str | None,
 
 def add_vote(approval_id: str, actor: str, comment: str | None, audit_as: AuditAs) -> int | None:
     """Record one approver's approval of a pending gate (with its audit entry); the number of distinct approvals
-    it has now, or None if this actor had approved it already (or it is decided)."""
-    with session() as s:
-        status = s.scalar(select(Approval.status).where(Approval.id == approval_id).with_for_update())
-        if status != ApprovalStatus.PENDING:
-            return None
-        try:
-            with s.begin_nested():
-                s.add(ApprovalVote(approval_id=approval_id, actor=actor, comment=comment, at=utcnow()))
-        except IntegrityError:
-            return None
-        _audit(s, audit_as)
-        return int(s.scalar(select(func.count()).select_from(ApprovalVote)
-                            .where(ApprovalVote.approval_id == approval_id)) or 0)
+    it has now, or None if this actor had approved it already (or it is decided). Raises OpsqError, recording
+    nothing, when the same person approved it already under another name (api_tokens.person_of: a token they
+    own, their Slack or CLI name): N approvals are N persons."""
+    try:
+        with session() as s:
+            status = s.scalar(select(Approval.status).where(Approval.id == approval_id).with_for_update())
+            if status != ApprovalStatus.PENDING:
+                return None
+            s.add(ApprovalVote(approval_id=approval_id, actor=actor, comment=comment, at=utcnow()))
+            s.flush()
+            # Checked after the insert, in its transaction: on PostgreSQL the row lock above orders two votes on
+            # one gate, so the second sees the first; on SQLite the insert takes the write lock, which the other
+            # vote waits for. Checked before the insert, two names of one person voting at once both passed.
+            person = person_of(actor, s)
+            for other in s.scalars(select(ApprovalVote.actor).where(ApprovalVote.approval_id == approval_id,
+                                                                    ApprovalVote.actor != actor)):
+                if person_of(other, s) == person:
+                    raise OpsqError(f"{person} has approved approval {approval_id} already (as {other}): it needs "
+                                    "distinct approvers")
+            _audit(s, audit_as)
+            return int(s.scalar(select(func.count()).select_from(ApprovalVote)
+                                .where(ApprovalVote.approval_id == approval_id)) or 0)
+    except IntegrityError:  # this actor's vote is there already (the key): counted once. No savepoint: SQLite's
+        return None         # driver ends the transaction at a savepoint's release, which would commit the vote.
 
 
 def votes(approval_id: str) -> list[dict[str, Any]]:

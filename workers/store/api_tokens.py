@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from workers.errors import NotFound, SubmitError
 from workers.store import audit
@@ -139,15 +140,17 @@ def authenticate(secret: str) -> Token | None:
         return _view(row)
 
 
-def person_of(actor: str) -> str:
+def person_of(actor: str, s: Session | None = None) -> str:
     """The person behind an actor: the owner of the token when the actor is `api:<name>` of a token that has one
     (revoked or not: who submitted stays who submitted), else the actor itself (a Slack approver's or a CLI user's
-    name, or a token no person owns)."""
+    name, or a token no person owns). `s`: read in that session (a caller's transaction), else in one of its own."""
     if not actor.startswith(ACTOR_PREFIX):
         return actor
-    with session() as s:
-        owner = s.scalar(select(ApiToken.owner).where(ApiToken.name == actor.removeprefix(ACTOR_PREFIX)))
-    return owner or actor
+    query = select(ApiToken.owner).where(ApiToken.name == actor.removeprefix(ACTOR_PREFIX))
+    if s is not None:
+        return s.scalar(query) or actor
+    with session() as own:
+        return own.scalar(query) or actor
 
 
 def own_action(action_id: str, token_name: str) -> None:
