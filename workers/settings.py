@@ -430,15 +430,30 @@ class Settings(_WithPlatforms):
     @field_validator("api_trusted_proxies")
     @classmethod
     def _check_trusted_proxies(cls, v: str) -> str:
-        proxies = [p.strip() for p in v.split(",") if p.strip()]
-        for proxy in proxies:
+        networks = []
+        for proxy in (p.strip() for p in v.split(",") if p.strip()):
             try:
-                ipaddress.ip_network(proxy, strict=False)
+                network = ipaddress.ip_network(proxy, strict=False)
             except ValueError:
                 # `*` included: trusting every sender's header is what lets any client choose its own address.
                 raise ValueError(f"{proxy!r} is not an IP address or CIDR (list the proxies' addresses, "
                                  "comma-separated)") from None
-        return ",".join(proxies)
+            if network.prefixlen == 0:
+                raise ValueError(f"{proxy!r} trusts every address, as `*` would: list the proxies' own addresses")
+            # Normalised (10.1.0.1/16 -> 10.1.0.0/16): uvicorn parses each entry strictly and keeps one with host
+            # bits as a plain string that matches nothing, silently.
+            networks.append(str(network) if "/" in proxy else str(network.network_address))
+        return ",".join(networks)
+
+    @field_validator("slack_approvers")
+    @classmethod
+    def _check_slack_approvers(cls, v: dict[str, str]) -> dict[str, str]:
+        # A Slack user is a person: named `api:...`, the self-approval rule would take them for a token's owner.
+        tokens = sorted(user for user, name in v.items() if name.startswith("api:") or not name.strip())
+        if tokens:
+            raise ValueError(f"Slack user(s) {', '.join(tokens)}: an approver's name is a person's (as approval "
+                             "policies name them), not empty and not an API token's `api:...`")
+        return v
 
     @field_validator("breakers")
     @classmethod

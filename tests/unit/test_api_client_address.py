@@ -4,6 +4,7 @@ which proxies' X-Forwarded-For `opsq api` believes (OPSQ_API_TRUSTED_PROXIES).""
 from __future__ import annotations
 
 import pytest
+from uvicorn.middleware.proxy_headers import _TrustedHosts
 
 from workers.api.failed_auths import client_key
 from workers.settings import Settings
@@ -31,3 +32,27 @@ def test_trusted_proxies_are_addresses_or_cidrs(monkeypatch):
         monkeypatch.setenv("OPSQ_API_TRUSTED_PROXIES", bad)
         with pytest.raises(ValueError, match="is not an IP address or CIDR"):
             Settings()
+    # A CIDR with host bits is kept by its network (uvicorn would keep it as a string matching nothing, silently),
+    # and one that trusts everybody is refused as `*` is.
+    monkeypatch.setenv("OPSQ_API_TRUSTED_PROXIES", "10.1.0.1/16,2001:db8::7/64")
+    assert Settings().api_trusted_proxies == "10.1.0.0/16,2001:db8::/64"
+    for everybody in ("0.0.0.0/0", "::/0", "10.0.0.1/0"):
+        monkeypatch.setenv("OPSQ_API_TRUSTED_PROXIES", everybody)
+        with pytest.raises(ValueError, match="trusts every address"):
+            Settings()
+
+
+def test_uvicorn_trusts_what_the_setting_lists(monkeypatch):
+    """The setting as uvicorn reads it (its own parser): an address inside a listed CIDR is a trusted proxy."""
+    monkeypatch.setenv("OPSQ_API_TRUSTED_PROXIES", "10.1.0.1/16,192.0.2.9")
+    trusted = _TrustedHosts(Settings().api_trusted_proxies)
+    assert "10.1.2.3" in trusted and "192.0.2.9" in trusted
+    assert "10.2.0.1" not in trusted and "192.0.2.10" not in trusted
+
+
+def test_a_slack_approver_is_named_as_a_person(monkeypatch):
+    monkeypatch.setenv("OPSQ_SLACK_APPROVERS", '{"U01": "dana", "U02": "api:dana-bot"}')
+    with pytest.raises(ValueError, match=r"Slack user\(s\) U02: an approver's name is a person's"):
+        Settings()
+    monkeypatch.setenv("OPSQ_SLACK_APPROVERS", '{"U01": "dana", "U02": "lee"}')
+    assert Settings().slack_approvers == {"U01": "dana", "U02": "lee"}
