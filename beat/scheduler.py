@@ -132,12 +132,13 @@ class LeaderScheduler(Scheduler):
 
     def _watch_memory(self) -> None:
         """Redis full refuses every task beat would send, evaluate_alerts included, so beat itself watches
-        the redis_memory rule (every 15 s, one INFO) and raises or clears that alert straight in the database
-        when its state changes. Leader or not: a full Redis can refuse the leader's lock too."""
+        the redis_memory rule (every OPSQ_BEAT_MEMORY_CHECK_S, 15 s, one INFO) and raises or clears that alert
+        straight in the database when its state changes. Leader or not: a full Redis can refuse the leader's lock
+        too."""
         now = time.monotonic()
         if now < self._next_memory_check:
             return
-        self._next_memory_check = now + 15.0
+        self._next_memory_check = now + get_settings().beat_memory_check_s
         try:
             conditions = alerts.redis_memory_conditions()
             state = tuple(sorted((c.key, c.severity, c.message) for c in conditions))

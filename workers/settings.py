@@ -339,6 +339,9 @@ class Settings(_WithPlatforms):
     # Beat and maintenance (beat/). Intervals in seconds, by task name: OPSQ_BEAT_INTERVALS='{"cleanup": 600}'.
     beat_intervals: dict[str, float] = Field(default_factory=dict)
     beat_backup_hour_utc: int = Field(2, ge=0, le=23)
+    # How often beat itself reads Redis's memory (one INFO) for the redis_memory alert, which it raises straight in
+    # the database: a full Redis refuses the task that would (beat.scheduler).
+    beat_memory_check_s: float = Field(15.0, gt=0, le=3600)
     stuck_after_s: float = Field(900.0, gt=0)
     # A consuming worker refreshes its liveness this often x5; past it, any worker gives back the messages it
     # held (workers.held_messages) and beat scans for what it had popped but not recorded.

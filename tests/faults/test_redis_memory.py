@@ -163,7 +163,7 @@ def test_beat_raises_the_memory_alert_itself_when_redis_is_full(opsq_env_sqlite,
     """Full, Redis refuses beat's lock and every task it would send, evaluate_alerts included: beat raises the
     redis_memory alert straight into the database, and stays up. Filling up, the alert is high first and then
     the same alert turns critical (it stayed high when beat remembered only which alerts held)."""
-    env = {**opsq_env_sqlite(), "OPSQ_REDIS_URL": full_redis.url()}
+    env = {**opsq_env_sqlite(), "OPSQ_REDIS_URL": full_redis.url(), "OPSQ_BEAT_MEMORY_CHECK_S": "2"}
     assert opsq(env, "db", "upgrade").returncode == 0
     log_path = tmp_path / "beat.log"
 
@@ -177,7 +177,7 @@ def test_beat_raises_the_memory_alert_itself_when_redis_is_full(opsq_env_sqlite,
         try:
             wait_for(lambda: b"now the leader" in log_path.read_bytes(), timeout=20, what="beat leading")
             assert _fill(full_redis.client(), up_to=0.9) > 0
-            # Beat looks every 15 s.
+            # Beat looks every OPSQ_BEAT_MEMORY_CHECK_S (2 s here, 15 by default).
             wait_for(lambda: b"alert redis_memory raised (high)" in log_path.read_bytes(), timeout=45,
                      what="beat raising the alert as high")
             (alert,) = redis_memory_alerts()
