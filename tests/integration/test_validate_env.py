@@ -147,3 +147,8 @@ def test_the_webhook_proxy_is_checked_with_the_executors_parser_and_shown_masked
     assert _lines(out)["OPSQ_WEBHOOK_SECRETS"] == ("OK", "set for 2 destinations") and "letmein" not in out.stdout
     out = opsq({**env, "OPSQ_WEBHOOK_SECRETS": "not json"}, "validate-env")
     assert out.returncode == 1 and _lines(out)["OPSQ_WEBHOOK_SECRETS"][0] == "FAIL", out.stdout
+    # An origin httpx cannot parse: the same FAIL line, naming the key (never the secret), not "unexpected".
+    out = opsq({**env, "OPSQ_WEBHOOK_SECRETS": '{"http://[::1": "letmein-c"}'}, "validate-env")
+    assert out.returncode == 1 and "unexpected" not in out.stdout + out.stderr, out.stdout + out.stderr
+    status, detail = _lines(out)["OPSQ_WEBHOOK_SECRETS"]
+    assert status == "FAIL" and "'http://[::1' is not a URL origin" in detail and "letmein" not in out.stdout
