@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import time
@@ -420,11 +421,10 @@ def _allow_listed_proxy(extra: dict[str, str]) -> Check | None:
     guard = AddressGuard.parse(extra.get("allow_hosts"))
     admitted = proxy.host if guard.host_allowed(proxy.host) else None
     if admitted is None:
-        try:
+        # A name that does not resolve from here: no address to compare (the workers' resolver may differ anyway).
+        with contextlib.suppress(OSError):
             admitted = next((str(ip) for ip in addresses_of(proxy.host, proxy.port) if guard.address_allowed(ip)),
                             None)
-        except OSError:
-            pass  # does not resolve from here: no address to compare (the workers' resolver may differ anyway)
     if admitted is None:
         return None
     return Check("OPSQ_WEBHOOK_ALLOW_HOSTS", WARN,

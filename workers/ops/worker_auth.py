@@ -6,8 +6,8 @@ same nonce, tell whether a worker holds the same token, another one, or none. Th
 signing keys, the proxy's URL) are compared the same way, and what their executor lets be shown of them (set, how
 many, host:port) is printed beside the fingerprint. A worker without the token the shell has (started before it was
 exported) or with another one (started before it was rotated) is stale: its actions fail as auth, act as someone
-else, or sign with a key the receiver no longer accepts, until it is restarted. Platforms not in OPSQ_PLATFORMS are one line
-each, not compared."""
+else, or sign with a key the receiver no longer accepts, until it is restarted. Platforms not in OPSQ_PLATFORMS are
+one line each, not compared."""
 
 from __future__ import annotations
 
