@@ -14,8 +14,8 @@ broker (whoever has that can read the workers' settings more directly). The same
 fingerprint in every run; within one run, the same fingerprint on both sides reads as the same token (two
 different tokens agree by chance once in four billion). Secrets a person chooses (webhook signing keys, the
 proxy's URL with its password: an executor's Setting with `shown`) are fingerprinted the same way, guessable or not:
-without the nonce a fingerprint tests no guess, and without it a worker holding a rotated signing key would pass
-as current. What their `shown` tells (set, for how many destinations, host:port) is sent beside, to read.
+without the nonce a fingerprint tests no guess, and without a fingerprint a worker holding a rotated signing key would
+pass as current. What their `shown` tells (set, for how many destinations, host:port) is sent beside, to read.
 
 Registered in Celery's global Panel when this module is imported; workers.celery_app imports it, so every
 worker of the app answers it (a worker of an older opsqueue answers "unknown command")."""
