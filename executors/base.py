@@ -83,10 +83,15 @@ class Setting:
     required_with_token: bool = False
     #: what it is, for messages: "the API key"
     description: str = ""
-    #: for a secret a person chooses (a password, a signing key): what may be shown of its value instead of the
-    #: value or a fingerprint of it (`opsq validate-env`, `opsq test-auth --workers`): a fingerprint of a guessable
-    #: value lets whoever reads it test guesses. Raises ValueError, naming what is wrong, on a malformed value.
+    #: for a secret a person chooses (a password, a signing key): what may be shown of its value, never the value
+    #: (`opsq validate-env` shows it instead of the mask; `opsq test-auth --workers` shows it beside the value's
+    #: fingerprint, which is keyed by a nonce printed nowhere, so a fingerprint cannot be checked offline, guessable
+    #: value or not, and a rotated key is told apart). Raises ValueError, naming what is wrong, on a malformed value.
     shown: Callable[[str], str] | None = None
+    #: the value as `opsq test-auth --workers` fingerprints it, when two spellings mean one configuration (a JSON
+    #: object's spacing and key order); None: the value as set. Raises ValueError on a malformed value (then the
+    #: value as set is fingerprinted).
+    canonical: Callable[[str], str] | None = None
 
 
 @dataclass(frozen=True)

@@ -73,13 +73,27 @@ def parse_secrets(raw: str | None) -> dict[str, str]:
         raise ValueError("OPSQ_WEBHOOK_SECRETS is not JSON (an object of origin -> secret)") from None
     if not isinstance(given, dict) or not all(isinstance(v, str) and v for v in given.values()):
         raise ValueError("OPSQ_WEBHOOK_SECRETS must be a JSON object of origin -> non-empty secret")
-    return {origin(k): v for k, v in given.items()}
+    out: dict[str, str] = {}
+    for key, secret in given.items():
+        # httpx.InvalidURL is no ValueError: left alone it would escape every caller's "malformed" handling.
+        try:
+            out[origin(key)] = secret
+        except httpx.InvalidURL as exc:
+            # The key is an origin, never the secret: it may be named.
+            raise ValueError(f"OPSQ_WEBHOOK_SECRETS: {key!r} is not a URL origin ({exc})") from None
+    return out
 
 
 def shown_secrets(raw: str) -> str:
     """OPSQ_WEBHOOK_SECRETS as it may be shown: for how many destinations (ValueError when malformed)."""
     count = len(parse_secrets(raw))
     return f"set for {count} destination{'' if count == 1 else 's'}"
+
+
+def canonical_secrets(raw: str) -> str:
+    """OPSQ_WEBHOOK_SECRETS as its fingerprint covers it: one text per {origin: secret} mapping, however spaced,
+    ordered or spelt (ValueError when malformed)."""
+    return json.dumps(parse_secrets(raw), sort_keys=True, separators=(",", ":"))
 
 
 def shown_proxy(raw: str) -> str:
@@ -166,11 +180,12 @@ class WebhookExecutor(Executor):
     needs_token = False
     order = 900
     extra_settings = {
-        # Signing keys and the proxy's password are chosen by people: shown only as set, counted or host:port.
+        # Signing keys and the proxy's password are chosen by people: shown only as set, counted or host:port
+        # (`opsq test-auth --workers` adds their fingerprint under its nonce, so a rotated key is told apart).
         "secret": Setting(secret=True, description="the default key that signs every call (X-Opsq-Signature)",
                           shown=lambda _raw: "set"),
         "secrets": Setting(secret=True, description="a JSON object of origin -> signing key, per destination",
-                           shown=shown_secrets),
+                           shown=shown_secrets, canonical=canonical_secrets),
         "allow_hosts": Setting(description="hostnames and CIDRs the SSRF guard lets through"),
         "max_redirects": Setting(default="0", description="redirects followed (0: none); each hop is checked"),
         # A secret: its URL may carry the proxy's user and password.

@@ -13,8 +13,9 @@ guessable secret: checking a guess needs the nonce, which means asking a live wo
 broker (whoever has that can read the workers' settings more directly). The same token shows a different
 fingerprint in every run; within one run, the same fingerprint on both sides reads as the same token (two
 different tokens agree by chance once in four billion). Secrets a person chooses (webhook signing keys, the
-proxy's password: an executor's Setting with `shown`) are not fingerprinted at all, even keyed: only what their
-`shown` tells (set, for how many destinations, host:port) is sent and compared.
+proxy's URL with its password: an executor's Setting with `shown`) are fingerprinted the same way, guessable or not:
+without the nonce a fingerprint tests no guess, and without a fingerprint a worker holding a rotated signing key would
+pass as current. What their `shown` tells (set, for how many destinations, host:port) is sent beside, to read.
 
 Registered in Celery's global Panel when this module is imported; workers.celery_app imports it, so every
 worker of the app answers it (a worker of an older opsqueue answers "unknown command")."""
@@ -71,10 +72,21 @@ def _shown(show: Any, value: str) -> str:
         return f"malformed ({exc})"  # the executor's message: it never holds the value
 
 
+def _compared(canonical: Any, value: str) -> str:
+    """The value as fingerprinted: its Setting's canonical form, or the value as set when it has none or is
+    malformed (a malformed value is compared as written; `shown` says what is wrong with it)."""
+    if canonical is None:
+        return value
+    try:
+        return str(canonical(value))
+    except ValueError:
+        return value
+
+
 def held(settings: Settings, nonce: str) -> dict[str, dict[str, Any]]:
     """Per remote platform: where it calls; each credential (the token, and its executor's secret settings such as
-    Trello's api_key) as its fingerprint under `nonce`, or None when unset; and each secret a person chooses as
-    only what its Setting's `shown` tells (`shown`: name -> text or None)."""
+    Trello's api_key or the webhook signing keys) as its fingerprint under `nonce`, or None when unset; and for each
+    secret a person chooses, also what its Setting's `shown` tells (`shown`: name -> text or None)."""
     if len(nonce) < NONCE_HEX:
         raise ValueError(f"a nonce of at least {NONCE_HEX} hex digits is needed (new_nonce())")
     out: dict[str, dict[str, Any]] = {}
@@ -88,10 +100,9 @@ def held(settings: Settings, nonce: str) -> dict[str, dict[str, Any]]:
             if not setting.secret:
                 continue
             value = own.extra.get(key)
+            keyed[key] = None if value is None else _compared(setting.canonical, value)
             if setting.shown is not None:
                 shown[key] = None if value is None else _shown(setting.shown, value)
-            else:
-                keyed[key] = value
         out[platform] = {"base_url": _without_userinfo(own.base_url),
                          "credentials": {name: None if value is None else fingerprint(nonce, value)
                                          for name, value in keyed.items()},

@@ -147,3 +147,31 @@ def test_the_webhook_proxy_is_checked_with_the_executors_parser_and_shown_masked
     assert _lines(out)["OPSQ_WEBHOOK_SECRETS"] == ("OK", "set for 2 destinations") and "letmein" not in out.stdout
     out = opsq({**env, "OPSQ_WEBHOOK_SECRETS": "not json"}, "validate-env")
     assert out.returncode == 1 and _lines(out)["OPSQ_WEBHOOK_SECRETS"][0] == "FAIL", out.stdout
+    # An origin httpx cannot parse: the same FAIL line, naming the key (never the secret), not "unexpected".
+    out = opsq({**env, "OPSQ_WEBHOOK_SECRETS": '{"http://[::1": "letmein-c"}'}, "validate-env")
+    assert out.returncode == 1 and "unexpected" not in out.stdout + out.stderr, out.stdout + out.stderr
+    status, detail = _lines(out)["OPSQ_WEBHOOK_SECRETS"]
+    assert status == "FAIL" and "'http://[::1' is not a URL origin" in detail and "letmein" not in out.stdout
+
+
+def test_an_allow_listed_webhook_proxy_warns_naming_the_fix(bare_env):
+    """The old docs had the proxy in OPSQ_WEBHOOK_ALLOW_HOSTS; that makes it a webhook destination too (any port of
+    its host). By name, by an address its name resolves to, by a CIDR holding its address: WARN saying to remove it."""
+    env = {**bare_env, "OPSQ_PLATFORMS": "webhook"}
+
+    def warned(proxy: str, allow: str) -> list[str]:
+        out = opsq({**env, "OPSQ_WEBHOOK_PROXY": proxy, "OPSQ_WEBHOOK_ALLOW_HOSTS": allow}, "validate-env")
+        assert out.returncode == 0 and "hunter2pw" not in out.stdout, out.stdout + out.stderr
+        return [ln for ln in out.stdout.splitlines() if ln.startswith("WARN") and "webhook proxy" in ln]
+
+    for proxy, allow, admitted in (("http://ops:hunter2pw@localhost:3128", "Localhost.", "localhost"),
+                                   ("http://localhost:3128", "10.0.0.0/8, 127.0.0.0/8", "127.0.0.1"),
+                                   ("http://127.0.0.1:3128", "127.0.0.1", "127.0.0.1")):
+        (line,) = warned(proxy, allow)
+        assert line.split()[1] == "OPSQ_WEBHOOK_ALLOW_HOSTS" and f"admits the webhook proxy ({admitted})" in line
+        assert "remove it from OPSQ_WEBHOOK_ALLOW_HOSTS" in line, line
+    # Not admitted, or a name that does not resolve (only its name is compared): nothing to say.
+    assert warned("http://localhost:3128", "10.0.0.0/8, hooks.internal") == []
+    assert warned("http://proxy.invalid:3128", "10.0.0.0/8, 127.0.0.0/8") == []
+    (line,) = warned("http://proxy.invalid:3128", "proxy.invalid")
+    assert "admits the webhook proxy (proxy.invalid)" in line

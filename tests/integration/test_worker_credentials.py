@@ -116,11 +116,13 @@ def test_an_unknown_platform_is_one_error_line(opsq_env_sqlite):
     assert len(out.stderr.strip().splitlines()) == 1
 
 
-def test_human_chosen_secrets_are_compared_as_shown_and_unused_platforms_skipped(opsq_env_sqlite, workers_started):
-    """The proxy (its URL holds a password) and the webhook signing keys: compared only as host:port, "password
-    set" and a count, never fingerprinted; a platform not in OPSQ_PLATFORMS is one line, not compared."""
+def test_human_chosen_secrets_are_fingerprinted_and_unused_platforms_skipped(opsq_env_sqlite, workers_started):
+    """The proxy (its URL holds a password) and the webhook signing keys: fingerprinted under the nonce like a token,
+    what may be shown of them beside; a worker holding the signing key from before a rotation is stale. A platform
+    not in OPSQ_PLATFORMS is one line, not compared."""
     env = opsq_env_sqlite(OPSQ_PLATFORMS="slack,webhook", OPSQ_WEBHOOK_PROXY="http://ops:hunter2pw@proxy.corp:3128",
-                          OPSQ_WEBHOOK_SECRETS='{"https://a.example": "letmein-a", "https://b.example": "letmein-b"}')
+                          OPSQ_WEBHOOK_SECRETS='{"https://a.example": "letmein-a", "https://b.example": "letmein-b"}',
+                          OPSQ_WEBHOOK_SECRET="whsec-old-key-1")
     worker = workers_started(env, queues="slack,notion,webhook,control")
     out = opsq(env, "test-auth", "--workers")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -129,20 +131,28 @@ def test_human_chosen_secrets_are_compared_as_shown_and_unused_platforms_skipped
         assert lines[platform].startswith("OK") and "not used (not in OPSQ_PLATFORMS)" in lines[platform], out.stdout
     assert "consumes slack, webhook" in lines[worker.name] and f"{worker.name} notion" not in lines
     webhook = lines[f"{worker.name} webhook"]
-    assert webhook.startswith("OK") and "proxy proxy.corp:3128, password set, the same as this shell's" in webhook
-    assert "secrets set for 2 destinations, the same as this shell's" in webhook, webhook
+    assert webhook.startswith("OK"), webhook
+    assert re.search(r"proxy [0-9a-f]{8} \(proxy.corp:3128, password set\), the same as this shell's", webhook)
+    assert re.search(r"secrets [0-9a-f]{8} \(set for 2 destinations\), the same as this shell's", webhook)
+    assert re.search(r"secret [0-9a-f]{8} \(set\), the same as this shell's", webhook), webhook
 
-    # This shell with another proxy: the worker is stale.
-    moved = opsq({**env, "OPSQ_WEBHOOK_PROXY": "http://ops:hunter2pw@proxy2.corp:3128"}, "test-auth", "--workers")
+    # The signing key rotated in this shell, not in the worker: "set" on both sides, yet the worker is stale.
+    rotated = opsq({**env, "OPSQ_WEBHOOK_SECRET": "whsec-new-key-2"}, "test-auth", "--workers")
+    assert rotated.returncode == 1, rotated.stdout
+    webhook = _by_name(rotated.stdout)[f"{worker.name} webhook"]
+    assert webhook.startswith("FAIL") and "stale worker" in webhook, webhook
+    assert re.search(r"secret [0-9a-f]{8} \(set\) differs from this shell's \([0-9a-f]{8} \(set\)\)", webhook)
+    # The proxy's password changed (same host:port): stale too.
+    moved = opsq({**env, "OPSQ_WEBHOOK_PROXY": "http://ops:hunter3pw@proxy.corp:3128"}, "test-auth", "--workers")
     assert moved.returncode == 1, moved.stdout
     webhook = _by_name(moved.stdout)[f"{worker.name} webhook"]
     assert webhook.startswith("FAIL"), webhook
-    assert "proxy proxy.corp:3128, password set, this shell's proxy2.corp:3128" in webhook
+    assert re.search(r"proxy [0-9a-f]{8} \(proxy.corp:3128, password set\) differs from this shell's", webhook)
 
     nonce = new_nonce()
     reply = ask_workers(nonce, timeout=2.0)[worker.name]
-    assert reply["platforms"]["webhook"]["credentials"] == {"token": None}  # no fingerprint of them, even keyed
+    assert reply["platforms"]["webhook"]["credentials"]["secret"] == fingerprint(nonce, "whsec-old-key-1")
     text = json.dumps(reply)
-    for secret in ("hunter2pw", "letmein-a", "letmein-b"):
-        assert secret not in text and fingerprint(nonce, secret) not in text
-        assert secret not in out.stdout + moved.stdout
+    for secret in ("hunter2pw", "letmein-a", "letmein-b", "whsec-old-key-1"):
+        assert secret not in text and hashlib.sha256(secret.encode()).hexdigest()[:8] not in text
+        assert secret not in out.stdout + rotated.stdout + moved.stdout

@@ -175,6 +175,22 @@ def test_a_malformed_secrets_setting_fails_the_call_clearly(hook: Callable[..., 
     assert receiver.log == []
 
 
+def test_a_malformed_origin_in_the_secrets_is_one_clear_error_naming_it(hook: Callable[..., WebhookExecutor],
+                                                                       receiver: Receiver) -> None:
+    """httpx.InvalidURL is no ValueError: it used to escape parse_secrets (and the executor's construction, and
+    every caller's "malformed" handling) as itself. Now a ValueError naming the key, never the secret, and the
+    call fails permanently with it, nothing sent."""
+    raw = json.dumps({"https://ok.example": "whsec-fine-1", "http://[::1": "whsec-hidden-2"})
+    with pytest.raises(ValueError, match=r"OPSQ_WEBHOOK_SECRETS: 'http://\[::1' is not a URL origin") as caught:
+        parse_secrets(raw)
+    assert "whsec" not in str(caught.value)
+    ex = hook(allow_hosts="127.0.0.1/32", secrets=raw)
+    with pytest.raises(PermanentError, match=r"'http://\[::1' is not a URL origin") as failed:
+        ex.execute("post", {"url": f"{receiver.url}/x"})
+    assert "whsec" not in str(failed.value)
+    assert receiver.log == []
+
+
 # -- The SSRF guard, for real --------------------------------------------------------------------------
 
 

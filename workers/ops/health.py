@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import time
@@ -16,7 +17,7 @@ from sqlalchemy.engine import make_url
 
 from executors.errors import ExecutorError
 from executors.registry import EXECUTORS, TOKEN_PLATFORMS
-from executors.urlguard import AddressGuard, refusal
+from executors.urlguard import AddressGuard, WebhookProxy, addresses_of, refusal
 from workers.celery_app import app as celery_app
 from workers.client import redis_cause
 from workers.dev.broker_url import redact_redis_url, redis_target
@@ -389,10 +390,13 @@ def _missing_token(settings: Settings, platform: str) -> Check | None:
 
 
 def _webhook_checks(extra: dict[str, str]) -> list[Check]:
-    """What a webhook would otherwise find out at its first call: a malformed redirect count, and an allow-list
-    that opens the cloud metadata service (a CIDR covering 169.254.169.254). (A malformed OPSQ_WEBHOOK_SECRETS or
-    OPSQ_WEBHOOK_PROXY is the FAIL on its own line: _shown.)"""
+    """What a webhook would otherwise find out at its first call: a malformed redirect count, an allow-list that
+    opens the cloud metadata service (a CIDR covering 169.254.169.254), and an allow-listed proxy. (A malformed
+    OPSQ_WEBHOOK_SECRETS or OPSQ_WEBHOOK_PROXY is the FAIL on its own line: _shown.)"""
     out = []
+    proxy = _allow_listed_proxy(extra)
+    if proxy is not None:
+        out.append(proxy)
     if not extra.get("max_redirects", "0").isdigit():
         out.append(Check("OPSQ_WEBHOOK_MAX_REDIRECTS", FAIL, "not a whole number: webhooks follow no redirect"))
     guard = AddressGuard.parse(extra.get("allow_hosts"))
@@ -402,6 +406,31 @@ def _webhook_checks(extra: dict[str, str]) -> list[Check]:
         out.append(Check("OPSQ_WEBHOOK_ALLOW_HOSTS", WARN, f"{', '.join(opened)} lets webhooks reach link-local "
                          "addresses (the cloud metadata service 169.254.169.254): allow narrower networks"))
     return out
+
+
+def _allow_listed_proxy(extra: dict[str, str]) -> Check | None:
+    """The webhook proxy is trusted as configured and needs no allow-listing; the old docs said to allow-list it,
+    which also makes it a webhook destination (any port of its host: a hostname or a CIDR opens them all). WARN
+    when the address guard admits its name or one of its addresses (a name that does not resolve: its name only)."""
+    try:
+        proxy = WebhookProxy.parse(extra.get("proxy"))
+    except ValueError:
+        return None  # the FAIL on OPSQ_WEBHOOK_PROXY's own line says why
+    if proxy is None:
+        return None
+    guard = AddressGuard.parse(extra.get("allow_hosts"))
+    admitted = proxy.host if guard.host_allowed(proxy.host) else None
+    if admitted is None:
+        # A name that does not resolve from here: no address to compare (the workers' resolver may differ anyway).
+        with contextlib.suppress(OSError):
+            admitted = next((str(ip) for ip in addresses_of(proxy.host, proxy.port) if guard.address_allowed(ip)),
+                            None)
+    if admitted is None:
+        return None
+    return Check("OPSQ_WEBHOOK_ALLOW_HOSTS", WARN,
+                 f"admits the webhook proxy ({admitted}): a webhook action may then call it, or any port of its host, "
+                 "as a destination; the proxy needs no allow-listing (it is trusted as OPSQ_WEBHOOK_PROXY): remove "
+                 "it from OPSQ_WEBHOOK_ALLOW_HOSTS (docs/RUNBOOK.md, OPSQ_WEBHOOK_PROXY)")
 
 
 def _redis_url_checks(settings: Settings) -> list[Check]:

@@ -2,11 +2,12 @@
 
 Each worker answers the remote-control command of workers.credential_fingerprints with fingerprints keyed by a
 nonce sent with this one question (never printed): the same fingerprints of this process's settings, under the
-same nonce, tell whether a worker holds the same token, another one, or none; the secrets a person chooses are
-compared only as far as their executor lets them be shown (set, how many, host:port). A worker without the token
-the shell has (started before it was exported) or with another one (started before it was rotated) is stale: its
-actions fail as auth, or act as someone else, until it is restarted. Platforms not in OPSQ_PLATFORMS are one line
-each, not compared."""
+same nonce, tell whether a worker holds the same token, another one, or none. The secrets a person chooses (webhook
+signing keys, the proxy's URL) are compared the same way, and what their executor lets be shown of them (set, how
+many, host:port) is printed beside the fingerprint. A worker without the token the shell has (started before it was
+exported) or with another one (started before it was rotated) is stale: its actions fail as auth, act as someone
+else, or sign with a key the receiver no longer accepts, until it is restarted. Platforms not in OPSQ_PLATFORMS are
+one line each, not compared."""
 
 from __future__ import annotations
 
@@ -29,32 +30,39 @@ def ask_workers(nonce: str, app: Any = None, timeout: float = 2.0) -> dict[str, 
     return {node: reply for answer in replies for node, reply in answer.items()}
 
 
+def _labelled(fp: str | None, shown: str | None) -> str:
+    """A fingerprint with what its executor lets be shown of the secret ("a1b2c3d4 (proxy.corp:3128, password
+    set)"), for reading: the fingerprint alone decides."""
+    return f"{fp} ({shown})" if shown else str(fp)
+
+
 def _compare(platform: str, mine: dict[str, Any], theirs: dict[str, Any]) -> Check | None:
     """One platform of one worker against this shell's settings (both fingerprinted under one nonce); None when
     there is nothing to say (a platform that needs no token, with no credential on either side)."""
     problems: list[str] = []
     notes: list[tuple[str, bool]] = []  # (text, whether it says "the same as this shell's")
+    credentials, shown = theirs.get("credentials", {}), theirs.get("shown", {})
     for name, fp in mine["credentials"].items():
-        other = theirs.get("credentials", {}).get(name)
+        other = credentials.get(name)
+        if name not in credentials and name in shown:
+            # An opsqueue from before these were fingerprinted: its `shown` alone cannot tell a rotated key.
+            problems.append(f"{name} cannot be compared (it sends no fingerprint of it: an older opsqueue? upgrade "
+                            "and restart it)")
+            continue
+        ours = _labelled(fp, mine.get("shown", {}).get(name))
         if fp is not None and other is None:
-            problems.append(f"no {name}, this shell has one ({fp}): a stale worker, started before it was set; "
+            problems.append(f"no {name}, this shell has one ({ours}): a stale worker, started before it was set; "
                             + RESTART)
         elif fp is not None and other != fp:
-            problems.append(f"{name} {other} differs from this shell's ({fp}): a stale worker, started before it "
-                            "changed, or another configuration; " + RESTART)
+            problems.append(f"{name} {_labelled(other, shown.get(name))} differs from this shell's ({ours}): a stale "
+                            "worker, started before it changed, or another configuration; " + RESTART)
         elif fp is None and other is not None:
-            notes.append((f"{name} {other}; this shell has none to compare (export it here)", False))
+            notes.append((f"{name} {_labelled(other, shown.get(name))}; this shell has none to compare (export it "
+                          "here)", False))
         elif fp is not None:
-            notes.append((f"{name} {fp}, {SAME}", True))
+            notes.append((f"{name} {ours}, {SAME}", True))
         elif name == "token" and EXECUTORS[platform].needs_token:
             notes.append(("no token here nor in the worker: its actions fail as auth (opsq validate-env)", False))
-    for name, text in mine.get("shown", {}).items():
-        other = theirs.get("shown", {}).get(name)
-        if text != other:
-            problems.append(f"{name} {other or 'not set'}, this shell's {text or 'not set'}: a stale worker or "
-                            "another configuration; " + RESTART)
-        elif text is not None:
-            notes.append((f"{name} {text}, {SAME} (only that is compared)", True))
     if theirs.get("base_url") != mine["base_url"]:
         notes.append((f"calls {theirs.get('base_url')}, this shell's settings say {mine['base_url']}", False))
     if problems:
