@@ -6,8 +6,7 @@ import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import event, inspect
 
-from workers.store.db import (HEAD_REVISION, PG_CONNECT_TIMEOUT, alembic_config, current_revision, make_engine,
-                              upgrade)
+from workers.store.db import HEAD_REVISION, PG_CONNECT_TIMEOUT, alembic_config, current_revision, make_engine, upgrade
 
 
 def test_head_revision_matches_alembic_and_upgrade_creates_tables(tmp_path):
