@@ -63,12 +63,23 @@ def test_analyze_failures_keeps_addresses_and_groups_by_the_rest(env_with_failur
     ("localhost:8080 timed out after 30s", "localhost:8080 timed out after <n>s"),
     ("action 0123456789abcdef0123 failed", "action <id> failed"),
     ("version 1.2.3 refused", "version <n> refused"),
-    # What is surely a network location is kept: a URL's authority, an IPv4 (and port), host:port, after an @.
+    # What is surely a network location is kept: a URL's authority, an IPv4 (and port), a dotted host:port or
+    # localhost:port, the host after an @.
     ("POST https://deploy@hooks-2.example.com:8443/a/7 failed",
      "POST https://deploy@hooks-2.example.com:8443/a/<n> failed"),
     ("10.0.0.7 unreachable after 3 tries; 10.0.0.8. too", "10.0.0.7 unreachable after <n> tries; 10.0.0.8. too"),
     ("db-3.internal:5432 refused at 12:30:45", "db-3.internal:5432 refused at <n>:<n>:<n>"),
     ("login as opsq@build-7.example.com failed (code 12)", "login as opsq@build-7.example.com failed (code <n>)"),
+    # IPv6, bare or bracketed with a port, is an address too; a clock time is not one.
+    ("connect to 2001:db8::7 refused", "connect to 2001:db8::7 refused"),
+    ("connect to [::1]:8080 refused after 3 tries", "connect to [::1]:8080 refused after <n> tries"),
+    ("::1 and fe80::1ff:fe23:4567:890a down", "::1 and fe80::1ff:fe23:4567:890a down"),
+    ("2001:db8:0:0:0:0:0:7 down; ::ffff:10.0.0.1 up", "2001:db8:0:0:0:0:0:7 down; ::ffff:10.0.0.1 up"),
+    ("[2001:db8::7]:443 and http://[::1]:8080/x/5", "[2001:db8::7]:443 and http://[::1]:8080/x/<n>"),
+    # A `host:port` is kept only when its host has a dot or is localhost: a dotless word:number is a field.
+    ("approval:17 expired", "approval:<n> expired"),
+    ("row:42 col:7 invalid", "row:<n> col:<n> invalid"),
+    ("a::b at 12:30:45", "a::b at <n>:<n>:<n>"),
     # Everything else has its numbers folded, dotted file names included (no host names those).
     ("could not read invoice-A-1002.pdf: not found", "could not read invoice-A-<n>.pdf: not found"),
     ("upload of report_2026.12.csv (part 3) failed", "upload of report_<n>.csv (part <n>) failed"),

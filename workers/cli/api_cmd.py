@@ -93,6 +93,23 @@ def token_list(as_json: bool) -> None:
           [[t.name, t.role, t.owner or "-", ts(t.created_at), ts(t.last_used_at), ts(t.revoked_at)] for t in items])
 
 
+@token.command("owner")
+@click.argument("name")
+@click.argument("person")
+@actor_option
+def token_owner(name: str, person: str, actor: str) -> None:
+    """Give token NAME its owner PERSON, or change it (a token made before owners existed has none: until it has
+    one, its owner could approve what they submitted through it). Recorded in the audit trail."""
+    from workers.store import api_tokens
+
+    _, previous = api_tokens.set_owner(name, person, actor=actor)
+    if previous == person:
+        click.echo(f"API token {name} is owned by {person} already")
+    else:
+        was = f" (was {previous})" if previous else ""
+        click.echo(f"API token {name} now acts for {person}{was}")
+
+
 @token.command("revoke")
 @click.argument("name")
 @actor_option

@@ -69,15 +69,25 @@ def failures(since: datetime, top: int = 3) -> list[dict[str, Any]]:
 # Where an error happened stays readable: these tell two failures apart (the sandbox on the wrong port, one webhook
 # host down), so they are kept as they are and only the text around them has its ids and numbers folded. Only
 # what is surely a network location is kept: a URL's scheme and authority (`https://user@host:8443`), an IPv4
-# address (and port), a `host:port`, the host after an `@`. A bare dotted word is not one (`invoice-A-1002.pdf`,
-# `report.2026.csv` are file names): its numbers are folded like any other, or identical errors would not group.
+# address (and port), an IPv6 address (bare `2001:db8::7`, or bracketed with a port `[::1]:8080`), a `host:port`
+# whose host has a dot in it or is `localhost`, the host after an `@`. A bare dotted word is not one
+# (`invoice-A-1002.pdf`, `report.2026.csv` are file names), nor a dotless `word:number` (`approval:17`,
+# `row:42 col:7`): their numbers are folded like any other, or identical errors would not group.
 _HOST = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*"
 _IPV4 = r"\d{1,3}(?:\.\d{1,3}){3}"
+_H16 = r"[0-9a-f]{1,4}"
+# Eight groups, or fewer around one `::` (the tail may be an IPv4: `::ffff:10.0.0.1`). With a digit in it: `a::b`
+# is no address, and a clock time (`12:30:45`) has neither eight groups nor a `::`.
+_IPV6 = (rf"(?=[0-9a-f:.]*\d)(?:(?:{_H16}:){{7}}{_H16}"
+         rf"|(?:{_H16}(?::{_H16})*)?::(?:(?:{_H16}:)*{_IPV4}|{_H16}(?::{_H16})*)?)")
+_PORT = r"(?::\d{1,5})?"
 _WHERE = re.compile(
     r"(?<![\w+.-])[a-z][a-z0-9+.-]*://[\w.:@%+\[\]-]*[\w\]]"  # scheme://[user@]host[:port]
-    rf"|(?<![\w.]){_IPV4}(?::\d{{1,5}})?(?!\w|\.\d)"  # 10.0.0.7, 127.0.0.1:6379
-    rf"|(?<![\w.@/-])[a-z][a-z0-9-]*(?:\.{_HOST})?:\d{{1,5}}(?![\w:]|\.\d)"  # localhost:8080, db-3.internal:5432
-    rf"|(?<=@){_HOST}(?::\d{{1,5}})?(?![\w-])",  # postgres@db-3.internal
+    rf"|\[{_IPV6}\]{_PORT}(?![\w:]|\.\d)"  # [::1]:8080
+    rf"|(?<![\w:.]){_IPV6}(?![\w:]|\.\d)"  # 2001:db8::7, ::1
+    rf"|(?<![\w.]){_IPV4}{_PORT}(?!\w|\.\d)"  # 10.0.0.7, 127.0.0.1:6379
+    rf"|(?<![\w.@/-])(?:localhost|[a-z][a-z0-9-]*\.{_HOST}):\d{{1,5}}(?![\w:]|\.\d)"  # db-3.internal:5432
+    rf"|(?<=@){_HOST}{_PORT}(?![\w-])",  # postgres@db-3.internal
     re.IGNORECASE)
 
 

@@ -74,13 +74,17 @@ def _view(row: ApiToken) -> Token:
                  row.owner)
 
 
+def _check_owner(owner: str) -> None:
+    if not owner.strip() or owner != owner.strip() or len(owner) > 100 or owner.startswith(ACTOR_PREFIX):
+        raise SubmitError(f"a token's owner is the person it acts for, as approvals name them (1 to 100 "
+                          f"characters, not starting with {ACTOR_PREFIX!r} nor with a space): {owner!r}")
+
+
 def create(name: str, role: str, *, owner: str | None = None, actor: str | None = None) -> str:
     """A new token; returns its secret (shown once: only its hash is kept). `owner`: the person it acts for, as
     approval policies and OPSQ_SLACK_APPROVERS name them (`dana`)."""
-    if owner is not None and (not owner.strip() or owner != owner.strip() or len(owner) > 100
-                              or owner.startswith(ACTOR_PREFIX)):
-        raise SubmitError(f"a token's owner is the person it acts for, as approvals name them (1 to 100 "
-                          f"characters, not starting with {ACTOR_PREFIX!r} nor with a space): {owner!r}")
+    if owner is not None:
+        _check_owner(owner)
     if role not in ROLES:
         raise SubmitError(f"unknown role {role!r} (use one of: {', '.join(ROLES)})")
     if not _NAME.match(name):
@@ -109,6 +113,24 @@ def revoke(name: str, *, actor: str | None = None) -> Token:
             audit.append("api_token_revoke", f"api_token:{name}", {"role": row.role}, actor=actor,
                          conn=s.connection())
         return _view(row)
+
+
+def set_owner(name: str, owner: str, *, actor: str | None = None) -> tuple[Token, str | None]:
+    """Give a token its owner, or another one; returns the token and its previous owner. For the tokens made
+    before owners existed (migration 0011): until one has its owner, what is submitted through it and approved
+    by that person under their own name is not seen as one person's. A revoked token may be given one too: who
+    submitted through it stays who submitted (person_of). An owner is never removed, only replaced."""
+    _check_owner(owner)
+    with session() as s:
+        row = s.scalar(select(ApiToken).where(ApiToken.name == name))
+        if row is None:
+            raise NotFound(f"no API token named {name!r} (`opsq api token list` shows them)")
+        previous = row.owner
+        if previous != owner:
+            row.owner = owner
+            audit.append("api_token_owner", f"api_token:{name}", {"owner": owner, "previous_owner": previous},
+                         actor=actor, conn=s.connection())
+        return _view(row), previous
 
 
 def tokens(*, include_revoked: bool = True) -> list[Token]:
@@ -173,4 +195,4 @@ def owned_actions_query(token_name: str) -> Any:
 
 
 __all__ = ["ACTOR_PREFIX", "ROLES", "Token", "action_owner", "active_count", "authenticate", "create", "own_action",
-           "owned_actions_query", "person_of", "revoke", "tokens"]
+           "owned_actions_query", "person_of", "revoke", "set_owner", "tokens"]

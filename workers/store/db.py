@@ -23,6 +23,11 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # to skip importing Alembic at all when the schema is current.
 HEAD_REVISION = "0011"
 
+# Seconds a new PostgreSQL connection may take (libpq's connect_timeout; `?connect_timeout=` in the URL wins).
+# Without it a database host that drops packets holds the caller for the OS's connect timeout (psycopg: 130 s):
+# every `GET /v1/health`, outage probe and worker that opens a connection would hang that long.
+PG_CONNECT_TIMEOUT = 5
+
 _lock = threading.Lock()
 _engine: Engine | None = None
 _engine_pid: int | None = None
@@ -77,7 +82,10 @@ def make_engine(url: str, *, async_commit: bool = False, pre_ping: bool = True, 
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         # Plain postgresql:// would pick psycopg2, which we do not ship: use psycopg 3.
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    connect_args: dict[str, str] = {}
+    connect_args: dict[str, Any] = {}
+    pg = make_url(url).get_backend_name() == "postgresql"
+    if pg and "connect_timeout" not in make_url(url).query:  # the URL's own value is the operator's: it stays
+        connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT
     if async_commit:
         existing = make_url(url).query.get("options", "")
         existing = existing if isinstance(existing, str) else " ".join(existing)
