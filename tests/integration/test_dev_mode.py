@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import Background, alive, descendants
+from tests.support.processes import Background, descendants
 from workers.dev import stack
 
 pytestmark = pytest.mark.integration
@@ -59,16 +59,4 @@ def test_dev_on_embedded_defaults_moves_off_a_taken_port_and_stops_everything_on
         assert sent.returncode == 0 and re.search(r"^status\s+succeeded", sent.stdout, re.MULTILINE), \
             sent.stdout + sent.stderr
     finally:
-        if dev.process.poll() is None:
-            dev.process.send_signal(signal.SIGTERM)
-        try:
-            dev.process.wait(60)
-        except subprocess.TimeoutExpired:
-            dev.process.kill()
-            dev.process.wait()
-    assert dev.process.returncode == 0, "".join(dev.seen)
-    left = [pid for pid, started in processes.items() if alive(pid, started)]
-    for pid in left:  # this test's own, so that a failure here leaves nothing behind either
-        os.kill(pid, signal.SIGKILL)
-    assert left == [], f"`opsq dev` left processes running: {left}"
-    assert "opsq dev stopped" in "".join(dev.until("opsq dev stopped", timeout=10))
+        dev.stop_leaving_nothing(signal.SIGTERM, processes)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import Background, alive, descendants
+from tests.support.processes import Background, descendants
 
 pytestmark = pytest.mark.integration
 
@@ -145,16 +145,4 @@ def test_the_readme_walkthrough_works_when_typed_literally(redis_client, redis_u
             ran += 1
         assert pasted == 1 and ran == len(EXPECTED), (pasted, ran)
     finally:
-        if dev.process.poll() is None:
-            dev.process.send_signal(signal.SIGINT)  # Ctrl-C, as the README says
-        try:
-            dev.process.wait(60)
-        except subprocess.TimeoutExpired:
-            dev.process.kill()
-            dev.process.wait()
-    assert dev.process.returncode == 0, "".join(dev.seen)
-    left = [pid for pid, started in processes.items() if alive(pid, started)]
-    for pid in left:  # this test's own, so that a failure here leaves nothing behind either
-        os.kill(pid, signal.SIGKILL)
-    assert left == [], f"`opsq dev` left processes running: {left}"
-    assert "opsq dev stopped" in "".join(dev.until("opsq dev stopped", timeout=10))
+        dev.stop_leaving_nothing(signal.SIGINT, processes)  # Ctrl-C, as the README says

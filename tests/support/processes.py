@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import queue
+import signal
 import subprocess
 import threading
 import time
@@ -63,3 +65,21 @@ class Background:
             except queue.Empty:
                 continue
         return self.seen
+
+    def stop_leaving_nothing(self, sig: int, processes: dict[int, str]) -> None:
+        """Send `sig` (SIGINT as Ctrl-C, SIGTERM as a service manager), then show that the command ended cleanly
+        and that none of `processes` (its descendants, read while it ran) is left; any left is killed, so a
+        failure here leaves nothing behind either."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        assert self.process.returncode == 0, "".join(self.seen)
+        left = [pid for pid, started in processes.items() if alive(pid, started)]
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        assert left == [], f"`opsq dev` left processes running: {left}"
+        assert "opsq dev stopped" in "".join(self.until("opsq dev stopped", timeout=10))
